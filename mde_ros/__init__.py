@@ -1,0 +1,2 @@
+"""Monocular metric depth for ROS 2."""
+__version__ = "0.1.0"

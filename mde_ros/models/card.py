@@ -1,0 +1,137 @@
+"""Model card: everything the pipeline must know about a network besides its weights.
+
+Kept free of torch so the onnxruntime / TensorRT path never imports it. A card can also
+describe an ONNX model this project did not train (architecture "external").
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OUTPUT_KINDS = ("metric_depth", "inverse_depth", "disparity")
+ONNX_METADATA_KEY = "mde_ros.card"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CardError(ValueError):
+    """A model card is missing, unreadable or inconsistent."""
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str
+    input_height: int
+    input_width: int
+    arch_kwargs: dict = field(default_factory=dict)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # metric_depth: depth = scale * raw + shift
+    # inverse_depth: depth = 1 / (scale * raw + shift)
+    # disparity: depth = scale / raw   (scale = baseline * fx at network resolution)
+    output: str = "metric_depth"
+    output_scale: float = 1.0
+    output_shift: float = 0.0
+    min_depth: float = 0.1
+    max_depth: float = 10.0
+    # The training camera's fx at NETWORK resolution; enables camera-aware metric rescale.
+    train_focal_px: float | None = None
+    input_name: str = "image"
+    output_name: str = "depth"
+    provenance: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.output not in OUTPUT_KINDS:
+            raise CardError(f"card {self.name!r}: output must be one of {OUTPUT_KINDS}, got {self.output!r}")
+        if self.input_height <= 0 or self.input_width <= 0:
+            raise CardError(f"card {self.name!r}: input size must be positive, got "
+                            f"{self.input_height}x{self.input_width}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise CardError(f"card {self.name!r}: mean/std need 3 values with std > 0")
+        if not (0 <= self.min_depth < self.max_depth) or not math.isfinite(self.max_depth):
+            raise CardError(f"card {self.name!r}: need 0 <= min_depth < max_depth < inf, got "
+                            f"{self.min_depth}..{self.max_depth}")
+        if self.train_focal_px is not None and not self.train_focal_px > 0:
+            raise CardError(f"card {self.name!r}: train_focal_px must be > 0 or null")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CardError(f"unknown model card keys: {unknown}")
+        missing = [k for k in ("name", "architecture", "input_height", "input_width") if k not in data]
+        if missing:
+            raise CardError(f"model card lacks required keys: {missing}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        text = (yaml.safe_dump(self.to_dict(), sort_keys=False) if path.suffix in (".yaml", ".yml")
+                else json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        try:
+            text = path.read_text()
+            data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise CardError(f"cannot read model card {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CardError(f"model card {path} is not a mapping")
+        return cls.from_dict(data)
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    """Sidecar card of a model file: 'foo.onnx' -> 'foo.card.json'."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".card.json")
+
+
+def load_card_for(model_path: str | Path) -> ModelCard:
+    """Find a model's card: a sidecar .card.json/.card.yaml, the ONNX metadata, or the .pt bundle."""
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise CardError(f"model file not found: {model_path}")
+    for suffix in (".card.json", ".card.yaml", ".card.yml"):
+        sidecar = model_path.with_name(model_path.stem + suffix)
+        if sidecar.exists():
+            return ModelCard.load(sidecar)
+    if model_path.suffix == ".onnx":
+        try:
+            import onnx
+
+            proto = onnx.load(str(model_path), load_external_data=False)
+        except Exception as exc:  # onnx raises several types for a corrupt file
+            raise CardError(f"cannot read ONNX model {model_path}: {exc}") from exc
+        for prop in proto.metadata_props:
+            if prop.key == ONNX_METADATA_KEY:
+                return ModelCard.from_dict(json.loads(prop.value))
+        raise CardError(f"{model_path} has no model card: write {card_path_for(model_path)} "
+                        "(see README, 'Bring your own ONNX model')")
+    if model_path.suffix == ".pt":
+        from mde_ros.models.bundle import load_bundle_card
+
+        return load_bundle_card(model_path)
+    raise CardError(f"unsupported model file {model_path}: expected .onnx or .pt")
