@@ -1,0 +1,1 @@
+"""`mde-ros` sub-commands. Each module exposes add_arguments(parser) and run(args) -> exit code."""

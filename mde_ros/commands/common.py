@@ -1,0 +1,44 @@
+"""Options shared by the commands that run a model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+class CommandError(RuntimeError):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", type=Path, default=None,
+                       help="model file (.onnx with its card, or a .pt bundle); default: the shipped demo model")
+    group.add_argument("--backend", choices=BACKENDS, default="auto")
+    group.add_argument("--device", default="cpu", help="cpu or cuda")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    group.add_argument("--resize-policy", default="stretch", choices=("stretch", "letterbox"))
+    group.add_argument("--no-rescale", action="store_true",
+                       help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
+
+
+def build_estimator(args: argparse.Namespace):
+    """The one DepthEstimator the node, the bag tool and these commands share."""
+    from mde_ros.inference import BackendUnavailable
+    from mde_ros.models.card import CardError
+    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+    from mde_ros.resources import default_model_path
+
+    try:
+        model = args.model if args.model is not None else default_model_path()
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    if not Path(model).exists():
+        raise CommandError(f"model file not found: {model}")
+    config = EstimatorConfig(camera_aware_rescale=not args.no_rescale, resize_policy=args.resize_policy)
+    try:
+        return DepthEstimator.from_model(model, backend=args.backend, device=args.device,
+                                         precision=args.precision, config=config)
+    except (CardError, BackendUnavailable, ValueError) as exc:
+        raise CommandError(f"cannot load model {model}: {exc}") from exc

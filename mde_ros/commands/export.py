@@ -1,0 +1,34 @@
+"""`mde-ros export BUNDLE.pt --out MODEL.onnx`: ONNX for the onnxruntime/TensorRT backends."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="model bundle (.pt) written by training or save_bundle")
+    parser.add_argument("--out", type=Path, required=True, help="ONNX file to write (card written beside it)")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs torch check")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mde_ros.models.bundle import load_bundle
+    from mde_ros.models.card import CardError
+    from mde_ros.models.export import export_onnx, verify_onnx
+
+    try:
+        model, card = load_bundle(args.bundle)
+    except CardError as exc:
+        print(f"mde-ros export: {exc}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    path = export_onnx(model, card, args.out, opset=args.opset)
+    print(f"wrote {path} (opset {args.opset}, dynamic batch/height/width) and its card")
+    if not args.no_verify:
+        # A shape other than the export shape, so the dynamic axes are exercised.
+        height, width = card.input_height + 32, card.input_width + 64
+        diff = verify_onnx(path, model, batch=2, height=height, width=width)
+        print(f"onnxruntime vs torch at 2x3x{height}x{width}: max |diff| = {diff:.2e} m")
+    return 0
