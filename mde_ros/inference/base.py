@@ -1,0 +1,92 @@
+"""The one interface every inference backend implements, and the checks they share.
+
+A backend only runs the network: (N,3,H,W) float32 in, (N,1,H,W) float32 raw output out.
+Normalisation, resizing and turning the raw output into metres belong to the pipeline.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run here; the message names what is missing and how to get it."""
+
+
+class Backend(abc.ABC):
+    """Runs a depth network on a batch of normalised images."""
+
+    name: str
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N,3,H,W) float32 C-contiguous -> (N,1,H,W) float32 raw network output."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What runs where, for diagnostics and logs: backend, device, precision, and the
+        backend's own details (providers, engine path)."""
+
+    def __repr__(self) -> str:
+        details = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"{type(self).__name__}({details})"
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """'cpu' -> ('cpu', 0); 'cuda' -> ('cuda', 0); 'cuda:1' -> ('cuda', 1)."""
+    kind, _, index = str(device).partition(":")
+    if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:<index>'")
+    return kind, int(index or 0)
+
+
+def check_precision(precision: str, backend: str, allowed: tuple[str, ...]) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {PRECISIONS}")
+    if precision not in allowed:
+        raise ValueError(f"backend {backend!r} does not run precision {precision!r} here; "
+                         f"it supports {allowed}" + ("" if backend == "tensorrt"
+                                                     else " (int8: use backend 'tensorrt')"))
+    return precision
+
+
+def as_network_batch(batch: np.ndarray) -> np.ndarray:
+    """The batch as the (N,3,H,W) float32 C-contiguous array every backend takes.
+
+    Already-conforming arrays are returned as they are (no copy).
+    """
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
+        shape = getattr(batch, "shape", type(batch).__name__)
+        raise ValueError(f"expected a (N,3,H,W) float32 batch, got {shape}")
+    if batch.dtype != np.float32 or not batch.flags.c_contiguous:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+    return batch
+
+
+def check_network_output(output: np.ndarray, batch_shape: tuple[int, ...], backend: str) -> np.ndarray:
+    """Fail loudly when a model's output is not one depth channel per input image."""
+    if output.ndim != 4 or output.shape[0] != batch_shape[0] or output.shape[1] != 1:
+        raise RuntimeError(f"{backend}: the model returned shape {tuple(output.shape)} for input "
+                           f"{tuple(batch_shape)}; expected (N,1,H,W) raw depth")
+    return output
+
+
+def resolve_io_name(wanted: str, offered: list[str], role: str, model: str | Path) -> str:
+    """The card's tensor name if the model has it; else the model's only tensor, with a warning."""
+    if wanted in offered:
+        return wanted
+    if len(offered) == 1:
+        log.warning("%s: the card names %s %r but the model's only %s is %r; using %r",
+                    model, role, wanted, role, offered[0], offered[0])
+        return offered[0]
+    raise ValueError(f"{model}: the card names {role} {wanted!r}, which is not among the model's "
+                     f"{role}s {offered}; fix input_name/output_name in the model card")

@@ -1,0 +1,78 @@
+"""torch backend: runs a .pt bundle directly (training checkpoints, debugging, CPU or CUDA)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch,
+                                    check_network_output, check_precision, parse_device)
+from mde_ros.models.card import ModelCard
+
+OPTIONS = ()
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailable("backend 'torch' needs PyTorch: pip install torch "
+                                 f"(see pytorch.org for CUDA wheels) [{exc}]") from exc
+    return torch
+
+
+def torch_device(device: str):
+    """The torch.device for 'cpu' / 'cuda[:i]', or BackendUnavailable when CUDA is missing."""
+    torch = import_torch()
+    kind, index = parse_device(device)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"device {device!r} needs a CUDA GPU, but torch {torch.__version__} sees none "
+                "(CPU-only wheel, no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides it): install a "
+                "CUDA build of torch on a machine with an NVIDIA GPU, or use device 'cpu'")
+        if index >= torch.cuda.device_count():
+            raise BackendUnavailable(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
+                                     "GPU(s) visible")
+    return torch.device(kind, index) if kind == "cuda" else torch.device("cpu")
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model_path: str | Path, card: ModelCard, device: str = "cpu",
+                 precision: str = "fp32") -> None:
+        model_path = Path(model_path)
+        if model_path.suffix != ".pt":
+            raise BackendUnavailable(f"backend 'torch' needs a .pt bundle (weights + card), got "
+                                     f"{model_path.name}: run ONNX files with backend "
+                                     "'onnxruntime' or 'tensorrt'")
+        torch = import_torch()
+        check_precision(precision, self.name, ("fp32", "fp16"))
+        self._device = torch_device(device)
+        if precision == "fp16" and self._device.type != "cuda":
+            raise ValueError("precision 'fp16' with backend 'torch' needs device 'cuda' (CPU half "
+                             "precision is slower than fp32); use fp32 on CPU")
+        from mde_ros.models.bundle import load_bundle
+
+        model, _ = load_bundle(model_path, map_location=self._device)
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._model = model.to(self._device, self._dtype).eval()
+        self._torch = torch
+        self.device, self.precision, self.card, self.model_path = device, precision, card, model_path
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = as_network_batch(batch)
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)  # shares memory with the numpy batch
+            if self._device.type != "cpu" or self._dtype != torch.float32:
+                x = x.to(self._device, self._dtype, non_blocking=False)
+            out = self._model(x)
+            out = out.float().cpu().numpy() if self._device.type != "cpu" else out.numpy()
+        return check_network_output(out, batch.shape, self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": str(self._device), "precision": self.precision,
+                "model": str(self.model_path), "torch": self._torch.__version__}
