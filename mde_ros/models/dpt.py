@@ -151,14 +151,15 @@ class ResidualConvUnit(nn.Module):
 class FusionBlock(nn.Module):
     """DPT's feature fusion, resizing to an explicit size (not x2) so odd patch grids line up."""
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, with_skip: bool = True):
         super().__init__()
-        self.rcu1 = ResidualConvUnit(features)
+        # The deepest block has no skip; original DPT still builds (and never trains) its rcu1.
+        self.rcu1 = ResidualConvUnit(features) if with_skip else None
         self.rcu2 = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
 
     def forward(self, x: torch.Tensor, size: Sequence, skip: torch.Tensor | None = None) -> torch.Tensor:
-        if skip is not None:
+        if self.rcu1 is not None:
             x = x + self.rcu1(skip)
         x = self.rcu2(x)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
@@ -192,7 +193,7 @@ class DPT(nn.Module):
             Reassemble(embed_dim, ch, scale, readout) for ch, scale in zip(reassemble_channels, (4, 2, 1, 0.5)))
         self.project = nn.ModuleList(
             nn.Conv2d(ch, features, kernel_size=3, padding=1, bias=False) for ch in reassemble_channels)
-        self.fusion = nn.ModuleList(FusionBlock(features) for _ in range(4))
+        self.fusion = nn.ModuleList(FusionBlock(features, with_skip=i < 3) for i in range(4))
         self.head_conv1 = nn.Conv2d(features, features // 2, kernel_size=3, padding=1)
         self.head_conv2 = nn.Conv2d(features // 2, 32, kernel_size=3, padding=1)
         self.head_out = nn.Conv2d(32, 1, kernel_size=1)
