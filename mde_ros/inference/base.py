@@ -53,9 +53,8 @@ def check_precision(precision: str, backend: str, allowed: tuple[str, ...]) -> s
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {PRECISIONS}")
     if precision not in allowed:
-        raise ValueError(f"backend {backend!r} does not run precision {precision!r} here; "
-                         f"it supports {allowed}" + ("" if backend == "tensorrt"
-                                                     else " (int8: use backend 'tensorrt')"))
+        raise ValueError(f"backend {backend!r} does not run precision {precision!r} here; it "
+                         f"supports {allowed} (fp16 and int8 engines: backend 'tensorrt')")
     return precision
 
 

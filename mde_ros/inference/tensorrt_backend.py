@@ -276,16 +276,18 @@ class TensorRTBackend(Backend):
             built = rebuild or not self.paths.engine.is_file()
             if built:
                 self._build()
-            self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.paths.engine.read_bytes())
+            self._runtime = trt.Runtime(self._logger)  # must outlive the engine
+            self._engine = self._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
             if self._engine is None and not built:
-                log.warning("cached engine %s did not load (corrupt, or built by another TensorRT); "
-                            "rebuilding", self.paths.engine)
+                log.warning("cached engine %s did not load (corrupt file?); rebuilding", self.paths.engine)
                 self._build()
-                self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.paths.engine.read_bytes())
+                self._engine = self._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
             if self._engine is None:
                 raise RuntimeError(f"TensorRT could not load the engine {self.paths.engine} it just "
                                    "built; see the TensorRT log above")
             self._context = self._engine.create_execution_context()
+            # Own stream: enqueueV3 on the legacy default stream costs extra synchronisation.
+            self._stream = torch.cuda.Stream(self._device)
         self._bind_io_names()
 
     def _bind_io_names(self) -> None:
@@ -373,10 +375,11 @@ class TensorRTBackend(Backend):
             raise ValueError(f"batch {shape} is outside the engine's profile {self.profile.min}.."
                              f"{self.profile.max}: rebuild with max_batch / min_size / max_size")
         torch = self._torch
-        with torch.cuda.device(self._device):
+        with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
             stream = torch.cuda.current_stream(self._device)
             x = torch.from_numpy(batch).to(self._device, self._input_dtype)
-            self._context.set_input_shape(self.input_name, shape)
+            if not self._context.set_input_shape(self.input_name, shape):
+                raise RuntimeError(f"TensorRT rejected input shape {shape}; see the TensorRT log")
             out = torch.empty(tuple(self._context.get_tensor_shape(self.output_name)),
                               dtype=self._output_dtype, device=self._device)
             self._context.set_tensor_address(self.input_name, x.data_ptr())
