@@ -1,0 +1,143 @@
+"""FrameOutputs <-> rosbags message dataclasses: the bag-side twin of mde_ros.ros.messages.
+
+Only field copies: the data itself comes packed from mde_ros.pipeline.outputs, so a replayed bag
+and the live node carry the same bytes. The CameraInfo checks and the depth CameraInfo mirror the
+node's (mde_ros.ros.messages, which needs the ROS message packages this module must do without).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mde_ros.bags.io import COMPRESSED_IMAGE_TYPE, typestore
+from mde_ros.pipeline.intrinsics import Intrinsics
+
+# As in mde_ros.ros.messages: a CameraInfo at another resolution is scaled only when both axes scale alike.
+ASPECT_TOLERANCE = 0.01
+
+if TYPE_CHECKING:
+    from mde_ros.pipeline.geometry import PackedCloud, Scan
+    from mde_ros.pipeline.outputs import FrameOutputs, PackedImage
+
+
+def _types() -> Any:
+    return typestore().types
+
+
+def make_header(sec: int, nanosec: int, frame_id: str) -> Any:
+    types = _types()
+    return types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=int(sec), nanosec=int(nanosec)), frame_id=frame_id)
+
+
+def _bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def image_msg(packed: "PackedImage", header: Any) -> Any:
+    return _types()["sensor_msgs/msg/Image"](
+        header=header, height=packed.height, width=packed.width, encoding=packed.encoding,
+        is_bigendian=0, step=packed.step, data=_bytes(packed.data))
+
+
+class CameraInfoError(ValueError):
+    """A CameraInfo that cannot describe the image; `kind` names the problem (the node's kinds)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsics:
+    """Intrinsics of a width x height image described by `info`, judged as the node judges them
+    (mde_ros.ros.messages): an all-zero or non-positive K is rejected, another resolution with the
+    same aspect ratio is scaled per axis, another aspect ratio is rejected."""
+    if not np.any(np.asarray(info.k, dtype=np.float64)):
+        raise CameraInfoError("camera_info_zero_k", "CameraInfo K is all zero (uncalibrated driver?)")
+    if info.width <= 0 or info.height <= 0:
+        raise CameraInfoError("camera_info_invalid", f"CameraInfo has no resolution ({info.width}x{info.height})")
+    intr = Intrinsics.from_k(info.k, info.width, info.height)
+    if not intr.is_valid():
+        raise CameraInfoError("camera_info_invalid", f"CameraInfo K has fx={intr.fx}, fy={intr.fy} "
+                                                     "(need finite values > 0)")
+    if (info.width, info.height) == (width, height):
+        return intr
+    sx, sy = width / info.width, height / info.height
+    if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
+        raise CameraInfoError("camera_info_resolution", f"CameraInfo is for {info.width}x{info.height} but "
+                                                        f"the image is {width}x{height}")
+    return intr.scaled(width, height)
+
+
+def camera_info_msg(intr: Intrinsics, header: Any, template: Any | None = None) -> Any:
+    """CameraInfo of a published depth image: D, R, model from the camera's CameraInfo (`template`),
+    K and P scaled per axis to the depth resolution; an undistorted pinhole without a template."""
+    types = _types()
+    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    if template is None:
+        return types["sensor_msgs/msg/CameraInfo"](
+            header=header, height=intr.height, width=intr.width, distortion_model="plumb_bob",
+            d=np.zeros(5), k=np.array(intr.k(), dtype=np.float64), r=np.eye(3).ravel(),
+            p=np.array([intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            binning_x=0, binning_y=0, roi=roi)
+    sx, sy = intr.width / template.width, intr.height / template.height
+    scale_k = np.array([sx, sx, sx, sy, sy, sy, 1.0, 1.0, 1.0])
+    scale_p = np.array([sx, sx, sx, sx, sy, sy, sy, sy, 1.0, 1.0, 1.0, 1.0])
+    same_size = (template.width, template.height) == (intr.width, intr.height)
+    return types["sensor_msgs/msg/CameraInfo"](
+        header=header, height=intr.height, width=intr.width, distortion_model=template.distortion_model,
+        d=np.array(template.d, dtype=np.float64), k=np.asarray(template.k, dtype=np.float64) * scale_k,
+        r=np.array(template.r, dtype=np.float64), p=np.asarray(template.p, dtype=np.float64) * scale_p,
+        binning_x=template.binning_x, binning_y=template.binning_y, roi=template.roi if same_size else roi)
+
+
+def cloud_msg(packed: "PackedCloud", header: Any) -> Any:
+    types = _types()
+    fields = [types["sensor_msgs/msg/PointField"](name=name, offset=offset, datatype=datatype, count=count)
+              for name, offset, datatype, count in packed.fields]
+    return types["sensor_msgs/msg/PointCloud2"](
+        header=header, height=packed.height, width=packed.width, fields=fields, is_bigendian=False,
+        point_step=packed.point_step, row_step=packed.row_step, data=_bytes(packed.data),
+        is_dense=bool(packed.is_dense))
+
+
+def scan_msg(scan: "Scan", header: Any) -> Any:
+    return _types()["sensor_msgs/msg/LaserScan"](
+        header=header, angle_min=float(scan.angle_min), angle_max=float(scan.angle_max),
+        angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=0.0,
+        range_min=float(scan.range_min), range_max=float(scan.range_max),
+        ranges=np.ascontiguousarray(scan.ranges, dtype=np.float32), intensities=np.zeros(0, np.float32))
+
+
+def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | None = None) -> dict[str, Any]:
+    """Messages keyed like OutputTopics' fields; outputs the pipeline did not make are left out."""
+    messages = {"depth": image_msg(outputs.depth, header)}
+    if outputs.depth_intrinsics is not None:
+        messages["depth_camera_info"] = camera_info_msg(outputs.depth_intrinsics, header, source_info)
+    if outputs.cloud is not None:
+        messages["points"] = cloud_msg(outputs.cloud, header)
+    if outputs.scan is not None:
+        messages["scan"] = scan_msg(outputs.scan, header)
+    if outputs.colorized is not None:
+        messages["colorized"] = image_msg(outputs.colorized, header)
+    return messages
+
+
+def rgb_from_msg(msg: Any, msgtype: str) -> np.ndarray:
+    """HxWx3 uint8 RGB of an Image or CompressedImage, decoded as the node decodes it."""
+    from mde_ros.pipeline.preprocess import InputError, image_from_buffer, to_rgb
+
+    if msgtype == COMPRESSED_IMAGE_TYPE:
+        import cv2
+
+        buffer = np.asarray(msg.data, dtype=np.uint8)
+        if buffer.size == 0:
+            raise InputError("compressed image has no data")
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes): "
+                             "expected JPEG or PNG")
+        return to_rgb(bgr, "bgr8")
+    image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)
+    return to_rgb(image, msg.encoding)
