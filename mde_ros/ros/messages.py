@@ -1,0 +1,133 @@
+"""Copy pipeline results into sensor_msgs and incoming messages into numpy.
+
+No algorithm lives here: every number is computed by mde_ros.pipeline; these functions only
+move fields between the packed pipeline outputs and the ROS message classes.
+"""
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from mde_ros.pipeline.geometry import PackedCloud, Scan
+from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.outputs import PackedImage
+from mde_ros.pipeline.preprocess import InputError, image_from_buffer, to_rgb
+
+# A CameraInfo at another resolution than its image is scaled only when both axes scale alike
+# (the image was resized without updating the info); anything else is a mismatched pairing.
+ASPECT_TOLERANCE = 0.01
+
+
+class CameraInfoError(ValueError):
+    """A CameraInfo that cannot describe the image; `kind` names the problem for diagnostics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def image_msg_to_rgb(msg: Image) -> np.ndarray:
+    """HxWx3 uint8 RGB of a raw Image; InputError says what is wrong with a bad one."""
+    image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)
+    return to_rgb(image, msg.encoding)
+
+
+def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage (what image_transport's compressed plugin sends)."""
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise InputError("compressed image has no data")
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes): "
+                         "expected JPEG or PNG")
+    return to_rgb(bgr, "bgr8")
+
+
+def intrinsics_from_camera_info(info: CameraInfo, width: int, height: int) -> Intrinsics:
+    """Intrinsics of a width x height image described by `info`.
+
+    A CameraInfo at another resolution is scaled per axis when the aspect ratios agree (what
+    image_proc's resize does to K); otherwise CameraInfoError, so no wrong cloud is published.
+    """
+    if not np.any(np.asarray(info.k, dtype=np.float64)):
+        raise CameraInfoError("camera_info_zero_k",
+                              "CameraInfo K is all zero (uncalibrated driver?): an all-zero K silently "
+                              "breaks point clouds in other stacks; treating it as missing")
+    if info.width <= 0 or info.height <= 0:
+        raise CameraInfoError("camera_info_invalid",
+                              f"CameraInfo has no resolution ({info.width}x{info.height}); treating it as missing")
+    intr = Intrinsics.from_k(info.k, info.width, info.height)
+    if not intr.is_valid():
+        raise CameraInfoError("camera_info_invalid",
+                              f"CameraInfo K has fx={intr.fx}, fy={intr.fy} (need finite values > 0); "
+                              "treating it as missing")
+    if (info.width, info.height) == (width, height):
+        return intr
+    sx, sy = width / info.width, height / info.height
+    if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
+        raise CameraInfoError("camera_info_resolution",
+                              f"CameraInfo is for {info.width}x{info.height} but the image is {width}x{height} "
+                              "(different aspect ratio): not the camera of this image; treating it as missing")
+    return intr.scaled(width, height)
+
+
+def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | None = None) -> CameraInfo:
+    """CameraInfo of a published depth image.
+
+    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's,
+    scaled per axis when the depth image's resolution differs from the template's.
+    """
+    msg = CameraInfo(header=header, width=intr.width, height=intr.height)
+    if template is None:
+        msg.distortion_model = "plumb_bob"
+        msg.d = [0.0] * 5
+        msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        msg.k = intr.k()
+        msg.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return msg
+    msg.distortion_model = template.distortion_model
+    msg.d = list(template.d)
+    msg.r = list(template.r)
+    msg.binning_x, msg.binning_y = template.binning_x, template.binning_y
+    sx = intr.width / template.width
+    sy = intr.height / template.height
+    scale_k = np.array([sx, sx, sx, sy, sy, sy, 1.0, 1.0, 1.0])
+    scale_p = np.array([sx, sx, sx, sx, sy, sy, sy, sy, 1.0, 1.0, 1.0, 1.0])
+    msg.k = (np.asarray(template.k, dtype=np.float64) * scale_k).tolist()
+    msg.p = (np.asarray(template.p, dtype=np.float64) * scale_p).tolist()
+    if (template.width, template.height) == (intr.width, intr.height):
+        msg.roi = template.roi
+    return msg
+
+
+def image_msg(packed: PackedImage, header: Header) -> Image:
+    msg = Image(header=header, height=packed.height, width=packed.width, encoding=packed.encoding,
+                is_bigendian=0, step=packed.step)
+    msg.data = array.array("B", packed.data)
+    return msg
+
+
+def point_cloud_msg(cloud: PackedCloud, header: Header) -> PointCloud2:
+    msg = PointCloud2(header=header, height=cloud.height, width=cloud.width, is_bigendian=False,
+                      point_step=cloud.point_step, row_step=cloud.row_step, is_dense=cloud.is_dense)
+    msg.fields = [PointField(name=name, offset=offset, datatype=datatype, count=count)
+                  for name, offset, datatype, count in cloud.fields]
+    msg.data = array.array("B", cloud.data)
+    return msg
+
+
+def laser_scan_msg(scan: Scan, header: Header) -> LaserScan:
+    msg = LaserScan(header=header, angle_min=float(scan.angle_min), angle_max=float(scan.angle_max),
+                    angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=0.0,
+                    range_min=float(scan.range_min), range_max=float(scan.range_max))
+    msg.ranges = array.array("f", np.ascontiguousarray(scan.ranges, dtype=np.float32).tobytes())
+    return msg
+
+
+def stamp_ns(header: Header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
