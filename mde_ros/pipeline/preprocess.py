@@ -1,0 +1,145 @@
+"""Camera image -> network input: encodings, resize policy, normalisation.
+
+Pure numpy/OpenCV. The ROS node hands raw sensor_msgs/Image buffers to `image_from_buffer`, so every
+check a malformed message could fail lives here, with a message that says what is wrong.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from mde_ros.models.card import ModelCard
+
+SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+RESIZE_POLICIES = ("stretch", "letterbox")
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+MAX_SIDE = 16384  # larger than any camera; a bigger header is corruption, not an image
+
+_TO_RGB = {
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+}
+
+
+class InputError(ValueError):
+    """An input image (or its metadata) the pipeline cannot use; the message says why."""
+
+
+def _check_encoding(encoding: str) -> int:
+    if encoding not in CHANNELS:
+        raise InputError(f"unsupported image encoding {encoding!r}: expected one of {SUPPORTED_ENCODINGS} "
+                         "(convert depth/bayer/16-bit images before this node, e.g. with image_proc)")
+    return CHANNELS[encoding]
+
+
+def image_from_buffer(data, height: int, width: int, encoding: str, step: int) -> np.ndarray:
+    """View a sensor_msgs/Image-style buffer as HxW (mono8) or HxWxC uint8, without copying.
+
+    Row padding (step > width * channels) is skipped by slicing, so the view may be non-contiguous.
+    """
+    channels = _check_encoding(encoding)
+    height, width, step = int(height), int(width), int(step)
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise InputError(f"image size {width}x{height} is outside 1..{MAX_SIDE} pixels per side")
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise InputError(f"step {step} is smaller than width * channels = {width} * {channels} = {row_bytes} "
+                         f"for encoding {encoding!r}")
+    flat = np.frombuffer(data, dtype=np.uint8)
+    if flat.size != step * height:
+        raise InputError(f"image data has {flat.size} bytes but step * height = {step} * {height} = "
+                         f"{step * height}")
+    rows = flat.reshape(height, step)[:, :row_bytes]
+    return rows if channels == 1 else rows.reshape(height, width, channels)
+
+
+def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
+    """HxWx3 uint8 RGB. rgb8 input is returned as is (no copy)."""
+    channels = _check_encoding(encoding)
+    if image.dtype != np.uint8:
+        raise InputError(f"{encoding} image must be uint8, got {image.dtype}")
+    if channels == 1 and image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    expected_ndim = 2 if channels == 1 else 3
+    if image.ndim != expected_ndim or (channels > 1 and image.shape[2] != channels):
+        raise InputError(f"{encoding} image must have shape HxW{'' if channels == 1 else f'x{channels}'}, "
+                         f"got {image.shape}")
+    if encoding == "rgb8":
+        return image
+    return cv2.cvtColor(image, _TO_RGB[encoding])
+
+
+@dataclass(frozen=True)
+class ResizeInfo:
+    """Where the camera image went inside the network input, so outputs and intrinsics can follow.
+
+    The image occupies rows content_top..content_top+content_height and columns
+    content_left..content_left+content_width of the network input; the rest (letterbox only) is padding.
+    """
+
+    src_height: int
+    src_width: int
+    net_height: int
+    net_width: int
+    policy: str
+    content_top: int
+    content_left: int
+    content_height: int
+    content_width: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.content_width / self.src_width
+
+    @property
+    def scale_y(self) -> float:
+        return self.content_height / self.src_height
+
+
+def resize_info(src_height: int, src_width: int, net_height: int, net_width: int,
+                policy: str = "stretch") -> ResizeInfo:
+    """The geometry `preprocess` uses, without touching pixels."""
+    if policy == "stretch":
+        return ResizeInfo(src_height, src_width, net_height, net_width, policy, 0, 0, net_height, net_width)
+    if policy == "letterbox":
+        scale = min(net_width / src_width, net_height / src_height)
+        content_w = min(net_width, max(1, round(src_width * scale)))
+        content_h = min(net_height, max(1, round(src_height * scale)))
+        return ResizeInfo(src_height, src_width, net_height, net_width, policy,
+                          (net_height - content_h) // 2, (net_width - content_w) // 2, content_h, content_w)
+    raise InputError(f"unknown resize policy {policy!r}: expected one of {RESIZE_POLICIES}")
+
+
+def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """cv2.resize with INTER_AREA when shrinking both axes (no aliasing), INTER_LINEAR otherwise."""
+    src_h, src_w = image.shape[:2]
+    if (src_w, src_h) == (width, height):
+        return image
+    shrinking = width <= src_w and height <= src_h
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def preprocess(rgb: np.ndarray, card: ModelCard, policy: str = "stretch") -> tuple[np.ndarray, ResizeInfo]:
+    """(1,3,h,w) float32 C-contiguous, normalised with the card's mean/std on [0,1] RGB.
+
+    Letterbox padding is zero after normalisation, i.e. the dataset's mean colour.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"expected an HxWx3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+    info = resize_info(rgb.shape[0], rgb.shape[1], card.input_height, card.input_width, policy)
+    resized = resize_image(rgb, info.content_width, info.content_height)
+    mean = np.asarray(card.mean, np.float32)
+    std = np.asarray(card.std, np.float32)
+    gain = 1.0 / (255.0 * std)
+    offset = -mean / std
+    batch = np.zeros((1, 3, info.net_height, info.net_width), np.float32)
+    content = batch[0, :, info.content_top:info.content_top + info.content_height,
+                    info.content_left:info.content_left + info.content_width]
+    for channel in range(3):
+        np.multiply(resized[:, :, channel], gain[channel], out=content[channel], dtype=np.float32)
+        content[channel] += offset[channel]
+    return batch, info
