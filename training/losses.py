@@ -36,7 +36,10 @@ def _check(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tuple[t
                          "have the same shape; resize the prediction to the ground truth first")
     if pred.dim() != 4:
         raise ValueError(f"expected (N,1,H,W) tensors, got {tuple(pred.shape)}")
-    return pred.float(), gt.float(), valid.bool()
+    valid = valid.bool()
+    # Ground truth at invalid pixels may be NaN/inf/0: replace it so no term (or its gradient) sees it.
+    gt = torch.where(valid, gt.float(), torch.ones_like(gt, dtype=torch.float32))
+    return pred.float(), gt, valid
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -102,8 +105,10 @@ class SILogLoss(nn.Module):
         has_pixels = count > 0
         count = count.clamp_min(1.0)
         mean_d = d.flatten(1).sum(1) / count
-        mean_d2 = (d ** 2).flatten(1).sum(1) / count
-        per_image = mean_d2 - self.variance_focus * mean_d ** 2
+        # mean(d²) - λ mean(d)² written as var(d) + (1 - λ) mean(d)²: no cancellation under the sqrt.
+        centred = torch.where(valid, d - mean_d.view(-1, 1, 1, 1), torch.zeros_like(d))
+        variance = (centred ** 2).flatten(1).sum(1) / count
+        per_image = variance + (1.0 - self.variance_focus) * mean_d ** 2
         if self.sqrt:
             per_image = per_image.clamp_min(1e-12).sqrt()
         per_image = self.scale * per_image
