@@ -45,6 +45,8 @@ def typestore() -> "Typestore":
 
 def bag_storage(path: str | Path) -> str:
     """Storage plugin of a bag folder ('mcap' or 'sqlite3'), from its metadata.yaml."""
+    if not Path(path).exists():
+        raise BagError(f"bag not found: {path} (expected a rosbag2 folder with metadata.yaml)")
     metadata = Path(path) / "metadata.yaml"
     try:
         info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
@@ -74,8 +76,6 @@ def open_reader(path: str | Path) -> Iterator["Reader"]:
     from rosbags.rosbag2 import Reader, ReaderError
 
     path = Path(path)
-    if not path.is_dir():
-        raise BagError(f"bag not found: {path} (expected a rosbag2 folder with metadata.yaml)")
     bag_storage(path)
     try:
         reader = Reader(path)

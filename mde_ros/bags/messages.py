@@ -110,15 +110,18 @@ def scan_msg(scan: "Scan", header: Any) -> Any:
         ranges=np.ascontiguousarray(scan.ranges, dtype=np.float32), intensities=np.zeros(0, np.float32))
 
 
-def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | None = None) -> dict[str, Any]:
-    """Messages keyed like OutputTopics' fields; outputs the pipeline did not make are left out."""
+def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | None = None,
+                    scan_frame: str | None = None) -> dict[str, Any]:
+    """Messages keyed like OutputTopics' fields; outputs the pipeline did not make are left out.
+    `scan_frame` replaces the scan's frame_id (the node's scan.output_frame)."""
     messages = {"depth": image_msg(outputs.depth, header)}
     if outputs.depth_intrinsics is not None:
         messages["depth_camera_info"] = camera_info_msg(outputs.depth_intrinsics, header, source_info)
     if outputs.cloud is not None:
         messages["points"] = cloud_msg(outputs.cloud, header)
     if outputs.scan is not None:
-        messages["scan"] = scan_msg(outputs.scan, header)
+        scan_header = make_header(header.stamp.sec, header.stamp.nanosec, scan_frame) if scan_frame else header
+        messages["scan"] = scan_msg(outputs.scan, scan_header)
     if outputs.colorized is not None:
         messages["colorized"] = image_msg(outputs.colorized, header)
     return messages

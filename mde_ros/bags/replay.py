@@ -1,0 +1,379 @@
+"""`mde-ros replay IN_BAG --out OUT_BAG`: a recorded bag through the node's pipeline into a new bag.
+
+Every message of the input is copied unchanged (same receive timestamps); every camera image also
+yields depth, depth/camera_info, points, scan and depth/colorized, stamped with the image's receive
+timestamp and carrying its header (stamp and frame_id). The depth comes from the same
+DepthEstimator + build_outputs the node runs, so a replayed bag is what the node would have
+published for that recording, minus the frames a live node drops when it falls behind.
+
+With a fixed model, backend and thread count the output messages are byte-identical from run to
+run (onnxruntime runs with one intra-op thread unless told otherwise).
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rosbags.serde import SerdeError
+
+from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCopier, OutputTopics,
+                             add_connection, bag_storage, create_writer, deserialize, detect_topics,
+                             list_topics, open_reader, serialize, stamp_ns)
+from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_messages, rgb_from_msg
+from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+from mde_ros.pipeline.preprocess import InputError
+
+if TYPE_CHECKING:
+    from rosbags.rosbag2 import Reader
+
+    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+    from mde_ros.pipeline.intrinsics import Intrinsics
+
+log = logging.getLogger(__name__)
+OUTPUT_TYPES = {"depth": "sensor_msgs/msg/Image", "depth_camera_info": CAMERA_INFO_TYPE,
+                "points": "sensor_msgs/msg/PointCloud2", "scan": "sensor_msgs/msg/LaserScan",
+                "colorized": "sensor_msgs/msg/Image"}
+PERCENTILES = (50, 90, 99)
+SYNC_TOLERANCE_S = 0.05  # the node's sync_tolerance default
+MAX_LOGGED_WARNINGS = 20
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged storage file raises mid-iteration (a corrupt .db3 page, a bad .mcap chunk)."""
+    import apsw
+    from rosbags.rosbag2 import ReaderError
+
+    return ReaderError, apsw.Error
+
+
+@dataclass
+class _Stats:
+    frames_in_bag: int = 0  # as the bag's index says; more than `frames` when reading stopped early
+    frames: int = 0
+    processed: int = 0
+    copied: int = 0
+    skipped: Counter = field(default_factory=Counter)  # frames without any output, by reason
+    outputs_skipped: Counter = field(default_factory=Counter)  # frames with depth only, by reason
+    corrupt_camera_info: int = 0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    warnings: list[str] = field(default_factory=list)
+    read_error: str | None = None
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        if len(self.warnings) < MAX_LOGGED_WARNINGS:
+            self.warnings.append(message)
+
+
+class _CameraInfos:
+    """All CameraInfo messages of one topic, matched to images as the node matches them: the newest
+    stamp within `tolerance` of the image's (ties: the last received)."""
+
+    def __init__(self, reader: "Reader", topic: str | None, stats: _Stats) -> None:
+        self.topic = topic
+        self.by_stamp: dict[int, Any] = {}
+        if topic is not None:
+            connections = [c for c in reader.connections if c.topic == topic]
+            try:
+                for _, timestamp, data in reader.messages(connections):
+                    try:
+                        msg = deserialize(data, CAMERA_INFO_TYPE)
+                    except SerdeError as exc:
+                        stats.corrupt_camera_info += 1
+                        stats.warn(f"skipping corrupt CameraInfo on {topic} received at {timestamp} ns: {exc}")
+                        continue
+                    self.by_stamp[stamp_ns(msg.header)] = msg
+            except _read_errors() as exc:
+                stats.warn(f"reading {topic} stopped at a damaged part of the bag: {exc}")
+        self.stamps = sorted(self.by_stamp)
+
+    def match(self, stamp: int, tolerance_ns: int) -> Any | None:
+        last = bisect.bisect_right(self.stamps, stamp + tolerance_ns) - 1
+        if last >= 0 and self.stamps[last] >= stamp - tolerance_ns:
+            return self.by_stamp[self.stamps[last]]
+        return None
+
+
+def _scan_fits(intr: "Intrinsics", config: OutputConfig) -> bool:
+    """The node's rule: the scan rows around cy must lie inside the image (else no scan)."""
+    return intr.width >= 2 and config.scan_height // 2 <= min(intr.cy, intr.height - intr.cy)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ms = np.asarray(values, dtype=np.float64) * 1e3
+    summary = {f"p{p}": round(float(np.percentile(ms, p)), 3) for p in PERCENTILES}
+    summary["mean"] = round(float(ms.mean()), 3)
+    return summary
+
+
+def load_estimator(model: str | Path | None = None, backend: str = "auto", *, device: str = "cpu",
+                   precision: str = "fp32", config: "EstimatorConfig | None" = None,
+                   intra_op_threads: int = 1) -> "DepthEstimator":
+    """The shipped model (or `model`) on `backend`, onnxruntime pinned to `intra_op_threads` so
+    the output bytes do not depend on the machine's core count."""
+    from mde_ros.pipeline.estimator import DepthEstimator
+    from mde_ros.resources import default_model_path
+
+    model = Path(model) if model is not None else default_model_path()
+    options = {"intra_op_threads": intra_op_threads} if backend in ("auto", "onnxruntime") else {}
+    return DepthEstimator.from_model(model, backend=backend, device=device, precision=precision,
+                                     config=config, **options)
+
+
+def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | None = None,
+               backend: str = "auto", image_topic: str | None = None, camera_info_topic: str | None = None,
+               output_config: OutputConfig | None = None, storage: str | None = None,
+               summary_path: str | Path | None = None, progress: bool = True,
+               output_prefix: str | None = None, sync_tolerance: float = SYNC_TOLERANCE_S,
+               scan_frame: str | None = None, estimator: "DepthEstimator | None" = None) -> dict:
+    """Replay `in_bag` into the new bag `out_bag` and return the summary (also written to
+    `summary_path` as JSON).
+
+    `sync_tolerance` (s) and `scan_frame` are the node's sync_tolerance and scan.output_frame;
+    `estimator` replaces model/backend when given (to reuse one across bags).
+    """
+    in_bag, out_bag = Path(in_bag), Path(out_bag)
+    output_config = output_config or OutputConfig()
+    storage = storage or bag_storage(in_bag)
+    if storage not in STORAGES:
+        raise BagError(f"storage {storage!r} is not supported (choose {' or '.join(STORAGES)})")
+    if out_bag.exists():
+        raise BagError(f"output bag {out_bag} already exists; remove it or choose another --out")
+    stats = _Stats()
+    with open_reader(in_bag) as reader:
+        topics = list_topics(reader)
+        image_topic, info_topic = detect_topics(topics, image_topic, camera_info_topic)
+        out_topics = OutputTopics.for_image_topic(image_topic, output_prefix)
+        clashes = sorted(set(out_topics.as_dict().values()) & {t.name for t in topics})
+        if clashes:
+            raise BagError(f"output topics {clashes} already exist in {in_bag} (the camera's own depth?); "
+                           "choose another namespace with --output-prefix, e.g. /mde")
+        if info_topic is None:
+            stats.warn(f"{in_bag} has no CameraInfo topic: depth only, no points or scan")
+        if estimator is None:
+            estimator = load_estimator(model, backend)
+        camera_infos = _CameraInfos(reader, info_topic, stats)
+        writer = create_writer(out_bag, storage)
+        try:
+            started = time.perf_counter()
+            pipeline = _FramePipeline(estimator, output_config, camera_infos, sync_tolerance, scan_frame, stats)
+            _replay_messages(reader, writer, image_topic, out_topics, pipeline, progress)
+            wall = time.perf_counter() - started
+            writer.close()
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(out_bag, ignore_errors=True)
+            raise
+    summary = _summary(in_bag, out_bag, storage, image_topic, info_topic, out_topics, estimator, stats, wall)
+    if summary_path is not None:
+        Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@dataclass
+class _FramePipeline:
+    """One recorded image -> the node's output messages (decode, pair with CameraInfo, estimate, build)."""
+
+    estimator: "DepthEstimator"
+    output_config: OutputConfig
+    camera_infos: _CameraInfos
+    sync_tolerance: float
+    scan_frame: str | None
+    stats: _Stats
+
+    def __call__(self, msgtype: str, data: bytes, timestamp: int) -> dict[str, Any] | None:
+        stats = self.stats
+        began = time.perf_counter()
+        try:
+            msg = deserialize(data, msgtype)
+            rgb = rgb_from_msg(msg, msgtype)
+        except SerdeError as exc:
+            stats.skipped["corrupt_message"] += 1
+            stats.warn(f"skipping corrupt image received at {timestamp} ns: {exc}")
+            return None
+        except InputError as exc:
+            stats.skipped["invalid_image"] += 1
+            stats.warn(f"skipping image received at {timestamp} ns: {exc}")
+            return None
+        info, intrinsics = self._intrinsics(msg.header, rgb.shape[1], rgb.shape[0], timestamp)
+        config = self.output_config
+        if intrinsics is not None and config.scan_enabled and not _scan_fits(intrinsics, config):
+            config = dataclasses.replace(config, scan_enabled=False)
+            stats.outputs_skipped["scan_height"] += 1
+        decoded = time.perf_counter()
+        result = self.estimator.estimate(rgb, intrinsics)
+        outputs = build_outputs(result, rgb, config, self.estimator.min_depth, self.estimator.max_depth)
+        stats.processed += 1
+        for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():
+            stats.latencies[stage].append(seconds)
+        return output_messages(outputs, msg.header, info, self.scan_frame)
+
+    def _intrinsics(self, header: Any, width: int, height: int, timestamp: int) -> tuple[Any, "Intrinsics | None"]:
+        """(CameraInfo, intrinsics at the image's resolution), both None when unknown or unusable."""
+        info = self.camera_infos.match(stamp_ns(header), int(round(self.sync_tolerance * 1e9)))
+        wants_geometry = self.output_config.cloud_enabled or self.output_config.scan_enabled
+        if info is None:
+            if wants_geometry:
+                reason = "no_camera_info" if self.camera_infos.topic is None else "camera_info_unsynced"
+                self.stats.outputs_skipped[reason] += 1
+            return None, None
+        try:
+            return info, intrinsics_from_camera_info(info, width, height)
+        except CameraInfoError as exc:
+            self.stats.outputs_skipped[exc.kind] += 1
+            self.stats.warn(f"image received at {timestamp} ns: {exc}; depth only")
+            return None, None
+
+
+def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics: OutputTopics,
+                     pipeline: _FramePipeline, progress: bool) -> None:
+    """Copy every message; after each image, write its outputs with the image's receive time."""
+    from tqdm import tqdm
+
+    stats = pipeline.stats
+    copy = ConnectionCopier(writer)
+    for conn in reader.connections:
+        copy(conn)
+    outputs_conn = {key: add_connection(writer, getattr(out_topics, key), msgtype)
+                    for key, msgtype in OUTPUT_TYPES.items()}
+    stats.frames_in_bag = reader.topics[image_topic].msgcount
+    bar = tqdm(total=stats.frames_in_bag, unit="frame", disable=not progress, desc="replay",
+               file=sys.stderr)
+    try:
+        for conn, timestamp, data in reader.messages():
+            writer.write(copy(conn), timestamp, data)
+            stats.copied += 1
+            if conn.topic != image_topic:
+                continue
+            stats.frames += 1
+            bar.update()
+            began = time.perf_counter()
+            out_msgs = pipeline(conn.msgtype, data, timestamp)
+            if out_msgs is None:
+                continue
+            written = time.perf_counter()
+            for key, out_msg in out_msgs.items():
+                writer.write(outputs_conn[key], timestamp, serialize(out_msg))
+            done = time.perf_counter()
+            stats.latencies["write"].append(done - written)
+            stats.latencies["total"].append(done - began)
+    except _read_errors() as exc:
+        stats.read_error = f"{type(exc).__name__}: {exc}"
+        stats.warn(f"stopped reading at a damaged part of the bag after {stats.copied} messages "
+                   f"({stats.frames} images): {exc}; the output holds everything before it")
+    finally:
+        bar.close()
+
+
+def _summary(in_bag: Path, out_bag: Path, storage: str, image_topic: str, info_topic: str | None,
+             out_topics: OutputTopics, estimator: "DepthEstimator", stats: _Stats, wall: float) -> dict:
+    return {
+        "input": str(in_bag),
+        "output": str(out_bag),
+        "storage": storage,
+        "image_topic": image_topic,
+        "camera_info_topic": info_topic,
+        "output_topics": out_topics.as_dict(),
+        "model": estimator.card.name,
+        "backend": estimator.backend.name,
+        "frames_in_bag": stats.frames_in_bag,
+        "frames": stats.frames,
+        "processed": stats.processed,
+        "dropped": sum(stats.skipped.values()),
+        "skipped": dict(stats.skipped),
+        "outputs_skipped": dict(stats.outputs_skipped),
+        "corrupt_camera_info": stats.corrupt_camera_info,
+        "messages_copied": stats.copied,
+        "read_error": stats.read_error,
+        "latency_ms": {stage: _percentiles(values) for stage, values in stats.latencies.items()},
+        "wall_s": round(wall, 3),
+        "throughput_fps": round(stats.processed / wall, 3) if wall > 0 else 0.0,
+        "warnings": stats.warnings,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mde_ros.commands.common import add_model_arguments
+
+    parser.add_argument("bag", type=Path, help="input rosbag2 folder (metadata.yaml + .mcap or .db3)")
+    parser.add_argument("--out", type=Path, help="output bag folder (default: <bag>_depth)")
+    parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
+    parser.add_argument("--summary", type=Path, help="write the JSON summary here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_arguments(parser)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime intra-op threads (default 1: reproducible bytes; 0 = all cores)")
+    topics = parser.add_argument_group("topics", "found automatically when the bag has one colour camera")
+    topics.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic to process")
+    topics.add_argument("--camera-info-topic", help="its CameraInfo (default: the one beside it)")
+    topics.add_argument("--output-prefix", help="namespace of the new topics (default: the camera's, e.g. "
+                                                "/camera for /camera/color/image_raw)")
+    outputs = parser.add_argument_group("outputs", "as the node's parameters")
+    outputs.add_argument("--depth-encoding", choices=("32FC1", "16UC1"), default="32FC1")
+    outputs.add_argument("--no-points", action="store_true", help="no point cloud")
+    outputs.add_argument("--cloud-decimation", type=int, default=1)
+    outputs.add_argument("--no-scan", action="store_true", help="no laser scan")
+    outputs.add_argument("--scan-height", type=int, default=1)
+    outputs.add_argument("--scan-range-min", type=float, default=0.45)
+    outputs.add_argument("--scan-range-max", type=float, default=10.0)
+    outputs.add_argument("--scan-output-frame", help="frame_id of the scan (default: the image's)")
+    outputs.add_argument("--no-colorized", action="store_true", help="no colourised depth")
+    parser.add_argument("--sync-tolerance", type=float, default=SYNC_TOLERANCE_S, metavar="SECONDS",
+                        help="newest CameraInfo within this of the image stamp is used (default 0.05)")
+
+
+def _output_config(args: argparse.Namespace) -> OutputConfig:
+    return OutputConfig(depth_encoding=args.depth_encoding, cloud_enabled=not args.no_points,
+                        cloud_decimation=args.cloud_decimation, scan_enabled=not args.no_scan,
+                        scan_height=args.scan_height, scan_range_min=args.scan_range_min,
+                        scan_range_max=args.scan_range_max, colorized_enabled=not args.no_colorized)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mde_ros.inference import BackendUnavailable
+    from mde_ros.models.card import CardError
+    from mde_ros.pipeline.estimator import EstimatorConfig
+
+    out = args.out or args.bag.with_name(args.bag.name + "_depth")
+    try:
+        config = _output_config(args)
+    except ValueError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        estimator = load_estimator(args.model, args.backend, device=args.device, precision=args.precision,
+                                   config=EstimatorConfig(camera_aware_rescale=not args.no_rescale,
+                                                          resize_policy=args.resize_policy),
+                                   intra_op_threads=args.threads)
+    except (CardError, BackendUnavailable, FileNotFoundError, ValueError) as exc:
+        print(f"mde-ros replay: cannot load the model: {exc}", file=sys.stderr)
+        return 1
+    try:
+        summary = run_replay(args.bag, out, estimator=estimator, image_topic=args.image_topic,
+                             camera_info_topic=args.camera_info_topic, output_config=config,
+                             storage=args.storage, summary_path=args.summary, progress=not args.no_progress,
+                             output_prefix=args.output_prefix, sync_tolerance=args.sync_tolerance,
+                             scan_frame=args.scan_output_frame)
+    except BagError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 1
+    total = summary["latency_ms"].get("total", {})
+    print(f"{summary['processed']}/{summary['frames']} frames -> {out} "
+          f"({summary['throughput_fps']} frames/s, p50 {total.get('p50', '-')} ms/frame, "
+          f"backend {summary['backend']})")
+    for reason, count in {**summary["skipped"], **summary["outputs_skipped"]}.items():
+        print(f"  {reason}: {count} frames")
+    if summary["read_error"]:
+        print(f"  bag damaged: {summary['read_error']}", file=sys.stderr)
+    return 0
