@@ -1,0 +1,511 @@
+"""The depth node: camera image (+ CameraInfo) in; depth, CameraInfo, cloud, scan, preview out.
+
+Glue only: decoding, depth estimation and output packing are mde_ros.pipeline's. The image
+callback keeps just the newest frame and wakes the inference thread, so the executor keeps
+receiving while the network runs and a slow network drops stale frames instead of queueing them.
+
+    ros2 run mde_ros depth_node --ros-args --params-file config/depth.yaml -r image:=/camera/image_raw
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
+
+from mde_ros.models.card import ModelCard
+from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
+from mde_ros.ros import messages
+from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
+from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
+
+NODE_NAME = "mde_depth"
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+TRANSPORTS = ("raw", "compressed")
+CAMERA_INFO_HISTORY = 16  # CameraInfo messages kept for pairing by stamp
+CAMERA_INFO_WAIT_S = 0.1  # how long a frame waits for its CameraInfo when the camera sends them
+DIAGNOSTICS_PERIOD_S = 1.0
+WARN_THROTTLE_S = 5.0
+MAX_RANGE_M = 1000.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with this configuration; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    low: float | None = None  # inclusive range, enforced by rclpy
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
+        if self.low is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=self.low, to_value=self.high, step=0.0)]
+        elif self.low is not None:
+            descriptor.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=1)]
+        return descriptor
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", "", "model file (.onnx with card, or .pt bundle); empty: the shipped demo model "
+              "($MDE_ROS_MODEL overrides)", read_only=True),
+    ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
+              read_only=True, choices=BACKENDS),
+    ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
+    ParamSpec("precision", "fp32", "network precision (fp16 on GPU backends, int8 with tensorrt)",
+              read_only=True, choices=PRECISIONS),
+    ParamSpec("input_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+              "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
+    ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
+              "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
+    ParamSpec("qos.depth", 5, "history depth of subscriptions and publishers", read_only=True, low=1, high=1000),
+    ParamSpec("resize_policy", "stretch", "how the image is fitted to the network input",
+              choices=RESIZE_POLICIES),
+    ParamSpec("camera_aware_rescale", True, "scale depth by f_camera / f_training (needs CameraInfo and a "
+              "card with train_focal_px)"),
+    ParamSpec("min_depth", 0.0, "metres; closer is published as -Inf (32FC1) or 0 (16UC1); 0: the model "
+              "card's", low=0.0, high=MAX_RANGE_M),
+    ParamSpec("max_depth", 0.0, "metres; farther is published as +Inf (32FC1) or 0 (16UC1); 0: the model "
+              "card's", low=0.0, high=MAX_RANGE_M),
+    ParamSpec("depth_encoding", "32FC1", "32FC1 metres (REP 118 canonical) or 16UC1 millimetres, 0 invalid",
+              choices=DEPTH_ENCODINGS),
+    ParamSpec("cloud.decimation", 1, "use every n-th pixel in both axes for 'points'", low=1, high=64),
+    ParamSpec("cloud.min_range", 0.0, "metres; closer points are dropped (NaN when organized)",
+              low=0.0, high=MAX_RANGE_M),
+    ParamSpec("cloud.max_range", 0.0, "metres; farther points are dropped; 0: no limit", low=0.0, high=MAX_RANGE_M),
+    ParamSpec("cloud.organized", True, "keep the image layout with NaN points (like depth_image_proc) "
+              "instead of a dense list"),
+    ParamSpec("cloud.rgb", True, "add the camera colour as a PCL-style float 'rgb' field"),
+    ParamSpec("scan.scan_height", 1, "image rows around cy used for 'scan' (depthimage_to_laserscan)",
+              low=1, high=4096),
+    ParamSpec("scan.range_min", 0.45, "metres; shorter ranges are not returns", low=0.0, high=MAX_RANGE_M),
+    ParamSpec("scan.range_max", 10.0, "metres; longer ranges are not returns", low=0.0, high=MAX_RANGE_M),
+    ParamSpec("scan.output_frame", "", "frame_id of 'scan'; empty: the image's frame"),
+    ParamSpec("publish.points", True, "publish sensor_msgs/PointCloud2 on 'points'"),
+    ParamSpec("publish.scan", True, "publish sensor_msgs/LaserScan on 'scan'"),
+    ParamSpec("publish.colorized", True, "publish an rgb8 preview on 'depth/colorized'"),
+    ParamSpec("sync_tolerance", 0.05, "seconds; the newest CameraInfo whose stamp is this close to the "
+              "image's is used", low=0.0, high=10.0),
+    ParamSpec("fallback_intrinsics.fx", 0.0, "pixels at the image's resolution, used while no CameraInfo "
+              "matches; all four > 0 to enable", low=0.0, high=1e6),
+    ParamSpec("fallback_intrinsics.fy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
+    ParamSpec("fallback_intrinsics.cx", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
+    ParamSpec("fallback_intrinsics.cy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
+)
+SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+def _field(param_name: str) -> str:
+    return param_name.replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One consistent snapshot of every parameter (the inference thread reads it once per frame)."""
+
+    model: str
+    backend: str
+    device: str
+    precision: str
+    input_transport: str
+    qos_reliability: str
+    qos_depth: int
+    resize_policy: str
+    camera_aware_rescale: bool
+    min_depth: float
+    max_depth: float
+    depth_encoding: str
+    cloud_decimation: int
+    cloud_min_range: float
+    cloud_max_range: float
+    cloud_organized: bool
+    cloud_rgb: bool
+    scan_scan_height: int
+    scan_range_min: float
+    scan_range_max: float
+    scan_output_frame: str
+    publish_points: bool
+    publish_scan: bool
+    publish_colorized: bool
+    sync_tolerance: float
+    fallback_intrinsics_fx: float
+    fallback_intrinsics_fy: float
+    fallback_intrinsics_cx: float
+    fallback_intrinsics_cy: float
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "Settings":
+        return cls(**{_field(name): value for name, value in values.items()})
+
+    def with_values(self, values: dict[str, Any]) -> "Settings":
+        return dataclasses.replace(self, **{_field(name): value for name, value in values.items()})
+
+    def depth_range(self, card: ModelCard) -> tuple[float, float]:
+        """(min_depth, max_depth) in metres: the parameters, or the card's where they are 0."""
+        return self.min_depth or card.min_depth, self.max_depth or card.max_depth
+
+    def problem(self, card: ModelCard | None = None) -> str | None:
+        """Why these settings cannot work together (with this model, if given), or None."""
+        for spec in PARAMETERS:
+            value = getattr(self, _field(spec.name))
+            if spec.choices and value not in spec.choices:
+                return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+        if self.min_depth > 0 and self.max_depth > 0 and self.min_depth >= self.max_depth:
+            return f"min_depth ({self.min_depth}) must be < max_depth ({self.max_depth})"
+        if card is not None and self.depth_range(card)[0] >= self.depth_range(card)[1]:
+            low, high = self.depth_range(card)
+            return (f"min_depth {low} must be < max_depth {high} (0 means the model card's: "
+                    f"{card.min_depth}..{card.max_depth})")
+        if self.scan_range_min >= self.scan_range_max:
+            return f"scan.range_min ({self.scan_range_min}) must be < scan.range_max ({self.scan_range_max})"
+        if self.cloud_max_range > 0 and self.cloud_min_range >= self.cloud_max_range:
+            return f"cloud.min_range ({self.cloud_min_range}) must be < cloud.max_range ({self.cloud_max_range})"
+        return None
+
+    def _fallback_values(self) -> tuple[float, float, float, float]:
+        return (self.fallback_intrinsics_fx, self.fallback_intrinsics_fy,
+                self.fallback_intrinsics_cx, self.fallback_intrinsics_cy)
+
+    def fallback_incomplete(self) -> bool:
+        """Some but not all fallback_intrinsics set: allowed at run time (`ros2 param set` sets one
+        at a time), refused in a start-up configuration."""
+        return any(self._fallback_values()) and not all(self._fallback_values())
+
+    def fallback_intrinsics(self, width: int, height: int) -> Intrinsics | None:
+        if not all(self._fallback_values()):
+            return None
+        return Intrinsics(*self._fallback_values(), width, height)
+
+
+@dataclass
+class _Frame:
+    msg: Image | CompressedImage
+    received: float  # time.perf_counter()
+
+
+class DepthNode(Node):
+    """sensor_msgs/Image (+ CameraInfo) -> metric depth, CameraInfo, PointCloud2, LaserScan, preview.
+
+    `estimator` replaces the model named by the parameters (tests, or an application that already
+    holds one); everything else behaves exactly as in production.
+    """
+
+    def __init__(self, *, estimator: DepthEstimator | None = None, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        try:
+            self._settings = self._declare_parameters()
+            self._estimator = estimator if estimator is not None else self._load_estimator(self._settings)
+            problem = self._settings.problem(self._estimator.card)
+            if problem:
+                raise StartupError(f"invalid parameters: {problem}")
+        except StartupError:
+            super().destroy_node()
+            raise
+        settings = self._settings
+        self._stats = NodeStats()
+        self._warnings = ThrottledWarnings(self.get_logger().warning, self._stats, WARN_THROTTLE_S)
+        self._infos: collections.deque[CameraInfo] = collections.deque(maxlen=CAMERA_INFO_HISTORY)
+        self._infos_changed = threading.Condition()
+
+        self._pub_qos = publisher_qos(settings.qos_depth)
+        self._depth_pub = self.create_publisher(Image, "depth", self._pub_qos)
+        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", self._pub_qos)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._optional_pubs: dict[str, Any] = {}
+        self._pubs_lock = threading.Lock()
+        self._sync_publishers(settings)
+
+        sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
+        if settings.input_transport == "compressed":
+            self._image_topic = self.resolve_topic_name("image") + "/compressed"
+            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, sub_qos)
+        else:
+            self._image_sub = self.create_subscription(Image, "image", self._on_image, sub_qos)
+            self._image_topic = self._image_sub.topic_name
+        self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
+
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+
+        self._pending: _Frame | None = None
+        self._stopping = False
+        self._wake = threading.Condition()
+        self._worker = threading.Thread(target=self._inference_loop, name="mde_depth_inference", daemon=True)
+        self._worker.start()
+        backend = self._backend_description()
+        self.get_logger().info(f"model {self._estimator.card.name!r} on {backend}; listening on "
+                               f"{self._image_topic} and {self._info_sub.topic_name}")
+
+    # ---- parameters ---------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> Settings:
+        try:
+            declared = self.declare_parameters("", [(s.name, s.default, s.descriptor()) for s in PARAMETERS])
+        except ParameterException as exc:
+            raise StartupError(f"invalid parameter: {exc}") from exc
+        settings = Settings.from_values({p.name: p.value for p in declared})
+        problem = settings.problem()
+        if problem is None and settings.fallback_incomplete():
+            problem = "set all of fallback_intrinsics.fx, fy, cx, cy (> 0) or none of them"
+        if problem:
+            raise StartupError(f"invalid parameters: {problem}")
+        return settings
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        ours = {p.name: p.value for p in params if p.name in SPECS}
+        problem = self._settings.with_values(ours).problem(self._estimator.card)
+        return SetParametersResult(successful=problem is None, reason=problem or "")
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        ours = {p.name: p.value for p in params if p.name in SPECS}
+        if ours:
+            self._settings = self._settings.with_values(ours)
+            self._sync_publishers(self._settings)
+            self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in ours.items()))
+
+    def _sync_publishers(self, settings: Settings) -> None:
+        """Publishers exist only for enabled outputs, so `ros2 topic list` shows what is produced."""
+        wanted = {"points": (settings.publish_points, PointCloud2), "scan": (settings.publish_scan, LaserScan),
+                  "depth/colorized": (settings.publish_colorized, Image)}
+        with self._pubs_lock:
+            for topic, (enabled, msg_type) in wanted.items():
+                if enabled and topic not in self._optional_pubs:
+                    self._optional_pubs[topic] = self.create_publisher(msg_type, topic, self._pub_qos)
+                elif not enabled and topic in self._optional_pubs:
+                    self.destroy_publisher(self._optional_pubs.pop(topic))
+
+    def _load_estimator(self, settings: Settings) -> DepthEstimator:
+        model = settings.model
+        if not model:
+            from mde_ros.resources import default_model_path
+
+            try:
+                model = str(default_model_path())
+            except OSError as exc:  # not found, or an unusable ament environment
+                raise StartupError(f"no model given and the shipped one cannot be found: {exc}") from exc
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise StartupError(f"model file not found: {path} (set the 'model' parameter to an .onnx or .pt file)")
+        config = EstimatorConfig(camera_aware_rescale=settings.camera_aware_rescale,
+                                 resize_policy=settings.resize_policy)
+        try:
+            return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
+                                             precision=settings.precision, config=config)
+        except Exception as exc:  # card, backend and runtime errors alike end the start-up with their reason
+            raise StartupError(f"cannot load model {path} with backend {settings.backend!r} on "
+                               f"{settings.device} ({settings.precision}): {exc}") from exc
+
+    # ---- callbacks (executor thread): cheap, never block on inference ---------------------------
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._stats.frame_received()
+        with self._wake:
+            if self._pending is not None:
+                self._stats.frame_dropped()
+            self._pending = _Frame(msg, time.perf_counter())
+            self._wake.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._infos_changed:
+            self._infos.append(msg)
+            self._infos_changed.notify_all()
+
+    def _publish_diagnostics(self) -> None:
+        window = self._stats.take_window()
+        settings = self._settings
+        status = diagnostic_status(
+            window, name=f"{self.get_fully_qualified_name()}: depth estimation",
+            hardware_id=str(self._estimator.backend.describe().get("device", "")),
+            backend=self._backend_description(), model=self._estimator.card.name, input_topic=self._image_topic,
+            intrinsics_missing=window.intrinsics_source == "none" and (settings.publish_points or settings.publish_scan))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    def _backend_description(self) -> str:
+        info = self._estimator.backend.describe()
+        return f"{info.get('backend', self._estimator.backend.name)} on {info.get('device', '?')} " \
+               f"({info.get('precision', '?')})"
+
+    # ---- inference thread ---------------------------------------------------------------------
+
+    def _inference_loop(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                frame, self._pending = self._pending, None
+            try:
+                self._process(frame)
+            except Exception as exc:  # a bug or backend failure must not stop the node
+                self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
+
+    def _process(self, frame: _Frame) -> None:
+        settings = self._settings
+        header = frame.msg.header
+        try:
+            if isinstance(frame.msg, CompressedImage):
+                rgb = messages.compressed_msg_to_rgb(frame.msg)
+            else:
+                rgb = messages.image_msg_to_rgb(frame.msg)
+        except InputError as exc:
+            self._warnings.warn("bad_image", f"image on {self._image_topic} rejected: {exc}")
+            return
+        decode_s = time.perf_counter() - frame.received
+        height, width = rgb.shape[:2]
+        intr, template, source = self._match_intrinsics(header, width, height, settings)
+
+        min_depth, max_depth = settings.depth_range(self._estimator.card)
+        self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
+                                                 camera_aware_rescale=settings.camera_aware_rescale,
+                                                 resize_policy=settings.resize_policy)
+        result = self._estimator.estimate(rgb, intr)
+        for warning in result.warnings:
+            self._warnings.warn("intrinsics_ignored", warning)
+
+        with self._pubs_lock:
+            pubs = {topic: pub for topic, pub in self._optional_pubs.items() if pub.get_subscription_count() > 0}
+        has_geometry = intr is not None
+        scan_fits = (has_geometry and width >= 2
+                     and settings.scan_scan_height // 2 <= min(intr.cy, height - intr.cy))
+        if "scan" in pubs and has_geometry and not scan_fits:
+            self._warnings.warn("scan_height", f"scan.scan_height {settings.scan_scan_height} does not fit the "
+                                f"{height}-row image around cy={intr.cy:.1f}: no scan")
+        config = OutputConfig(
+            depth_encoding=settings.depth_encoding,
+            cloud_enabled="points" in pubs and has_geometry, cloud_decimation=settings.cloud_decimation,
+            cloud_min_range=settings.cloud_min_range, cloud_max_range=settings.cloud_max_range or float("inf"),
+            cloud_organized=settings.cloud_organized, cloud_rgb=settings.cloud_rgb,
+            scan_enabled="scan" in pubs and scan_fits, scan_height=settings.scan_scan_height,
+            scan_range_min=settings.scan_range_min, scan_range_max=settings.scan_range_max,
+            colorized_enabled="depth/colorized" in pubs)
+        outputs = build_outputs(result, rgb, config, min_depth, max_depth)
+
+        publish_start = time.perf_counter()
+        self._depth_pub.publish(messages.image_msg(outputs.depth, header))
+        if outputs.depth_intrinsics is not None:
+            self._info_pub.publish(messages.camera_info_msg(outputs.depth_intrinsics, header, template))
+        if outputs.cloud is not None:
+            pubs["points"].publish(messages.point_cloud_msg(outputs.cloud, header))
+        if outputs.scan is not None:
+            scan_header = header
+            if settings.scan_output_frame:
+                scan_header = type(header)(stamp=header.stamp, frame_id=settings.scan_output_frame)
+            pubs["scan"].publish(messages.laser_scan_msg(outputs.scan, scan_header))
+        if outputs.colorized is not None:
+            pubs["depth/colorized"].publish(messages.image_msg(outputs.colorized, header))
+
+        timings = {"decode": decode_s, **result.timings, "outputs": sum(outputs.timings.values()),
+                   "publish": time.perf_counter() - publish_start}
+        self._stats.frame_published(timings, source, float(np.isfinite(result.depth).mean()))
+
+    def _match_intrinsics(self, header, width: int, height: int,
+                          settings: Settings) -> tuple[Intrinsics | None, CameraInfo | None, str]:
+        """(intrinsics at the image's resolution, the CameraInfo they came from, source name).
+
+        The newest CameraInfo within sync_tolerance of the image stamp wins; a bad one is treated
+        as missing (with a warning); then fallback_intrinsics; then none (depth only).
+        """
+        stamp = messages.stamp_ns(header)
+        tolerance_ns = settings.sync_tolerance * 1e9
+
+        def near_infos() -> list[CameraInfo]:
+            return [info for info in self._infos if abs(messages.stamp_ns(info.header) - stamp) <= tolerance_ns]
+
+        def may_still_come() -> bool:  # the camera sends CameraInfo, but not yet this frame's
+            return bool(self._infos) and all(messages.stamp_ns(i.header) < stamp for i in self._infos)
+
+        with self._infos_changed:
+            # Drivers (image_transport's CameraPublisher) send the image before its CameraInfo.
+            if not near_infos() and may_still_come():
+                self._infos_changed.wait_for(lambda: near_infos() or not may_still_come(), CAMERA_INFO_WAIT_S)
+            infos = list(self._infos)
+            near = near_infos()
+        if near:
+            info = max(reversed(near), key=lambda i: messages.stamp_ns(i.header))  # ties: latest received
+            try:
+                intr = messages.intrinsics_from_camera_info(info, width, height)
+            except messages.CameraInfoError as exc:
+                self._warnings.warn(exc.kind, str(exc))
+            else:
+                if (info.width, info.height) != (width, height):
+                    self._warnings.warn("camera_info_scaled", f"CameraInfo is for {info.width}x{info.height}, "
+                                        f"the image is {width}x{height}: K scaled per axis", count=False)
+                return intr, info, "camera_info"
+        elif infos:
+            offset = min(abs(messages.stamp_ns(i.header) - stamp) for i in infos) * 1e-9
+            self._warnings.warn("camera_info_unsynced", f"no CameraInfo on {self._info_sub.topic_name} within "
+                                f"sync_tolerance={settings.sync_tolerance}s of the image stamp (nearest "
+                                f"{offset:.3f}s away)")
+        fallback = settings.fallback_intrinsics(width, height)
+        if fallback is not None:
+            return fallback, None, "fallback_intrinsics"
+        if not infos:
+            fallback_state = "incomplete (need fx, fy, cx and cy > 0)" if settings.fallback_incomplete() else "not set"
+            self._warnings.warn("no_intrinsics", f"no CameraInfo received on {self._info_sub.topic_name} and "
+                                f"fallback_intrinsics.* {fallback_state}: publishing depth only (points, scan and "
+                                "camera-aware rescale are off)", count=False)
+        return None, None, "none"
+
+    # ---- shutdown -----------------------------------------------------------------------------
+
+    def destroy_node(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run mde_ros depth_node` and `mde-ros node`; `args` as sys.argv (ROS args)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DepthNode()
+        rclpy.spin(node)
+    except StartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.utilities.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
