@@ -144,3 +144,12 @@ def test_preprocess_rejects_non_rgb_and_unknown_policy():
         preprocess(np.zeros((8, 8), np.uint8), card())
     with pytest.raises(InputError, match="unknown resize policy 'crop'"):
         preprocess(np.zeros((8, 8, 3), np.uint8), card(), "crop")
+
+
+def test_a_padded_buffer_view_preprocesses_like_a_contiguous_image():
+    step = 64 * 3 + 13
+    data = np.random.default_rng(5).integers(0, 256, step * 40, dtype=np.uint8).tobytes()
+    view = to_rgb(image_from_buffer(data, 40, 64, "rgb8", step), "rgb8")
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(preprocess(view, card(32, 48))[0],
+                                  preprocess(np.ascontiguousarray(view), card(32, 48))[0])
