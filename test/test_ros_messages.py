@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointField
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.geometry import backproject, depth_to_scan, pack_cloud

@@ -1,0 +1,220 @@
+"""launch/depth.launch.py, config/depth.yaml and config/depth.rviz against the real node.
+
+launch_ros is not installed here, so the launch file is checked by its syntax tree (and run for
+real in the test that importorskips launch_ros); the YAML is loaded into a real DepthNode through
+`--ros-args --params-file`, exactly as `ros2 run` / the launch file pass it.
+"""
+import ast
+import fnmatch
+import importlib.util
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from rclpy.context import Context
+
+from mde_ros.inference import Backend
+from mde_ros.models.card import ModelCard
+from mde_ros.pipeline.estimator import DepthEstimator
+from mde_ros.ros.depth_node import NODE_NAME, PARAMETERS, DepthNode
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch" / "depth.launch.py"
+PARAMS = ROOT / "config" / "depth.yaml"
+RVIZ = ROOT / "config" / "depth.rviz"
+LAUNCH_ARGUMENTS = {"params_file", "backend", "model", "image_topic", "camera_info_topic", "namespace", "use_rviz"}
+YAML_NODE_KEY = "/**/mde_depth"
+
+
+class ConstantBackend(Backend):
+    name = "constant-test-double"
+
+    def infer(self, batch):
+        return np.ones((batch.shape[0], 1) + batch.shape[2:], np.float32)
+
+    def describe(self):
+        return {"backend": self.name, "device": "cpu", "precision": "fp32"}
+
+
+def estimator():
+    return DepthEstimator(ConstantBackend(), ModelCard(name="c", architecture="external", input_height=8,
+                                                       input_width=8))
+
+
+@pytest.fixture(scope="module")
+def context():
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+def calls(tree, name):
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def keywords(call):
+    return {kw.arg: kw.value for kw in call.keywords}
+
+
+def launch_tree():
+    source = LAUNCH.read_text()
+    compile(source, str(LAUNCH), "exec")
+    return ast.parse(source)
+
+
+def console_scripts():
+    """name -> 'module:function' from setup.py's entry_points, read without running setup()."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    entry_points = next(keywords(c)["entry_points"] for c in calls(tree, "setup"))
+    scripts = ast.literal_eval(entry_points)["console_scripts"]
+    return dict(re.fullmatch(r"\s*(\S+)\s*=\s*(\S+)\s*", line).groups() for line in scripts)
+
+
+def test_launch_file_declares_the_arguments_and_starts_the_installed_depth_node():
+    tree = launch_tree()
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    declared = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")}
+    assert LAUNCH_ARGUMENTS <= declared
+    used = {c.args[0].value for c in calls(tree, "LaunchConfiguration") if isinstance(c.args[0], ast.Constant)}
+    assert used <= declared, f"LaunchConfiguration of undeclared arguments: {used - declared}"
+    for call in calls(tree, "DeclareLaunchArgument"):
+        assert isinstance(keywords(call).get("description"), ast.Constant), call.args[0].value
+
+    nodes = [keywords(c) for c in calls(tree, "Node")]
+    depth_nodes = [kw for kw in nodes if ast.literal_eval(kw["package"]) == "mde_ros"]
+    assert len(depth_nodes) == 1
+    node = depth_nodes[0]
+    assert ast.literal_eval(node["name"]) == NODE_NAME
+    executable = ast.literal_eval(node["executable"])
+    module, function = console_scripts()[executable].split(":")
+    assert (module, function) == ("mde_ros.ros.depth_node", "main")
+    remapped = {ast.literal_eval(pair.elts[0]): pair.elts[1].args[0].value for pair in node["remappings"].elts}
+    assert remapped == {"image": "image_topic", "camera_info": "camera_info_topic"}
+    assert "params_file" in ast.unparse(node["parameters"])
+
+
+def test_setup_installs_the_launch_file_and_configs():
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    patterns = [c.args[1].value for c in calls(tree, "share")]
+    for path in (LAUNCH, PARAMS, RVIZ):
+        relative = str(path.relative_to(ROOT))
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+def test_launch_file_builds_a_launch_description():
+    pytest.importorskip("launch_ros")
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+
+    spec = importlib.util.spec_from_file_location("depth_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert isinstance(description, LaunchDescription)
+    arguments = {e.name: e for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    assert LAUNCH_ARGUMENTS <= set(arguments)
+    assert Path(arguments["params_file"].default_value[0].text).name == "depth.yaml"
+
+
+def flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def shipped_parameters():
+    data = yaml.safe_load(PARAMS.read_text())
+    assert list(data) == [YAML_NODE_KEY] and list(data[YAML_NODE_KEY]) == ["ros__parameters"]
+    return flatten(data[YAML_NODE_KEY]["ros__parameters"])
+
+
+def test_params_file_lists_every_parameter_with_its_default_and_a_comment():
+    values = shipped_parameters()
+    assert set(values) == {spec.name for spec in PARAMETERS}
+    for spec in PARAMETERS:
+        assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
+    lines = PARAMS.read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.fullmatch(r"(\s*)(\w+): \S.*", line)  # a leaf "key: value" line
+        if match and match.group(2) != "ros__parameters":
+            assert lines[number - 1].strip().startswith("#"), f"undocumented parameter line: {line.strip()}"
+
+
+def start_node(context, params_file, namespace):
+    return DepthNode(estimator=estimator(), context=context, namespace=namespace,
+                     cli_args=["--ros-args", "--params-file", str(params_file)])
+
+
+def test_params_file_loads_into_the_node(context, tmp_path):
+    node = start_node(context, PARAMS, "shipped")
+    try:
+        for name, value in shipped_parameters().items():
+            assert node.get_parameter(name).value == value, name
+    finally:
+        node.destroy_node()
+
+    # A user's copy with other values: every one of them reaches the node, in any namespace.
+    changed = {"depth_encoding": "16UC1", "cloud": {"decimation": 3, "organized": False},
+               "scan": {"output_frame": "base_scan", "range_max": 6.5}, "publish": {"colorized": False},
+               "fallback_intrinsics": {"fx": 500.0, "fy": 500.0, "cx": 320.0, "cy": 240.0},
+               "qos": {"reliability": "reliable"}, "backend": "onnxruntime"}
+    data = yaml.safe_load(PARAMS.read_text())
+    for key, value in changed.items():
+        target = data[YAML_NODE_KEY]["ros__parameters"]
+        if isinstance(value, dict):
+            target[key].update(value)
+        else:
+            target[key] = value
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump(data))
+    node = start_node(context, custom, "robot/front_camera")
+    try:
+        for name, value in flatten(changed).items():
+            assert node.get_parameter(name).value == value, name
+        assert node.get_parameter("cloud.min_range").value == 0.0  # untouched ones keep the file's value
+    finally:
+        node.destroy_node()
+
+
+def test_a_params_file_with_a_bad_value_is_refused_at_start_up(context, tmp_path):
+    data = yaml.safe_load(PARAMS.read_text())
+    data[YAML_NODE_KEY]["ros__parameters"]["scan"]["range_min"] = 20.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    from mde_ros.ros.depth_node import StartupError
+
+    with pytest.raises(StartupError, match="scan.range_min"):
+        start_node(context, bad, "bad")
+
+
+def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(context):
+    config = yaml.safe_load(RVIZ.read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "camera_optical_frame"
+    topics = {d["Class"].split("/")[-1]: d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
+    assert topics == {"Image": "depth/colorized", "PointCloud2": "points", "LaserScan": "scan"}
+
+    node = start_node(context, PARAMS, "rviz_check")
+    probe = rclpy.create_node("rviz_probe", context=context)
+    try:
+        published, deadline = {}, time.monotonic() + 10.0
+        while not set(topics.values()) <= set(published) and time.monotonic() < deadline:
+            published = {name.removeprefix("/rviz_check/"): types
+                         for name, types in probe.get_publisher_names_and_types_by_node(NODE_NAME, "/rviz_check")}
+            time.sleep(0.05)
+        assert published["depth/colorized"] == ["sensor_msgs/msg/Image"]
+        assert published["points"] == ["sensor_msgs/msg/PointCloud2"]
+        assert published["scan"] == ["sensor_msgs/msg/LaserScan"]
+    finally:
+        probe.destroy_node()
+        node.destroy_node()
