@@ -392,6 +392,9 @@ def test_synthetic_is_deterministic_and_splits_differ():
     assert first["image"].shape == (3, 48, 64) and first["valid"].float().mean() > 0.9
     assert not torch.equal(first["image"], build_dataset(SYNTHETIC, "test")[1]["image"])
     assert torch.isfinite(first["intrinsics"]).all() and float(first["intrinsics"][0]) > 0
+    cached = build_dataset({**SYNTHETIC, "cache": True}, "val")
+    rendered, reused = cached[1], cached[1]
+    assert torch.equal(rendered["depth"], first["depth"]) and torch.equal(reused["image"], first["image"])
 
 
 def test_training_batches_are_reproducible_under_torch_seed():
@@ -463,3 +466,28 @@ def test_submission_length_mismatch_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="same length"):
         write_submission(tmp_path / "s.csv", [0], ["a", "b"], [np.zeros((4, 4))], max_depth=10.0)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_submission_command_runs_a_model_over_a_folder(tmp_path):
+    from mde_ros.models.bundle import save_bundle
+    from mde_ros.models.card import ModelCard
+    from mde_ros.models.registry import build_model
+    from mde_ros.pipeline.estimator import DepthEstimator
+    from training.submission import encode_depth, main
+
+    torch.manual_seed(0)
+    kwargs = {"base_channels": 4, "depth": 2, "max_depth": 10.0}
+    card = ModelCard(name="tiny", architecture="unet_plain", arch_kwargs=kwargs, input_height=32, input_width=32,
+                     mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), max_depth=10.0)
+    model_path = save_bundle(tmp_path / "tiny.pt", build_model("unet_plain", **kwargs), card)
+    images = {"b_0002": rgb_pattern(2, 60, 80), "a_0001": rgb_pattern(1, 60, 80)}
+    for stem, rgb in images.items():
+        write_png_rgb(tmp_path / "test" / "images" / f"{stem}.png", rgb)
+    out = tmp_path / "submission.csv"
+    assert main(["--model", str(model_path), "--images", str(tmp_path / "test" / "images"), "--out", str(out),
+                 "--backend", "torch"]) == 0
+    ids, image_ids, pixels = read_submission(out)
+    assert ids == ["0", "1"] and image_ids == ["a_0001", "b_0002"]
+    estimator = DepthEstimator.from_model(model_path, backend="torch")
+    expected = encode_depth(estimator.estimate(images["a_0001"]).depth, max_depth=10.0)
+    np.testing.assert_array_equal(pixels[0], expected)

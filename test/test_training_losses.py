@@ -164,4 +164,5 @@ def test_build_loss_rejects_bad_config(cfg, message):
 
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="same shape"):
-        build_loss({"name": "l1"})(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.bool))
+        build_loss({"name": "l1"})(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 8, 8),
+                                   torch.ones(1, 1, 8, 8, dtype=torch.bool))

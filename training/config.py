@@ -48,6 +48,8 @@ leaves out, so code may index any key listed here)::
       phases: null              # [{name, lr, epochs, init_from}] run in order; init_from is null,
                                 # a previous phase's name (its best checkpoint) or a checkpoint path.
                                 # null: one phase from optim.lr and train.epochs (see phases()).
+      # optional, read by training/train.py with its own defaults: log_every, vis_samples,
+      # tensorboard, deterministic
     eval:
       crop: none                # eigen | garg | none
       min_depth: 0.001

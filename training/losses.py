@@ -30,7 +30,8 @@ from torch import nn
 LOSSES = ("l1", "l1_grad", "silog", "silog_grad", "mse")
 
 
-def _check(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check(pred: torch.Tensor, gt: torch.Tensor,
+           valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if pred.shape != gt.shape or valid.shape != gt.shape:
         raise ValueError(f"pred {tuple(pred.shape)}, gt {tuple(gt.shape)} and valid {tuple(valid.shape)} must "
                          "have the same shape; resize the prediction to the ground truth first")
@@ -96,7 +97,10 @@ class SILogLoss(nn.Module):
         super().__init__()
         if not 0.0 <= variance_focus <= 1.0:
             raise ValueError(f"silog variance_focus must be in [0, 1], got {variance_focus}")
-        self.variance_focus, self.sqrt, self.scale, self.min_pred = float(variance_focus), bool(sqrt), float(scale), float(min_pred)
+        self.variance_focus = float(variance_focus)
+        self.sqrt = bool(sqrt)
+        self.scale = float(scale)
+        self.min_pred = float(min_pred)
 
     def silog(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         d = torch.log(pred.clamp_min(self.min_pred)) - torch.log(gt.clamp_min(self.min_pred))

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.datasets.base import DatasetError, DepthDataset, RawSample, read_rgb, read_unchanged, require_file, root_of
+from training.datasets.base import (
+    DatasetError, DepthDataset, RawSample, read_rgb, read_unchanged, require_file, root_of,
+)
 from training.transforms import Frame, crop
 
 KITTI_DEPTH_SCALE = 256.0
