@@ -12,8 +12,8 @@ import pytest
 
 from mde_ros.bags import fixtures
 from mde_ros.bags.fixtures import CAMERA_INFO_TOPIC, FRAME_ID, IMAGE_TOPIC, image_array, read_topic
-from mde_ros.bags.io import (BagError, ConnectionCopier, bag_storage, create_writer, open_reader, stamp_ns,
-                             topic_counts)
+from mde_ros.bags.io import (BagError, ConnectionCopier, bag_storage, create_writer, deserialize, open_reader,
+                             stamp_ns, topic_counts, typestore, write_bag)
 from mde_ros.bags.messages import intrinsics_from_camera_info
 from mde_ros.bags.replay import load_estimator, run_replay
 from mde_ros.pipeline.outputs import OutputConfig, build_outputs
@@ -52,6 +52,17 @@ def _rewrite(src: Path, dst: Path, keep: Callable[[str, int, bytes], bytes | Non
                 writer.write(copy(conn), timestamp, new)
     writer.close()
     return dst
+
+
+def _rebuild(src: Path, dst: Path, edit: Callable[[str, object], tuple[str, object] | None]) -> Path:
+    """A new bag from decoded messages: `edit(topic, msg)` returns the (topic, msg) to write or None."""
+    def records():
+        with open_reader(src) as reader:
+            for conn, timestamp, data in reader.messages():
+                edited = edit(conn.topic, deserialize(data, conn.msgtype))
+                if edited is not None:
+                    yield edited[0], timestamp, edited[1]
+    return write_bag(dst, bag_storage(src), records())
 
 
 def test_replay_adds_the_node_outputs_and_keeps_the_input(bag, estimator, tmp_path):
@@ -179,6 +190,40 @@ def test_images_without_camera_info_still_get_depth(bag, estimator, tmp_path):
     counts = topic_counts(tmp_path / "out")
     assert counts[OUTPUTS["depth"]] == counts[OUTPUTS["colorized"]] == N_FRAMES
     assert counts[OUTPUTS["points"]] == counts[OUTPUTS["scan"]] == counts[OUTPUTS["depth_camera_info"]] == 0
+
+
+def test_compressed_images_are_replayed(bag, estimator, tmp_path):
+    import cv2
+
+    def to_jpeg(topic, msg):
+        if topic != IMAGE_TOPIC:
+            return topic, msg
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image_array(msg), cv2.COLOR_RGB2BGR))
+        assert ok
+        compressed = typestore().types["sensor_msgs/msg/CompressedImage"](
+            header=msg.header, format="rgb8; jpeg compressed bgr8", data=jpeg.ravel())
+        return IMAGE_TOPIC + "/compressed", compressed
+
+    compressed = _rebuild(bag, tmp_path / "jpeg", to_jpeg)
+    summary = run_replay(compressed, tmp_path / "out", estimator=estimator, progress=False)
+    assert summary["image_topic"] == IMAGE_TOPIC + "/compressed"
+    assert summary["camera_info_topic"] == CAMERA_INFO_TOPIC and summary["processed"] == N_FRAMES
+    assert topic_counts(tmp_path / "out")[OUTPUTS["points"]] == N_FRAMES
+
+
+def test_camera_info_is_paired_within_the_sync_tolerance(bag, estimator, tmp_path):
+    """As the node does: the CameraInfo must be stamped within sync_tolerance of the image (here 20 ms off)."""
+    def shift(topic, msg):
+        if topic == CAMERA_INFO_TOPIC:
+            msg.header.stamp.nanosec += 20_000_000
+        return topic, msg
+
+    shifted = _rebuild(bag, tmp_path / "shifted", shift)
+    strict = run_replay(shifted, tmp_path / "strict", estimator=estimator, sync_tolerance=0.01, progress=False)
+    assert strict["outputs_skipped"] == {"camera_info_unsynced": N_FRAMES}
+    assert topic_counts(tmp_path / "strict")[OUTPUTS["points"]] == 0
+    loose = run_replay(shifted, tmp_path / "loose", estimator=estimator, progress=False)  # default 0.05 s
+    assert loose["outputs_skipped"] == {} and topic_counts(tmp_path / "loose")[OUTPUTS["points"]] == N_FRAMES
 
 
 def test_a_truncated_mcap_is_a_clear_error(tmp_path, estimator):
