@@ -18,7 +18,7 @@ def share_dirs() -> list[Path]:
 
         try:
             candidates.append(Path(get_package_share_directory(PACKAGE)))
-        except (PackageNotFoundError, ValueError, LookupError):
+        except (PackageNotFoundError, ValueError, LookupError, OSError):  # OSError: no AMENT_PREFIX_PATH
             pass
     except ImportError:
         pass

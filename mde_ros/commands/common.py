@@ -23,7 +23,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
 
 
-def build_estimator(args: argparse.Namespace):
+def build_estimator(args: argparse.Namespace, **backend_options):
     """The one DepthEstimator the node, the bag tool and these commands share."""
     from mde_ros.inference import BackendUnavailable
     from mde_ros.models.card import CardError
@@ -39,6 +39,6 @@ def build_estimator(args: argparse.Namespace):
     config = EstimatorConfig(camera_aware_rescale=not args.no_rescale, resize_policy=args.resize_policy)
     try:
         return DepthEstimator.from_model(model, backend=args.backend, device=args.device,
-                                         precision=args.precision, config=config)
+                                         precision=args.precision, config=config, **backend_options)
     except (CardError, BackendUnavailable, ValueError) as exc:
         raise CommandError(f"cannot load model {model}: {exc}") from exc
