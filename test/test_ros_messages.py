@@ -88,7 +88,8 @@ def test_png_compressed_image_decodes_exactly_and_jpeg_closely():
     png = CompressedImage(header=header(), format="png", data=cv2.imencode(".png", bgr)[1].tobytes())
     np.testing.assert_array_equal(messages.compressed_msg_to_rgb(roundtrip(png)), RGB)
     smooth = np.tile(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (16, 1, 3))
-    jpeg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", smooth, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    encoded = cv2.imencode(".jpg", smooth, [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+    jpeg = CompressedImage(format="jpeg", data=encoded.tobytes())
     decoded = messages.compressed_msg_to_rgb(jpeg)
     assert decoded.shape == (16, 32, 3)
     assert np.abs(decoded.astype(int) - smooth).max() <= 8

@@ -30,6 +30,7 @@ from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard, card_path_for
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.ros.depth_node import DepthNode
+from mde_ros.ros.diagnostics import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 64, 48
@@ -127,7 +128,8 @@ class Rig:
             self.probe.create_subscription(msg_type, topic, lambda m, t=topic: self.received[t].append(m), reliable)
         self.fqn = f"/{namespace}/mde_depth"
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
-        image_type, image_topic = (CompressedImage, "image/compressed") if transport == "compressed" else (Image, "image")
+        image_type, image_topic = ((CompressedImage, "image/compressed") if transport == "compressed"
+                                   else (Image, "image"))
         self.image_pub = self.probe.create_publisher(image_type, image_topic, reliable)
         self.info_pub = self.probe.create_publisher(CameraInfo, "camera_info", reliable)
         self.executor = MultiThreadedExecutor(num_threads=3, context=context)
@@ -408,6 +410,7 @@ def test_a_slow_network_processes_only_the_newest_frame_and_counts_drops(rig):
     assert received == received_before + frames and out == published_before + len(published)
     assert int(values["dropped frames (total)"]) == received - out
     assert float(values["latency network (ms)"]) >= 1000 * delay * 0.9
+    assert {f"latency {stage} (ms)" for stage in STAGES} <= set(values)
     assert values["backend"] == "plane-test-double on cpu (fp32)" and values["model"] == "plane-card"
     assert any(s.level == DiagnosticStatus.WARN and "dropping" in s.message for s in r.received["diagnostics"])
 

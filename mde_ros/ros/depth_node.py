@@ -26,6 +26,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
+from std_msgs.msg import Header
 
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
@@ -341,11 +342,12 @@ class DepthNode(Node):
     def _publish_diagnostics(self) -> None:
         window = self._stats.take_window()
         settings = self._settings
+        geometry_wanted = settings.publish_points or settings.publish_scan
         status = diagnostic_status(
             window, name=f"{self.get_fully_qualified_name()}: depth estimation",
             hardware_id=str(self._estimator.backend.describe().get("device", "")),
             backend=self._backend_description(), model=self._estimator.card.name, input_topic=self._image_topic,
-            intrinsics_missing=window.intrinsics_source == "none" and (settings.publish_points or settings.publish_scan))
+            intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
@@ -373,6 +375,7 @@ class DepthNode(Node):
     def _process(self, frame: _Frame) -> None:
         settings = self._settings
         header = frame.msg.header
+        decode_start = time.perf_counter()
         try:
             if isinstance(frame.msg, CompressedImage):
                 rgb = messages.compressed_msg_to_rgb(frame.msg)
@@ -381,9 +384,9 @@ class DepthNode(Node):
         except InputError as exc:
             self._warnings.warn("bad_image", f"image on {self._image_topic} rejected: {exc}")
             return
-        decode_s = time.perf_counter() - frame.received
         height, width = rgb.shape[:2]
         intr, template, source = self._match_intrinsics(header, width, height, settings)
+        decode_s = time.perf_counter() - decode_start
 
         min_depth, max_depth = settings.depth_range(self._estimator.card)
         self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
@@ -420,16 +423,16 @@ class DepthNode(Node):
         if outputs.scan is not None:
             scan_header = header
             if settings.scan_output_frame:
-                scan_header = type(header)(stamp=header.stamp, frame_id=settings.scan_output_frame)
+                scan_header = Header(stamp=header.stamp, frame_id=settings.scan_output_frame)
             pubs["scan"].publish(messages.laser_scan_msg(outputs.scan, scan_header))
         if outputs.colorized is not None:
             pubs["depth/colorized"].publish(messages.image_msg(outputs.colorized, header))
 
-        timings = {"decode": decode_s, **result.timings, "outputs": sum(outputs.timings.values()),
-                   "publish": time.perf_counter() - publish_start}
+        timings = {"queue": decode_start - frame.received, "decode": decode_s, **result.timings,
+                   "outputs": sum(outputs.timings.values()), "publish": time.perf_counter() - publish_start}
         self._stats.frame_published(timings, source, float(np.isfinite(result.depth).mean()))
 
-    def _match_intrinsics(self, header, width: int, height: int,
+    def _match_intrinsics(self, header: Header, width: int, height: int,
                           settings: Settings) -> tuple[Intrinsics | None, CameraInfo | None, str]:
         """(intrinsics at the image's resolution, the CameraInfo they came from, source name).
 

@@ -14,7 +14,8 @@ from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-STAGES = ("decode", "preprocess", "network", "postprocess", "outputs", "publish")
+# queue: waiting for the inference thread; decode: message -> RGB and CameraInfo pairing.
+STAGES = ("queue", "decode", "preprocess", "network", "postprocess", "outputs", "publish")
 # With the newest-frame policy some drops are normal (camera faster than the network); losing more
 # than this share of the frames means the outputs lag far behind the camera rate.
 HEAVY_DROP_FRACTION = 0.5
@@ -189,7 +190,7 @@ def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backe
         if stage in window.latency_ms:
             values[f"latency {stage} (ms)"] = f"{window.latency_ms[stage]:.2f}"
     if window.latency_ms:
-        values["latency total (ms)"] = f"{sum(window.latency_ms.values()):.2f}"
+        values["latency total (ms)"] = f"{sum(window.latency_ms.values()):.2f}"  # image received -> published
     for kind, count in sorted(window.total_problems.items()):
         values[f"problem {kind} (total)"] = str(count)
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
