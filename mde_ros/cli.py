@@ -27,10 +27,9 @@ def _node(argv: Sequence[str]) -> int:
     from mde_ros.ros import depth_node
 
     params = args.params_file or default_params_file()
-    ros = ["--ros-args"] if "--ros-args" not in ros_args else []
-    if params:
-        ros += ["--params-file", str(params)]
-    return depth_node.main([sys.argv[0], *ros_args, *ros]) or 0
+    # The params file comes first so the user's own `-p name:=value` overrides it.
+    ros = ["--ros-args", "--params-file", str(params)] if params else ["--ros-args"]
+    return depth_node.main([sys.argv[0], *ros, *ros_args]) or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
