@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterable, Union
 
 import numpy as np
@@ -62,10 +62,6 @@ class CameraPose:
         optical_to_body = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
         return rz @ ry @ rx @ optical_to_body
 
-    def forward(self) -> np.ndarray:
-        """Optical axis in the world."""
-        return self.rotation()[:, 2]
-
 
 @dataclass(frozen=True)
 class Material:
@@ -89,7 +85,7 @@ class Box:
 
 @dataclass(frozen=True)
 class Cylinder:
-    """Vertical cylinder with a top cap (the bottom is meant to stand on something)."""
+    """Vertical cylinder closed at both ends (bottom and top are heights in metres)."""
     centre: tuple[float, float]
     radius: float
     bottom: float
@@ -135,18 +131,14 @@ class SceneFrame:
     pose: CameraPose | None = None
 
 
-def _default_material(texture: str, tint: Vec3, contrast: float) -> Material:
-    return Material(texture, tint, contrast)
-
-
 @dataclass(frozen=True, eq=False)
 class Scene:
     """A closed room [0, sx] x [0, sy] x [0, sz] (metres) with furniture."""
     size: Vec3
     items: tuple[Item, ...] = ()
-    wall: Material = field(default_factory=lambda: _default_material("moon", (0.9, 0.87, 0.8), 0.5))
-    floor: Material = field(default_factory=lambda: _default_material("gravel", (0.6, 0.5, 0.4), 0.7))
-    ceiling: Material = field(default_factory=lambda: _default_material("moon", (0.95, 0.95, 0.95), 0.2))
+    wall: Material = Material("moon", (0.9, 0.87, 0.8), 0.5)          # plaster
+    floor: Material = Material("gravel", (0.6, 0.5, 0.4), 0.7)        # terrazzo
+    ceiling: Material = Material("moon", (0.95, 0.95, 0.95), 0.2)
     light: Vec3 | None = None                  # None: centred 0.3 m below the ceiling
     light_colour: Vec3 = (1.0, 1.0, 1.0)
     ambient: float = 0.35
@@ -521,12 +513,12 @@ def _hit_cylinder(state, window, d, inv, origin, cyl: Cylinder, mat: int, index:
     z = origin[2] + t_side * dz
     side = (disc >= 0) & (t_side > HIT_EPSILON) & (z >= cyl.bottom) & (z <= cyl.top)
     t_best = np.where(side, t_side, np.float32(np.inf))
-    for cap_z in (cyl.top, cyl.bottom):
-        if (origin[2] > cap_z) == (cap_z == cyl.top):           # the cap faces the camera
-            t_cap = (cap_z - origin[2]) * inv[2][window]
-            cx, cy = px + t_cap * dx, py + t_cap * dy
-            cap = (t_cap > HIT_EPSILON) & (cx * cx + cy * cy <= cyl.radius ** 2) & (t_cap < t_best)
-            t_best = np.where(cap, t_cap, t_best)
+    facing_caps = [cyl.top] if origin[2] > cyl.top else [cyl.bottom] if origin[2] < cyl.bottom else []
+    for cap_z in facing_caps:
+        t_cap = (cap_z - origin[2]) * inv[2][window]
+        cx, cy = px + t_cap * dx, py + t_cap * dy
+        cap = (t_cap > HIT_EPSILON) & (cx * cx + cy * cy <= cyl.radius ** 2) & (t_cap < t_best)
+        t_best = np.where(cap, t_cap, t_best)
     hit = t_best < state[0][window]
     if hit.any():
         kind = np.where(side & (t_best == t_side), _CYLINDER_SIDE, 2)
@@ -553,7 +545,7 @@ def _hit_sphere(state, window, d, origin, sphere: Sphere, mat: int, index: int) 
 
 @functools.lru_cache(maxsize=4)
 def make_scene(seed: int) -> Scene:
-    """A random furnished room, the same for the same seed (3-8 m square-ish floor, 2.4-3.2 m high)."""
+    """A random furnished room, the same for the same seed (3-8 m per side, 2.4-3.2 m high)."""
     rng = _rng(seed, 0)
     size = (float(rng.uniform(3.0, 8.0)), float(rng.uniform(3.0, 8.0)), float(rng.uniform(2.4, 3.2)))
     wall = _random_material(rng, "wall", brightness=(0.7, 1.0), saturation=0.2, contrast=(0.3, 0.8))
@@ -590,8 +582,7 @@ def render_frame(seed: int, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HE
     return scene.render(pose, intr)
 
 
-def camera_path(scene: Scene, n_frames: int, step: float = 0.05, seed: int = 0,
-                intrinsics: Intrinsics | None = None) -> list[CameraPose]:
+def camera_path(scene: Scene, n_frames: int, step: float = 0.05, seed: int = 0) -> list[CameraPose]:
     """Poses of a camera walking forward through the room (gentle yaw sway, slight bob), clear of
     furniture for the whole walk. step is metres per frame; it shrinks if the room is too short."""
     if n_frames < 1:
@@ -799,12 +790,10 @@ class _RoomBuilder:
 
     def _free_standing(self, width: float, depth: float) -> _Frame2D | None:
         sx, sy, _ = self.size
-        if self.rng.random() < 0.5:
-            width, depth = depth, width
-            along, out = (0, 1), (1, 0)
-        else:
-            along, out = (1, 0), (0, 1)
-        span_x, span_y = (width, depth) if along == (1, 0) else (depth, width)
+        if self.rng.random() < 0.5:                     # front along x
+            along, out, span_x, span_y = (1, 0), (0, 1), width, depth
+        else:                                           # front along y
+            along, out, span_x, span_y = (0, 1), (1, 0), depth, width
         if span_x > sx - 0.6 or span_y > sy - 0.6:
             return None
         return _Frame2D((float(self.rng.uniform(0.3, sx - 0.3 - span_x)), float(self.rng.uniform(0.3, sy - 0.3 - span_y))),
@@ -878,13 +867,14 @@ class _RoomBuilder:
                  frame.box(0, 0, 0, board, d, h), frame.box(w - board, 0, 0, w, d, h),
                  frame.box(0, 0, h - board, w, d, h)]
         levels = np.linspace(0.05, h - board, int(r.integers(4, 6)))[:-1]
+        headroom = levels[1] - levels[0] - board - 0.02
         books = []
         for z in levels:
             parts.append(frame.box(board, 0, z, w - board, d, z + board))
             length = r.uniform(0.2, 0.9) * (w - 2 * board)
             start = board + r.uniform(0, w - 2 * board - length)
             books.append(frame.box(start, board, z + board, start + length, d * r.uniform(0.6, 0.9),
-                                   z + board + r.uniform(0.15, 0.3)))
+                                   z + board + r.uniform(0.5, 0.95) * headroom))
         items = [Item("shelf", self._material(), tuple(parts)), Item("books", self._material(), tuple(books))]
         return self._footprint(parts), items
 
