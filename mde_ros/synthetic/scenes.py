@@ -22,7 +22,7 @@ import numpy as np
 
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.synthetic.textures import (MIP_LEVELS, MIP_OFFSETS, TEXELS_PER_TILE_BLOCK, TEXTURES, TILE,
-                                        texture_pyramid, textures_for)
+                                        texture_mean, texture_pyramid, textures_for)
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 320, 240
 HIT_EPSILON = 1e-4                # metres along the ray: no self-hits at the camera
@@ -312,9 +312,8 @@ class _CompiledScene:
                                         for m, tpm in zip(materials, self.texels_per_metre)], np.float32)
         self.texel_offset_v = np.array([m.offset[1] * tpm + _TEXEL_BIAS
                                         for m, tpm in zip(materials, self.texels_per_metre)], np.float32)
+        self.materials = materials
         self.atlas_base = (np.arange(len(materials)) * TEXELS_PER_TILE_BLOCK).astype(np.int32)
-        # RGBA texels packed in uint32: one gather per pixel (np.take on 1-D is the fast path)
-        self.atlas = np.concatenate([_albedo_texels(m) for m in materials]).view(np.uint32).ravel()
         self.light = np.array(scene.light if scene.light is not None
                               else (scene.size[0] / 2, scene.size[1] / 2, scene.size[2] - 0.3), np.float32)
         self.light_colour = np.array(scene.light_colour, np.float32)
@@ -367,6 +366,12 @@ class _CompiledScene:
                      curved.reshape(-1))
 
     # -- appearance ------------------------------------------------------------------------------
+    @functools.cached_property
+    def atlas(self) -> np.ndarray:
+        """RGBA texels of all materials packed in uint32: one gather per pixel (np.take on 1-D is the
+        fast path). Built on first shading only: depth-only casts (pose checks) don't need it."""
+        return np.concatenate([_albedo_texels(m) for m in self.materials]).view(np.uint32).ravel()
+
     def shade(self, hits: _Hits, intr: Intrinsics) -> np.ndarray:
         """HxWx3 uint8, in chunks of pixels small enough for the temporaries to stay in cache."""
         rgb = np.empty((hits.t.size, 3), np.uint8)
@@ -437,13 +442,14 @@ def _texels_per_metre(material: Material) -> float:
 
 def _albedo_texels(material: Material) -> np.ndarray:
     """Tinted, contrast-scaled mip pyramid of one material as uint8 RGBA texels (alpha unused)."""
-    pyramid = texture_pyramid(material.texture)
-    mean = pyramid[:TILE * TILE].mean(axis=0)
+    pyramid, mean = texture_pyramid(material.texture), texture_mean(material.texture)
     # Photos differ in exposure: bring each to a mid-grey average so the tint alone sets brightness.
     gain = np.clip(_MID_GREY / max(float(mean.mean()), 1e-3), 0.7, 1.6)
-    albedo = (mean + material.contrast * (pyramid - mean)) * (gain * np.array(material.tint, np.float32))
+    scale = np.float32(255) * gain * np.array(material.tint, np.float32)
+    # (mean + contrast * (texel - mean)) * scale, as one multiply-add per texel
+    albedo = pyramid * (material.contrast * scale) + (1.0 - material.contrast) * mean * scale + 0.5
     rgba = np.zeros((len(albedo), 4), np.uint8)
-    rgba[:, :3] = np.clip(albedo, 0, 1) * 255 + 0.5
+    rgba[:, :3] = np.clip(albedo, 0, 255)
     return rgba
 
 

@@ -75,6 +75,12 @@ def texture_pyramid(name: str) -> np.ndarray:
     return pyramid
 
 
+@functools.lru_cache(maxsize=None)
+def texture_mean(name: str) -> np.ndarray:
+    """Mean RGB of a texture's full-resolution tile, (3,) float32."""
+    return texture_pyramid(name)[:TILE * TILE].mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
 def _load_photo(loader: str) -> np.ndarray:
     """RGB float32 in [0, 1] from skimage.data, grey images replicated to three channels."""
     import skimage.data
