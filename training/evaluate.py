@@ -1,0 +1,248 @@
+"""Evaluation: ``python -m training.evaluate MODEL [--config X.yaml] [--split test] [--out DIR] [key=value ...]``.
+
+Protocol (Eigen et al., as the papers report metric models): per-image metrics over valid pixels
+inside the crop (``eval.crop``: eigen for NYU, garg for KITTI, none) with GT in
+(``eval.min_depth``, ``eval.max_depth``], the prediction clipped to that range, NO median scaling,
+then averaged over images. A prediction at another resolution than the GT is resized bilinearly to
+the GT first. Writes ``metrics.json`` (mean metrics, metrics by GT range <1, 1-3, 3-5, >5 m, the
+protocol), prints the range table, and saves a few ``vis_NNN.png`` panels:
+image | GT | prediction | |error|.
+
+MODEL is a training checkpoint (its config is used unless --config is given) or a model bundle
+(.pt, needs --config for the dataset).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mde_ros.metrics import (DEFAULT_RANGES, depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask,
+                             mean_metrics, metrics_by_range)
+from training.model_wrapper import DepthModel, build_depth_model
+
+log = logging.getLogger("training.evaluate")
+
+ERROR_MAP_MAX_M = 1.0  # |error| colour scale: saturates at this many metres
+
+
+def eval_range(cfg: dict) -> tuple[float, float]:
+    eval_cfg = cfg.get("eval") or {}
+    max_depth = eval_cfg.get("max_depth") or cfg["data"]["max_depth"]
+    return float(eval_cfg.get("min_depth") or 1e-3), float(max_depth)
+
+
+def crop_mask(crop: str, height: int, width: int) -> np.ndarray | None:
+    if crop in (None, "none"):
+        return None
+    if crop == "eigen":
+        return eigen_crop_mask(height, width)
+    if crop == "garg":
+        return garg_crop_mask(height, width)
+    raise ValueError(f"eval.crop must be eigen, garg or none, got {crop!r}")
+
+
+def load_for_eval(model_or_path: DepthModel | str | Path | tuple[nn.Module, Any],
+                  map_location: str | torch.device = "cpu") -> tuple[DepthModel, dict | None]:
+    """A DepthModel (RGB in [0, 1]) from a model, a (net, card) pair, a bundle or a checkpoint.
+
+    Returns the model and, for a training checkpoint, its config.
+    """
+    if isinstance(model_or_path, DepthModel):
+        return model_or_path, None
+    if isinstance(model_or_path, tuple):
+        net, card = model_or_path
+        return DepthModel(net, card.mean, card.std), None
+    if isinstance(model_or_path, nn.Module):
+        raise TypeError("evaluate() needs to know the input normalisation: pass a DepthModel, a (net, card) "
+                        "pair, a bundle path or a checkpoint path, not a bare network")
+    from training.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(model_or_path)
+    try:
+        state = load_checkpoint(path, map_location)
+    except CheckpointError:
+        from mde_ros.models.bundle import load_bundle
+
+        net, card = load_bundle(path, map_location)
+        return DepthModel(net, card.mean, card.std), None
+    model = build_depth_model(state["config"]["model"], load_pretrained=False)
+    model.net.load_state_dict(state["model"])
+    return model, state["config"]
+
+
+def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.device = "cpu", batch_size: int = 4,
+                num_workers: int = 0, amp_dtype: torch.dtype | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(image HxWx3 float [0,1], pred HxW, gt HxW, valid HxW) per sample, pred at the GT's resolution."""
+    device = torch.device(device)
+    was_training = model.training
+    model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                image = batch["image"].to(device)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    pred = model(image)
+                pred = pred.float()
+                gt = batch["depth"]
+                if pred.shape[-2:] != gt.shape[-2:]:
+                    pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+                pred = pred.cpu().numpy()
+                for i in range(pred.shape[0]):
+                    yield (batch["image"][i].permute(1, 2, 0).numpy(), pred[i, 0], gt[i, 0].numpy(),
+                           batch["valid"][i, 0].numpy().astype(bool))
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model_or_bundle: DepthModel | str | Path | tuple[nn.Module, Any], dataset: Dataset, cfg: dict, *,
+             out_dir: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 4,
+             num_workers: int = 0, amp_dtype: torch.dtype | None = None, num_vis: int = 4,
+             verbose: bool = True) -> dict[str, Any]:
+    """Score a model on ``dataset`` with ``cfg``'s eval protocol (see the module docstring).
+
+    Returns {"metrics", "metrics_by_range", "protocol", "n_images", "visuals"}; with ``out_dir``
+    also writes metrics.json and vis_NNN.png there.
+    """
+    model, _ = load_for_eval(model_or_bundle, device)
+    if len(dataset) == 0:
+        raise ValueError("evaluation dataset is empty: check data.root and the split name")
+    min_depth, max_depth = eval_range(cfg)
+    crop = (cfg.get("eval") or {}).get("crop", "none")
+    per_image, per_range, visuals = [], [], []
+    for image, pred, gt, valid in predictions(model, dataset, device=device, batch_size=batch_size,
+                                              num_workers=num_workers, amp_dtype=amp_dtype):
+        mask = crop_mask(crop, *gt.shape)
+        if mask is not None:
+            valid = valid & mask
+        per_image.append(depth_metrics(pred, gt, valid, min_depth, max_depth))
+        per_range.append(metrics_by_range(pred, gt, DEFAULT_RANGES, valid, min_depth=min_depth, max_depth=max_depth))
+        if len(visuals) < num_vis:
+            visuals.append(visual_panel(image, pred, gt, valid, min_depth, max_depth))
+    by_range = {label: mean_metrics(r[label] for r in per_range) for label in per_range[0]}
+    result = {
+        "metrics": mean_metrics(per_image),
+        "metrics_by_range": by_range,
+        "protocol": {"crop": crop, "min_depth": min_depth, "max_depth": max_depth, "median_scaling": False,
+                     "pred_clipped_to_range": True, "averaging": "per image"},
+        "n_images": len(per_image),
+    }
+    if verbose:
+        print(format_metrics_table({"all": result["metrics"], **by_range}))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+        for index, panel in enumerate(visuals):
+            cv2.imwrite(str(out_dir / f"vis_{index:03d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+    result["visuals"] = visuals
+    return result
+
+
+def json_safe(value: Any) -> Any:
+    """NaN (an empty depth bin) becomes null: strict JSON readers reject NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """HxWx3 uint8 RGB, the node's colour map (near warm, far cold, invalid black)."""
+    try:
+        from mde_ros.pipeline.colorize import colorize
+    except ImportError:  # a trimmed runtime install; same look through OpenCV
+        scaled = np.clip((max_depth - depth) / (max_depth - min_depth) * 255, 0, 255)
+        rgb = cv2.applyColorMap(np.nan_to_num(scaled).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+        return np.where(np.isfinite(depth)[..., None], rgb, 0).astype(np.uint8)
+    return colorize(depth, min_depth, max_depth)
+
+
+def visual_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, min_depth: float,
+                 max_depth: float) -> np.ndarray:
+    """image | GT | prediction | |error| (0..1 m, invalid GT black), HxW*4x3 uint8 RGB."""
+    height, width = gt.shape
+    rgb = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    gt_shown = np.where(valid, gt, np.nan).astype(np.float32)
+    error = np.where(valid, np.abs(np.clip(pred, min_depth, max_depth) - gt), np.nan).astype(np.float32)
+    # colorize() maps far to cold: invert so a large error is warm.
+    error_rgb = colorize_depth(ERROR_MAP_MAX_M - error, 0.0, ERROR_MAP_MAX_M)
+    return np.concatenate([rgb, colorize_depth(gt_shown, min_depth, max_depth),
+                           colorize_depth(pred.astype(np.float32), min_depth, max_depth), error_rgb], axis=1)
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+def _resolve_config(config_path: Path | None, overrides: list[str], checkpoint_cfg: dict | None) -> dict:
+    from training.config import load_config, save_config
+
+    if config_path is not None:
+        return load_config(config_path, overrides)
+    if checkpoint_cfg is None:
+        raise ValueError("a model bundle carries no dataset config: pass --config training/configs/X.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Round trip through the config loader so key=value overrides apply to the checkpoint's recipe.
+        save_config(checkpoint_cfg, Path(tmp) / "config.yaml")
+        return load_config(Path(tmp) / "config.yaml", overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: python -m training.evaluate runs/nyu34/finetune/best.pt "
+                                            "--split test data.root=/datasets/nyu --out runs/nyu34/eval")
+    parser.add_argument("model", type=Path, help="training checkpoint (best.pt), training output dir, or bundle .pt")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a config value")
+    parser.add_argument("--config", type=Path, help="recipe (default: the checkpoint's own)")
+    parser.add_argument("--split", default="test", help="dataset split (default: test)")
+    parser.add_argument("--out", type=Path, help="folder for metrics.json and vis PNGs (default: beside the model)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--num-vis", type=int, default=4, help="visualisation PNGs to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mde_ros.models.card import CardError
+    from training.checkpoint import CheckpointError, find_checkpoint
+    from training.config import ConfigError
+    from training.datasets import build_dataset
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        model_path = find_checkpoint(args.model) if args.model.is_dir() else args.model
+        model, checkpoint_cfg = load_for_eval(model_path, args.device)
+        cfg = _resolve_config(args.config, args.overrides, checkpoint_cfg)
+        dataset = build_dataset(cfg["data"], args.split)
+        out_dir = args.out or model_path.parent / f"eval_{args.split}"
+        result = evaluate(model, dataset, cfg, out_dir=out_dir, device=args.device, batch_size=args.batch_size,
+                          num_workers=args.num_workers, num_vis=args.num_vis)
+    except (CardError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"training.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result['n_images']} images ({args.split}); wrote {out_dir / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""Training loop: ``python -m training.train --config training/configs/X.yaml [key=value ...] [--resume]``.
+
+What a run does, in order:
+
+* resolves the recipe (``training.config``) and saves it as ``output_dir/config.yaml``;
+* runs each phase of ``train.phases`` in its own subfolder ``output_dir/<phase>/`` (a recipe without
+  phases trains once, straight into ``output_dir``); a phase with ``init_from`` starts from that
+  earlier phase's ``best.pt`` (or a checkpoint path) with a fresh optimizer, its own lr and epochs;
+* per epoch: trains over the whole set, or chunk by chunk (``train.curriculum.chunk_size``: one
+  Subset + DataLoader per chunk, so only one chunk is ever in flight), validates on the ``val``
+  split with the evaluation protocol of ``training.evaluate``, writes ``last.pt`` and, when the
+  validation metric (``train.best_metric``, RMSE by default) improves, ``best.pt``; stops early after
+  ``train.early_stopping_patience`` epochs without improvement.
+
+Learning-rate schedule: stepped every ITERATION (not every epoch) as a multiplier of each group's
+base lr: linear warm-up from 0 over ``schedule.warmup_epochs``, then ``none`` (constant), ``cosine``
+(down to ``schedule.min_lr`` at the last iteration) or ``step`` (x ``gamma`` every ``step_size``
+epochs, counted in iterations). Parameter groups: parameters under ``encoder.`` use
+``optim.encoder_lr`` (when set; in a phase it is scaled by phase lr / optim.lr); biases and norm
+weights (1-D tensors) get no weight decay, as in timm.
+
+Resume (``--resume``) restores network, optimizer, scheduler, grad scaler, counters, best metric
+and the RNG states from ``last.pt``; with a fixed seed on CPU the final weights equal those of an
+uninterrupted run. Every epoch's shuffling uses a generator seeded from (seed, epoch, chunk), so
+the data order never depends on where a run was interrupted.
+
+Multi-GPU: launch with ``torchrun --nproc_per_node=N -m training.train ...``; RANK/WORLD_SIZE/
+LOCAL_RANK select DistributedDataParallel (NCCL on CUDA, gloo on CPU) with a DistributedSampler
+(which pads the last batch of a chunk with repeats so ranks stay in step); rank 0 validates, logs
+and saves. AMP (``train.amp``: true/fp16 or bf16) is used on CUDA only.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import os
+import random
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from training.checkpoint import (BEST_NAME, LAST_NAME, CheckpointError, capture_rng_state, load_checkpoint,
+                                 restore_rng_state, save_checkpoint)
+from training.model_wrapper import DepthModel, build_depth_model
+
+log = logging.getLogger("training.train")
+
+# Called with (epoch, batch) before every training step; lets callers watch the data stream.
+BatchHook = Callable[[int, dict], None]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    enabled: bool = False
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """DDP when torchrun's RANK/WORLD_SIZE are set (even with one process), else a plain run."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistContext()
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return DistContext(rank, world_size, local_rank, enabled=True, owns_group=owns_group)
+
+
+def resolve_device(spec: str, ctx: DistContext) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.device={spec} but CUDA is not available; use train.device=cpu")
+        if ctx.enabled:
+            return torch.device("cuda", ctx.local_rank)
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _mixed_seed(*parts: int) -> int:
+    """A stable seed from several integers (python's hash of ints is not salted)."""
+    return hash(tuple(int(p) for p in parts)) % 2**62
+
+
+# ----------------------------------------------------------------------------------------- data
+
+def epoch_loaders(dataset: Dataset, train_cfg: dict, epoch: int, ctx: DistContext = DistContext(),
+                  pin_memory: bool = False) -> Iterator[DataLoader]:
+    """The epoch's DataLoaders: one over the whole set, or one per curriculum chunk."""
+    from training.datasets import chunk_indices
+
+    seed = int(train_cfg["seed"])
+    chunk_size = (train_cfg.get("curriculum") or {}).get("chunk_size")
+    chunks = chunk_indices(len(dataset), chunk_size, seed, epoch) if chunk_size else [None]
+    for number, chunk in enumerate(chunks):
+        subset = dataset if chunk is None else Subset(dataset, list(chunk))
+        generator = torch.Generator().manual_seed(_mixed_seed(seed, epoch, number))
+        sampler = None
+        if ctx.enabled:
+            sampler = DistributedSampler(subset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                         seed=_mixed_seed(seed, number))
+            sampler.set_epoch(epoch)
+        yield DataLoader(subset, batch_size=int(train_cfg["batch_size"]), shuffle=sampler is None,
+                         sampler=sampler, generator=generator, num_workers=int(train_cfg["num_workers"]),
+                         pin_memory=pin_memory, drop_last=False)
+
+
+def steps_per_epoch(n_samples: int, train_cfg: dict, world_size: int = 1) -> int:
+    from training.datasets import chunk_indices
+
+    chunk_size = (train_cfg.get("curriculum") or {}).get("chunk_size")
+    sizes = ([len(c) for c in chunk_indices(n_samples, chunk_size, int(train_cfg["seed"]), 0)]
+             if chunk_size else [n_samples])
+    batch = int(train_cfg["batch_size"])
+    return sum(math.ceil(math.ceil(size / world_size) / batch) for size in sizes)
+
+
+def network_focal_px(dataset: Dataset, input_size: list[int]) -> float | None:
+    """fx of the training camera at network resolution, from a sample's intrinsics."""
+    if len(dataset) == 0:
+        return None
+    sample = dataset[0]
+    if "intrinsics" not in sample:
+        return None
+    fx = float(np.asarray(sample["intrinsics"], dtype=np.float64).reshape(-1)[0])
+    if not math.isfinite(fx) or fx <= 0:  # NaN: the dataset does not know its camera
+        return None
+    return fx * input_size[1] / int(sample["image"].shape[-1])
+
+
+# ------------------------------------------------------------------------------ optimisation
+
+def build_optimizer(net: nn.Module, optim_cfg: dict, lr: float | None = None,
+                    encoder_lr: float | None = None) -> torch.optim.Optimizer:
+    """Groups: encoder vs rest (differential lr) x decay vs no decay (1-D params)."""
+    lr = float(optim_cfg["lr"] if lr is None else lr)
+    if encoder_lr is None and optim_cfg.get("encoder_lr") is not None:
+        encoder_lr = float(optim_cfg["encoder_lr"])
+    weight_decay = float(optim_cfg.get("weight_decay") or 0.0)
+    grouped: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            grouped.setdefault((name.startswith("encoder."), param.ndim > 1), []).append(param)
+    groups = []
+    for (is_encoder, decays), params in sorted(grouped.items()):
+        groups.append({"params": params, "name": f"{'encoder' if is_encoder else 'decoder'}"
+                                                 f"{'' if decays else '_no_decay'}",
+                       "lr": encoder_lr if is_encoder and encoder_lr is not None else lr,
+                       "weight_decay": weight_decay if decays else 0.0})
+    name = optim_cfg["name"]
+    if name == "adam":
+        return torch.optim.Adam(groups, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))))
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=float(optim_cfg.get("momentum", 0.9)))
+    raise ValueError(f"optim.name must be adam, adamw or sgd, got {name!r}")
+
+
+def lr_multiplier(schedule_cfg: dict, iters_per_epoch: int, epochs: int,
+                  base_lr: float) -> Callable[[int], float]:
+    """Per-iteration multiplier of the base lr (see the module docstring)."""
+    name = schedule_cfg["name"]
+    warmup = int(round(float(schedule_cfg.get("warmup_epochs") or 0) * iters_per_epoch))
+    total = max(1, iters_per_epoch * epochs)
+    floor = float(schedule_cfg.get("min_lr") or 0.0) / base_lr if base_lr > 0 else 0.0
+    step_iters = max(1, int(schedule_cfg.get("step_size", 10)) * iters_per_epoch)
+    gamma = float(schedule_cfg.get("gamma", 0.1))
+    if name not in ("none", "cosine", "step"):
+        raise ValueError(f"schedule.name must be none, cosine or step, got {name!r}")
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if name == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if name == "step":
+            return gamma ** (step // step_iters)
+        return 1.0
+
+    return multiplier
+
+
+def _amp_dtype(amp: Any, device: torch.device) -> torch.dtype | None:
+    if not amp or amp == "none":
+        return None
+    if device.type != "cuda":
+        log.info("train.amp=%s ignored: mixed precision is used on CUDA only", amp)
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp in (True, "fp16"):
+        return torch.float16
+    raise ValueError(f"train.amp must be false, true/fp16 or bf16, got {amp!r}")
+
+
+# --------------------------------------------------------------------------------- the loop
+
+def train(cfg: dict, *, resume: bool = False, on_batch: BatchHook | None = None) -> dict[str, Any]:
+    """Run every phase of ``cfg``; return a summary with checkpoints and best metrics per phase."""
+    from training.config import phases as config_phases
+    from training.config import save_config
+
+    cfg = copy.deepcopy(cfg)
+    ctx = init_distributed()
+    out_dir = Path(cfg["output_dir"])
+    plan = config_phases(cfg)
+    multi_phase = bool(cfg["train"].get("phases"))
+    phase_dirs = {p["name"]: (out_dir / p["name"] if multi_phase else out_dir) for p in plan}
+    try:
+        if ctx.is_main:
+            existing = [d / LAST_NAME for d in phase_dirs.values() if (d / LAST_NAME).exists()]
+            if existing and not resume:
+                raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[0]}); pass --resume to "
+                                      "continue that run, or choose another output_dir=...")
+            save_config(cfg, out_dir / "config.yaml")
+            if multi_phase:
+                (out_dir / "phases.txt").write_text("\n".join(p["name"] for p in plan) + "\n")
+        results = []
+        for phase in plan:
+            phase_cfg = _phase_config(cfg, phase, multi_phase)
+            init_from = phase["init_from"]
+            init_path = (phase_dirs[init_from] / BEST_NAME if init_from in phase_dirs
+                         else Path(init_from) if init_from else None)
+            results.append(_run_phase(phase_cfg, phase["name"], phase_dirs[phase["name"]], init_path,
+                                      resume=resume, ctx=ctx, on_batch=on_batch))
+        final = results[-1]
+        return {"output_dir": str(out_dir), "world_size": ctx.world_size, "phases": results,
+                "best_checkpoint": final["best_checkpoint"], "last_checkpoint": final["last_checkpoint"],
+                "best_metric": final["best_metric"], "best_metric_name": final["best_metric_name"]}
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _phase_config(cfg: dict, phase: dict, multi_phase: bool) -> dict:
+    phase_cfg = copy.deepcopy(cfg)
+    if multi_phase:
+        base_lr = float(cfg["optim"]["lr"])
+        phase_cfg["optim"]["lr"] = phase["lr"]
+        if cfg["optim"].get("encoder_lr") is not None:
+            phase_cfg["optim"]["encoder_lr"] = float(cfg["optim"]["encoder_lr"]) * phase["lr"] / base_lr
+        phase_cfg["train"]["epochs"] = phase["epochs"]
+    return phase_cfg
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *, resume: bool,
+               ctx: DistContext, on_batch: BatchHook | None) -> dict[str, Any]:
+    from training.config import save_config
+    from training.datasets import build_dataset
+    from training.evaluate import evaluate
+    from training.losses import build_loss
+
+    train_cfg = cfg["train"]
+    last_path, best_path = phase_dir / LAST_NAME, phase_dir / BEST_NAME
+    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    if state is not None and state["finished"]:
+        log.info("phase %s: already finished (%s), skipping", name, last_path)
+        return _phase_summary(name, phase_dir, state)
+
+    device = resolve_device(str(train_cfg.get("device", "auto")), ctx)
+    if train_cfg.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not train_cfg.get("deterministic", False)
+    seed = int(train_cfg["seed"]) + ctx.rank
+    seed_everything(seed)
+    if ctx.is_main:
+        save_config(cfg, phase_dir / "config.yaml")
+
+    train_set = build_dataset(cfg["data"], "train")
+    val_set = build_dataset(cfg["data"], "val")
+    if len(train_set) == 0:
+        raise ValueError(f"the training split of data.name={cfg['data']['name']} is empty (root={cfg['data'].get('root')})")
+    iters = steps_per_epoch(len(train_set), train_cfg, ctx.world_size)
+    epochs = int(train_cfg["epochs"])
+
+    # Pretrained encoder weights only matter for a fresh start; resume/init overwrite them.
+    model = build_depth_model(cfg["model"], load_pretrained=state is None and init_path is None).to(device)
+    if state is None and init_path is not None:
+        init_state = load_checkpoint(init_path)
+        model.net.load_state_dict(init_state["model"])
+        log.info("phase %s: initialised from %s (epoch %d)", name, init_path, init_state["epoch"])
+    optimizer = build_optimizer(model.net, cfg["optim"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_multiplier(cfg["schedule"], iters, epochs, float(cfg["optim"]["lr"])))
+    amp_dtype = _amp_dtype(train_cfg.get("amp"), device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    loss_fn = build_loss(cfg["loss"]).to(device)
+    metric_name, mode = str(train_cfg.get("best_metric", "rmse")), str(train_cfg.get("best_mode", "min"))
+    patience = train_cfg.get("early_stopping_patience")
+
+    start_epoch, global_step, best, best_epoch, stale, history = 0, 0, None, None, 0, []
+    focal_px = network_focal_px(val_set if len(val_set) else train_set, cfg["data"]["input_size"])
+    provenance = {"command": shlex.join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "git_commit": git_commit(), "dataset": cfg["data"]["name"], "phase": name,
+                  "init_from": str(init_path) if init_path else None}
+    if state is not None:
+        model.net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+        best, best_epoch, stale = state["best_metric"], state["best_epoch"], state["epochs_without_improvement"]
+        history, provenance = list(state["history"]), state["provenance"]
+        restore_rng_state(state["rng"])
+        log.info("phase %s: resuming from %s at epoch %d (step %d)", name, last_path, start_epoch, global_step)
+
+    train_model: nn.Module = model
+    if ctx.enabled:
+        if ctx.world_size > 1 and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    writer = _summary_writer(phase_dir, train_cfg, ctx, purge_step=global_step if state else None)
+    stopped_early = False
+    try:
+        for epoch in range(start_epoch, epochs):
+            train_model.train()
+            totals: dict[str, float] = {}
+            n_steps = 0
+            bar = _progress(iters, f"{name} epoch {epoch + 1}/{epochs}", ctx)
+            for loader in epoch_loaders(train_set, train_cfg, epoch, ctx, pin_memory=device.type == "cuda"):
+                for batch in loader:
+                    if on_batch is not None:
+                        on_batch(epoch, batch)
+                    loss, parts = _train_step(train_model, loss_fn, optimizer, scaler, batch, device, amp_dtype,
+                                              train_cfg.get("grad_clip"))
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(
+                            f"phase {name}: loss is {loss} at epoch {epoch}, step {global_step}; lower optim.lr, "
+                            "set train.grad_clip, or check the data for invalid depth")
+                    step_lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+                    scheduler.step()
+                    global_step += 1
+                    n_steps += 1
+                    for key, value in {"loss": loss, **parts}.items():
+                        totals[key] = totals.get(key, 0.0) + value
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}")
+                    if writer is not None and global_step % int(train_cfg.get("log_every", 10)) == 0:
+                        writer.add_scalar("train/loss", loss, global_step)
+                        for key, value in parts.items():
+                            writer.add_scalar(f"train/{key}", value, global_step)
+                        for group_name, lr in step_lrs.items():
+                            writer.add_scalar(f"lr/{group_name}", lr, global_step)
+            if bar is not None:
+                bar.close()
+
+            val = None
+            if ctx.is_main:
+                val = evaluate(model, val_set, cfg, device=device, batch_size=int(train_cfg["batch_size"]),
+                               amp_dtype=amp_dtype, num_vis=int(train_cfg.get("vis_samples", 4)) if writer else 0,
+                               verbose=False)
+            value = _broadcast(val["metrics"][metric_name] if val else 0.0, ctx, device)
+            improved = _improved(value, best, mode)
+            if improved:
+                best, best_epoch, stale = value, epoch, 0
+            else:
+                stale += 1
+            stopped_early = bool(patience) and stale >= int(patience)
+            finished = stopped_early or epoch + 1 == epochs
+            record = {"epoch": epoch, "global_step": global_step,
+                      "train": {k: v / max(1, n_steps) for k, v in totals.items()},
+                      "val": val["metrics"] if val else {}, "lr": [g["lr"] for g in optimizer.param_groups]}
+            history.append(record)
+            if ctx.is_main:
+                _log_epoch(name, record, metric_name, best, train_cfg, cfg["eval"])
+                if writer is not None:
+                    _write_epoch(writer, record, val, epoch)
+                checkpoint = {
+                    "model": model.net.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "epoch": epoch, "global_step": global_step,
+                    "best_metric": best, "best_metric_name": metric_name, "best_mode": mode,
+                    "best_epoch": best_epoch, "epochs_without_improvement": stale, "finished": finished,
+                    "stopped_early": stopped_early, "val_metrics": record["val"], "history": history,
+                    "config": cfg, "phase": name, "train_focal_px": focal_px, "provenance": provenance,
+                    "rng": capture_rng_state(),
+                }
+                save_checkpoint(checkpoint, last_path)
+                if improved:
+                    save_checkpoint(checkpoint, best_path)
+            if ctx.enabled:
+                dist.barrier()
+            if stopped_early:
+                log.info("phase %s: early stop after epoch %d (%d epochs without a better %s)",
+                         name, epoch + 1, stale, metric_name)
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"name": name, "dir": str(phase_dir), "best_checkpoint": str(best_path), "last_checkpoint": str(last_path),
+            "best_metric": best, "best_metric_name": metric_name, "best_epoch": best_epoch,
+            "epochs_run": len(history), "stopped_early": stopped_early, "history": history}
+
+
+def _phase_summary(name: str, phase_dir: Path, state: dict) -> dict[str, Any]:
+    return {"name": name, "dir": str(phase_dir), "best_checkpoint": str(phase_dir / BEST_NAME),
+            "last_checkpoint": str(phase_dir / LAST_NAME), "best_metric": state["best_metric"],
+            "best_metric_name": state["best_metric_name"], "best_epoch": state["best_epoch"],
+            "epochs_run": len(state["history"]), "stopped_early": state["stopped_early"],
+            "history": state["history"]}
+
+
+def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, batch: dict, device: torch.device, amp_dtype: torch.dtype | None,
+                grad_clip: float | None) -> tuple[float, dict[str, float]]:
+    image = batch["image"].to(device, non_blocking=True)
+    depth = batch["depth"].to(device, non_blocking=True)
+    valid = batch["valid"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        pred = model(image)
+    loss, parts = loss_fn(pred.float(), depth, valid)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), {k: float(v) for k, v in parts.items()}
+
+
+def _broadcast(value: float, ctx: DistContext, device: torch.device) -> float:
+    """Rank 0's validation metric on every rank, so all ranks agree on best/early stop."""
+    if not ctx.enabled:
+        return float(value)
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def _progress(total: int, desc: str, ctx: DistContext):
+    if not ctx.is_main:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+
+
+def _summary_writer(phase_dir: Path, train_cfg: dict, ctx: DistContext, purge_step: int | None):
+    if not ctx.is_main or not train_cfg.get("tensorboard", True):
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(phase_dir / "tensorboard"), purge_step=purge_step)
+
+
+def _write_epoch(writer, record: dict, val: dict | None, epoch: int) -> None:
+    step = record["global_step"]
+    for key, value in record["train"].items():
+        writer.add_scalar(f"epoch/train_{key}", value, step)
+    for key, value in record["val"].items():
+        writer.add_scalar(f"val/{key}", value, step)
+    for index, panel in enumerate((val or {}).get("visuals", [])):
+        writer.add_image(f"val/sample_{index}", panel, step, dataformats="HWC")
+
+
+def _log_epoch(name: str, record: dict, metric_name: str, best: float | None, train_cfg: dict,
+               eval_cfg: dict) -> None:
+    shown = [k for k in eval_cfg.get("metrics") or ["abs_rel", "rmse", "delta1"] if k in record["val"]]
+    val_text = " ".join(f"{k}={record['val'][k]:.4f}" for k in shown)
+    log.info("phase %s epoch %d/%d: train loss %.4f | val %s | best %s %s", name, record["epoch"] + 1,
+             train_cfg["epochs"], record["train"].get("loss", float("nan")), val_text, metric_name,
+             "n/a" if best is None else f"{best:.4f}")
+
+
+def git_commit() -> str | None:
+    """The source tree's commit (with '-dirty' for local changes), or None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train", description="Train a depth network from a YAML recipe.",
+        usage="%(prog)s [--config] RECIPE.yaml [key=value ...] [--resume]",
+        epilog="example: python -m training.train --config training/configs/nyu_resnet34.yaml "
+               "data.root=/datasets/nyu train.batch_size=16 output_dir=runs/nyu34")
+    parser.add_argument("--config", type=Path, help="recipe in training/configs/ (or give it as the first argument)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a config value")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last.pt")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.config import ConfigError, load_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:
+        if not args.overrides or "=" in args.overrides[0]:
+            parser.error("give the recipe: --config training/configs/X.yaml (or as the first argument)")
+        args.config = Path(args.overrides.pop(0))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = train(cfg, resume=args.resume)
+    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"training.train: error: {exc}", file=sys.stderr)
+        return 2
+    if summary["best_metric"] is not None:
+        print(f"best {summary['best_metric_name']} {summary['best_metric']:.4f}: {summary['best_checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
