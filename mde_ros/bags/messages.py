@@ -11,10 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mde_ros.bags.io import COMPRESSED_IMAGE_TYPE, typestore
-from mde_ros.pipeline.intrinsics import Intrinsics
-
-# As in mde_ros.ros.messages: a CameraInfo at another resolution is scaled only when both axes scale alike.
-ASPECT_TOLERANCE = 0.01
+from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, intrinsics_from_camera_info  # noqa: F401 (re-export)
 
 if TYPE_CHECKING:
     from mde_ros.pipeline.geometry import PackedCloud, Scan
@@ -39,35 +36,6 @@ def image_msg(packed: "PackedImage", header: Any) -> Any:
     return _types()["sensor_msgs/msg/Image"](
         header=header, height=packed.height, width=packed.width, encoding=packed.encoding,
         is_bigendian=0, step=packed.step, data=_bytes(packed.data))
-
-
-class CameraInfoError(ValueError):
-    """A CameraInfo that cannot describe the image; `kind` names the problem (the node's kinds)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsics:
-    """Intrinsics of a width x height image described by `info`, judged as the node judges them
-    (mde_ros.ros.messages): an all-zero or non-positive K is rejected, another resolution with the
-    same aspect ratio is scaled per axis, another aspect ratio is rejected."""
-    if not np.any(np.asarray(info.k, dtype=np.float64)):
-        raise CameraInfoError("camera_info_zero_k", "CameraInfo K is all zero (uncalibrated driver?)")
-    if info.width <= 0 or info.height <= 0:
-        raise CameraInfoError("camera_info_invalid", f"CameraInfo has no resolution ({info.width}x{info.height})")
-    intr = Intrinsics.from_k(info.k, info.width, info.height)
-    if not intr.is_valid():
-        raise CameraInfoError("camera_info_invalid", f"CameraInfo K has fx={intr.fx}, fy={intr.fy} "
-                                                     "(need finite values > 0)")
-    if (info.width, info.height) == (width, height):
-        return intr
-    sx, sy = width / info.width, height / info.height
-    if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
-        raise CameraInfoError("camera_info_resolution", f"CameraInfo is for {info.width}x{info.height} but "
-                                                        f"the image is {width}x{height}")
-    return intr.scaled(width, height)
 
 
 def camera_info_msg(intr: Intrinsics, header: Any, template: Any | None = None) -> Any:
@@ -129,18 +97,9 @@ def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | Non
 
 def rgb_from_msg(msg: Any, msgtype: str) -> np.ndarray:
     """HxWx3 uint8 RGB of an Image or CompressedImage, decoded as the node decodes it."""
-    from mde_ros.pipeline.preprocess import InputError, image_from_buffer, to_rgb
+    from mde_ros.pipeline.preprocess import decode_compressed, image_from_buffer, to_rgb
 
     if msgtype == COMPRESSED_IMAGE_TYPE:
-        import cv2
-
-        buffer = np.asarray(msg.data, dtype=np.uint8)
-        if buffer.size == 0:
-            raise InputError("compressed image has no data")
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InputError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes): "
-                             "expected JPEG or PNG")
-        return to_rgb(bgr, "bgr8")
+        return decode_compressed(msg.data, msg.format)
     image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)
     return to_rgb(image, msg.encoding)

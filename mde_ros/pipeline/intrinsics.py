@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 # NYU Depth V2 colour camera (NYU toolbox), at 640x480.
 NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
@@ -55,3 +55,46 @@ class Intrinsics:
     def nyu(cls, width: int = NYU_WIDTH, height: int = NYU_HEIGHT) -> "Intrinsics":
         """The NYU Depth V2 colour camera, scaled to (width, height)."""
         return cls(NYU_FX, NYU_FY, NYU_CX, NYU_CY, NYU_WIDTH, NYU_HEIGHT).scaled(width, height)
+
+
+# A CameraInfo at another resolution than its image is scaled only when both axes scale alike
+# (the image was resized without updating the info); anything else is a mismatched pairing.
+ASPECT_TOLERANCE = 0.01
+
+
+class CameraInfoError(ValueError):
+    """A CameraInfo that cannot describe the image; `kind` names the problem for diagnostics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsics:
+    """Intrinsics of a width x height image described by a CameraInfo (any object with k, width, height:
+    rclpy's or rosbags' message).
+
+    A CameraInfo at another resolution is scaled per axis when the aspect ratios agree (what
+    image_proc's resize does to K); otherwise CameraInfoError, so no wrong cloud is published.
+    """
+    k = [float(v) for v in info.k]
+    if not any(k):
+        raise CameraInfoError("camera_info_zero_k",
+                              "CameraInfo K is all zero (uncalibrated driver?): an all-zero K silently "
+                              "breaks point clouds in other stacks; treating it as missing")
+    if info.width <= 0 or info.height <= 0:
+        raise CameraInfoError("camera_info_invalid",
+                              f"CameraInfo has no resolution ({info.width}x{info.height}); treating it as missing")
+    intr = Intrinsics.from_k(k, info.width, info.height)
+    if not intr.is_valid():
+        raise CameraInfoError("camera_info_invalid",
+                              f"CameraInfo K has fx={intr.fx}, fy={intr.fy} (need finite values > 0); "
+                              "treating it as missing")
+    if (info.width, info.height) == (width, height):
+        return intr
+    sx, sy = width / info.width, height / info.height
+    if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
+        raise CameraInfoError("camera_info_resolution",
+                              f"CameraInfo is for {info.width}x{info.height} but the image is {width}x{height} "
+                              "(different aspect ratio): not the camera of this image; treating it as missing")
+    return intr.scaled(width, height)

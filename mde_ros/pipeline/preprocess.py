@@ -6,6 +6,7 @@ check a malformed message could fail lives here, with a message that says what i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -143,3 +144,16 @@ def preprocess(rgb: np.ndarray, card: ModelCard, policy: str = "stretch") -> tup
         np.multiply(resized[:, :, channel], gain[channel], out=content[channel], dtype=np.float32)
         content[channel] += offset[channel]
     return batch, info
+
+
+def decode_compressed(data: Any, image_format: str = "") -> np.ndarray:
+    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage payload (what image_transport's compressed plugin sends)."""
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) \
+        else np.asarray(data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise InputError("compressed image has no data")
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"cannot decode compressed image (format {image_format!r}, {buffer.size} bytes): "
+                         "expected JPEG or PNG")
+    return to_rgb(bgr, "bgr8")

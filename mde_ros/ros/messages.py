@@ -7,28 +7,14 @@ from __future__ import annotations
 
 import array
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.geometry import PackedCloud, Scan
-from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, intrinsics_from_camera_info  # noqa: F401 (re-export)
 from mde_ros.pipeline.outputs import PackedImage
-from mde_ros.pipeline.preprocess import InputError, image_from_buffer, to_rgb
-
-# A CameraInfo at another resolution than its image is scaled only when both axes scale alike
-# (the image was resized without updating the info); anything else is a mismatched pairing.
-ASPECT_TOLERANCE = 0.01
-
-
-class CameraInfoError(ValueError):
-    """A CameraInfo that cannot describe the image; `kind` names the problem for diagnostics."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
+from mde_ros.pipeline.preprocess import InputError, decode_compressed, image_from_buffer, to_rgb  # noqa: F401
 
 def image_msg_to_rgb(msg: Image) -> np.ndarray:
     """HxWx3 uint8 RGB of a raw Image; InputError says what is wrong with a bad one."""
@@ -37,43 +23,8 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
 
 
 def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage (what image_transport's compressed plugin sends)."""
-    buffer = np.frombuffer(msg.data, dtype=np.uint8)
-    if buffer.size == 0:
-        raise InputError("compressed image has no data")
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes): "
-                         "expected JPEG or PNG")
-    return to_rgb(bgr, "bgr8")
-
-
-def intrinsics_from_camera_info(info: CameraInfo, width: int, height: int) -> Intrinsics:
-    """Intrinsics of a width x height image described by `info`.
-
-    A CameraInfo at another resolution is scaled per axis when the aspect ratios agree (what
-    image_proc's resize does to K); otherwise CameraInfoError, so no wrong cloud is published.
-    """
-    if not np.any(np.asarray(info.k, dtype=np.float64)):
-        raise CameraInfoError("camera_info_zero_k",
-                              "CameraInfo K is all zero (uncalibrated driver?): an all-zero K silently "
-                              "breaks point clouds in other stacks; treating it as missing")
-    if info.width <= 0 or info.height <= 0:
-        raise CameraInfoError("camera_info_invalid",
-                              f"CameraInfo has no resolution ({info.width}x{info.height}); treating it as missing")
-    intr = Intrinsics.from_k(info.k, info.width, info.height)
-    if not intr.is_valid():
-        raise CameraInfoError("camera_info_invalid",
-                              f"CameraInfo K has fx={intr.fx}, fy={intr.fy} (need finite values > 0); "
-                              "treating it as missing")
-    if (info.width, info.height) == (width, height):
-        return intr
-    sx, sy = width / info.width, height / info.height
-    if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
-        raise CameraInfoError("camera_info_resolution",
-                              f"CameraInfo is for {info.width}x{info.height} but the image is {width}x{height} "
-                              "(different aspect ratio): not the camera of this image; treating it as missing")
-    return intr.scaled(width, height)
+    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage."""
+    return decode_compressed(msg.data, msg.format)
 
 
 def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | None = None) -> CameraInfo:
