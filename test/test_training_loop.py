@@ -290,7 +290,7 @@ def test_torchrun_environment_selects_distributed_data_parallel(tmp_path, scenes
 def test_cli_trains_and_reports_bad_input_clearly(tmp_path, scenes, capsys):
     recipe = write_recipe(tmp_path, scenes)
     out = tmp_path / "cli_run"
-    assert train_main(["--config", str(recipe), f"output_dir={out}", "train.epochs=1"]) == 0
+    assert train_main([str(recipe), f"output_dir={out}", "train.epochs=1"]) == 0  # recipe as first argument
     assert (out / "best.pt").is_file() and (out / "config.yaml").is_file()
     assert "best rmse" in capsys.readouterr().out
     assert train_main(["--config", str(recipe), f"output_dir={out}", "train.epochs=1"]) == 2

@@ -163,28 +163,29 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo") -> np.ndarray:
     """HxWx3 uint8 RGB, the node's colour map (near warm, far cold, invalid black)."""
     try:
         from mde_ros.pipeline.colorize import colorize
     except ImportError:  # a trimmed runtime install; same look through OpenCV
         scaled = np.clip((max_depth - depth) / (max_depth - min_depth) * 255, 0, 255)
-        rgb = cv2.applyColorMap(np.nan_to_num(scaled).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+        code = getattr(cv2, f"COLORMAP_{colormap.upper()}")
+        rgb = cv2.applyColorMap(np.nan_to_num(scaled).astype(np.uint8), code)[..., ::-1]
         return np.where(np.isfinite(depth)[..., None], rgb, 0).astype(np.uint8)
-    return colorize(depth, min_depth, max_depth)
+    return colorize(depth, min_depth, max_depth, colormap)
 
 
 def visual_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, min_depth: float,
                  max_depth: float) -> np.ndarray:
-    """image | GT | prediction | |error| (0..1 m, invalid GT black), HxW*4x3 uint8 RGB."""
+    """image | GT | prediction | |error| (inferno, 0..1 m dark to bright; invalid GT black), Hx4Wx3 uint8 RGB."""
     height, width = gt.shape
     rgb = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
     gt_shown = np.where(valid, gt, np.nan).astype(np.float32)
     error = np.where(valid, np.abs(np.clip(pred, min_depth, max_depth) - gt), np.nan).astype(np.float32)
-    # colorize() maps far to cold: invert so a large error is warm.
-    error_rgb = colorize_depth(ERROR_MAP_MAX_M - error, 0.0, ERROR_MAP_MAX_M)
+    # colorize() maps small values to the top of the colour map: invert so a large error is bright.
+    error_rgb = colorize_depth(ERROR_MAP_MAX_M - error, 0.0, ERROR_MAP_MAX_M, "inferno")
     return np.concatenate([rgb, colorize_depth(gt_shown, min_depth, max_depth),
                            colorize_depth(pred.astype(np.float32), min_depth, max_depth), error_rgb], axis=1)
 
