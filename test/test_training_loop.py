@@ -197,6 +197,18 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, scenes):
     assert train(cfg, resume=True)["phases"][0]["epochs_run"] == 4  # finished: nothing left to do
 
 
+def test_early_stopping_after_patience_epochs_without_a_better_metric(tmp_path, scenes):
+    # best_mode=max on RMSE: a model that learns keeps "failing" to beat its first epoch.
+    cfg = tiny_config(tmp_path, scenes, "train.epochs=8", "train.early_stopping_patience=2", "train.best_mode=max")
+    phase = train(cfg)["phases"][0]
+    rmses = [record["val"]["rmse"] for record in phase["history"]]
+    assert phase["stopped_early"] and len(rmses) == phase["best_epoch"] + 3 < 8
+    assert max(rmses) == rmses[phase["best_epoch"]] == phase["best_metric"]
+    last = load_checkpoint(phase["last_checkpoint"])
+    assert last["finished"] and last["stopped_early"]
+    assert train(cfg, resume=True)["phases"][0]["epochs_run"] == len(rmses)  # a finished run stays finished
+
+
 def test_curriculum_visits_every_sample_once_per_epoch_one_chunk_at_a_time(tmp_path, scenes):
     cfg = tiny_config(tmp_path, scenes, "train.curriculum.chunk_size=10", "train.batch_size=4", "train.epochs=2")
     seen: dict[int, list[list[int]]] = {}

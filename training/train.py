@@ -52,6 +52,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from mde_ros.metrics import METRIC_KEYS
 from training.checkpoint import (BEST_NAME, LAST_NAME, CheckpointError, capture_rng_state, load_checkpoint,
                                  restore_rng_state, save_checkpoint)
 from training.model_wrapper import DepthModel, build_depth_model
@@ -238,11 +239,11 @@ def train(cfg: dict, *, resume: bool = False, on_batch: BatchHook | None = None)
     multi_phase = bool(cfg["train"].get("phases"))
     phase_dirs = {p["name"]: (out_dir / p["name"] if multi_phase else out_dir) for p in plan}
     try:
+        existing = [d / LAST_NAME for d in phase_dirs.values() if (d / LAST_NAME).exists()]
+        if existing and not resume:
+            raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[0]}); pass --resume to "
+                                  "continue that run, or choose another output_dir=...")
         if ctx.is_main:
-            existing = [d / LAST_NAME for d in phase_dirs.values() if (d / LAST_NAME).exists()]
-            if existing and not resume:
-                raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[0]}); pass --resume to "
-                                      "continue that run, or choose another output_dir=...")
             save_config(cfg, out_dir / "config.yaml")
             if multi_phase:
                 (out_dir / "phases.txt").write_text("\n".join(p["name"] for p in plan) + "\n")
@@ -306,8 +307,10 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
 
     train_set = build_dataset(cfg["data"], "train")
     val_set = build_dataset(cfg["data"], "val")
-    if len(train_set) == 0:
-        raise ValueError(f"the training split of data.name={cfg['data']['name']} is empty (root={cfg['data'].get('root')})")
+    for split, dataset in (("train", train_set), ("val", val_set)):
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} split of data.name={cfg['data']['name']} is empty "
+                             f"(root={cfg['data'].get('root')}); training needs both train and val samples")
     iters = steps_per_epoch(len(train_set), train_cfg, ctx.world_size)
     epochs = int(train_cfg["epochs"])
 
@@ -324,10 +327,12 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     loss_fn = build_loss(cfg["loss"]).to(device)
     metric_name, mode = str(train_cfg.get("best_metric", "rmse")), str(train_cfg.get("best_mode", "min"))
+    if metric_name not in METRIC_KEYS:
+        raise ValueError(f"train.best_metric must be one of {list(METRIC_KEYS)}, got {metric_name!r}")
     patience = train_cfg.get("early_stopping_patience")
 
     start_epoch, global_step, best, best_epoch, stale, history = 0, 0, None, None, 0, []
-    focal_px = network_focal_px(val_set if len(val_set) else train_set, cfg["data"]["input_size"])
+    focal_px = network_focal_px(val_set, cfg["data"]["input_size"])
     provenance = {"command": shlex.join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "git_commit": git_commit(), "dataset": cfg["data"]["name"], "phase": name,
                   "init_from": str(init_path) if init_path else None}
@@ -547,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"training.train: error: {exc}", file=sys.stderr)
         return 2
-    if summary["best_metric"] is not None:
+    if summary["best_metric"] is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"best {summary['best_metric_name']} {summary['best_metric']:.4f}: {summary['best_checkpoint']}")
     return 0
 
