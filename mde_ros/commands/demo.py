@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from mde_ros.pipeline.outputs import OutputConfig, build_outputs
     from mde_ros.synthetic import approach_sequence
 
-    if args.frames < 1:
-        print("mde-ros demo: --frames must be >= 1", file=sys.stderr)
+    if args.frames < 2:
+        print("mde-ros demo: --frames must be >= 2 (the camera moves between frames)", file=sys.stderr)
         return 2
     try:
         estimator = build_estimator(args)
