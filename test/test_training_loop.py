@@ -195,6 +195,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, scenes):
     assert a["scheduler"] == b["scheduler"]
     assert [r["val"] for r in a["history"]] == [r["val"] for r in b["history"]]
     assert train(cfg, resume=True)["phases"][0]["epochs_run"] == 4  # finished: nothing left to do
+    longer = {**cfg, "train": {**cfg["train"], "epochs": 5}}
+    assert train(longer, resume=True)["phases"][0]["epochs_run"] == 5  # more epochs asked: one more
 
 
 def test_early_stopping_after_patience_epochs_without_a_better_metric(tmp_path, scenes):

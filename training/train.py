@@ -21,7 +21,8 @@ weights (1-D tensors) get no weight decay, as in timm.
 
 Resume (``--resume``) restores network, optimizer, scheduler, grad scaler, counters, best metric
 and the RNG states from ``last.pt``; with a fixed seed on CPU the final weights equal those of an
-uninterrupted run. Every epoch's shuffling uses a generator seeded from (seed, epoch, chunk), so
+uninterrupted run. A finished phase is skipped; raising ``train.epochs`` and resuming extends it.
+Every epoch's shuffling uses a generator seeded from (seed, epoch, chunk), so
 the data order never depends on where a run was interrupted.
 
 Multi-GPU: launch with ``torchrun --nproc_per_node=N -m training.train ...``; RANK/WORLD_SIZE/
@@ -291,9 +292,13 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
     train_cfg = cfg["train"]
     last_path, best_path = phase_dir / LAST_NAME, phase_dir / BEST_NAME
     state = load_checkpoint(last_path) if resume and last_path.exists() else None
-    if state is not None and state["finished"]:
-        log.info("phase %s: already finished (%s), skipping", name, last_path)
-        return _phase_summary(name, phase_dir, state)
+    if state is not None:
+        if state["stopped_early"] or state["epoch"] + 1 >= int(train_cfg["epochs"]):
+            log.info("phase %s: already finished (%s), skipping", name, last_path)
+            return _phase_summary(name, phase_dir, state)
+        if state["config"]["train"]["epochs"] != train_cfg["epochs"]:
+            log.warning("phase %s: extending the run from %d to %d epochs; the lr schedule is recomputed for "
+                        "the new length", name, state["config"]["train"]["epochs"], train_cfg["epochs"])
 
     device = resolve_device(str(train_cfg.get("device", "auto")), ctx)
     if train_cfg.get("deterministic"):
