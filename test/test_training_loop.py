@@ -227,8 +227,9 @@ def test_curriculum_visits_every_sample_once_per_epoch_one_chunk_at_a_time(tmp_p
 
 def test_second_phase_starts_from_the_first_phases_best_checkpoint(tmp_path, scenes):
     # Phase 2 with lr 0 must keep phase 1's best parameters exactly (BatchNorm statistics still move).
-    cfg = tiny_config(tmp_path, scenes, "train.phases=[{name: coarse, lr: 3.0e-3, epochs: 2}, "
-                                "{name: fine, lr: 0.0, epochs: 1, init_from: coarse}]")
+    cfg = tiny_config(tmp_path, scenes, "optim.encoder_lr=1.0e-3",
+                      "train.phases=[{name: coarse, lr: 3.0e-3, epochs: 2}, "
+                      "{name: fine, lr: 0.0, epochs: 1, init_from: coarse}]")
     summary = train(cfg)
     out = Path(cfg["output_dir"])
     assert [p["name"] for p in summary["phases"]] == ["coarse", "fine"]
@@ -237,6 +238,10 @@ def test_second_phase_starts_from_the_first_phases_best_checkpoint(tmp_path, sce
     coarse, fine = load_checkpoint(out / "coarse" / "best.pt"), load_checkpoint(out / "fine" / "last.pt")
     assert fine["provenance"]["init_from"] == str(out / "coarse" / "best.pt")
     assert fine["config"]["optim"]["lr"] == 0.0 and fine["config"]["train"]["epochs"] == 1
+    # Differential lr: the encoder group keeps its ratio to the phase's lr (1e-3 : 3e-3).
+    groups = {g["name"]: g["lr"] for g in load_checkpoint(out / "coarse" / "last.pt")["optimizer"]["param_groups"]}
+    assert groups == {"encoder": pytest.approx(1e-3), "decoder": pytest.approx(3e-3)}
+    assert {g["name"]: g["lr"] for g in fine["optimizer"]["param_groups"]} == {"encoder": 0.0, "decoder": 0.0}
     model = build_depth_model(cfg["model"], load_pretrained=False)
     parameters = {name for name, _ in model.net.named_parameters()}
     for name in parameters:

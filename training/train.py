@@ -16,8 +16,8 @@ Learning-rate schedule: stepped every ITERATION (not every epoch) as a multiplie
 base lr: linear warm-up from 0 over ``schedule.warmup_epochs``, then ``none`` (constant), ``cosine``
 (down to ``schedule.min_lr`` at the last iteration) or ``step`` (x ``gamma`` every ``step_size``
 epochs, counted in iterations). Parameter groups: parameters under ``encoder.`` use
-``optim.encoder_lr`` (when set; in a phase it is scaled by phase lr / optim.lr); biases and norm
-weights (1-D tensors) get no weight decay, as in timm.
+``optim.encoder_lr`` (when set; in a phase it is scaled by phase lr / optim.lr); ``weight_decay``
+applies to every parameter, as ``torch.optim`` does (decoupled for adamw, L2 for adam/sgd).
 
 Resume (``--resume``) restores network, optimizer, scheduler, grad scaler, counters, best metric
 and the RNG states from ``last.pt``; with a fixed seed on CPU the final weights equal those of an
@@ -161,23 +161,16 @@ def network_focal_px(dataset: Dataset, input_size: list[int]) -> float | None:
 
 # ------------------------------------------------------------------------------ optimisation
 
-def build_optimizer(net: nn.Module, optim_cfg: dict, lr: float | None = None,
-                    encoder_lr: float | None = None) -> torch.optim.Optimizer:
-    """Groups: encoder vs rest (differential lr) x decay vs no decay (1-D params)."""
-    lr = float(optim_cfg["lr"] if lr is None else lr)
-    if encoder_lr is None and optim_cfg.get("encoder_lr") is not None:
-        encoder_lr = float(optim_cfg["encoder_lr"])
+def build_optimizer(net: nn.Module, optim_cfg: dict) -> torch.optim.Optimizer:
+    """Two parameter groups, "encoder" (``encoder.*``) and "decoder" (the rest), for differential lr."""
+    lr = float(optim_cfg["lr"])
+    encoder_lr = None if optim_cfg.get("encoder_lr") is None else float(optim_cfg["encoder_lr"])
     weight_decay = float(optim_cfg.get("weight_decay") or 0.0)
-    grouped: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, param in net.named_parameters():
-        if param.requires_grad:
-            grouped.setdefault((name.startswith("encoder."), param.ndim > 1), []).append(param)
-    groups = []
-    for (is_encoder, decays), params in sorted(grouped.items()):
-        groups.append({"params": params, "name": f"{'encoder' if is_encoder else 'decoder'}"
-                                                 f"{'' if decays else '_no_decay'}",
-                       "lr": encoder_lr if is_encoder and encoder_lr is not None else lr,
-                       "weight_decay": weight_decay if decays else 0.0})
+    encoder = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    decoder = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+    groups = [{"params": params, "name": group_name, "lr": group_lr, "weight_decay": weight_decay}
+              for group_name, params, group_lr in (("encoder", encoder, encoder_lr if encoder_lr is not None else lr),
+                                                   ("decoder", decoder, lr)) if params]
     name = optim_cfg["name"]
     if name == "adam":
         return torch.optim.Adam(groups, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))))
