@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mde_ros.models import DEFAULT_MODEL, available_models, build_model
-from mde_ros.models.dpt import DPT, load_vit_weights
+from mde_ros.models.dpt import DPT
 from mde_ros.models.resnet import ResNetEncoder, find_torchvision_weights, load_imagenet_weights
 from mde_ros.models.unet import ResNetUNet
 

@@ -7,14 +7,13 @@ Only plain types and tensors go in, so no pickled code is ever executed on load.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from mde_ros.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "mde_ros.training.checkpoint/1"
 LAST_NAME = "last.pt"
@@ -32,17 +31,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     replace the target with ``os.replace`` (atomic on POSIX and Windows).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
     return path
 
 

@@ -67,11 +67,11 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+from mde_ros.atomic import atomic_write
 
 DEFAULTS: dict[str, Any] = {
     "model": {"name": None, "kwargs": {}},
@@ -137,16 +137,8 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
     """Write the resolved recipe atomically, so a crash never leaves half a config beside a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            yaml.safe_dump(_plain(cfg), stream, sort_keys=False, default_flow_style=None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as stream:
+        yaml.safe_dump(_plain(cfg), stream, sort_keys=False, default_flow_style=None)
 
 
 def validate_config(cfg: dict) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+from mde_ros.atomic import atomic_write
 
 SIZE = 128
 PIXELS = SIZE * SIZE
@@ -56,18 +56,11 @@ def write_submission(path: str | os.PathLike, ids: Sequence, image_ids: Sequence
         raise ValueError(f"ids ({len(ids)}), image_ids ({len(image_ids)}) and depths ({len(depths)}) "
                          "must have the same length")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["id", "ImageID", *pixel_columns(pixel_prefix)])
-            for row_id, image_id, depth in zip(ids, image_ids, depths):
-                writer.writerow([row_id, image_id, *encode_depth(depth, max_depth).ravel().tolist()])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "ImageID", *pixel_columns(pixel_prefix)])
+        for row_id, image_id, depth in zip(ids, image_ids, depths):
+            writer.writerow([row_id, image_id, *encode_depth(depth, max_depth).ravel().tolist()])
 
 
 def read_submission(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:

@@ -56,7 +56,7 @@ from torch.utils.data.distributed import DistributedSampler
 from mde_ros.metrics import METRIC_KEYS
 from training.checkpoint import (BEST_NAME, LAST_NAME, CheckpointError, capture_rng_state, load_checkpoint,
                                  restore_rng_state, save_checkpoint)
-from training.model_wrapper import DepthModel, build_depth_model
+from training.model_wrapper import build_depth_model
 
 log = logging.getLogger("training.train")
 

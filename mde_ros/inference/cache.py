@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from mde_ros.models.card import ModelCard
 
 CACHE_ENV = "MDE_ROS_CACHE"
-
 
 def cache_dir() -> Path:
     """$MDE_ROS_CACHE, else $XDG_CACHE_HOME/mde_ros, else ~/.cache/mde_ros (not created here)."""
@@ -23,27 +21,12 @@ def cache_dir() -> Path:
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "mde_ros"
 
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def onnx_for_model(model_path: str | Path) -> Path:
     """The ONNX file to run for a model: the file itself, or a cached export of a .pt bundle.
@@ -63,7 +46,6 @@ def onnx_for_model(model_path: str | Path) -> Path:
     model, card = load_bundle(model_path, map_location="cpu")
     export_onnx(model, card, target)  # atomic: a crash leaves no half-written export
     return target
-
 
 def require_model_file(model_path: str | Path, card: ModelCard) -> Path:
     model_path = Path(model_path)

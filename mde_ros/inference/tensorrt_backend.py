@@ -24,7 +24,8 @@ import numpy as np
 
 from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch,
                                     check_network_output, parse_device, resolve_io_name)
-from mde_ros.inference.cache import cache_dir, onnx_for_model, write_atomically
+from mde_ros.atomic import write_bytes_atomically
+from mde_ros.inference.cache import cache_dir, onnx_for_model
 from mde_ros.models.card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def _make_calibrator(trt, torch, batches: Iterator[np.ndarray], batch_shape: tup
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, blob) -> None:
-            write_atomically(cache, bytes(memoryview(blob)))
+            write_bytes_atomically(cache, bytes(memoryview(blob)))
 
     return NumpyEntropyCalibrator()
 
@@ -344,9 +345,9 @@ class TensorRTBackend(Backend):
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine for {self.onnx_path}; see the "
                                "TensorRT errors above (unsupported layer, too little workspace?)")
-        write_atomically(paths.timing_cache, bytes(memoryview(build.get_timing_cache().serialize())))
-        write_atomically(paths.engine, bytes(memoryview(serialized)))
-        write_atomically(paths.sidecar, (json.dumps(self.key_parts, indent=2) + "\n").encode())
+        write_bytes_atomically(paths.timing_cache, bytes(memoryview(build.get_timing_cache().serialize())))
+        write_bytes_atomically(paths.engine, bytes(memoryview(serialized)))
+        write_bytes_atomically(paths.sidecar, (json.dumps(self.key_parts, indent=2) + "\n").encode())
 
     def _configure_int8(self, builder, build, input_name: str) -> None:
         config, card = self.config, self.card

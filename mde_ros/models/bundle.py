@@ -5,8 +5,6 @@ classes, so loading it runs no code and survives refactors of this package.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +12,7 @@ from torch import nn
 
 from mde_ros.models.card import CardError, ModelCard
 from mde_ros.models.registry import build_model
+from mde_ros.atomic import atomic_write
 
 BUNDLE_FORMAT = "mde_ros.bundle/1"
 # Rebuilding a bundled model must not need the pretrained encoder file: the weights come from the bundle.
@@ -28,15 +27,8 @@ def save_bundle(path: str | Path, model: nn.Module, card: ModelCard) -> Path:
         "card": card.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
     return path
 
 

@@ -6,9 +6,8 @@ and the ViT's position-embedding resize as shape ops, so batch, height and width
 """
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mde_ros.atomic import write_bytes_atomically
 from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard, card_path_for, load_card_for
 
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -36,30 +36,26 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
     sample = torch.zeros(1, 3, height, width, device=device)
     was_training = model.training
     model.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of dynamo; we choose it on purpose.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                model, (sample,), tmp, dynamo=False, opset_version=opset,
+                model, (sample,), buffer, dynamo=False, opset_version=opset,
                 input_names=[card.input_name], output_names=[card.output_name],
                 dynamic_axes={card.input_name: DYNAMIC_AXES, card.output_name: DYNAMIC_AXES},
                 do_constant_folding=True)
-        proto = onnx.load(tmp)
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(card.to_dict())
-        proto.producer_name = "mde_ros"
-        proto.doc_string = f"{card.name} ({card.architecture}): {card.input_name} (N,3,H,W) normalised RGB -> " \
-                           f"{card.output_name} (N,1,H,W) {card.output}"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         model.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(card.to_dict())
+    proto.producer_name = "mde_ros"
+    proto.doc_string = f"{card.name} ({card.architecture}): {card.input_name} (N,3,H,W) normalised RGB -> " \
+                       f"{card.output_name} (N,1,H,W) {card.output}"
+    onnx.checker.check_model(proto)
+    write_bytes_atomically(path, proto.SerializeToString())
     card.save(card_path_for(path))
     return path
 
