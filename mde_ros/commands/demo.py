@@ -26,15 +26,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
+ERROR_SPAN_M = 2.0
+
+
 def preview_strip(rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, min_depth: float, max_depth: float):
     """image | exact depth | predicted depth | |error| side by side, for a person to look at."""
     from mde_ros.pipeline.colorize import colorize
 
+    import cv2
+
     error = np.abs(pred - gt)
-    error_rgb = colorize(np.where(np.isfinite(error), max_depth - error * (max_depth / 2.0), np.nan),
+    # |error| from 0 m (far colour) to ERROR_SPAN_M and beyond (near colour), on the same colour map.
+    error_rgb = colorize(np.where(np.isfinite(error), max_depth * (1.0 - error / ERROR_SPAN_M), np.nan),
                          min_depth, max_depth)
-    return np.concatenate([rgb, colorize(gt, min_depth, max_depth), colorize(pred, min_depth, max_depth),
-                           error_rgb], axis=1)
+    panels = [rgb.copy(), colorize(gt, min_depth, max_depth), colorize(pred, min_depth, max_depth), error_rgb]
+    titles = ["image", "exact depth", "prediction", f"|error| 0-{ERROR_SPAN_M:g} m"]
+    for panel, title in zip(panels, titles):
+        cv2.putText(panel, title, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate(panels, axis=1)
 
 
 def run(args: argparse.Namespace) -> int:
