@@ -27,10 +27,10 @@ _TRAINING_ONLY_KWARGS = ("encoder_weights",)
 
 
 def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None = None,
-                         metrics: dict | None = None) -> ModelCard:
+                         metrics: dict | None = None, notes: str | None = None) -> ModelCard:
     """The model card of a training checkpoint (see the module docstring for train_focal_px)."""
     from training.model_wrapper import normalization
-    from training.train import git_commit
+    from training.train import git_commit, reproducible_command
 
     cfg = state["config"]
     export_cfg = cfg.get("export") or {}
@@ -54,6 +54,8 @@ def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None
             "trained": state["provenance"].get("date"), "git_commit": state["provenance"].get("git_commit"),
             "phase": state.get("phase"), "epoch": state["epoch"], "global_step": state["global_step"],
             "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"), "export_git_commit": git_commit(),
+            "export_command": reproducible_command("training.export_model"),
+            **({"notes": notes} if notes else {}),
         },
         metrics=card_metrics,
     )
@@ -61,7 +63,7 @@ def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None
 
 def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_px: float | None = None,
            onnx: bool = True, verify: bool = True, evaluate_split: str | None = None,
-           name: str | None = None) -> dict[str, Path]:
+           name: str | None = None, notes: str | None = None) -> dict[str, Path]:
     """Bundle (+ ONNX + card) from ``best.pt`` of a run (or the given checkpoint file).
 
     ``evaluate_split``: score the model on that split first and put those metrics in the card
@@ -90,7 +92,8 @@ def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_p
         result = evaluate(model, build_dataset(cfg["data"], evaluate_split), cfg, out_dir=None, num_vis=0)
         metrics = {"split": evaluate_split, **result["metrics"], "by_range": result["metrics_by_range"],
                    "protocol": result["protocol"]}
-    card = card_from_checkpoint(state, name or out_stem.name, train_focal_px=train_focal_px, metrics=metrics)
+    card = card_from_checkpoint(state, name or out_stem.name, train_focal_px=train_focal_px, metrics=metrics,
+                                notes=notes)
     paths: dict[str, Path] = {"bundle": save_bundle(_with_suffix(out_stem, ".pt"), model.net, card)}
     if onnx:
         from mde_ros.models.export import export_onnx, verify_onnx
@@ -143,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs torch comparison")
     parser.add_argument("--evaluate-split", help="evaluate on this split and store its metrics in the card")
     parser.add_argument("--name", help="model name in the card (default: the output stem)")
+    parser.add_argument("--notes", help="free text for the card's provenance (what the model is and is not for)")
     return parser
 
 
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         paths = export(args.checkpoint, args.out, train_focal_px=args.train_focal_px, onnx=not args.no_onnx,
-                       verify=not args.no_verify, evaluate_split=args.evaluate_split, name=args.name)
+                       verify=not args.no_verify, evaluate_split=args.evaluate_split, name=args.name,
+                       notes=args.notes)
     except (CardError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"training.export_model: error: {exc}", file=sys.stderr)
         return 2

@@ -331,7 +331,7 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
 
     start_epoch, global_step, best, best_epoch, stale, history = 0, 0, None, None, 0, []
     focal_px = network_focal_px(val_set, cfg["data"]["input_size"])
-    provenance = {"command": shlex.join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    provenance = {"command": reproducible_command("training.train"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "git_commit": git_commit(), "dataset": cfg["data"]["name"], "phase": name,
                   "init_from": str(init_path) if init_path else None}
     if state is not None:
@@ -521,6 +521,13 @@ def git_commit() -> str | None:
 
 
 # ------------------------------------------------------------------------------------- CLI
+
+def reproducible_command(module: str) -> str:
+    """How this process was started, as a user would type it from the repository root."""
+    if Path(sys.argv[0]).stem == module.rsplit(".", 1)[-1]:
+        return shlex.join(["python", "-m", module, *sys.argv[1:]])
+    return shlex.join(sys.argv)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
