@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mde_ros.models.unet import DepthHead, build_resnet_encoder, conv_bn_relu, resize_to
+from mde_ros.models.unet import DepthHead, build_encoder_for_decoder, build_resnet_encoder, conv_bn_relu, resize_to
 
 
 class ResNetEncoderDecoder(nn.Module):
@@ -24,11 +24,8 @@ class ResNetEncoderDecoder(nn.Module):
                  decoder_channels: Sequence[int] = (512, 256, 128, 64, 32), max_depth: float = 10.0,
                  encoder_weights: str | None = None):
         super().__init__()
-        decoder_channels = tuple(int(c) for c in decoder_channels)
-        if len(decoder_channels) != encoder_depth:
-            raise ValueError(f"decoder_channels needs {encoder_depth} entries (one per encoder stage), "
-                             f"got {len(decoder_channels)}: {decoder_channels}")
-        self.encoder = build_resnet_encoder(encoder_name, encoder_depth, encoder_weights)
+        self.encoder, decoder_channels = build_encoder_for_decoder(
+            encoder_name, encoder_depth, encoder_weights, decoder_channels)
         in_ch = [self.encoder.out_channels[-1], *decoder_channels[:-1]]
         self.decoder = nn.ModuleList(conv_bn_relu(i, o) for i, o in zip(in_ch, decoder_channels))
         self.head = DepthHead(decoder_channels[-1], max_depth)

@@ -69,6 +69,16 @@ def build_resnet_encoder(encoder_name: str, encoder_depth: int,
     return encoder
 
 
+def build_encoder_for_decoder(encoder_name: str, encoder_depth: int, encoder_weights: str | Path | None,
+                              decoder_channels: Sequence[int]) -> tuple[ResNetEncoder, tuple[int, ...]]:
+    """The encoder and the checked decoder widths of a decoder with one block per encoder stage."""
+    decoder_channels = tuple(int(c) for c in decoder_channels)
+    if len(decoder_channels) != encoder_depth:
+        raise ValueError(f"decoder_channels needs {encoder_depth} entries (one per encoder stage), "
+                         f"got {len(decoder_channels)}: {decoder_channels}")
+    return build_resnet_encoder(encoder_name, encoder_depth, encoder_weights), decoder_channels
+
+
 class ResNetUNet(nn.Module):
     """U-Net with a torchvision-compatible ResNet encoder (segmentation_models_pytorch layout).
 
@@ -80,11 +90,8 @@ class ResNetUNet(nn.Module):
                  decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), max_depth: float = 10.0,
                  encoder_weights: str | None = None):
         super().__init__()
-        decoder_channels = tuple(int(c) for c in decoder_channels)
-        if len(decoder_channels) != encoder_depth:
-            raise ValueError(f"decoder_channels needs {encoder_depth} entries (one per encoder stage), "
-                             f"got {len(decoder_channels)}: {decoder_channels}")
-        self.encoder = build_resnet_encoder(encoder_name, encoder_depth, encoder_weights)
+        self.encoder, decoder_channels = build_encoder_for_decoder(
+            encoder_name, encoder_depth, encoder_weights, decoder_channels)
         enc_ch = self.encoder.out_channels                     # strides 2, 4, ..., 2**depth
         skip_ch = list(reversed(enc_ch[:-1])) + [0]            # deepest skip first, none at full res
         in_ch = [enc_ch[-1], *decoder_channels[:-1]]
