@@ -215,6 +215,15 @@ def test_dpt_loads_a_timm_vit_file_with_another_grid(tmp_path):
         DPT(**TINY_DPT, encoder_weights=str(path))
 
 
+def test_dpt_weights_errors_name_the_file_and_the_kind_of_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"ViT weights file not found: {tmp_path / 'nowhere.pth'}"):
+        DPT(**TINY_DPT, encoder_weights=str(tmp_path / "nowhere.pth"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=f"cannot read ViT weights {garbage}"):
+        DPT(**TINY_DPT, encoder_weights=str(garbage))
+
+
 def test_dpt_readout_ignore_and_bad_hooks():
     model = DPT(**{**TINY_DPT, "readout": "ignore"})
     assert model(torch.randn(1, 3, 32, 48)).shape == (1, 1, 32, 48)

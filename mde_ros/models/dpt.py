@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mde_ros.models.weights import read_weights_file
+
 READOUTS = ("ignore", "project")
 
 
@@ -218,12 +220,7 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
     """Load a timm ViT state_dict (.pth); the classifier and final norm are ignored and the position
     embeddings are resized to this model's grid."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ViT weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a corrupt or non-torch file
-        raise ValueError(f"cannot read ViT weights {path}: {exc}") from exc
+    state = read_weights_file(path, "ViT weights")
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state_dict")
     own = vit.state_dict()

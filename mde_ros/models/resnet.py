@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mde_ros.models.weights import read_weights_file
+
 # (block, blocks per stage) as in torchvision.models.resnet
 _SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -184,12 +186,7 @@ def load_imagenet_weights(encoder: ResNetEncoder, path: str | Path) -> None:
     ``encoder_depth`` left out are ignored. Errors name the file and the offending keys.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a corrupt or non-torch file
-        raise ValueError(f"cannot read encoder weights {path}: {exc}") from exc
+    state = read_weights_file(path, "encoder weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a plain state_dict of tensors (expected a torchvision ResNet .pth)")
 
