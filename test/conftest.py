@@ -1,8 +1,61 @@
-"""Suite-wide set-up: a private ROS domain per run, discovery kept on this machine."""
+"""Suite-wide set-up: a private ROS domain per run, discovery kept on this machine; fixtures shared
+by several test modules. rclpy, torch and cv2 are imported inside the fixtures: rclpy must come after
+the environment below, and modules that use none of them should not pay for their import."""
 import os
 import random
+from pathlib import Path
+
+import pytest
 
 # Set before any test imports rclpy, so every node in this run (and its subprocesses) shares
 # one domain that parallel runs on the same machine are unlikely to share.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The test machine's cores are shared; one intra-op torch thread is faster overall."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def rclpy_context():
+    """A private rclpy context for one test module, shut down after its last test."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def render_folder_dataset():
+    """Writes synthetic scenes with exact depth as a folder dataset (PNG + uint16 mm PNG, ``sceneNNN``):
+    rendering costs ~0.1 s a frame, reading it back costs nothing, so every epoch is cheap."""
+    import cv2
+    import numpy as np
+
+    from mde_ros.synthetic import render_frame
+    from training.datasets import SPLITS
+
+    def render(root: Path, counts: dict[str, int], width: int, height: int) -> Path:
+        for split, count in counts.items():
+            (root / split / "images").mkdir(parents=True)
+            (root / split / "depths").mkdir(parents=True)
+            for i in range(count):
+                frame = render_frame(10_000 * SPLITS.index(split) + i, width=width, height=height)
+                cv2.imwrite(str(root / split / "images" / f"scene{i:03d}.png"),
+                            cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(root / split / "depths" / f"scene{i:03d}.png"),
+                            np.round(frame.depth * 1000).astype(np.uint16))
+        return root
+
+    return render

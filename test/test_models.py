@@ -17,14 +17,7 @@ TEST_KWARGS = {"dpt_vitb16": TINY_DPT, "unet_plain": dict(base_channels=16)}
 RESOLUTIONS = {"dpt_vitb16": [(64, 80), (48, 96), (50, 70)]}
 DEFAULT_RESOLUTIONS = [(64, 80), (70, 90), (37, 51)]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine's cores are shared; one intra-op thread is faster overall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: one torch thread
 
 
 def test_registry_lists_the_documented_models():

@@ -29,13 +29,7 @@ CHECK_SHAPE = {"dpt_vitb16": (3, 96, 48)}
 DEFAULT_CHECK_SHAPE = (3, 70, 90)
 ONNX_TOLERANCE_M = 1e-4   # float32 reordering in onnxruntime; a broken dynamic axis errs by metres
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: one torch thread
 
 
 def _model_and_card(name: str, **card_fields):

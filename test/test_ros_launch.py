@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
-from rclpy.context import Context
 
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard
@@ -43,14 +42,6 @@ class ConstantBackend(Backend):
 def estimator():
     return DepthEstimator(ConstantBackend(), ModelCard(name="c", architecture="external", input_height=8,
                                                        input_width=8))
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def calls(tree, name):
@@ -155,8 +146,8 @@ def start_node(context, params_file, namespace):
                      cli_args=["--ros-args", "--params-file", str(params_file)])
 
 
-def test_params_file_loads_into_the_node(context, tmp_path):
-    node = start_node(context, PARAMS, "shipped")
+def test_params_file_loads_into_the_node(rclpy_context, tmp_path):
+    node = start_node(rclpy_context, PARAMS, "shipped")
     try:
         for name, value in shipped_parameters().items():
             assert node.get_parameter(name).value == value, name
@@ -177,7 +168,7 @@ def test_params_file_loads_into_the_node(context, tmp_path):
             target[key] = value
     custom = tmp_path / "custom.yaml"
     custom.write_text(yaml.safe_dump(data))
-    node = start_node(context, custom, "robot/front_camera")
+    node = start_node(rclpy_context, custom, "robot/front_camera")
     try:
         for name, value in flatten(changed).items():
             assert node.get_parameter(name).value == value, name
@@ -186,7 +177,7 @@ def test_params_file_loads_into_the_node(context, tmp_path):
         node.destroy_node()
 
 
-def test_a_params_file_with_a_bad_value_is_refused_at_start_up(context, tmp_path):
+def test_a_params_file_with_a_bad_value_is_refused_at_start_up(rclpy_context, tmp_path):
     data = yaml.safe_load(PARAMS.read_text())
     data[YAML_NODE_KEY]["ros__parameters"]["scan"]["range_min"] = 20.0
     bad = tmp_path / "bad.yaml"
@@ -194,18 +185,18 @@ def test_a_params_file_with_a_bad_value_is_refused_at_start_up(context, tmp_path
     from mde_ros.ros.depth_node import StartupError
 
     with pytest.raises(StartupError, match="scan.range_min"):
-        start_node(context, bad, "bad")
+        start_node(rclpy_context, bad, "bad")
 
 
-def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(context):
+def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(rclpy_context):
     config = yaml.safe_load(RVIZ.read_text())
     manager = config["Visualization Manager"]
     assert manager["Global Options"]["Fixed Frame"] == "camera_optical_frame"
     topics = {d["Class"].split("/")[-1]: d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
     assert topics == {"Image": "depth/colorized", "PointCloud2": "points", "LaserScan": "scan"}
 
-    node = start_node(context, PARAMS, "rviz_check")
-    probe = rclpy.create_node("rviz_probe", context=context)
+    node = start_node(rclpy_context, PARAMS, "rviz_check")
+    probe = rclpy.create_node("rviz_probe", context=rclpy_context)
     try:
         published, deadline = {}, time.monotonic() + 10.0
         while not set(topics.values()) <= set(published) and time.monotonic() < deadline:

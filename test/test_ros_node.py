@@ -20,7 +20,6 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.srv import SetParameters
-from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -63,14 +62,6 @@ class PlaneBackend(Backend):
 
     def describe(self):
         return {"backend": self.name, "device": "cpu", "precision": "fp32"}
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def stamp_of(seconds):
@@ -189,11 +180,11 @@ class Rig:
 
 
 @pytest.fixture
-def rig(context, request):
+def rig(rclpy_context, request):
     rigs = []
 
     def make(**kwargs):
-        rigs.append(Rig(context, f"t_{request.node.name[5:25]}_{len(rigs)}".replace("[", "_").replace("]", "")
+        rigs.append(Rig(rclpy_context, f"t_{request.node.name[5:25]}_{len(rigs)}".replace("[", "_").replace("]", "")
                         .replace("-", "_"), **kwargs))
         return rigs[-1]
     yield make
@@ -458,11 +449,11 @@ def start_node_process(*ros_args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
 
 
-def test_the_node_process_runs_an_onnx_model_with_the_shipped_params_file(context, tmp_path):
+def test_the_node_process_runs_an_onnx_model_with_the_shipped_params_file(rclpy_context, tmp_path):
     model = tiny_onnx_model(tmp_path, 3.5)
     process = start_node_process("-p", f"model:={model}", "-p", "backend:=onnxruntime", "-r", "__ns:=/proc")
     try:
-        rig = Rig(context, "proc", local_node=False, discovery_timeout=40.0, alive=lambda: process.poll() is None)
+        rig = Rig(rclpy_context, "proc", local_node=False, discovery_timeout=40.0, alive=lambda: process.poll() is None)
         try:
             depth = rig.exchange(1.0, need=("depth", "points"), attempts=60)["depth"]
         finally:

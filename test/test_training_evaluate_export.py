@@ -16,11 +16,10 @@ from mde_ros.metrics import METRIC_KEYS
 from mde_ros.models.card import ModelCard, load_card_for
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.pipeline.intrinsics import Intrinsics
-from mde_ros.synthetic import render_frame
 from training.__main__ import main as training_main
 from training.checkpoint import load_checkpoint
 from training.config import load_config
-from training.datasets import SPLITS, build_dataset
+from training.datasets import build_dataset
 from training.evaluate import evaluate, load_for_eval
 from training.evaluate import main as evaluate_main
 from training.export_model import export
@@ -33,28 +32,13 @@ NET_H, NET_W = 48, 64
 COUNTS = {"train": 16, "val": 4, "test": 6}
 RANGES = ("0-1m", "1-3m", "3-5m", "5m+")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: one torch thread
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> Path:
+def scenes(tmp_path_factory, render_folder_dataset) -> Path:
     """A folder dataset of rendered scenes with exact depth (uint16 mm PNG), NYU camera at 128x96."""
-    root = tmp_path_factory.mktemp("scenes")
-    for split, count in COUNTS.items():
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "depths").mkdir(parents=True)
-        for i in range(count):
-            frame = render_frame(10_000 * SPLITS.index(split) + i, width=NATIVE_W, height=NATIVE_H)
-            cv2.imwrite(str(root / split / "images" / f"scene{i:03d}.png"), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(root / split / "depths" / f"scene{i:03d}.png"),
-                        np.round(frame.depth * 1000).astype(np.uint16))
-    return root
+    return render_folder_dataset(tmp_path_factory.mktemp("scenes"), COUNTS, NATIVE_W, NATIVE_H)
 
 
 @pytest.fixture(scope="module")

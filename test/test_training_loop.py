@@ -7,7 +7,6 @@ import math
 import socket
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,10 +16,9 @@ import yaml
 from mde_ros.metrics import depth_metrics, mean_metrics
 from mde_ros.models.resnet import ResNetEncoder
 from mde_ros.pipeline.intrinsics import Intrinsics
-from mde_ros.synthetic import render_frame
 from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from training.config import load_config
-from training.datasets import SPLITS, build_dataset, chunk_indices
+from training.datasets import build_dataset, chunk_indices
 from training.model_wrapper import build_depth_model
 from training.train import main as train_main
 from training.train import train
@@ -30,22 +28,11 @@ N_TRAIN_LEARN = 96    # the run that must learn something
 N_VAL = 16
 LEARN_EPOCHS = 12
 
-
-def render_folder_dataset(root: Path, counts: dict[str, int], width: int, height: int) -> Path:
-    """Synthetic scenes with exact depth, written once as a folder dataset (PNG + uint16 mm PNG):
-    rendering costs ~0.1 s a frame, reading it back costs nothing, so every epoch is cheap."""
-    for split, count in counts.items():
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "depths").mkdir(parents=True)
-        for i in range(count):
-            frame = render_frame(10_000 * SPLITS.index(split) + i, width=width, height=height)
-            cv2.imwrite(str(root / split / "images" / f"{i:04d}.png"), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(root / split / "depths" / f"{i:04d}.png"), np.round(frame.depth * 1000).astype(np.uint16))
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: one torch thread
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> Path:
+def scenes(tmp_path_factory, render_folder_dataset) -> Path:
     return render_folder_dataset(tmp_path_factory.mktemp("scenes"), {"train": N_TRAIN_LEARN, "val": N_VAL}, 64, 48)
 
 
@@ -72,15 +59,6 @@ def write_recipe(directory: Path, scenes: Path) -> Path:
 
 def tiny_config(directory: Path, scenes: Path, *overrides: str) -> dict:
     return load_config(write_recipe(directory, scenes), [f"output_dir={directory / 'run'}", *overrides])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine's cores are shared; one intra-op thread is faster overall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class Interrupt(Exception):
