@@ -2,15 +2,16 @@
 
 Sections:
   backends  per-stage times (pre, network, post) of each usable backend on the default network
-            (ResNet-34 U-Net, 320x320) for a 640x480 frame, and the project's onnxruntime backend
-            against a bare onnxruntime session on the same ONNX file (goal: ratio <= 1.05).
-  node      time outside the network for 640x480 with depth + cloud + scan + colourised output,
-            messages built and published through real rclpy, relative to the network time
-            (goal: <= 10 % with the shipped model on onnxruntime).
+            (ResNet-34 U-Net, 320x320, random weights) for a 640x480 frame, and the project's
+            onnxruntime backend against a bare onnxruntime session on the same ONNX file
+            (goal: ratio <= 1.05).
+  node      the real DepthNode in-process: time outside the network for 640x480 with depth + cloud
+            + scan + colourised output built and published through rclpy, relative to the network
+            time (goal: <= 10 %), for the shipped demo model and the default network.
   cloud     the cloud builder against Open3D's create_from_depth_image on the same depth and K
             (goal: >= 3x faster; needs the optional open3d package).
   replay    offline bag replay throughput relative to the network-only rate on the same frames
-            (goal: >= 0.9).
+            (goal: >= 0.9), on a generated 320x240 bag, for the shipped model and the default network.
 """
 from __future__ import annotations
 
@@ -48,6 +49,33 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def default_network(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(ONNX, .pt bundle) of the default network with random weights, exported once per run."""
+    if getattr(args, "_default_network", None) is None:
+        import torch
+
+        from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
+        from mde_ros.models.card import ModelCard
+
+        torch.manual_seed(0)
+        model = build_model(DEFAULT_MODEL).eval()
+        card = ModelCard(name=f"{DEFAULT_MODEL}_random", architecture=DEFAULT_MODEL, input_height=320,
+                         input_width=320, max_depth=10.0, train_focal_px=518.8579 / 2)
+        workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
+        args._default_network = (export_onnx(model, card, workdir / "default.onnx"),
+                                 save_bundle(workdir / "default.pt", model, card))
+    return args._default_network
+
+
+def models_to_run(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(label, model path) pairs: the shipped (or --model) model and the default network."""
+    from mde_ros.resources import default_model_path
+
+    shipped = str(args.model or default_model_path())
+    return [(Path(shipped).stem, shipped), ("default network (ResNet-34 U-Net 320x320)",
+                                            str(default_network(args)[0]))]
+
+
 def demo_frame():
     from mde_ros.synthetic import render_frame
 
@@ -56,21 +84,14 @@ def demo_frame():
 
 def bench_backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
-    import torch
 
     from mde_ros.inference import BackendUnavailable, available_backends, create_backend
-    from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
-    from mde_ros.models.card import ModelCard
+    from mde_ros.models.card import load_card_for
     from mde_ros.pipeline.estimator import DepthEstimator
 
-    print(f"\n## backends: {DEFAULT_MODEL} at 320x320 (random weights), one {FRAME_W}x{FRAME_H} frame")
-    torch.manual_seed(0)
-    model = build_model(DEFAULT_MODEL).eval()
-    card = ModelCard(name="bench", architecture=DEFAULT_MODEL, input_height=320, input_width=320,
-                     max_depth=10.0, train_focal_px=518.8579 / 2)
-    workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
-    onnx_path = export_onnx(model, card, workdir / "bench.onnx")
-    bundle_path = save_bundle(workdir / "bench.pt", model, card)
+    onnx_path, bundle_path = default_network(args)
+    card = load_card_for(onnx_path)
+    print(f"\n## backends: {card.architecture} at 320x320 (random weights), one {FRAME_W}x{FRAME_H} frame")
     frame = demo_frame()
     options = {"intra_op_threads": args.threads} if args.threads else {}
 
@@ -95,8 +116,10 @@ def bench_backends(args: argparse.Namespace) -> None:
                 stages[key].append(result.timings[key])
         pre, net, post = (median_ms(stages[k]) for k in ("preprocess", "network", "postprocess"))
         print(f"{name:<14}{pre:>9.2f}{net:>12.2f}{post:>9.2f}{pre + net + post:>10.2f}")
+        del estimator, backend
 
-    # Project backend vs a bare session on the same file, interleaved so drift hits both equally.
+    # The project's backend vs a bare session on the same file. Alternating blocks (not single calls):
+    # an idle session's thread pool keeps spinning for a while after each run and would slow the other.
     backend = create_backend("onnxruntime", onnx_path, card, **options)
     session_options = ort.SessionOptions()
     if args.threads:
@@ -104,13 +127,13 @@ def bench_backends(args: argparse.Namespace) -> None:
     session = ort.InferenceSession(str(onnx_path), session_options, providers=["CPUExecutionProvider"])
     batch = np.random.default_rng(0).standard_normal((1, 3, 320, 320)).astype(np.float32)
     feed = {session.get_inputs()[0].name: batch}
-    for _ in range(args.warmup):
-        backend.infer(batch)
-        session.run(None, feed)
     ours, bare = [], []
-    for _ in range(args.iters):
-        ours.append(timed(lambda: backend.infer(batch)))
-        bare.append(timed(lambda: session.run(None, feed)))
+    block = max(1, args.iters // 4)
+    for _ in range(4):
+        for samples, call in ((ours, lambda: backend.infer(batch)), (bare, lambda: session.run(None, feed))):
+            for _ in range(args.warmup):
+                call()
+            samples.extend(timed(call) for _ in range(block))
     ratio = statistics.median(ours) / statistics.median(bare)
     print(f"onnxruntime backend {median_ms(ours):.2f} ms vs bare session {median_ms(bare):.2f} ms: "
           f"ratio {ratio:.3f} (goal <= 1.05)")
@@ -162,6 +185,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench_node(args: argparse.Namespace) -> None:
+    print(f"\n## node: {FRAME_W}x{FRAME_H} rgb8 in; depth + camera_info + points + scan + colorized out; "
+          "onnxruntime; median ms per frame")
+    for label, model in models_to_run(args):
+        node_overhead(args, label, model)
+
+
+def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
     """The real DepthNode in-process, fed one frame at a time, every output subscribed."""
     import threading
 
@@ -175,9 +205,6 @@ def bench_node(args: argparse.Namespace) -> None:
     from mde_ros.ros import messages
     from mde_ros.ros.depth_node import DepthNode
 
-    model = str(args.model) if args.model else ""
-    print(f"\n## node: {FRAME_W}x{FRAME_H} rgb8 in; depth + camera_info + points + scan + colorized out; "
-          f"model {model or 'shipped default'}, onnxruntime")
     frame = demo_frame()
     rclpy.init()
     overrides = [rclpy.parameter.Parameter("model", value=model),
@@ -229,22 +256,24 @@ def bench_node(args: argparse.Namespace) -> None:
     medians = {k: median_ms([f[k] for f in timed_frames]) for k in stages}
     network = medians.pop("network")
     overhead = sum(medians.values())
-    print("median ms per frame: network {:.2f}; outside the network {:.2f} ({})".format(
-        network, overhead, ", ".join(f"{k} {v:.2f}" for k, v in medians.items())))
-    print(f"overhead / network = {100 * overhead / network:.1f} % (goal <= 10 %)")
+    print(f"{label}: network {network:.2f}; outside the network {overhead:.2f} ("
+          + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
+          + f"): overhead / network = {100 * overhead / network:.1f} % (goal <= 10 %)")
 
 
 def bench_replay(args: argparse.Namespace) -> None:
-    from mde_ros.bags.fixtures import FIXTURE_DIR, fixture_name
+    from mde_ros.bags.fixtures import write_fixture_bag
     from mde_ros.bags.replay import load_estimator, run_replay
 
-    bag = Path(FIXTURE_DIR) / fixture_name("mcap")
-    print(f"\n## replay: {bag.name} through the shipped model on onnxruntime (1 thread, as replay defaults)")
-    estimator = load_estimator(args.model, "onnxruntime")
+    frames, width, height = 60, 320, 240
+    print(f"\n## replay: a {frames}-frame {width}x{height} mcap bag, every output, onnxruntime on 1 thread "
+          "(replay's default)")
     with tempfile.TemporaryDirectory(prefix="mde_bench_") as tmp:
-        run_replay(bag, Path(tmp) / "warm", estimator=estimator, progress=False)  # warm caches and the session
-        summary = run_replay(bag, Path(tmp) / "out", estimator=estimator, progress=False)
-    network_fps = 1000.0 / summary["latency_ms"]["network"]["mean"]
-    print(f"{summary['processed']} frames: replay {summary['throughput_fps']:.1f} frames/s, network alone "
-          f"{network_fps:.1f} frames/s on the same frames: ratio {summary['throughput_fps'] / network_fps:.2f} "
-          "(goal >= 0.9)")
+        bag = write_fixture_bag(Path(tmp) / "in", "mcap", n_frames=frames, width=width, height=height)
+        for index, (label, model) in enumerate(models_to_run(args)):
+            estimator = load_estimator(model, "onnxruntime")
+            run_replay(bag, Path(tmp) / f"warm{index}", estimator=estimator, progress=False)
+            summary = run_replay(bag, Path(tmp) / f"out{index}", estimator=estimator, progress=False)
+            network_fps = 1000.0 / summary["latency_ms"]["network"]["mean"]
+            print(f"{label}: replay {summary['throughput_fps']:.1f} frames/s, network alone {network_fps:.1f} "
+                  f"frames/s on the same frames: ratio {summary['throughput_fps'] / network_fps:.2f} (goal >= 0.9)")
