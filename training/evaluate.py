@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mde_ros.fileio import write_image
 from mde_ros.metrics import (DEFAULT_RANGES, depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask,
                              mean_metrics, metrics_by_range)
+from mde_ros.pipeline.colorize import colorize
 from training.model_wrapper import DepthModel, build_depth_model
 
 log = logging.getLogger("training.evaluate")
@@ -147,7 +149,7 @@ def evaluate(model_or_bundle: DepthModel | str | Path | tuple[nn.Module, Any], d
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
         for index, panel in enumerate(visuals):
-            cv2.imwrite(str(out_dir / f"vis_{index:03d}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+            write_image(out_dir / f"vis_{index:03d}.png", panel)
     result["visuals"] = visuals
     return result
 
@@ -163,18 +165,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo") -> np.ndarray:
-    """HxWx3 uint8 RGB, the node's colour map (near warm, far cold, invalid black)."""
-    try:
-        from mde_ros.pipeline.colorize import colorize
-    except ImportError:  # a trimmed runtime install; same look through OpenCV
-        scaled = np.clip((max_depth - depth) / (max_depth - min_depth) * 255, 0, 255)
-        code = getattr(cv2, f"COLORMAP_{colormap.upper()}")
-        rgb = cv2.applyColorMap(np.nan_to_num(scaled).astype(np.uint8), code)[..., ::-1]
-        return np.where(np.isfinite(depth)[..., None], rgb, 0).astype(np.uint8)
-    return colorize(depth, min_depth, max_depth, colormap)
-
-
 def visual_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, min_depth: float,
                  max_depth: float) -> np.ndarray:
     """image | GT | prediction | |error| (inferno, 0..1 m dark to bright; invalid GT black), Hx4Wx3 uint8 RGB."""
@@ -185,9 +175,9 @@ def visual_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.
     gt_shown = np.where(valid, gt, np.nan).astype(np.float32)
     error = np.where(valid, np.abs(np.clip(pred, min_depth, max_depth) - gt), np.nan).astype(np.float32)
     # colorize() maps small values to the top of the colour map: invert so a large error is bright.
-    error_rgb = colorize_depth(ERROR_MAP_MAX_M - error, 0.0, ERROR_MAP_MAX_M, "inferno")
-    return np.concatenate([rgb, colorize_depth(gt_shown, min_depth, max_depth),
-                           colorize_depth(pred.astype(np.float32), min_depth, max_depth), error_rgb], axis=1)
+    error_rgb = colorize(ERROR_MAP_MAX_M - error, 0.0, ERROR_MAP_MAX_M, "inferno")
+    return np.concatenate([rgb, colorize(gt_shown, min_depth, max_depth),
+                           colorize(pred.astype(np.float32), min_depth, max_depth), error_rgb], axis=1)
 
 
 # ------------------------------------------------------------------------------------- CLI
