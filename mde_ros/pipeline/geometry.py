@@ -51,21 +51,23 @@ def _check(depth: np.ndarray, intr: Intrinsics) -> None:
                          f"camera is uncalibrated): {intr}")
 
 
-def _valid_depth(depth: np.ndarray, min_range: float = 0.0, max_range: float = math.inf) -> np.ndarray:
-    """float32 copy with NaN wherever depth is non-finite, <= 0 or outside [min_range, max_range]."""
-    z = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(z) & (z > 0)
+def _copy_valid_depth(depth: np.ndarray, out: np.ndarray, min_range: float = 0.0,
+                      max_range: float = math.inf) -> np.ndarray:
+    """Depth into float32 `out`, NaN wherever it is non-finite, <= 0 or outside [min_range, max_range]."""
+    np.copyto(out, depth, casting="same_kind")
+    valid = (out > 0) & (out < math.inf)  # NaN fails every comparison
     if min_range > 0:
-        valid &= z >= min_range
+        valid &= out >= min_range
     if max_range < math.inf:
-        valid &= z <= max_range
-    return np.where(valid, z, np.float32(np.nan))
+        valid &= out <= max_range
+    np.copyto(out, np.float32(np.nan), where=np.logical_not(valid, out=valid))
+    return out
 
 
 def backproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
     """HxWx3 float32 points in the optical frame: X=(u-cx)d/fx, Y=(v-cy)d/fy, Z=d; NaN if invalid."""
     _check(depth, intr)
-    z = _valid_depth(depth)
+    z = _copy_valid_depth(depth, np.empty(depth.shape, np.float32))
     x_ray, y_ray = _rays(intr)
     points = np.empty(z.shape + (3,), np.float32)
     np.multiply(z, x_ray, out=points[:, :, 0])
@@ -99,17 +101,6 @@ class PackedCloud:
 
 
 _local = threading.local()
-
-
-def _copy_valid_depth(depth: np.ndarray, min_range: float, max_range: float, out: np.ndarray) -> None:
-    """Depth into `out` with NaN wherever _valid_depth would put it, without a temporary image."""
-    np.copyto(out, depth, casting="same_kind")
-    valid = (out > 0) & (out < math.inf)  # NaN fails every comparison
-    if min_range > 0:
-        valid &= out >= min_range
-    if max_range < math.inf:
-        valid &= out <= max_range
-    np.copyto(out, np.float32(np.nan), where=np.logical_not(valid, out=valid))
 
 
 def _scratch(name: str, shape: tuple[int, ...], dtype, zeroed: bool = False) -> np.ndarray:
@@ -159,7 +150,7 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
     # more than the copies.
     planes = _scratch("xyz_planes", (3, height, width), np.dtype("<f4"))
     z = planes[2]
-    _copy_valid_depth(depth, min_range, max_range, out=z)
+    _copy_valid_depth(depth, z, min_range, max_range)
     np.multiply(z, x_ray, out=planes[0])
     np.multiply(z, y_ray, out=planes[1])
     for axis in range(3):
