@@ -32,7 +32,7 @@ from mde_ros.fileio import write_image
 from mde_ros.metrics import (DEFAULT_RANGES, depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask,
                              mean_metrics, metrics_by_range)
 from mde_ros.pipeline.colorize import colorize
-from training.model_wrapper import DepthModel, build_depth_model
+from training.model_wrapper import DepthModel, depth_model_from_checkpoint
 
 log = logging.getLogger("training.evaluate")
 
@@ -79,9 +79,7 @@ def load_for_eval(model_or_path: DepthModel | str | Path | tuple[nn.Module, Any]
 
         net, card = load_bundle(path, map_location)
         return DepthModel(net, card.mean, card.std), None
-    model = build_depth_model(state["config"]["model"], load_pretrained=False)
-    model.net.load_state_dict(state["model"])
-    return model, state["config"]
+    return depth_model_from_checkpoint(state), state["config"]
 
 
 def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.device = "cpu", batch_size: int = 4,

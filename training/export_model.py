@@ -73,7 +73,7 @@ def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_p
     from mde_ros.models.bundle import save_bundle
     from mde_ros.models.card import card_path_for
     from training.checkpoint import find_checkpoint, load_checkpoint
-    from training.model_wrapper import build_depth_model
+    from training.model_wrapper import depth_model_from_checkpoint
 
     checkpoint = find_checkpoint(checkpoint_or_dir, "best")
     state = load_checkpoint(checkpoint)
@@ -81,9 +81,7 @@ def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_p
     out_stem = Path(out_stem)
     if out_stem.suffix in (".pt", ".onnx"):
         out_stem = out_stem.with_suffix("")
-    model = build_depth_model(cfg["model"], load_pretrained=False)
-    model.net.load_state_dict(state["model"])
-    model.eval()
+    model = depth_model_from_checkpoint(state).eval()
     metrics = None
     if evaluate_split:
         from training.datasets import build_dataset

@@ -7,7 +7,6 @@ mean/std, the same numbers that live in the buffers here, so both paths see iden
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,14 +62,11 @@ def build_depth_model(model_cfg: dict[str, Any], *, load_pretrained: bool = True
     return DepthModel(net, mean, std)
 
 
-def encoder_arch(model_cfg: dict[str, Any]) -> str | None:
-    """torchvision name of the encoder (e.g. "resnet34") from the kwargs or the model name."""
-    kwargs = model_cfg.get("kwargs") or {}
-    for key in ("encoder_name", "encoder", "backbone"):
-        if isinstance(kwargs.get(key), str):
-            return kwargs[key]
-    match = re.search(r"resnet\d+", model_cfg["name"])
-    return match.group(0) if match else None
+def depth_model_from_checkpoint(state: dict[str, Any]) -> DepthModel:
+    """The network of a loaded training checkpoint (its config's model, its weights; no ImageNet file needed)."""
+    model = build_depth_model(state["config"]["model"], load_pretrained=False)
+    model.net.load_state_dict(state["model"])
+    return model
 
 
 def init_encoder(net: nn.Module, model_cfg: dict[str, Any]) -> Path | None:
@@ -90,13 +86,12 @@ def init_encoder(net: nn.Module, model_cfg: dict[str, Any]) -> Path | None:
                          "encoder; set model.pretrained=null (and use the model's own kwargs for its weights)")
 
     if pretrained == "auto":
-        arch = encoder_arch(model_cfg)
-        path = find_torchvision_weights(arch) if arch else None
+        path = find_torchvision_weights(encoder.name)
         if path is None:
             hub = Path(torch.hub.get_dir()) / "checkpoints"
             log.warning("model.pretrained=auto: no torchvision ImageNet weights for %s in %s; training the "
                         "encoder FROM SCRATCH (expect much worse accuracy). Copy e.g. %s-*.pth there or set "
-                        "model.pretrained=/path/to/weights.pth", arch or model_cfg["name"], hub, arch or "resnet34")
+                        "model.pretrained=/path/to/weights.pth", encoder.name, hub, encoder.name)
             return None
     else:
         path = Path(pretrained).expanduser()
