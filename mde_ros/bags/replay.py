@@ -31,6 +31,7 @@ from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCop
                              add_connection, bag_storage, create_writer, deserialize, detect_topics,
                              list_topics, open_reader, serialize, stamp_ns)
 from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_messages, rgb_from_msg
+from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.outputs import OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import InputError
 
@@ -103,11 +104,6 @@ class _CameraInfos:
         if last >= 0 and self.stamps[last] >= stamp - tolerance_ns:
             return self.by_stamp[self.stamps[last]]
         return None
-
-
-def _scan_fits(intr: "Intrinsics", config: OutputConfig) -> bool:
-    """The node's rule: the scan rows around cy must lie inside the image (else no scan)."""
-    return intr.width >= 2 and config.scan_height // 2 <= min(intr.cy, intr.height - intr.cy)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -208,7 +204,7 @@ class _FramePipeline:
             return None
         info, intrinsics = self._intrinsics(msg.header, rgb.shape[1], rgb.shape[0], timestamp)
         config = self.output_config
-        if intrinsics is not None and config.scan_enabled and not _scan_fits(intrinsics, config):
+        if intrinsics is not None and config.scan_enabled and not scan_fits(intrinsics, config.scan_height):
             config = dataclasses.replace(config, scan_enabled=False)
             stats.outputs_skipped["scan_height"] += 1
         decoded = time.perf_counter()

@@ -211,6 +211,12 @@ def _scan_geometry(intr: Intrinsics) -> tuple[float, float, float, np.ndarray, n
     return angle_min, angle_max, increment, _read_only(index), _read_only(norm)
 
 
+def scan_fits(intr: Intrinsics, scan_height: int) -> bool:
+    """Whether depth_to_scan can run: the image is at least 2 columns wide and the scan_height rows
+    around cy lie inside it (depthimage_to_laserscan's check)."""
+    return intr.width >= 2 and scan_height >= 1 and scan_height // 2 <= min(intr.cy, intr.height - intr.cy)
+
+
 def depth_to_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, range_min: float = 0.45,
                   range_max: float = 10.0) -> Scan:
     """depthimage_to_laserscan on a float depth image (REP 117 +-Inf allowed).
@@ -222,7 +228,7 @@ def depth_to_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, ran
     _check(depth, intr)
     if intr.width < 2:
         raise ValueError("a laser scan needs a depth image at least 2 pixels wide")
-    if scan_height < 1 or scan_height // 2 > intr.cy or scan_height // 2 > intr.height - intr.cy:
+    if not scan_fits(intr, scan_height):
         raise ValueError(f"scan_height ({scan_height} pixels) is too large for the image height "
                          f"{intr.height} with cy = {intr.cy:.1f}")
     if not 0 <= range_min < range_max:

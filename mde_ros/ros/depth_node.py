@@ -30,6 +30,7 @@ from std_msgs.msg import Header
 
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
@@ -399,9 +400,8 @@ class DepthNode(Node):
         with self._pubs_lock:
             pubs = {topic: pub for topic, pub in self._optional_pubs.items() if pub.get_subscription_count() > 0}
         has_geometry = intr is not None
-        scan_fits = (has_geometry and width >= 2
-                     and settings.scan_scan_height // 2 <= min(intr.cy, height - intr.cy))
-        if "scan" in pubs and has_geometry and not scan_fits:
+        scan_possible = has_geometry and scan_fits(intr, settings.scan_scan_height)
+        if "scan" in pubs and has_geometry and not scan_possible:
             self._warnings.warn("scan_height", f"scan.scan_height {settings.scan_scan_height} does not fit the "
                                 f"{height}-row image around cy={intr.cy:.1f}: no scan")
         config = OutputConfig(
@@ -409,7 +409,7 @@ class DepthNode(Node):
             cloud_enabled="points" in pubs and has_geometry, cloud_decimation=settings.cloud_decimation,
             cloud_min_range=settings.cloud_min_range, cloud_max_range=settings.cloud_max_range or float("inf"),
             cloud_organized=settings.cloud_organized, cloud_rgb=settings.cloud_rgb,
-            scan_enabled="scan" in pubs and scan_fits, scan_height=settings.scan_scan_height,
+            scan_enabled="scan" in pubs and scan_possible, scan_height=settings.scan_scan_height,
             scan_range_min=settings.scan_range_min, scan_range_max=settings.scan_range_max,
             colorized_enabled="depth/colorized" in pubs)
         outputs = build_outputs(result, rgb, config, min_depth, max_depth)
