@@ -22,13 +22,11 @@ from mde_ros.models.card import ModelCard
 
 log = logging.getLogger("training.export_model")
 
-# Kwargs that only matter when building a network for training (its weights come from the bundle).
-_TRAINING_ONLY_KWARGS = ("encoder_weights",)
-
 
 def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None = None,
                          metrics: dict | None = None, notes: str | None = None) -> ModelCard:
     """The model card of a training checkpoint (see the module docstring for train_focal_px)."""
+    from mde_ros.models.registry import without_build_only
     from training.model_wrapper import normalization
     from training.train import git_commit, reproducible_command
 
@@ -40,7 +38,7 @@ def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None
                     "stays null and the node cannot rescale depth for other cameras; pass --train-focal-px")
     mean, std = normalization(cfg["model"])
     height, width = cfg["data"]["input_size"]
-    kwargs = {k: v for k, v in (cfg["model"].get("kwargs") or {}).items() if k not in _TRAINING_ONLY_KWARGS}
+    kwargs = without_build_only(cfg["model"].get("kwargs") or {})
     card_metrics = metrics if metrics is not None else {
         "split": "val", "epoch": state["epoch"], **{k: v for k, v in state["val_metrics"].items()}}
     return ModelCard(

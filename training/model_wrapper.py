@@ -47,14 +47,14 @@ def build_depth_model(model_cfg: dict[str, Any], *, load_pretrained: bool = True
     ``load_pretrained=False`` (resume, phase init, export, evaluation: the weights come from a
     checkpoint) also drops the model's own ``encoder_weights`` kwarg, so no ImageNet file is needed.
     """
-    from mde_ros.models import build_model
+    from mde_ros.models.registry import build_model, without_build_only
 
     kwargs = dict(model_cfg.get("kwargs") or {})
     if model_cfg.get("pretrained") and kwargs.get("encoder_weights"):
         raise ValueError("model.pretrained and model.kwargs.encoder_weights both ask for ImageNet weights; "
                          "keep one (pretrained: auto falls back to random init, encoder_weights: imagenet fails)")
     if not load_pretrained:
-        kwargs.pop("encoder_weights", None)
+        kwargs = without_build_only(kwargs)
     net = build_model(model_cfg["name"], **kwargs)
     if load_pretrained:
         init_encoder(net, model_cfg)

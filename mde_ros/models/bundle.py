@@ -11,12 +11,10 @@ import torch
 from torch import nn
 
 from mde_ros.models.card import CardError, ModelCard
-from mde_ros.models.registry import build_model
+from mde_ros.models.registry import build_model, without_build_only
 from mde_ros.atomic import atomic_write
 
 BUNDLE_FORMAT = "mde_ros.bundle/1"
-# Rebuilding a bundled model must not need the pretrained encoder file: the weights come from the bundle.
-_BUILD_ONLY_KWARGS = ("encoder_weights",)
 
 
 def save_bundle(path: str | Path, model: nn.Module, card: ModelCard) -> Path:
@@ -59,7 +57,7 @@ def load_bundle(path: str | Path, map_location: str | torch.device = "cpu") -> t
     path = Path(path)
     payload = _read(path, map_location=map_location)
     card = ModelCard.from_dict(payload["card"])
-    kwargs = {k: v for k, v in card.arch_kwargs.items() if k not in _BUILD_ONLY_KWARGS}
+    kwargs = without_build_only(card.arch_kwargs)
     try:
         model = build_model(card.architecture, **kwargs)
     except ValueError as exc:

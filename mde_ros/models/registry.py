@@ -13,6 +13,8 @@ from mde_ros.models.encoder_decoder import ResNetEncoderDecoder, ResNetSumDecode
 from mde_ros.models.unet import PlainUNet, ResNetUNet
 
 DEFAULT_MODEL = "unet_resnet34"
+# Kwargs that only matter for a fresh network: a bundle or checkpoint brings its own weights.
+BUILD_ONLY_KWARGS = ("encoder_weights",)
 
 # name -> (constructor, keyword arguments the name itself fixes)
 _MODELS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
@@ -43,3 +45,8 @@ def build_model(name: str, **kwargs) -> nn.Module:
         return constructor(**{**kwargs, **fixed})
     except TypeError as exc:
         raise ValueError(f"bad arguments for model {name!r}: {exc}") from exc
+
+
+def without_build_only(kwargs: dict) -> dict:
+    """``kwargs`` less BUILD_ONLY_KWARGS: rebuilding a saved network must not need its pretrained file."""
+    return {k: v for k, v in kwargs.items() if k not in BUILD_ONLY_KWARGS}
