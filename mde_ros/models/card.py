@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from mde_ros.atomic import atomic_write
+
 OUTPUT_KINDS = ("metric_depth", "inverse_depth", "disparity")
 ONNX_METADATA_KEY = "mde_ros.card"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,10 +86,12 @@ class ModelCard:
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
+        """Written atomically like the model beside it: a reader never sees half a card."""
         path = Path(path)
         text = (yaml.safe_dump(self.to_dict(), sort_keys=False) if path.suffix in (".yaml", ".yml")
                 else json.dumps(self.to_dict(), indent=2) + "\n")
-        path.write_text(text)
+        with atomic_write(path, "w") as stream:
+            stream.write(text)
         return path
 
     @classmethod
