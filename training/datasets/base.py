@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mde_ros.fileio import read_image
 from training.transforms import Compose, Frame, build_transforms
 
 SPLITS = ("train", "val", "test")
@@ -154,11 +155,11 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB (grey and 16-bit images are converted)."""
-    image = cv2.imread(str(require_file(path, "image")), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"cannot decode image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """mde_ros.fileio.read_image (HxWx3 uint8 RGB; grey and 16-bit converted), failures as DatasetError."""
+    try:
+        return read_image(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 def read_unchanged(path: Path) -> np.ndarray:

@@ -19,14 +19,13 @@ the train split must have depth. Keys:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from training.datasets.base import (
-    DatasetError, DepthDataset, RawSample, holdout_split, read_rgb, read_unchanged, require_dir, require_file,
-    root_of,
+    NO_INTRINSICS, DatasetError, DepthDataset, RawSample, holdout_split, read_rgb, read_unchanged, require_dir,
+    require_file, root_of,
 )
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -47,7 +46,7 @@ class FolderDataset(DepthDataset):
         intrinsics = cfg.get("intrinsics")
         if intrinsics is not None and len(intrinsics) != 4:
             raise DatasetError(f"data.intrinsics must be [fx, fy, cx, cy], got {intrinsics!r}")
-        self.intrinsics = tuple(float(v) for v in intrinsics) if intrinsics else (math.nan,) * 4
+        self.intrinsics = tuple(float(v) for v in intrinsics) if intrinsics else NO_INTRINSICS
 
         base = root / split if (root / split / "images").is_dir() else root
         image_dir = require_dir(base / "images", f"folder dataset images for split '{split}'")

@@ -16,14 +16,13 @@ Intrinsics come from ``P_rect_02`` / ``P_rect_03`` of the drive date's calib_cam
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from training.datasets.base import (
-    DatasetError, DepthDataset, RawSample, read_rgb, read_unchanged, require_file, root_of,
+    NO_INTRINSICS, DatasetError, DepthDataset, RawSample, read_rgb, read_unchanged, require_file, root_of,
 )
 from training.transforms import Frame, crop
 
@@ -103,7 +102,7 @@ class KittiDataset(DepthDataset):
         key = (date, camera)
         if key not in self._calib:
             path = self.image_root / date / "calib_cam_to_cam.txt"
-            self._calib[key] = read_calib_intrinsics(path, camera) if path.is_file() else (math.nan,) * 4
+            self._calib[key] = read_calib_intrinsics(path, camera) if path.is_file() else NO_INTRINSICS
         return self._calib[key]
 
     def num_items(self) -> int:
