@@ -143,7 +143,6 @@ def write_camera_info_yaml(path: str | Path, intr: Intrinsics, camera_name: str 
     def matrix(rows: int, cols: int, data: list[float]) -> dict:
         return {"rows": rows, "cols": cols, "data": [float(v) for v in data]}
 
-    projection = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     content = {
         "image_width": int(intr.width),
         "image_height": int(intr.height),
@@ -152,7 +151,7 @@ def write_camera_info_yaml(path: str | Path, intr: Intrinsics, camera_name: str 
         "distortion_model": "plumb_bob",
         "distortion_coefficients": matrix(1, 5, [0.0] * 5),
         "rectification_matrix": matrix(3, 3, [1, 0, 0, 0, 1, 0, 0, 0, 1]),
-        "projection_matrix": matrix(3, 4, projection),
+        "projection_matrix": matrix(3, 4, intr.p()),
     }
     path = Path(path)
     path.write_text(yaml.safe_dump(content, sort_keys=False, default_flow_style=None))

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mde_ros.bags.io import COMPRESSED_IMAGE_TYPE, typestore
-from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, intrinsics_from_camera_info  # noqa: F401 (re-export)
+from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
+                                         intrinsics_from_camera_info)
 
 if TYPE_CHECKING:
     from mde_ros.pipeline.geometry import PackedCloud, Scan
@@ -43,20 +44,15 @@ def camera_info_msg(intr: Intrinsics, header: Any, template: Any | None = None) 
     K and P scaled per axis to the depth resolution; an undistorted pinhole without a template."""
     types = _types()
     roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    k, p = (np.array(m, dtype=np.float64) for m in camera_info_matrices(intr, template))
     if template is None:
         return types["sensor_msgs/msg/CameraInfo"](
             header=header, height=intr.height, width=intr.width, distortion_model="plumb_bob",
-            d=np.zeros(5), k=np.array(intr.k(), dtype=np.float64), r=np.eye(3).ravel(),
-            p=np.array([intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
-            binning_x=0, binning_y=0, roi=roi)
-    sx, sy = intr.width / template.width, intr.height / template.height
-    scale_k = np.array([sx, sx, sx, sy, sy, sy, 1.0, 1.0, 1.0])
-    scale_p = np.array([sx, sx, sx, sx, sy, sy, sy, sy, 1.0, 1.0, 1.0, 1.0])
+            d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=p, binning_x=0, binning_y=0, roi=roi)
     same_size = (template.width, template.height) == (intr.width, intr.height)
     return types["sensor_msgs/msg/CameraInfo"](
         header=header, height=intr.height, width=intr.width, distortion_model=template.distortion_model,
-        d=np.array(template.d, dtype=np.float64), k=np.asarray(template.k, dtype=np.float64) * scale_k,
-        r=np.array(template.r, dtype=np.float64), p=np.asarray(template.p, dtype=np.float64) * scale_p,
+        d=np.array(template.d, dtype=np.float64), k=k, r=np.array(template.r, dtype=np.float64), p=p,
         binning_x=template.binning_x, binning_y=template.binning_y, roi=template.roi if same_size else roi)
 
 

@@ -30,6 +30,10 @@ class Intrinsics:
     def k(self) -> list[float]:
         return [self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0]
 
+    def p(self) -> list[float]:
+        """3x4 row-major projection (CameraInfo.p) of this camera as a rectified monocular one."""
+        return [self.fx, 0.0, self.cx, 0.0, 0.0, self.fy, self.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+
     def is_valid(self) -> bool:
         """An all-zero K (a real failure mode of some drivers) silently breaks clouds: reject it."""
         return (
@@ -98,3 +102,17 @@ def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsic
                               f"CameraInfo is for {info.width}x{info.height} but the image is {width}x{height} "
                               "(different aspect ratio): not the camera of this image; treating it as missing")
     return intr.scaled(width, height)
+
+
+def camera_info_matrices(intr: Intrinsics, template: Any | None = None) -> tuple[list[float], list[float]]:
+    """(K, P) for the CameraInfo published with an image that `intr` describes.
+
+    With the camera's own CameraInfo (`template`: any object with k, p, width, height), its K and P
+    scaled per axis to intr's resolution, so P keeps the camera's Tx/Ty; without one, intr's pinhole.
+    """
+    if template is None:
+        return intr.k(), intr.p()
+    sx, sy = intr.width / template.width, intr.height / template.height
+    k = [float(v) * s for v, s in zip(template.k, (sx, sx, sx, sy, sy, sy, 1.0, 1.0, 1.0))]
+    p = [float(v) * s for v, s in zip(template.p, (sx, sx, sx, sx, sy, sy, sy, sy, 1.0, 1.0, 1.0, 1.0))]
+    return k, p

@@ -12,9 +12,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.geometry import PackedCloud, Scan
-from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, intrinsics_from_camera_info  # noqa: F401 (re-export)
+from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
+                                         intrinsics_from_camera_info)
 from mde_ros.pipeline.outputs import PackedImage
 from mde_ros.pipeline.preprocess import InputError, decode_compressed, image_from_buffer, to_rgb  # noqa: F401
+
 
 def image_msg_to_rgb(msg: Image) -> np.ndarray:
     """HxWx3 uint8 RGB of a raw Image; InputError says what is wrong with a bad one."""
@@ -34,23 +36,16 @@ def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | Non
     scaled per axis when the depth image's resolution differs from the template's.
     """
     msg = CameraInfo(header=header, width=intr.width, height=intr.height)
+    msg.k, msg.p = camera_info_matrices(intr, template)
     if template is None:
         msg.distortion_model = "plumb_bob"
         msg.d = [0.0] * 5
         msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        msg.k = intr.k()
-        msg.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
         return msg
     msg.distortion_model = template.distortion_model
     msg.d = list(template.d)
     msg.r = list(template.r)
     msg.binning_x, msg.binning_y = template.binning_x, template.binning_y
-    sx = intr.width / template.width
-    sy = intr.height / template.height
-    scale_k = np.array([sx, sx, sx, sy, sy, sy, 1.0, 1.0, 1.0])
-    scale_p = np.array([sx, sx, sx, sx, sy, sy, sy, sy, 1.0, 1.0, 1.0, 1.0])
-    msg.k = (np.asarray(template.k, dtype=np.float64) * scale_k).tolist()
-    msg.p = (np.asarray(template.p, dtype=np.float64) * scale_p).tolist()
     if (template.width, template.height) == (intr.width, intr.height):
         msg.roi = template.roi
     return msg
