@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args(argv)
 
+    from mde_ros.fileio import read_image
     from mde_ros.pipeline.estimator import DepthEstimator
 
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
@@ -101,10 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_depth = args.max_depth or estimator.card.max_depth
     depths = []
     for path in images:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            parser.error(f"cannot read image {path}")
-        depths.append(estimator.estimate(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).depth)
+        try:
+            rgb = read_image(path)
+        except (FileNotFoundError, ValueError) as exc:
+            parser.error(str(exc))
+        depths.append(estimator.estimate(rgb).depth)
     write_submission(args.out, list(range(len(images))), [p.stem for p in images], depths, max_depth)
     print(f"wrote {len(images)} rows to {args.out}")
     return 0
