@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from mde_ros.fileio import write_depth_png16, write_image
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.synthetic.scenes import camera_path, make_scene, render_frame
 
@@ -29,14 +28,11 @@ def bench(seed: int, frames: int, width: int, height: int) -> float:
 
 
 def save_samples(out: Path, count: int, seed: int, width: int, height: int) -> None:
-    import cv2
-
     out.mkdir(parents=True, exist_ok=True)
     for i in range(seed, seed + count):
         frame = render_frame(i, width, height)
-        cv2.imwrite(str(out / f"scene_{i:04d}_rgb.png"), frame.rgb[:, :, ::-1])
-        depth_mm = np.clip(np.round(frame.depth * 1000.0), 0, 65535).astype(np.uint16)
-        cv2.imwrite(str(out / f"scene_{i:04d}_depth_mm.png"), depth_mm)
+        write_image(out / f"scene_{i:04d}_rgb.png", frame.rgb)
+        write_depth_png16(out / f"scene_{i:04d}_depth_mm.png", frame.depth)
     print(f"wrote {count} RGB + depth (uint16 mm) pairs to {out}")
 
 

@@ -111,6 +111,12 @@ def _bounds(part: Primitive) -> tuple[np.ndarray, np.ndarray]:
     return c - part.radius, c + part.radius
 
 
+def _parts_bounds(parts: Iterable[Primitive]) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned bounding box (lo, hi) of several primitives."""
+    los, his = zip(*(_bounds(p) for p in parts))
+    return np.min(los, axis=0), np.max(his, axis=0)
+
+
 @dataclass(frozen=True)
 class Item:
     """One piece of furniture (or clutter): its parts share one material."""
@@ -119,8 +125,7 @@ class Item:
     parts: tuple[Primitive, ...]
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        los, his = zip(*(_bounds(p) for p in self.parts))
-        return np.min(los, axis=0), np.max(his, axis=0)
+        return _parts_bounds(self.parts)
 
 
 @dataclass
@@ -578,14 +583,20 @@ def render_frame(seed: int, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HE
     intrinsics default to the NYU colour camera scaled to width x height; when given they must be
     for width x height.
     """
-    intr = Intrinsics.nyu(width, height) if intrinsics is None else intrinsics
-    if (intr.width, intr.height) != (width, height):
-        raise ValueError(f"intrinsics are for {intr.width}x{intr.height} but width x height is {width}x{height}; "
-                         f"pass matching sizes or intrinsics.scaled({width}, {height})")
+    intr = _sized_intrinsics(intrinsics, width, height)
     scene = make_scene(seed)
     if pose is None:
         pose = scene.random_pose(_rng(seed, 1), intr)
     return scene.render(pose, intr)
+
+
+def _sized_intrinsics(intrinsics: Intrinsics | None, width: int, height: int) -> Intrinsics:
+    """The NYU colour camera at width x height, or the given intrinsics if they are for that size."""
+    intr = Intrinsics.nyu(width, height) if intrinsics is None else intrinsics
+    if (intr.width, intr.height) != (width, height):
+        raise ValueError(f"intrinsics are for {intr.width}x{intr.height} but width x height is {width}x{height}; "
+                         f"pass matching sizes or intrinsics.scaled({width}, {height})")
+    return intr
 
 
 def camera_path(scene: Scene, n_frames: int, step: float = 0.05, seed: int = 0) -> list[CameraPose]:
@@ -633,9 +644,7 @@ def approach_sequence(seed: int, n_frames: int = 30, width: int = DEFAULT_WIDTH,
     """
     if n_frames < 2:
         raise ValueError(f"an approach needs n_frames >= 2, got {n_frames}")
-    intr = Intrinsics.nyu(width, height) if intrinsics is None else intrinsics
-    if (intr.width, intr.height) != (width, height):
-        raise ValueError(f"intrinsics are for {intr.width}x{intr.height} but width x height is {width}x{height}")
+    intr = _sized_intrinsics(intrinsics, width, height)
     rng = _rng(seed, 3)
     scene = make_scene(seed)
     plan = _plan_approach(scene, rng, stop_distance) or _clear_approach(scene, rng, stop_distance)
@@ -807,8 +816,7 @@ class _RoomBuilder:
 
     @staticmethod
     def _footprint(parts: Iterable[Primitive]) -> tuple[float, float, float, float]:
-        los, his = zip(*(_bounds(p) for p in parts))
-        lo, hi = np.min(los, axis=0), np.max(his, axis=0)
+        lo, hi = _parts_bounds(parts)
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
     def _material(self, contrast=(0.6, 1.0)) -> Material:
