@@ -32,7 +32,7 @@ from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCop
                              list_topics, open_reader, serialize, stamp_ns)
 from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_messages, rgb_from_msg
 from mde_ros.pipeline.geometry import scan_fits
-from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import InputError
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     topics.add_argument("--output-prefix", help="namespace of the new topics (default: the camera's, e.g. "
                                                 "/camera for /camera/color/image_raw)")
     outputs = parser.add_argument_group("outputs", "as the node's parameters")
-    outputs.add_argument("--depth-encoding", choices=("32FC1", "16UC1"), default="32FC1")
+    outputs.add_argument("--depth-encoding", choices=DEPTH_ENCODINGS, default="32FC1")
     outputs.add_argument("--no-points", action="store_true", help="no point cloud")
     outputs.add_argument("--cloud-decimation", type=int, default=1)
     outputs.add_argument("--no-scan", action="store_true", help="no laser scan")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+from mde_ros.inference import BACKEND_NAMES, BackendUnavailable
+from mde_ros.inference.base import PRECISIONS
+from mde_ros.pipeline.preprocess import RESIZE_POLICIES
 
 
 class CommandError(RuntimeError):
@@ -15,17 +17,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", type=Path, default=None,
                        help="model file (.onnx with its card, or a .pt bundle); default: the shipped demo model")
-    group.add_argument("--backend", choices=BACKENDS, default="auto")
+    group.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     group.add_argument("--device", default="cpu", help="cpu or cuda")
-    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    group.add_argument("--resize-policy", default="stretch", choices=("stretch", "letterbox"))
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    group.add_argument("--resize-policy", default="stretch", choices=RESIZE_POLICIES)
     group.add_argument("--no-rescale", action="store_true",
                        help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
 
 
 def build_estimator(args: argparse.Namespace, **backend_options):
-    """The one DepthEstimator the node, the bag tool and these commands share."""
-    from mde_ros.inference import BackendUnavailable
+    """The DepthEstimator that add_model_arguments' options name; CommandError says why it cannot load."""
     from mde_ros.models.card import CardError
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.resources import default_model_path

@@ -22,7 +22,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch,
+from mde_ros.inference.base import (PRECISIONS, Backend, BackendUnavailable, as_network_batch,
                                     check_network_output, parse_device, resolve_io_name)
 from mde_ros.atomic import write_bytes_atomically
 from mde_ros.inference.cache import cache_dir, onnx_for_model
@@ -30,7 +30,6 @@ from mde_ros.models.card import ModelCard
 
 log = logging.getLogger(__name__)
 
-TRT_PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 OPTIONS = ("workspace_bytes", "dla_core", "max_batch", "min_size", "max_size", "calibration_data",
            "calibration_cache", "calibration_batch_size", "rebuild")
@@ -65,8 +64,8 @@ class TensorRTConfig:
         self.validate()
 
     def validate(self) -> None:
-        if self.precision not in TRT_PRECISIONS:
-            raise ValueError(f"tensorrt precision must be one of {TRT_PRECISIONS}, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"tensorrt precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not isinstance(self.workspace_bytes, int) or self.workspace_bytes <= 0:
             raise ValueError(f"workspace_bytes must be a positive int, got {self.workspace_bytes!r}")
         if self.dla_core is not None:

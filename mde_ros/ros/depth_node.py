@@ -28,20 +28,19 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
 from std_msgs.msg import Header
 
+from mde_ros.inference import BACKEND_NAMES
+from mde_ros.inference.base import PRECISIONS
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
-from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
 from mde_ros.ros import messages
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
 NODE_NAME = "mde_depth"
-DEPTH_ENCODINGS = ("32FC1", "16UC1")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 TRANSPORTS = ("raw", "compressed")
 CAMERA_INFO_HISTORY = 16  # CameraInfo messages kept for pairing by stamp
 CAMERA_INFO_WAIT_S = 0.1  # how long a frame waits for its CameraInfo when the camera sends them
@@ -79,7 +78,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model file (.onnx with card, or .pt bundle); empty: the shipped demo model "
               "($MDE_ROS_MODEL overrides)", read_only=True),
     ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
-              read_only=True, choices=BACKENDS),
+              read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
     ParamSpec("precision", "fp32", "network precision (fp16 on GPU backends, int8 with tensorrt)",
               read_only=True, choices=PRECISIONS),
