@@ -5,6 +5,7 @@ so an onnxruntime-only install never needs torch.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -20,29 +21,25 @@ log = logging.getLogger(__name__)
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
+# Concrete backend -> its class in mde_ros.inference.<name>_backend (imported only when used).
+_CLASS_NAMES = {"torch": "TorchBackend", "onnxruntime": "OnnxRuntimeBackend", "tensorrt": "TensorRTBackend"}
+
+
+def _module_of(name: str):
+    return importlib.import_module(f"mde_ros.inference.{name}_backend")
+
+
 def _options_of(name: str) -> tuple[str, ...]:
-    if name == "torch":
-        from mde_ros.inference.torch_backend import OPTIONS
-    elif name == "onnxruntime":
-        from mde_ros.inference.onnxruntime_backend import OPTIONS
-    else:
-        from mde_ros.inference.tensorrt_backend import OPTIONS
-    return OPTIONS
+    return _module_of(name).OPTIONS
 
 
 def _create(name: str, model_path: Path, card: ModelCard, device: str, precision: str,
             options: dict) -> Backend:
-    unknown = sorted(set(options) - set(_options_of(name)))
+    module = _module_of(name)
+    unknown = sorted(set(options) - set(module.OPTIONS))
     if unknown:
-        raise ValueError(f"backend {name!r} takes no option(s) {unknown}; it accepts "
-                         f"{list(_options_of(name))}")
-    if name == "torch":
-        from mde_ros.inference.torch_backend import TorchBackend as cls
-    elif name == "onnxruntime":
-        from mde_ros.inference.onnxruntime_backend import OnnxRuntimeBackend as cls
-    else:
-        from mde_ros.inference.tensorrt_backend import TensorRTBackend as cls
-    return cls(model_path, card, device, precision, **options)
+        raise ValueError(f"backend {name!r} takes no option(s) {unknown}; it accepts {list(module.OPTIONS)}")
+    return getattr(module, _CLASS_NAMES[name])(model_path, card, device, precision, **options)
 
 
 def _runs_precision(name: str, device: str, precision: str, options: dict) -> bool:
@@ -57,7 +54,7 @@ def _runs_precision(name: str, device: str, precision: str, options: dict) -> bo
 def _auto(model_path: Path, card: ModelCard, device: str, precision: str, options: dict) -> Backend:
     """TensorRT on a GPU when usable, else onnxruntime (CUDA if present, else CPU); a .pt bundle
     runs on torch (on the GPU if present, else CPU), since no ONNX file was given."""
-    unknown = sorted(set(options) - {o for n in BACKEND_NAMES[1:] for o in _options_of(n)})
+    unknown = sorted(set(options) - {o for n in _CLASS_NAMES for o in _options_of(n)})
     if unknown:
         raise ValueError(f"no backend takes option(s) {unknown}")
     on_gpu = parse_device(device)[0] == "cuda"
