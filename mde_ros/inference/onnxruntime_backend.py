@@ -120,10 +120,7 @@ class OnnxRuntimeBackend(Backend):
                              f"{model_output.type} {model_output.shape}; expected float32 (N,1,H,W)")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if (batch.dtype != np.float32 or not batch.flags.c_contiguous or batch.ndim != 4
-                or batch.shape[1] != 3):
-            batch = as_network_batch(batch)
-        return self._session.run(self._output_names, {self.input_name: batch})[0]
+        return self._session.run(self._output_names, {self.input_name: as_network_batch(batch)})[0]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "precision": self.precision,
