@@ -96,10 +96,7 @@ class VisionTransformer(nn.Module):
     def _pos_embed_for(self, grid_hw: Sequence) -> torch.Tensor:
         """Resize the learned grid to ``grid_hw``; always resized (identity at the training grid) so a
         traced export never bakes in one input size."""
-        cls_pos, grid_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        grid_pos = grid_pos.reshape(1, self.grid_size, self.grid_size, -1).permute(0, 3, 1, 2)
-        grid_pos = F.interpolate(grid_pos, size=grid_hw, mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, grid_pos.flatten(2).transpose(1, 2)], dim=1)
+        return _resize_pos_embed(self.pos_embed, self.grid_size, grid_hw)
 
     def forward(self, x: torch.Tensor, hooks: Sequence[int]) -> tuple[list[torch.Tensor], Sequence]:
         patches = self.patch_embed(x)
@@ -226,7 +223,8 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
     own = vit.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(("head", "norm.", "fc_norm", "pre_logits"))}
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
-        state["pos_embed"] = _resize_pos_embed(state["pos_embed"], own["pos_embed"].shape[1] - 1)
+        side = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+        state["pos_embed"] = _resize_pos_embed(state["pos_embed"], side, (vit.grid_size, vit.grid_size))
     # Blocks past this model's depth are not built; a deeper file is fine, a shallower one is not.
     state = {k: v for k, v in state.items()
              if not (k.startswith("blocks.") and int(k.split(".")[1]) >= len(vit.blocks))}
@@ -240,9 +238,8 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
         raise ValueError(f"{path} has tensors of the wrong shape for this ViT: {exc}") from exc
 
 
-def _resize_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tensor:
-    old = int(round((pos_embed.shape[1] - 1) ** 0.5))
-    new = int(round(num_patches ** 0.5))
-    grid = pos_embed[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+def _resize_pos_embed(pos_embed: torch.Tensor, side: int, size: Sequence) -> torch.Tensor:
+    """cls position + the learned side x side grid resized (bicubic) to ``size``."""
+    grid = pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=size, mode="bicubic", align_corners=False)
     return torch.cat([pos_embed[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
