@@ -230,6 +230,11 @@ class DepthNode(Node):
             super().destroy_node()
             raise
         settings = self._settings
+        # The backend is fixed for the node's life (read-only parameters): describe it once.
+        backend_info = self._estimator.backend.describe()
+        self._hardware_id = str(backend_info.get("device", ""))
+        self._backend_label = (f"{backend_info.get('backend', self._estimator.backend.name)} on "
+                               f"{backend_info.get('device', '?')} ({backend_info.get('precision', '?')})")
         self._stats = NodeStats()
         self._warnings = ThrottledWarnings(self.get_logger().warning, self._stats, WARN_THROTTLE_S)
         self._infos: collections.deque[CameraInfo] = collections.deque(maxlen=CAMERA_INFO_HISTORY)
@@ -261,8 +266,7 @@ class DepthNode(Node):
         self._wake = threading.Condition()
         self._worker = threading.Thread(target=self._inference_loop, name="mde_depth_inference", daemon=True)
         self._worker.start()
-        backend = self._backend_description()
-        self.get_logger().info(f"model {self._estimator.card.name!r} on {backend}; listening on "
+        self.get_logger().info(f"model {self._estimator.card.name!r} on {self._backend_label}; listening on "
                                f"{self._image_topic} and {self._info_sub.topic_name}")
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -344,18 +348,12 @@ class DepthNode(Node):
         settings = self._settings
         geometry_wanted = settings.publish_points or settings.publish_scan
         status = diagnostic_status(
-            window, name=f"{self.get_fully_qualified_name()}: depth estimation",
-            hardware_id=str(self._estimator.backend.describe().get("device", "")),
-            backend=self._backend_description(), model=self._estimator.card.name, input_topic=self._image_topic,
+            window, name=f"{self.get_fully_qualified_name()}: depth estimation", hardware_id=self._hardware_id,
+            backend=self._backend_label, model=self._estimator.card.name, input_topic=self._image_topic,
             intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
-
-    def _backend_description(self) -> str:
-        info = self._estimator.backend.describe()
-        return f"{info.get('backend', self._estimator.backend.name)} on {info.get('device', '?')} " \
-               f"({info.get('precision', '?')})"
 
     # ---- inference thread ---------------------------------------------------------------------
 
@@ -417,15 +415,22 @@ class DepthNode(Node):
         self._depth_pub.publish(messages.image_msg(outputs.depth, header))
         if outputs.depth_intrinsics is not None:
             self._info_pub.publish(messages.camera_info_msg(outputs.depth_intrinsics, header, template))
+        optional: dict[str, Any] = {}
         if outputs.cloud is not None:
-            pubs["points"].publish(messages.point_cloud_msg(outputs.cloud, header))
+            optional["points"] = messages.point_cloud_msg(outputs.cloud, header)
         if outputs.scan is not None:
             scan_header = header
             if settings.scan_output_frame:
                 scan_header = Header(stamp=header.stamp, frame_id=settings.scan_output_frame)
-            pubs["scan"].publish(messages.laser_scan_msg(outputs.scan, scan_header))
+            optional["scan"] = messages.laser_scan_msg(outputs.scan, scan_header)
         if outputs.colorized is not None:
-            pubs["depth/colorized"].publish(messages.image_msg(outputs.colorized, header))
+            optional["depth/colorized"] = messages.image_msg(outputs.colorized, header)
+        # Under the lock: a parameter change (executor thread) may have destroyed a publisher since
+        # `pubs` was taken, and publishing on a destroyed one raises.
+        with self._pubs_lock:
+            for topic, msg in optional.items():
+                if topic in self._optional_pubs:
+                    self._optional_pubs[topic].publish(msg)
 
         timings = {"queue": decode_start - frame.received, "decode": decode_s, **result.timings,
                    "outputs": sum(outputs.timings.values()), "publish": time.perf_counter() - publish_start}
