@@ -328,6 +328,7 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
     if metric_name not in METRIC_KEYS:
         raise ValueError(f"train.best_metric must be one of {list(METRIC_KEYS)}, got {metric_name!r}")
     patience = train_cfg.get("early_stopping_patience")
+    log_every = int(train_cfg.get("log_every", 10))
 
     start_epoch, global_step, best, best_epoch, stale, history = 0, 0, None, None, 0, []
     focal_px = network_focal_px(val_set, cfg["data"]["input_size"])
@@ -370,8 +371,6 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                         raise FloatingPointError(
                             f"phase {name}: loss is {loss} at epoch {epoch}, step {global_step}; lower optim.lr, "
                             "set train.grad_clip, or check the data for invalid depth")
-                    step_lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-                    scheduler.step()
                     global_step += 1
                     n_steps += 1
                     for key, value in {"loss": loss, **parts}.items():
@@ -379,12 +378,13 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4f}")
-                    if writer is not None and global_step % int(train_cfg.get("log_every", 10)) == 0:
+                    if writer is not None and global_step % log_every == 0:
                         writer.add_scalar("train/loss", loss, global_step)
                         for key, value in parts.items():
                             writer.add_scalar(f"train/{key}", value, global_step)
-                        for group_name, lr in step_lrs.items():
-                            writer.add_scalar(f"lr/{group_name}", lr, global_step)
+                        for group in optimizer.param_groups:   # the lr this step used: stepped below
+                            writer.add_scalar(f"lr/{group['name']}", group["lr"], global_step)
+                    scheduler.step()
             if bar is not None:
                 bar.close()
 
