@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -166,14 +167,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         remap = _parse_remaps(args.remap)
     except ValueError as exc:
-        print(f"mde-ros play: {exc}")
+        print(f"mde-ros play: {exc}", file=sys.stderr)
         return 2
     rclpy.init()
     try:
         stats = play_bag(args.bag, rate=args.rate, loop=args.loop, start_offset=args.start_offset,
                          topics=args.topics, remap=remap, delay=args.delay)
     except (BagError, ValueError) as exc:
-        print(f"mde-ros play: {exc}")
+        print(f"mde-ros play: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
