@@ -89,6 +89,18 @@ def test_predict_rescales_for_a_camera_with_another_focal_length(plane_model, im
     np.testing.assert_allclose(np.load(out / f"{images[0].stem}_depth.npy"), PLANE_M, atol=1e-5)
 
 
+def test_predict_ignores_a_camera_info_of_another_aspect_ratio(plane_model, images, tmp_path, capsys):
+    # The images are 128x96 (4:3); a 16:9 calibration is not their camera's: no stretched K, no rescale.
+    yaml = fileio.write_camera_info_yaml(tmp_path / "wide.yaml", Intrinsics(
+        fx=4 * TRAIN_FOCAL * 2, fy=4 * TRAIN_FOCAL * 2, cx=128.0, cy=72.0, width=256, height=144))
+    out = tmp_path / "out"
+    assert main(["predict", str(images[0]), "--model", str(plane_model), "--backend", "onnxruntime",
+                 "--camera-info", str(yaml), "--out", str(out)]) == 0
+    assert "different aspect ratio" in capsys.readouterr().err
+    np.testing.assert_allclose(np.load(out / f"{images[0].stem}_depth.npy"), PLANE_M, atol=1e-5)
+    assert not (out / f"{images[0].stem}.ply").exists()
+
+
 def test_predict_reports_unreadable_files_and_still_processes_the_rest(plane_model, images, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")

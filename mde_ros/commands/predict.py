@@ -23,13 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def image_intrinsics(args: argparse.Namespace, width: int, height: int, card):
-    """(intrinsics at this image's resolution, assumed?) from a YAML, --fx..., or the training camera."""
+    """(intrinsics at this image's resolution, assumed?) from a YAML, --fx..., or the training camera.
+
+    A YAML for another aspect ratio raises CameraInfoError (the node treats such a CameraInfo as missing).
+    """
     from mde_ros.fileio import read_camera_info_yaml
-    from mde_ros.pipeline.intrinsics import Intrinsics
+    from mde_ros.pipeline.intrinsics import Intrinsics, at_image_resolution
 
     if args.camera_info is not None:
-        intr = read_camera_info_yaml(args.camera_info)
-        return (intr if (intr.width, intr.height) == (width, height) else intr.scaled(width, height)), False
+        return at_image_resolution(read_camera_info_yaml(args.camera_info), width, height), False
     if args.fx is not None:
         fy = args.fy if args.fy is not None else args.fx
         cx = args.cx if args.cx is not None else (width - 1) / 2
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from mde_ros import fileio
     from mde_ros.pipeline.colorize import colorize, with_scale_bar
     from mde_ros.pipeline.geometry import backproject
+    from mde_ros.pipeline.intrinsics import CameraInfoError
 
     if args.camera_info is not None and args.fx is not None:
         print("mde-ros predict: give --camera-info or --fx, not both", file=sys.stderr)
@@ -71,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         height, width = rgb.shape[:2]
-        intr, assumed = image_intrinsics(args, width, height, card)
+        try:
+            intr, assumed = image_intrinsics(args, width, height, card)
+        except CameraInfoError as exc:
+            tqdm.write(f"mde-ros predict: {path}: {exc} (depth without rescale, no .ply)", file=sys.stderr)
+            intr, assumed = None, False
         # An assumed camera is the training camera by construction: rescaling by it is a no-op anyway.
         result = estimator.estimate(rgb, None if assumed else intr)
         stem = args.out / path.stem

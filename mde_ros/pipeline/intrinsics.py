@@ -94,12 +94,18 @@ def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsic
         raise CameraInfoError("camera_info_invalid",
                               f"CameraInfo K has fx={intr.fx}, fy={intr.fy} (need finite values > 0); "
                               "treating it as missing")
-    if (info.width, info.height) == (width, height):
+    return at_image_resolution(intr, width, height)
+
+
+def at_image_resolution(intr: Intrinsics, width: int, height: int) -> Intrinsics:
+    """A calibration for a width x height image: as is, or scaled per axis when only the resolution
+    differs (the image was resized, its calibration was not); CameraInfoError for another aspect ratio."""
+    if (intr.width, intr.height) == (width, height):
         return intr
-    sx, sy = width / info.width, height / info.height
+    sx, sy = width / intr.width, height / intr.height
     if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
         raise CameraInfoError("camera_info_resolution",
-                              f"CameraInfo is for {info.width}x{info.height} but the image is {width}x{height} "
+                              f"CameraInfo is for {intr.width}x{intr.height} but the image is {width}x{height} "
                               "(different aspect ratio): not the camera of this image; treating it as missing")
     return intr.scaled(width, height)
 
