@@ -78,7 +78,8 @@ def init_encoder(net: nn.Module, model_cfg: dict[str, Any]) -> Path | None:
     pretrained = model_cfg.get("pretrained")
     if not pretrained:
         return None
-    from mde_ros.models.resnet import ResNetEncoder, find_torchvision_weights, load_imagenet_weights
+    from mde_ros.models.resnet import (ResNetEncoder, find_torchvision_weights, hub_checkpoints_dir,
+                                       load_imagenet_weights)
 
     encoder = getattr(net, "encoder", None)
     if not isinstance(encoder, ResNetEncoder):
@@ -88,10 +89,9 @@ def init_encoder(net: nn.Module, model_cfg: dict[str, Any]) -> Path | None:
     if pretrained == "auto":
         path = find_torchvision_weights(encoder.name)
         if path is None:
-            hub = Path(torch.hub.get_dir()) / "checkpoints"
             log.warning("model.pretrained=auto: no torchvision ImageNet weights for %s in %s; training the "
                         "encoder FROM SCRATCH (expect much worse accuracy). Copy e.g. %s-*.pth there or set "
-                        "model.pretrained=/path/to/weights.pth", encoder.name, hub, encoder.name)
+                        "model.pretrained=/path/to/weights.pth", encoder.name, hub_checkpoints_dir(), encoder.name)
             return None
     else:
         path = Path(pretrained).expanduser()

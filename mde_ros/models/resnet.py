@@ -151,13 +151,17 @@ def _make_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, plane
     return nn.Sequential(*layers), out_planes
 
 
+def hub_checkpoints_dir() -> Path:
+    """Where torchvision would have downloaded its weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def find_torchvision_weights(name: str) -> Path | None:
     """torchvision's ImageNet file for ``name`` if it is already in torch's hub cache (no download)."""
     if name not in TORCHVISION_FILES:
         raise ValueError(f"unknown ResNet encoder {name!r}; choose one of {list(ENCODER_NAMES)}")
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     for filename in TORCHVISION_FILES[name]:
-        candidate = checkpoints / filename
+        candidate = hub_checkpoints_dir() / filename
         if candidate.is_file():
             return candidate
     return None
@@ -171,9 +175,8 @@ def resolve_encoder_weights(name: str, encoder_weights: str | Path | None) -> Pa
         return Path(encoder_weights)
     found = find_torchvision_weights(name)
     if found is None:
-        checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
         raise FileNotFoundError(
-            f"ImageNet weights for {name} are not in {checkpoints}: nothing is downloaded at run time, so "
+            f"ImageNet weights for {name} are not in {hub_checkpoints_dir()}: nothing is downloaded at run time, so "
             f"copy https://download.pytorch.org/models/{TORCHVISION_FILES[name][0]} there, or pass "
             "encoder_weights=<path to a torchvision .pth>, or encoder_weights=None for random init")
     return found
