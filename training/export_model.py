@@ -40,7 +40,7 @@ def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None
     height, width = cfg["data"]["input_size"]
     kwargs = without_build_only(cfg["model"].get("kwargs") or {})
     card_metrics = metrics if metrics is not None else {
-        "split": "val", "epoch": state["epoch"], **{k: v for k, v in state["val_metrics"].items()}}
+        "split": "val", "epoch": state["epoch"], **state["val_metrics"]}
     return ModelCard(
         name=name, architecture=cfg["model"]["name"], arch_kwargs=kwargs, input_height=int(height),
         input_width=int(width), mean=mean, std=std, output="metric_depth",
