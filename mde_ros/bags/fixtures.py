@@ -205,10 +205,11 @@ def replay_fixture(bag: Path, out_bag: Path, estimator: Any) -> dict[str, Any]:
 
 
 def model_identity(model: str | Path) -> dict[str, str]:
+    from mde_ros.inference.cache import file_sha256
     from mde_ros.models.card import load_card_for
 
     model = Path(model)
-    return {"file": model.name, "sha256": _sha256(model.read_bytes()), "name": load_card_for(model).name}
+    return {"file": model.name, "sha256": file_sha256(model), "name": load_card_for(model).name}
 
 
 def compute_goldens(fixture_dir: str | Path = FIXTURE_DIR, model: str | Path | None = None,

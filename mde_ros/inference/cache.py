@@ -13,6 +13,7 @@ from mde_ros.models.card import ModelCard
 
 CACHE_ENV = "MDE_ROS_CACHE"
 
+
 def cache_dir() -> Path:
     """$MDE_ROS_CACHE, else $XDG_CACHE_HOME/mde_ros, else ~/.cache/mde_ros (not created here)."""
     if os.environ.get(CACHE_ENV):
@@ -21,12 +22,14 @@ def cache_dir() -> Path:
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "mde_ros"
 
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
 
 def onnx_for_model(model_path: str | Path) -> Path:
     """The ONNX file to run for a model: the file itself, or a cached export of a .pt bundle.
@@ -46,6 +49,7 @@ def onnx_for_model(model_path: str | Path) -> Path:
     model, card = load_bundle(model_path, map_location="cpu")
     export_onnx(model, card, target)  # atomic: a crash leaves no half-written export
     return target
+
 
 def require_model_file(model_path: str | Path, card: ModelCard) -> Path:
     model_path = Path(model_path)
