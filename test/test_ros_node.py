@@ -28,7 +28,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard, card_path_for
 from mde_ros.pipeline.estimator import DepthEstimator
-from mde_ros.ros.depth_node import DepthNode
+from mde_ros.ros.depth_node import CAMERA_INFO_WAIT_S, DepthNode
 from mde_ros.ros.diagnostics import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +240,27 @@ def test_plane_becomes_depth_cloud_scan_and_preview_with_the_input_header(rig):
     preview = out["depth/colorized"]
     assert (preview.encoding, preview.height, preview.width) == ("rgb8", HEIGHT, WIDTH)
     assert preview.header == depth.header
+
+
+def test_camera_info_sent_just_after_its_image_is_still_paired(rig):
+    """image_transport's CameraPublisher sends the image first: the node waits briefly for its CameraInfo."""
+    r = rig()
+    r.exchange(1.0, need=("points",))  # the node has now seen this camera's CameraInfo
+    r.image_pub.publish(image_msg(2.0))
+    time.sleep(CAMERA_INFO_WAIT_S / 4)
+    r.info_pub.publish(info_msg(2.0))
+    wait_for(lambda: r.with_stamp("points", 2.0), timeout=5.0)
+    assert r.with_stamp("depth/camera_info", 2.0)[-1].k.tolist() == info_msg(2.0).k.tolist()
+
+
+def test_a_camera_info_stream_that_stops_does_not_delay_every_frame(rig):
+    r = rig()
+    r.exchange(1.0, need=("points",))
+    for t in (2.0, 3.0, 4.0, 5.0):  # CameraInfo stopped: depth only
+        r.exchange(t, info=None)
+    assert not r.with_stamp("points", 5.0)
+    # Only the first frame without CameraInfo is held back waiting for it (and says so).
+    assert r.problems()["camera_info_late"] == 1
 
 
 def test_parameters_change_at_run_time_through_the_set_parameters_service(rig):

@@ -239,6 +239,9 @@ class DepthNode(Node):
         self._warnings = ThrottledWarnings(self.get_logger().warning, self._stats, WARN_THROTTLE_S)
         self._infos: collections.deque[CameraInfo] = collections.deque(maxlen=CAMERA_INFO_HISTORY)
         self._infos_changed = threading.Condition()
+        # Whether the previous frame found its CameraInfo: only then is waiting for a late one worth it
+        # (a CameraInfo stream that stopped must not add the wait to every frame). Inference thread only.
+        self._previous_frame_paired = True
 
         self._pub_qos = publisher_qos(settings.qos_depth)
         self._depth_pub = self.create_publisher(Image, "depth", self._pub_qos)
@@ -454,10 +457,15 @@ class DepthNode(Node):
 
         with self._infos_changed:
             # Drivers (image_transport's CameraPublisher) send the image before its CameraInfo.
-            if not near_infos() and may_still_come():
+            waited = not near_infos() and may_still_come() and self._previous_frame_paired
+            if waited:
                 self._infos_changed.wait_for(lambda: near_infos() or not may_still_come(), CAMERA_INFO_WAIT_S)
             infos = list(self._infos)
             near = near_infos()
+        self._previous_frame_paired = bool(near)
+        if waited and not near:
+            self._warnings.warn("camera_info_late", f"waited {CAMERA_INFO_WAIT_S} s for this image's CameraInfo "
+                                "and none came; frames are not held for it again until one pairs")
         if near:
             info = max(reversed(near), key=lambda i: messages.stamp_ns(i.header))  # ties: latest received
             try:
