@@ -8,11 +8,24 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it where the kernel reports it (os.umask would briefly set
+    it process-wide, racing with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _default_mode() -> int:
     """0666 minus the umask: mkstemp's 0600 would make an installed model unreadable to other users."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_process_umask()
 
 
 @contextmanager
