@@ -336,11 +336,9 @@ def _output_config(args: argparse.Namespace) -> OutputConfig:
                         scan_range_max=args.scan_range_max, colorized_enabled=not args.no_colorized)
 
 
-def _path_problem(bag: Path, out: Path, summary: Path | None) -> str | None:
+def _path_problem(out: Path, summary: Path | None) -> str | None:
     """What is wrong with the command's paths, found before any work (a summary into a missing
     folder must not fail after the whole bag was replayed)."""
-    if not bag.is_dir():
-        return f"{bag} is not a bag folder (a rosbag2 bag is a folder with metadata.yaml)"
     if out.exists():
         return f"output bag {out} already exists; remove it or choose another --out"
     if not out.parent.is_dir():
@@ -365,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mde-ros replay: {exc}", file=sys.stderr)
         return 2
-    problem = _path_problem(bag, out, args.summary)
+    problem = _path_problem(out, args.summary)
     if problem:  # before the bag is processed, not after
         print(f"mde-ros replay: {problem}", file=sys.stderr)
         return 1
