@@ -12,6 +12,8 @@ Sections:
             (goal: >= 3x faster; needs the optional open3d package).
   replay    offline bag replay throughput relative to the network-only rate on the same frames
             (goal: >= 0.9), on a generated 320x240 bag, for the shipped model and the default network.
+  overload  (only when asked: --sections overload) the node process at 2x its sustainable rate, both
+            subscription QoS: end-to-end latency percentiles (commands/overload.py).
 """
 from __future__ import annotations
 
@@ -25,18 +27,22 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("backends", "node", "cloud", "replay")
+SECTIONS = ("backends", "node", "cloud", "replay", "overload")
+DEFAULT_SECTIONS = ("backends", "node", "cloud", "replay")
 FRAME_W, FRAME_H = 640, 480
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sections", default=",".join(SECTIONS),
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None,
                         help="model for node/replay sections (default: the shipped demo model)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    from mde_ros.commands.overload import add_arguments as add_overload_arguments
+
+    add_overload_arguments(parser)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -178,7 +184,10 @@ def run(args: argparse.Namespace) -> int:
     import onnxruntime
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")
-    runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay}
+    from mde_ros.commands.overload import bench_overload
+
+    runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay,
+               "overload": bench_overload}
     for section in sections:
         runners[section](args)
     return 0

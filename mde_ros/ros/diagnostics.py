@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -38,6 +38,7 @@ class StatsWindow:
     last_warning: str
     intrinsics_source: str
     valid_fraction: float | None
+    findings: tuple = ()  # pipeline.health.Finding of the last published frame
 
     @property
     def input_hz(self) -> float:
@@ -69,6 +70,7 @@ class NodeStats:
         self._last_warning = ""
         self._intrinsics_source = "none yet"
         self._valid_fraction: float | None = None
+        self._findings: tuple = ()
         self._last_latency_ms: dict[str, float] = {}
 
     def frame_received(self) -> None:
@@ -81,8 +83,11 @@ class NodeStats:
             self._window.dropped += 1
             self._totals.dropped += 1
 
-    def frame_published(self, timings_s: dict[str, float], intrinsics_source: str, valid_fraction: float) -> None:
+    def frame_published(self, timings_s: dict[str, float], intrinsics_source: str, valid_fraction: float,
+                        findings: Sequence = ()) -> None:
+        """`valid_fraction`: after REP 117 marking; `findings`: pipeline.health findings of this frame."""
         with self._lock:
+            self._findings = tuple(findings)
             self._window.published += 1
             self._totals.published += 1
             for stage, seconds in timings_s.items():
@@ -121,7 +126,8 @@ class NodeStats:
                 problems=window.problems, total_received=self._totals.received,
                 total_published=self._totals.published, total_dropped=self._totals.dropped,
                 total_problems=Counter(self._totals.problems), last_warning=self._last_warning,
-                intrinsics_source=self._intrinsics_source, valid_fraction=self._valid_fraction)
+                intrinsics_source=self._intrinsics_source, valid_fraction=self._valid_fraction,
+                findings=self._findings)
 
 
 class ThrottledWarnings:
@@ -158,8 +164,9 @@ class ThrottledWarnings:
 
 def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backend: str, model: str,
                       input_topic: str, intrinsics_missing: bool) -> DiagnosticStatus:
-    """One DiagnosticStatus: WARN when dropping heavily, without intrinsics, or after problems (bad input,
-    failed inference) in this window."""
+    """One DiagnosticStatus: ERROR for an error finding of the last frame (almost no valid depth, an
+    implausible rescale); WARN when most depth is invalid, when dropping heavily, without intrinsics, or
+    after problems (bad input, failed inference) in this window."""
     reasons = []
     if window.total_received == 0:
         reasons.append(f"waiting for images on {input_topic}")
@@ -168,9 +175,11 @@ def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backe
                        f"({window.output_hz:.1f} Hz) is slower than the camera ({window.input_hz:.1f} Hz)")
     if intrinsics_missing:
         reasons.append("no usable CameraInfo or fallback_intrinsics: points and scan are off")
+    errors = [f.message for f in window.findings if f.level == "error"]
+    reasons[:0] = errors + [f.message for f in window.findings if f.level != "error"]
     if window.problems:
         reasons.append("problems: " + ", ".join(f"{k} x{n}" for k, n in sorted(window.problems.items())))
-    level = DiagnosticStatus.WARN if reasons else DiagnosticStatus.OK
+    level = DiagnosticStatus.ERROR if errors else DiagnosticStatus.WARN if reasons else DiagnosticStatus.OK
     message = "; ".join(reasons) if reasons else (
         f"ok: {window.input_hz:.1f} Hz in, {window.output_hz:.1f} Hz out")
     values = {
@@ -183,6 +192,7 @@ def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backe
         "backend": backend,
         "model": model,
         "intrinsics": window.intrinsics_source,
+        # After REP 117 marking: finite and within min_depth..max_depth.
         "valid depth (%)": "n/a" if window.valid_fraction is None else f"{100.0 * window.valid_fraction:.1f}",
         "last warning": window.last_warning,
     }
