@@ -100,3 +100,30 @@ def test_a_camera_with_exact_stamps_waits_for_its_own_info_not_the_previous_fram
     assert p.wait_s(stamp(1), 10.033, 10.034) > 0
     p.add_info(stamp(1), "info1", 10.05)
     assert p.match(stamp(1)) == "info1" and p.wait_s(stamp(1), 10.033, 10.05) == 0.0
+
+
+def test_synced_infos_let_a_waiting_thread_pair_with_an_info_that_arrives_later():
+    import threading
+    import time
+
+    from mde_ros.pipeline.pairing import SyncedCameraInfos
+
+    sync = SyncedCameraInfos(0.2)
+    arrival = time.perf_counter()
+    sync.add_image(stamp(0), arrival)
+    late = threading.Timer(0.03, lambda: sync.add_info(stamp(0), "info0"))
+    late.start()
+    pairing = sync.pair(stamp(0), arrival, publishers=1)
+    late.join()
+    assert pairing.info == "info0" and pairing.problem is None and 0.02 < pairing.waited_s < 0.2
+    # The next frame's CameraInfo never comes: the wait is bounded by the measured lag, then explained.
+    arrival = time.perf_counter()
+    sync.add_image(stamp(1), arrival)
+    pairing = sync.pair(stamp(1), arrival, publishers=1)
+    assert pairing.info == "info0"  # 33 ms away: the neighbour stands in within 200 ms tolerance
+    sync.tolerance_s = 0.01
+    arrival = time.perf_counter()
+    sync.add_image(stamp(2), arrival)
+    pairing = sync.pair(stamp(2), arrival, publishers=1)
+    assert pairing.info is None and pairing.problem[0] == "camera_info_late"
+    assert pairing.waited_s <= 0.01 + 0.05

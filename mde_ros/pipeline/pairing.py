@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import collections
 import statistics
+import threading
+import time
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 HISTORY = 16  # CameraInfos kept (about half a second at 30 Hz)
@@ -154,3 +156,52 @@ class CameraInfoPairer(Generic[T]):
             f"CameraInfo is late: none stamped within sync_tolerance={tolerance} s of this image arrived "
             f"{waited_s * 1000:.0f} ms after it (waited up to {self.wait_bound_s() * 1000:.0f} ms, {lag_text}; "
             f"the newest is stamped {-offset:.3f} s before the image)")
+
+
+@dataclass(frozen=True)
+class Pairing(Generic[T]):
+    info: T | None
+    waited_s: float
+    problem: tuple[str, str] | None  # (kind, message) from CameraInfoPairer.explain when info is None
+
+
+class SyncedCameraInfos(Generic[T]):
+    """A CameraInfoPairer shared by two threads: subscription callbacks add what arrives, the
+    inference thread waits (bounded, see CameraInfoPairer.wait_s) and pairs. `clock` must be the
+    one the caller's image arrival times come from."""
+
+    def __init__(self, tolerance_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._pairer: CameraInfoPairer[T] = CameraInfoPairer(tolerance_s)
+        self._changed = threading.Condition()
+        self._clock = clock
+
+    @property
+    def tolerance_s(self) -> float:
+        return self._pairer.tolerance_s
+
+    @tolerance_s.setter
+    def tolerance_s(self, value: float) -> None:
+        with self._changed:
+            self._pairer.tolerance_s = float(value)
+
+    def add_image(self, stamp_ns: int, arrival_s: float) -> None:
+        with self._changed:
+            self._pairer.add_image(stamp_ns, arrival_s)
+
+    def add_info(self, stamp_ns: int, info: T) -> None:
+        with self._changed:
+            self._pairer.add_info(stamp_ns, info, self._clock())
+            self._changed.notify_all()
+
+    def pair(self, stamp_ns: int, image_arrival_s: float, publishers: int | None = None) -> Pairing[T]:
+        with self._changed:
+            start = self._clock()
+            while True:
+                wait = self._pairer.wait_s(stamp_ns, image_arrival_s, self._clock(), publishers)
+                if wait <= 0:
+                    break
+                self._changed.wait(wait)
+            now = self._clock()
+            info = self._pairer.match(stamp_ns)
+            problem = None if info is not None else self._pairer.explain(stamp_ns, now - image_arrival_s, now)
+            return Pairing(info, now - start, problem)
