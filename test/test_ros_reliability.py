@@ -1,0 +1,351 @@
+"""The node under real camera traffic (issue 9): real rclpy publishers, short bursts, small images.
+
+CameraInfo pairing with lagging drivers, the per-frame budget, diagnostics that tell the truth,
+sender-controlled text, corrupt/odd compressed images, unknown parameters, bounded memory.
+"""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import CameraInfo, CompressedImage
+
+from mde_ros.models.card import ModelCard
+from test_ros_node import (CARD, CX, CY, FX, FY, HEIGHT, ROOT, WIDTH, PlaneBackend, Rig, bad_image, image_msg,
+                           info_msg, seconds_of, stamp_of, tiny_onnx_model, wait_for)
+
+DEPTH = "depth/image"
+
+
+@pytest.fixture
+def rig(rclpy_context, request):
+    rigs = []
+
+    def make(**kwargs):
+        rigs.append(Rig(rclpy_context, f"r_{request.node.name[5:25]}_{len(rigs)}".replace("[", "_").replace("]", "")
+                        .replace("-", "_"), **kwargs))
+        return rigs[-1]
+    yield make
+    for r in rigs:
+        r.close()
+
+
+def compressed(t, data, image_format, frame_id="camera_optical_frame"):
+    msg = CompressedImage(format=image_format, data=data)
+    msg.header.stamp, msg.header.frame_id = stamp_of(t), frame_id
+    return msg
+
+
+def big_black_png(width, height):
+    deflate = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * width)
+    body = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def last_values(r, predicate):
+    status = r.diagnostics(lambda values: predicate(values))
+    return status, {kv.key: kv.value for kv in status.values}
+
+
+# ---- pairing ---------------------------------------------------------------------------------------
+
+def test_camera_info_after_its_image_pairs_every_frame_from_the_first(rig):
+    """image_transport's CameraPublisher order (image, then CameraInfo 20 ms later) from frame one."""
+    r = rig(params={"sync_tolerance": 0.03})
+    r.exchange(0.2, info=None)  # discovery done; no CameraInfo seen yet
+    stamps = [1.0 + 0.05 * i for i in range(10)]
+    for i, t in enumerate(stamps):  # each frame's own fx, so a neighbour's CameraInfo would show
+        r.image_pub.publish(image_msg(t))
+        time.sleep(0.02)
+        r.info_pub.publish(info_msg(t, fx=FX + i))
+        time.sleep(0.03)
+    wait_for(lambda: all(r.with_stamp("depth/camera_info", t) for t in stamps))
+    assert [r.with_stamp("depth/camera_info", t)[-1].k[0] for t in stamps] == [FX + i for i in range(10)]
+    assert all(r.with_stamp("points", t) for t in stamps)
+    # ... and the other order (CameraInfo first) pairs as well.
+    for i, t in enumerate(s + 1.0 for s in stamps):
+        r.publish(image_msg(t), info_msg(t, fx=FX + 20 + i))
+        time.sleep(0.05)
+    wait_for(lambda: all(r.with_stamp("depth/camera_info", s + 1.0) for s in stamps))
+    assert not r.problems()["camera_info_late"]
+
+
+def test_one_lost_camera_info_costs_one_frame_and_the_message_names_the_late_side(rig):
+    r = rig(params={"sync_tolerance": 0.03})
+    r.exchange(0.5, need=("points",))
+    stamps = [1.0 + 0.05 * i for i in range(10)]
+    for i, t in enumerate(stamps):
+        r.image_pub.publish(image_msg(t))
+        time.sleep(0.01)
+        if i != 4:  # this CameraInfo is lost
+            r.info_pub.publish(info_msg(t))
+        time.sleep(0.04)
+    wait_for(lambda: all(r.with_stamp(DEPTH, t) for t in stamps))
+    wait_for(lambda: all(r.with_stamp("points", t) for i, t in enumerate(stamps) if i != 4))
+    assert not r.with_stamp("points", stamps[4]) and not r.with_stamp("depth/camera_info", stamps[4])
+    assert r.problems()["camera_info_late"] == 1
+    _, values = last_values(r, lambda v: "CameraInfo is late" in v["last warning"])
+    assert "waited up to" in values["last warning"]
+
+    # The other side: an image stamped 0.5 s before the CameraInfos that already arrived.
+    r.info_pub.publish(info_msg(3.0))
+    time.sleep(0.05)
+    r.image_pub.publish(image_msg(2.5))
+    wait_for(lambda: r.with_stamp(DEPTH, 2.5))
+    assert r.problems()["camera_info_unsynced"] == 1
+    last_values(r, lambda v: "the image is late" in v["last warning"])
+
+
+# ---- budget ----------------------------------------------------------------------------------------
+
+def test_frames_over_the_budget_are_rejected_before_decoding(rig):
+    r = rig(transport="compressed")
+    png = cv2.imencode(".png", np.zeros((HEIGHT, WIDTH, 3), np.uint8))[1].tobytes()
+    r.exchange(0.5, image=compressed(0.5, png, "png"))
+    started = time.perf_counter()
+    r.publish(compressed(1.0, big_black_png(8000, 6000), "png"))  # 144 MB of pixels in ~140 KB
+    wait_for(lambda: r.problems()["over_budget"] == 1)
+    assert time.perf_counter() - started < 2.0  # not decoded (that took 18 s and 5.5 GB)
+    assert not r.with_stamp(DEPTH, 1.0)
+    _, values = last_values(r, lambda v: "budget" in v["last warning"])
+    assert "8000x6000" in values["last warning"] and "budget.max_pixels" in values["last warning"]
+    r.exchange(1.5, image=compressed(1.5, png, "png"))  # and the next good frame goes through
+
+
+def test_budget_parameters_limit_raw_frames_and_outputs(rig):
+    r = rig(params={"budget.max_output_bytes": 10_000})
+    r.publish(bad_image(1.0, width=8000, height=6000, step=24000))  # a header that claims 144 MB
+    wait_for(lambda: r.problems()["over_budget"] == 1)
+    r.publish(image_msg(2.0), info_msg(2.0))  # 64x48 with every output: ~70 KB > 10 KB
+    wait_for(lambda: r.problems()["over_budget"] == 2)
+    assert not r.with_stamp(DEPTH, 2.0)
+    assert r.node.set_parameters([rclpy_parameter("budget.max_output_bytes", 0)])[0].successful  # 0: no limit
+    r.exchange(3.0)
+    assert r.node.set_parameters([rclpy_parameter("budget.max_pixels", 1000)])[0].successful
+    r.publish(image_msg(4.0), info_msg(4.0))
+    wait_for(lambda: r.problems()["over_budget"] == 3)
+
+
+def rclpy_parameter(name, value):
+    from rclpy.parameter import Parameter
+    return Parameter(name, value=value)
+
+
+# ---- diagnostics -----------------------------------------------------------------------------------
+
+def test_diagnostics_count_valid_depth_after_marking_and_turn_error_when_none_is(rig):
+    r = rig(backend=PlaneBackend(depth_m=50.0))  # beyond the card's 10 m: every pixel +Inf
+    r.exchange(1.0)
+    status, values = last_values(r, lambda v: v["valid depth (%)"] != "n/a")
+    assert values["valid depth (%)"] == "0.0"
+    assert status.level == DiagnosticStatus.ERROR and "only 0.0 % of depth pixels are valid" in status.message
+
+
+def test_an_implausible_focal_length_is_an_error_naming_k(rig):
+    card = ModelCard(name="rescale-card", architecture="external", input_height=24, input_width=32,
+                     min_depth=0.1, max_depth=10.0, train_focal_px=20.0)
+    r = rig(card=card)
+    r.exchange(1.0, need=("points",), info=info_msg(1.0, fx=1.0, fy=1.0))
+    status, _ = last_values(r, lambda v: True)
+    assert status.level == DiagnosticStatus.ERROR
+    assert "rescale factor" in status.message and "fx=1 (K[0])" in status.message
+
+
+def test_camera_info_problems_are_named_per_field_and_bounded(rig):
+    r = rig()
+    r.exchange(0.5, need=("points",))
+    nan_cx = info_msg(1.0, cx=float("nan"))
+    r.publish(image_msg(1.0), nan_cx)
+    wait_for(lambda: r.problems()["camera_info_invalid"] == 1)
+    _, values = last_values(r, lambda v: "cx=nan" in v["last warning"])
+    assert "fx" not in values["last warning"].split("CameraInfo")[1].split(";")[0]
+
+    huge_d = info_msg(2.0)
+    huge_d.d = np.zeros(2_000_000)
+    r.publish(image_msg(2.0), huge_d)
+    wait_for(lambda: r.problems()["camera_info_invalid"] == 2)
+    wait_for(lambda: r.with_stamp(DEPTH, 2.0))
+    assert not r.with_stamp("depth/camera_info", 2.0)  # never copied into our output
+    _, values = last_values(r, lambda v: "2000000 values" in v["last warning"])
+    assert len(values["last warning"]) < 300
+
+
+def test_sender_strings_are_cut_before_logs_diagnostics_and_outputs(rig):
+    r = rig()
+    r.exchange(0.5)
+    r.publish(bad_image(1.0, encoding="e" * 1_000_000))
+    wait_for(lambda: r.problems()["bad_image"] == 1)
+    status, values = last_values(r, lambda v: "1000000 characters" in v["last warning"])
+    assert len(values["last warning"]) < 400
+    assert all(len(kv.value) < 1000 for kv in status.values) and len(status.message) < 1000
+    r.publish(image_msg(2.0, frame_id="f" * 1_000_000), info_msg(2.0))
+    wait_for(lambda: r.problems()["bad_image"] == 2)
+    assert not r.with_stamp(DEPTH, 2.0)
+
+
+# ---- compressed input ------------------------------------------------------------------------------
+
+def test_compressed_format_is_honoured_and_corrupt_images_are_rejected_quietly(rig, capfd):
+    r = rig(transport="compressed")
+    smooth = np.dstack([*np.meshgrid(np.arange(WIDTH) * 4, np.arange(HEIGHT) * 5), np.full((HEIGHT, WIDTH), 90)])
+    jpeg = cv2.imencode(".jpg", smooth.astype(np.uint8))[1].tobytes()
+    r.exchange(0.5, image=compressed(0.5, jpeg, "bgr8; jpeg compressed bgr8"))
+    depth16 = cv2.imencode(".png", np.full((HEIGHT, WIDTH), 1500, np.uint16))[1].tobytes()
+    damaged = bytearray(jpeg)
+    start = jpeg.index(b"\xff\xda") + 20
+    damaged[start:start + 40] = b"\xff\xd0" * 20
+    cases = [
+        (compressed(1.0, depth16, "16UC1; png compressed"), "not an 8-bit colour"),
+        (compressed(1.1, depth16, "png"), "16-bit greyscale PNG"),
+        (compressed(1.2, cv2.imencode(".bmp", smooth.astype(np.uint8))[1].tobytes(), "bmp"), "not JPEG or PNG"),
+        (compressed(1.3, jpeg[: len(jpeg) // 2], "jpeg"), "truncated JPEG"),
+    ] + [(compressed(2.0 + 0.1 * i, bytes(damaged), "jpeg"), "Corrupt JPEG") for i in range(5)]
+    for count, (msg, expected) in enumerate(cases, start=1):
+        r.publish(msg)
+        wait_for(lambda: r.problems()["bad_image"] == count)
+        last_values(r, lambda v: expected in v["last warning"])
+        assert not r.with_stamp(DEPTH, seconds_of(msg.header))
+    # libjpeg's own stderr line is captured: only the node's throttled warning may mention it.
+    err = capfd.readouterr().err
+    assert err.count("Corrupt JPEG data") <= 1, err
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+
+def test_misspelt_parameters_are_warned_about_at_start_up(rig, capfd):
+    rig(params={"cloud.decimaton": 2, "scan.range_mx": 3.0})
+    err = capfd.readouterr().err
+    assert "unknown parameter 'cloud.decimaton' ignored: did you mean cloud.decimation?" in err
+    assert "did you mean scan.range_max?" in err
+
+
+def test_a_params_file_for_another_node_is_warned_about(tmp_path):
+    model = tiny_onnx_model(tmp_path, 2.0)
+    params = tmp_path / "other.yaml"
+    params.write_text("other_node:\n  ros__parameters:\n    cloud:\n      decimation: 2\n")
+    process = subprocess.Popen([sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args", "--params-file",
+                                str(params), "-p", f"model:={model}", "-p", "backend:=onnxruntime",
+                                "-r", "__ns:=/paramfile"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=dict(os.environ))
+    try:
+        output = ""
+        deadline = time.monotonic() + 40
+        while "has no entry for this node" not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert "has no entry for this node (/paramfile/mde_depth)" in output, output
+        assert "other_node" in output
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+# ---- memory ----------------------------------------------------------------------------------------
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, threading, time, struct, zlib
+    import numpy as np, cv2, rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+    from mde_ros.ros.depth_node import DepthNode
+
+    def rss_mb():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    big_png = bytes.fromhex(sys.argv[1]) if len(sys.argv) > 1 else None
+    rclpy.init()
+    node = DepthNode(parameter_overrides=[Parameter("model", value=sys.argv[2]),
+                                          Parameter("backend", value="onnxruntime"),
+                                          Parameter("image_transport", value="compressed")],
+                     namespace="/mem")
+    probe = rclpy.create_node("probe", namespace="/mem")
+    got = []
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    probe.create_subscription(Image, "depth/image", lambda m: got.append(m.header.stamp.sec), reliable)
+    pub = probe.create_publisher(CompressedImage, "image/compressed", reliable)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node); executor.add_node(probe)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    while pub.get_subscription_count() == 0:
+        time.sleep(0.05)
+
+    def send(sec, data, wait=True):
+        msg = CompressedImage(format="jpeg" if data[:2] == b"\\xff\\xd8" else "png", data=data)
+        msg.header.stamp.sec = sec
+        msg.header.frame_id = "camera_optical_frame"
+        for _ in range(50):
+            pub.publish(msg)
+            end = time.monotonic() + 0.5
+            while wait and sec not in got and time.monotonic() < end:
+                time.sleep(0.005)
+            if not wait or sec in got:
+                return
+
+    rng = np.random.default_rng(0)
+    small = cv2.imencode(".jpg", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))[1].tobytes()
+    large = cv2.imencode(".jpg", rng.integers(0, 255, (2160, 3840, 3), dtype=np.uint8))[1].tobytes()
+    for sec in range(1, 8):
+        send(sec, small)
+    steady, steady_peak = rss_mb(), peak_mb()
+    before = node._stats.totals()[3]["over_budget"]
+    for sec in range(100, 103):
+        send(sec, big_png, wait=False)
+    while node._stats.totals()[3]["over_budget"] < before + 3:
+        time.sleep(0.01)
+    rejected, rejected_peak = rss_mb(), peak_mb()
+    send(200, large)  # a 4K frame: accepted, processed, then released
+    large_peak = peak_mb()
+    for sec in range(300, 306):
+        send(sec, small)
+    after = rss_mb()
+    print(json.dumps(dict(steady=steady, steady_peak=steady_peak, rejected=rejected, rejected_peak=rejected_peak,
+                          large_peak=large_peak, after=after, big_png_bytes=len(big_png))))
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown()
+""")
+
+
+def test_memory_returns_to_the_steady_state_after_rejected_and_accepted_large_frames(tmp_path):
+    """Measured in a subprocess: a 140 KB 8000x6000 PNG is rejected at its header (no growth at all),
+    a 4K JPEG is processed and its memory returned."""
+    from mde_ros.resources import default_model_path
+
+    script = tmp_path / "memory.py"
+    script.write_text(MEMORY_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), big_black_png(8000, 6000).hex(), str(default_model_path())],
+                            capture_output=True, text=True, timeout=180, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["big_png_bytes"] < 300_000
+    # Rejected frames cost no more than their message: the peak does not move beyond noise.
+    assert figures["rejected_peak"] - figures["steady_peak"] < 30, figures
+    assert figures["rejected"] - figures["steady"] < 30, figures
+    # A 4K frame takes what it needs, then the process returns to the steady state.
+    assert figures["large_peak"] > figures["steady_peak"]
+    assert figures["after"] - figures["steady"] < 40, figures
