@@ -338,7 +338,7 @@ def _output_config(args: argparse.Namespace) -> OutputConfig:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
-    from mde_ros.models.card import CardError
+    from mde_ros.models.card import CardError, require_metres
     from mde_ros.pipeline.estimator import EstimatorConfig
 
     out = args.out or args.bag.with_name(args.bag.name + "_depth")
@@ -355,6 +355,11 @@ def run(args: argparse.Namespace) -> int:
     except (CardError, BackendUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"mde-ros replay: cannot load the model: {exc}", file=sys.stderr)
         return 1
+    try:
+        require_metres(estimator.card, bool(getattr(args, "anchors", None)), "replay (depth, points, scan in metres)")
+    except CardError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
     try:
         summary = run_replay(args.bag, out, estimator=estimator, image_topic=args.image_topic,
                              camera_info_topic=args.camera_info_topic, output_config=config,

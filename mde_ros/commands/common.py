@@ -20,7 +20,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     group.add_argument("--device", default="cpu", help="cpu or cuda")
     group.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    group.add_argument("--resize-policy", default="stretch", choices=RESIZE_POLICIES)
+    group.add_argument("--resize-policy", default=None, choices=RESIZE_POLICIES,
+                       help="override the model card's resize policy (default: the card's)")
     group.add_argument("--no-rescale", action="store_true",
                        help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
 

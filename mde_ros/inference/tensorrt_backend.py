@@ -23,7 +23,8 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 
 from mde_ros.inference.base import (PRECISIONS, Backend, BackendUnavailable, as_network_batch,
-                                    check_network_output, parse_device, resolve_io_name)
+                                    check_network_output, parse_device, resolve_extra_output,
+                                    resolve_io_name)
 from mde_ros.atomic import write_bytes_atomically
 from mde_ros.inference.cache import cache_dir, onnx_for_model
 from mde_ros.models.card import ModelCard
@@ -266,6 +267,10 @@ class TensorRTBackend(Backend):
         self.device, self.precision, self.card = device, precision, card
         self.profile = optimization_profile(card, self.config)
         self.onnx_path = onnx_for_model(model_path)
+        # Names and output ranks are checked from the ONNX graph before minutes of engine building.
+        from mde_ros.models.onnx_io import check_model_io
+
+        check_model_io(self.onnx_path, card)
         onnx_bytes = self.onnx_path.read_bytes()
         gpu_name = torch.cuda.get_device_name(self._device)
         self.key_parts = engine_key_parts(onnx_bytes, trt.__version__, gpu_name, self.config, self.profile)
@@ -297,13 +302,20 @@ class TensorRTBackend(Backend):
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.input_name = resolve_io_name(self.card.input_name, inputs, "input", self.onnx_path)
         self.output_name = resolve_io_name(self.card.output_name, outputs, "output", self.onnx_path)
+        self.sky_name = resolve_extra_output(self.card, outputs, self.onnx_path)
+        # Every output gets a buffer (TensorRT needs an address for each), the depth one first.
+        self._outputs = [self.output_name] + [n for n in outputs if n != self.output_name]
         dtypes = {}
-        for name in (self.input_name, self.output_name):
+        for name in [self.input_name, *self._outputs]:
             np_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            if np_dtype not in _TORCH_DTYPES and name not in (self.input_name, self.output_name, self.sky_name):
+                dtypes[name] = self._torch.from_numpy(np.empty(0, np_dtype)).dtype  # unused output: any type
+                continue
             if np_dtype not in _TORCH_DTYPES:
                 raise ValueError(f"{self.onnx_path}: tensor {name!r} is {np_dtype}; expected float32/16")
             dtypes[name] = getattr(self._torch, _TORCH_DTYPES[np_dtype])
         self._input_dtype, self._output_dtype = dtypes[self.input_name], dtypes[self.output_name]
+        self._dtypes = dtypes
 
     def _build(self) -> None:
         trt, config, paths = self._trt, self.config, self.paths
@@ -369,6 +381,9 @@ class TensorRTBackend(Backend):
         self._calibrator = calibrator  # TensorRT holds no Python reference to it
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.infer_outputs(batch)["depth"]
+
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = as_network_batch(batch)
         shape = batch.shape
         if not all(lo <= s <= hi for lo, s, hi in zip(self.profile.min, shape, self.profile.max)):
@@ -380,14 +395,16 @@ class TensorRTBackend(Backend):
             x = torch.from_numpy(batch).to(self._device, self._input_dtype)
             if not self._context.set_input_shape(self.input_name, shape):
                 raise RuntimeError(f"TensorRT rejected input shape {shape}; see the TensorRT log")
-            out = torch.empty(tuple(self._context.get_tensor_shape(self.output_name)),
-                              dtype=self._output_dtype, device=self._device)
+            outs = {name: torch.empty(tuple(self._context.get_tensor_shape(name)), dtype=self._dtypes[name],
+                                      device=self._device) for name in self._outputs}
             self._context.set_tensor_address(self.input_name, x.data_ptr())
-            self._context.set_tensor_address(self.output_name, out.data_ptr())
+            for name, out in outs.items():
+                self._context.set_tensor_address(name, out.data_ptr())
             if not self._context.execute_async_v3(stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed; see the TensorRT log")
-            result = out.float().cpu().numpy()  # .cpu() waits for the stream
-        return check_network_output(result, shape, self.name)
+            wanted = {"depth": self.output_name, **({"sky": self.sky_name} if self.sky_name else {})}
+            results = {role: outs[name].float().cpu().numpy() for role, name in wanted.items()}  # waits
+        return {role: check_network_output(results[role], shape, self.name, name) for role, name in wanted.items()}
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "precision": self.precision,
