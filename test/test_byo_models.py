@@ -195,12 +195,12 @@ def test_old_cards_load_with_todays_behaviour():
 @pytest.mark.parametrize("change, message", [
     ({"output": "depth_in_feet"}, "output must be one of"),
     ({"input_height": 500, "size_multiple": 14}, "not a multiple of the model's patch size"),
-    ({"input_height": "518"}, "input_height must be an integer"),
-    ({"mean": "imagenet"}, "mean must be a list of 3 numbers"),
+    ({"input_height": "518"}, "'input_height' must be an integer"),
+    ({"mean": "imagenet"}, "'mean' must be a list of 3 numbers"),
     ({"resize_policy": "crop"}, "resize_policy must be one of"),
     ({"pad_value": [0, 0, 300]}, "pad_value"),
     ({"canonical_focal_px": 1000.0, "train_focal_px": 500.0}, "not both"),
-    ({"sky_threshold": None}, "sky_threshold must be a number"),
+    ({"sky_threshold": None}, "'sky_threshold' must be a number"),
 ])
 def test_bad_cards_get_one_clear_message(change, message):
     data = {"name": "bad", "architecture": "external", "input_height": 518, "input_width": 518, **change}

@@ -79,7 +79,6 @@ class ModelCard:
     sky_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        self._check_types()
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         if self.pad_value is not None:
@@ -91,44 +90,6 @@ class ModelCard:
     def is_relative(self) -> bool:
         """Affine-invariant output: metres only through scale anchors."""
         return self.output in RELATIVE_KINDS
-
-    def _check_types(self) -> None:
-        """A wrong JSON type (a string size, a list where a number goes) gets a message naming the key."""
-        def fail(key: str, wanted: str) -> None:
-            raise CardError(f"card {self.name!r}: {key} must be {wanted}, got "
-                            f"{getattr(self, key)!r} ({type(getattr(self, key)).__name__})")
-
-        def is_number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-        if not isinstance(self.name, str):
-            fail("name", "a string")
-        for key in ("architecture", "output", "input_name", "output_name", "resize_policy", "resize_side",
-                    "interpolation", "channel_order", "normalization", "focal_rule"):
-            if not isinstance(getattr(self, key), str):
-                fail(key, "a string")
-        for key in ("input_height", "input_width", "size_multiple"):
-            if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
-                fail(key, "an integer")
-        for key in ("output_scale", "output_shift", "min_depth", "max_depth", "value_range", "sky_threshold"):
-            if not is_number(getattr(self, key)):
-                fail(key, "a number")
-        for key in ("train_focal_px", "canonical_focal_px"):
-            if getattr(self, key) is not None and not is_number(getattr(self, key)):
-                fail(key, "a number or null")
-        if self.sky_output is not None and not isinstance(self.sky_output, str):
-            fail("sky_output", "an output name or null")
-        for key in ("mean", "std"):
-            value = getattr(self, key)
-            if not isinstance(value, (list, tuple)) or not all(is_number(v) for v in value):
-                fail(key, "a list of 3 numbers")
-        pad = self.pad_value
-        if pad is not None and not is_number(pad) and not (
-                isinstance(pad, (list, tuple)) and len(pad) == 3 and all(is_number(v) for v in pad)):
-            fail("pad_value", "null, a number or 3 numbers (RGB, 0..255)")
-        for key in ("arch_kwargs", "provenance", "metrics"):
-            if not isinstance(getattr(self, key), dict):
-                fail(key, "a mapping")
 
     def validate(self) -> None:
         if self.output not in OUTPUT_KINDS:
@@ -188,6 +149,7 @@ class ModelCard:
         missing = [k for k in ("name", "architecture", "input_height", "input_width") if k not in data]
         if missing:
             raise CardError(f"model card lacks required keys: {missing}")
+        _check_types(data)
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
@@ -225,6 +187,46 @@ def require_metres(card: ModelCard, anchored: bool, consumer: str) -> None:
 
 def _nearest_multiple(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a string"), "architecture": ((str,), "a string"),
+    "input_height": ((int,), "an integer"), "input_width": ((int,), "an integer"),
+    "arch_kwargs": ((dict,), "a mapping"), "provenance": ((dict,), "a mapping"), "metrics": ((dict,), "a mapping"),
+    "output": ((str,), "a string"), "output_scale": (_NUMBER, "a number"), "output_shift": (_NUMBER, "a number"),
+    "min_depth": (_NUMBER, "a number"), "max_depth": (_NUMBER, "a number"),
+    "train_focal_px": ((*_NUMBER, type(None)), "a number or null"),
+    "input_name": ((str,), "a string"), "output_name": ((str,), "a string"),
+    "resize_policy": ((str,), "a string"), "resize_side": ((str,), "a string"),
+    "size_multiple": ((int,), "an integer"), "interpolation": ((str,), "a string"),
+    "value_range": (_NUMBER, "a number"), "channel_order": ((str,), "a string"),
+    "normalization": ((str,), "a string"), "focal_rule": ((str,), "a string"),
+    "canonical_focal_px": ((*_NUMBER, type(None)), "a number or null"),
+    "sky_output": ((str, type(None)), "an output name or null"), "sky_threshold": (_NUMBER, "a number"),
+}
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    """CardError naming the key whose value has the wrong type (a hand-written card with
+    "min_depth": "0.1" or "mean": 0.5 must not end in a TypeError deep inside the pipeline)."""
+    for key, value in data.items():
+        if key in ("mean", "std"):
+            ok = (isinstance(value, (list, tuple)) and len(value) == 3
+                  and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value))
+            expected = "a list of 3 numbers"
+        elif key == "pad_value":
+            ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool)) or (
+                isinstance(value, (list, tuple)) and len(value) == 3
+                and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value))
+            expected = "null, a number or 3 numbers (RGB, 0..255)"
+        elif key in _FIELD_TYPES:
+            types, expected = _FIELD_TYPES[key]
+            ok = isinstance(value, types) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            raise CardError(f"model card key {key!r} must be {expected}, got {value!r:.60}")
 
 
 def card_path_for(model_path: str | Path) -> Path:
