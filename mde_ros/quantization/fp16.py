@@ -24,7 +24,15 @@ OP_BLOCK_LIST = ("Resize", "Upsample", "Range", "NonMaxSuppression", "TopK", "Ro
 def convert_to_fp16(source: str | Path, target: str | Path) -> Path:
     """Write the fp16 version of the ONNX `source` to `target` (+ its card)."""
     import onnx
-    from onnxconverter_common import float16
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        from mde_ros.inference.base import BackendUnavailable
+
+        raise BackendUnavailable(f"precision fp16 converts the model with onnxconverter-common, which is not "
+                                 f"installed ({exc}): pip install onnxconverter-common, or put a "
+                                 f"{source.stem}.fp16.onnx made from this model beside it") from exc
 
     source, target = Path(source), Path(target)
     card = load_card_for(source)
