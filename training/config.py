@@ -13,7 +13,7 @@ leaves out, so code may index any key listed here)::
       name: nyu_mat             # nyu_mat | nyu_csv | kitti | cityscapes | folder | synthetic (required)
       root: /datasets/nyu       # dataset folder
       input_size: [240, 320]    # [height, width] of every sample (network input)
-      min_depth: 0.001          # GT outside (min_depth, max_depth] is invalid
+      min_depth: 0.001          # training targets: GT in (min_depth, max_depth]; evaluation: strictly inside
       max_depth: 10.0           # metres; also the model's output range
       augment: {}               # training.transforms.build_transforms; train split only
       ...                       # per-dataset keys (see each reader's docstring)

@@ -38,9 +38,13 @@ class DepthDataset(Dataset, abc.ABC):
 
         image       float32 (3,H,W) RGB in [0, 1], not normalised (the model wrapper applies the card's mean/std)
         depth       float32 (1,H,W) metres, 0 where invalid
-        valid       bool    (1,H,W): finite and in (min_depth, max_depth]
+        valid       bool    (1,H,W): finite and in (min_depth, max_depth]: training keeps GT equal to
+                            max_depth (DenseDepth's saturated 8-bit 255 = 10 m); evaluation drops it
+                            (strict range rule, mde_ros.metrics.gt_in_range)
         intrinsics  float32 [fx, fy, cx, cy] at (H, W); NaN when the camera is unknown
         index       int
+        gt_depth    float32 (1,h,w) val/test only: the ground truth at its OWN resolution (h, w), as
+        gt_valid    bool    (1,h,w) read (and cropped by the reader), before any resize: what is scored
 
     (H, W) is ``input_size`` for every split. Random augmentation (train split only) draws from
     torch's generator, so ``torch.manual_seed`` and DataLoader worker seeding make runs repeatable.
@@ -86,15 +90,21 @@ class DepthDataset(Dataset, abc.ABC):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
         raw = self.load(index)
-        frame = self.transform(self.to_frame(raw), self._rng())
+        native = self.to_frame(raw)
+        frame = self.transform(native, self._rng())
         valid = frame.valid & (frame.depth > 0)
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(frame.image.transpose(2, 0, 1), dtype=np.float32)),
             "depth": torch.from_numpy(np.ascontiguousarray(np.where(valid, frame.depth, 0), dtype=np.float32)[None]),
             "valid": torch.from_numpy(np.ascontiguousarray(valid)[None]),
             "intrinsics": torch.tensor(frame.intrinsics, dtype=torch.float32),
             "index": index,
         }
+        if self.split != "train":
+            # The evaluation protocol scores at the ground truth's own resolution (BTS/AdaBins/DA-V2).
+            item["gt_depth"] = torch.from_numpy(np.ascontiguousarray(native.depth, dtype=np.float32)[None])
+            item["gt_valid"] = torch.from_numpy(np.ascontiguousarray(native.valid)[None])
+        return item
 
     def to_frame(self, raw: RawSample) -> Frame:
         """Mask invalid depth (0 / NaN / inf / outside the range) and convert the image to [0, 1]."""
