@@ -5,7 +5,7 @@ import abc
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -139,17 +139,48 @@ def chunk_indices(n: int, chunk_size: int | None, seed: int, epoch: int) -> list
     return [order[start:start + size] for start in range(0, n, max(size, 1))]
 
 
-def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 0) -> list:
+def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 0,
+                  groups: Sequence[str] | None = None) -> list:
     """Carve a validation set out of a training list for datasets without an official one.
 
-    The hold-out is a seeded random subset, so train and val never overlap and stay the same across runs.
+    The hold-out is a seeded random subset, so train and val never overlap and stay the same across
+    runs. With ``groups`` (one scene name per item) whole scenes are held out, never single frames:
+    neighbouring frames of one video are near-duplicates, and a val frame whose neighbour is in train
+    measures memory, not generalisation. ``val_fraction`` is then the share of scenes.
     """
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    count = max(1, int(round(len(items) * val_fraction)))
-    held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
-    keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
-    return [item for i, item in enumerate(items) if keep(i)]
+    if groups is None:
+        count = max(1, int(round(len(items) * val_fraction)))
+        held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
+        keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
+        return [item for i, item in enumerate(items) if keep(i)]
+    if len(groups) != len(items):
+        raise DatasetError(f"{len(groups)} scene names for {len(items)} items")
+    scenes = sorted(set(groups))
+    count = max(1, int(round(len(scenes) * val_fraction)))
+    if count >= len(scenes):
+        raise DatasetError(f"val_fraction={val_fraction} of {len(scenes)} scene(s) leaves no training scene")
+    held_scenes = {scenes[i] for i in np.random.default_rng(seed).permutation(len(scenes))[:count].tolist()}
+    return scene_split(items, groups, split, held_scenes)
+
+
+def scene_split(items: Sequence, groups: Sequence[str], split: str, val_scenes: Iterable[str]) -> list:
+    """Items of the named scenes for ``val``, the others for ``train`` (BTS's scene-list idea)."""
+    val_scenes = set(val_scenes)
+    if split == "val":
+        return [item for item, group in zip(items, groups) if group in val_scenes]
+    return [item for item, group in zip(items, groups) if group not in val_scenes]
+
+
+def read_scene_list(value: str | Sequence[str], root: Path) -> list[str]:
+    """``val_scenes``: a list of scene names, or a text file (relative to root) with one scene per line."""
+    if isinstance(value, str):
+        path = require_file(root / value, "scene list (data.val_scenes)")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise DatasetError(f"data.val_scenes must be a list of scene names or a file, got {value!r}")
+    return list(value)
 
 
 def require_file(path: Path, what: str) -> Path:
