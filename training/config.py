@@ -49,7 +49,8 @@ leaves out, so code may index any key listed here)::
                                 # a previous phase's name (its best checkpoint) or a checkpoint path.
                                 # null: one phase from optim.lr and train.epochs (see phases()).
       # optional, read by training/train.py with its own defaults: log_every, vis_samples,
-      # tensorboard, deterministic
+      # tensorboard, deterministic, progress_every (steps) / progress_seconds (30): log lines
+      # instead of a progress bar when stderr is not a terminal (training/progress.py)
     eval:
       crop: none                # eigen | garg | none
       min_depth: 0.001
@@ -128,6 +129,16 @@ class ConfigError(ValueError):
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
     """Load a recipe (following ``_base_``), apply ``a.b.c=value`` overrides, fill defaults, validate."""
     cfg = _load_with_bases(Path(path), seen=())
+    for override in overrides:
+        _apply_override(cfg, override)
+    merged = _deep_merge(copy.deepcopy(DEFAULTS), cfg)
+    validate_config(merged)
+    return merged
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str] = ()) -> dict:
+    """A resolved config (a checkpoint's, a saved config.yaml) with ``a.b.c=value`` overrides, validated."""
+    cfg = copy.deepcopy(cfg)
     for override in overrides:
         _apply_override(cfg, override)
     merged = _deep_merge(copy.deepcopy(DEFAULTS), cfg)

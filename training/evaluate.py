@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -215,16 +214,13 @@ def visual_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.
 # ------------------------------------------------------------------------------------- CLI
 
 def _resolve_config(config_path: Path | None, overrides: list[str], checkpoint_cfg: dict | None) -> dict:
-    from training.config import load_config, save_config
+    from training.config import apply_overrides, load_config
 
     if config_path is not None:
         return load_config(config_path, overrides)
     if checkpoint_cfg is None:
         raise ValueError("a model bundle carries no dataset config: pass --config training/configs/X.yaml")
-    with tempfile.TemporaryDirectory() as tmp:
-        # Round trip through the config loader so key=value overrides apply to the checkpoint's recipe.
-        save_config(checkpoint_cfg, Path(tmp) / "config.yaml")
-        return load_config(Path(tmp) / "config.yaml", overrides)
+    return apply_overrides(checkpoint_cfg, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import ConfigError
     from training.datasets import build_dataset
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)   # key=value may come before or after the options
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         model_path = find_checkpoint(args.model) if args.model.is_dir() else args.model
