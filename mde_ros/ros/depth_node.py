@@ -39,7 +39,7 @@ from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
-from mde_ros.ros import messages, naming
+from mde_ros.ros import messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
@@ -539,10 +539,22 @@ class DepthNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run mde_ros depth_node` and `mde-ros node`; `args` as sys.argv (ROS args)."""
-    rclpy.init(args=args)
+    argv = list(sys.argv if args is None else args)
+    problem = next(filter(None, map(paramcheck.params_file_problem, paramcheck.params_files(argv))), None)
+    if problem:  # rcl would raise it from rclpy.init as a traceback
+        print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
+        return 1
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl's RCLError for other bad --ros-args
+        print(f"[FATAL] [{NODE_NAME}]: cannot start: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     node = None
     try:
         node = DepthNode()
+        for warning in paramcheck.unmatched_params_files(paramcheck.params_files(argv),
+                                                         node.get_fully_qualified_name()):
+            node.get_logger().warning(warning)
         rclpy.spin(node)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
