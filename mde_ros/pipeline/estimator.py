@@ -56,11 +56,9 @@ class DepthResult:
     # all NaN (no metres until scale anchors fit scale and shift: postprocess.relative_to_depth).
     relative: np.ndarray | None = None
     sky: np.ndarray | None = None  # HxW bool where the model's sky output says sky (cards with sky_output)
-
-    @property
-    def is_metric(self) -> bool:
-        """Whether `depth` holds metres (False for a relative model until anchored)."""
-        return self.relative is None
+    # Whether `depth` holds metres: False for a relative model until scale anchoring fills `depth`
+    # (postprocess.relative_to_depth) and sets it True.
+    is_metric: bool = True
 
 
 class DepthEstimator:
@@ -161,4 +159,4 @@ class DepthEstimator:
         done = time.perf_counter()
         timings = {"preprocess": after_preprocess - start, "network": after_network - after_preprocess,
                    "postprocess": done - after_network}
-        return DepthResult(depth, intrinsics, rescale, timings, warnings, relative, sky)
+        return DepthResult(depth, intrinsics, rescale, timings, warnings, relative, sky, is_metric=relative is None)
