@@ -3,7 +3,10 @@
     ros2 launch mde_ros depth.launch.py image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info
     ros2 launch mde_ros depth.launch.py params_file:=my_depth.yaml backend:=tensorrt use_rviz:=true
 
-backend and model override the params file only when given, so a params file stays authoritative.
+backend, model, device, precision and the backend options (dla_core, workspace_mb, int8_model, ...)
+override the params file only when given, so a params file stays authoritative:
+
+    ros2 launch mde_ros depth.launch.py backend:=tensorrt device:=cuda precision:=int8 dla_core:=0
 """
 import os
 from pathlib import Path
@@ -24,9 +27,35 @@ def _share_dir() -> str:
         return str(Path(__file__).resolve().parents[1])
 
 
+# launch argument -> (node parameter, type); mde_ros.inference.options.BACKEND_OPTIONS is the source.
+OVERRIDES = {
+    "backend": ("backend", str), "model": ("model", str), "device": ("device", str),
+    "precision": ("precision", str), "intra_op_threads": ("onnxruntime.intra_op_threads", int),
+    "trt_provider": ("onnxruntime.trt_provider", bool), "workspace_mb": ("tensorrt.workspace_mb", int),
+    "dla_core": ("tensorrt.dla_core", int), "max_batch": ("tensorrt.max_batch", int),
+    "min_size": ("tensorrt.min_size", str), "max_size": ("tensorrt.max_size", str),
+    "typing": ("tensorrt.typing", str), "rebuild_engine": ("tensorrt.rebuild", bool),
+    "int8_model": ("int8.model", str), "calibration": ("int8.calibration", str),
+}
+
+
+def _typed(text: str, kind: type):
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return kind(text)
+
+
 def _depth_node(context):
-    overrides = {name: LaunchConfiguration(name).perform(context) for name in ("backend", "model")}
-    overrides = {name: value for name, value in overrides.items() if value}
+    overrides = {}
+    for argument, (parameter, kind) in OVERRIDES.items():
+        text = LaunchConfiguration(argument).perform(context)
+        if text:
+            try:
+                overrides[parameter] = _typed(text, kind)
+            except ValueError as exc:
+                raise RuntimeError(f"launch argument {argument}:={text}: {exc}") from exc
     return [Node(
         package="mde_ros",
         executable="depth_node",
@@ -49,6 +78,29 @@ def generate_launch_description() -> LaunchDescription:
                               description="auto | torch | onnxruntime | tensorrt; empty: the params file's"),
         DeclareLaunchArgument("model", default_value="",
                               description="model file (.onnx with card or .pt bundle); empty: the params file's"),
+        DeclareLaunchArgument("device", default_value="", description="cpu | cuda | cuda:N; empty: the params file's"),
+        DeclareLaunchArgument("precision", default_value="",
+                              description="fp32 | fp16 | int8 (the Q/DQ model); empty: the params file's"),
+        DeclareLaunchArgument("intra_op_threads", default_value="",
+                              description="onnxruntime.intra_op_threads; empty: the params file's"),
+        DeclareLaunchArgument("trt_provider", default_value="",
+                              description="onnxruntime.trt_provider (true/false); empty: the params file's"),
+        DeclareLaunchArgument("workspace_mb", default_value="",
+                              description="tensorrt.workspace_mb; empty: the params file's"),
+        DeclareLaunchArgument("dla_core", default_value="",
+                              description="tensorrt.dla_core (-1: GPU); empty: the params file's"),
+        DeclareLaunchArgument("max_batch", default_value="", description="tensorrt.max_batch; empty: the params file's"),
+        DeclareLaunchArgument("min_size", default_value="",
+                              description="tensorrt.min_size HxW; empty: the params file's"),
+        DeclareLaunchArgument("max_size", default_value="",
+                              description="tensorrt.max_size HxW; empty: the params file's"),
+        DeclareLaunchArgument("typing", default_value="",
+                              description="tensorrt.typing auto | strong | weak; empty: the params file's"),
+        DeclareLaunchArgument("rebuild_engine", default_value="",
+                              description="tensorrt.rebuild (true/false); empty: the params file's"),
+        DeclareLaunchArgument("int8_model", default_value="", description="int8.model; empty: the params file's"),
+        DeclareLaunchArgument("calibration", default_value="",
+                              description="int8.calibration (images folder or bag); empty: the params file's"),
         DeclareLaunchArgument("image_topic", default_value="image",
                               description="input sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8)"),
         DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
