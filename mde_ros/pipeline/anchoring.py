@@ -58,7 +58,7 @@ class GroundPrior:
     camera_height: float
     pitch: float | None = None
     roll: float | None = None
-    max_tilt: float = math.radians(35.0)  # without pitch/roll: how far the floor may tilt from level
+    max_tilt: float = math.radians(20.0)  # without pitch/roll: how far the floor may tilt from level
     tolerance: float = 0.03  # floor inlier band, as a fraction of the camera height
 
 
