@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from mde_ros.pipeline.intrinsics import Intrinsics
@@ -33,7 +34,7 @@ REJECT_REASONS = ("nan", "negative", "range_limits", "field_of_view", "outside_i
                   "frame", "no_prediction", "no_floor", "no_intrinsics", "bad_cloud")
 MAX_CONE_POINTS = 40_000  # predicted points examined per range reading (stride-subsampled)
 MAX_FLOOR_POINTS = 6_000  # predicted points the floor fit samples
-MIN_FLOOR_FRACTION = 0.05  # the floor must hold this share of the sampled points
+MIN_FLOOR_FRACTION = 0.03  # the floor must hold this share of the sampled points
 FLOOR_RANSAC_ITERATIONS = 200
 _RNG_SEED = 0  # fixed: the same frame gives the same factor (reproducible replays)
 
@@ -244,6 +245,34 @@ def range_scale(reading: RangeReading, depth: np.ndarray, intr: Intrinsics) -> t
     return scale, int(us[best]), int(vs[best])
 
 
+def _facing(depth: np.ndarray, intr: Intrinsics, us: np.ndarray, vs: np.ndarray, direction: np.ndarray,
+            max_angle: float) -> np.ndarray:
+    """Whether the predicted surface at each pixel faces `direction` within max_angle (local normals
+    from the smoothed depth over a baseline of ~1/40 of the image width), so walls and the sides of
+    furniture never count as floor however a plane through them happens to lie."""
+    height, width = depth.shape
+    valid = np.isfinite(depth) & (depth > 0)
+    filled = np.where(valid, depth, 0.0).astype(np.float32)
+    k = max(3, (width // 80) * 2 + 1)
+    weight = cv2.blur(valid.astype(np.float32), (k, k))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = cv2.blur(filled, (k, k)) / weight
+    b = max(2, width // 40)
+
+    def point(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        u, v = np.clip(u, 0, width - 1), np.clip(v, 0, height - 1)
+        z = smooth[v, u].astype(np.float64)
+        return np.stack([(u - intr.cx) / intr.fx * z, (v - intr.cy) / intr.fy * z, z], axis=-1)
+
+    dx = point(us + b, vs) - point(us - b, vs)
+    dy = point(us, vs + b) - point(us, vs - b)
+    normal = np.cross(dx, dy)
+    norm = np.linalg.norm(normal, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.abs(normal @ direction) / norm
+    return np.nan_to_num(cos, nan=0.0) >= math.cos(max_angle)
+
+
 def down_vector(pitch: float, roll: float) -> np.ndarray:
     """Gravity's direction in the camera optical frame for a camera pitched down by `pitch` and
     rolled by `roll` (radians, REP 103 body convention; both 0: optical +y)."""
@@ -280,6 +309,10 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
     nominal = down_vector(prior.pitch or 0.0, prior.roll or 0.0)
     candidates: list[tuple[int, float, np.ndarray]] = []  # (inliers, distance, normal)
     heights = points @ nominal
+    facing = _facing(depth, intr, us, vs, nominal, prior.max_tilt + math.radians(20.0) if not known
+                     else math.radians(25.0))
+    n_points = len(points)
+    points, heights, us, vs = points[facing], heights[facing], us[facing], vs[facing]
     below = np.flatnonzero(heights > 0)
     if len(below) < 3:
         return None
@@ -309,7 +342,7 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
     if not candidates:
         return None
     best_count, _, best_normal = max(candidates, key=lambda c: c[0])
-    if best_count < MIN_FLOOR_FRACTION * len(points):
+    if best_count < MIN_FLOOR_FRACTION * n_points:
         return None
     cos_parallel = math.cos(math.radians(5.0))
     _, h, normal = max((c for c in candidates if c[0] >= 0.5 * best_count and c[2] @ best_normal >= cos_parallel),
@@ -331,7 +364,7 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
             break
         normal, h = refined, float(refined @ centre)
     inliers = np.abs(points @ normal - h) <= band
-    return FloorFit(normal, h, us[inliers], vs[inliers], float(inliers.mean()))
+    return FloorFit(normal, h, us[inliers], vs[inliers], float(inliers.sum() / n_points))
 
 
 # ---- robust fit --------------------------------------------------------------------------------
