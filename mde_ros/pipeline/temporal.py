@@ -71,7 +71,8 @@ class TemporalFilter:
             self._log = x.copy()
         else:
             alpha = np.float32(1.0 - math.exp(-dt / config.time_constant))
-            smoothed = self._log + alpha * residual
+            with np.errstate(invalid="ignore"):
+                smoothed = self._log + alpha * residual
             self._log = np.where(changed, x, smoothed)
         with np.errstate(over="ignore"):
             out = np.exp(self._log).astype(np.float32)
