@@ -1,9 +1,14 @@
 """Monocular depth from one camera: the mde_depth node, its parameters, optionally RViz.
 
-    ros2 launch mde_ros depth.launch.py image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info
+    ros2 launch mde_ros depth.launch.py image_topic:=/camera/color/image_raw
     ros2 launch mde_ros depth.launch.py params_file:=my_depth.yaml backend:=tensorrt use_rviz:=true
 
-backend and model override the params file only when given, so a params file stays authoritative.
+camera_info is found as the image topic's sibling (image_transport's rule); camera_info_topic is
+only for cameras that put it elsewhere. backend, model, device, precision, image_transport,
+scan_output_frame and the backend options (dla_core, workspace_mb, int8_model, ...) override the
+params file only when given, so a params file stays authoritative:
+
+    ros2 launch mde_ros depth.launch.py backend:=tensorrt device:=cuda precision:=int8 dla_core:=0
 """
 import os
 from pathlib import Path
@@ -15,6 +20,27 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+# launch argument -> (node parameter, type), passed only when the argument is not empty; the backend
+# options mirror mde_ros.inference.options.BACKEND_OPTIONS (a test keeps them in step).
+OVERRIDES = {
+    "backend": ("backend", str), "model": ("model", str), "device": ("device", str),
+    "image_transport": ("image_transport", str), "scan_output_frame": ("scan.output_frame", str),
+    "precision": ("precision", str), "intra_op_threads": ("onnxruntime.intra_op_threads", int),
+    "trt_provider": ("onnxruntime.trt_provider", bool), "workspace_mb": ("tensorrt.workspace_mb", int),
+    "dla_core": ("tensorrt.dla_core", int), "max_batch": ("tensorrt.max_batch", int),
+    "min_size": ("tensorrt.min_size", str), "max_size": ("tensorrt.max_size", str),
+    "typing": ("tensorrt.typing", str), "rebuild_engine": ("tensorrt.rebuild", bool),
+    "int8_model": ("int8.model", str), "calibration": ("int8.calibration", str),
+}
+
+
+def _typed(text: str, kind: type):
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return kind(text)
+
 
 def _share_dir() -> str:
     """share/mde_ros of the install; the source tree when run from a checkout or a pip install."""
@@ -25,16 +51,26 @@ def _share_dir() -> str:
 
 
 def _depth_node(context):
-    overrides = {name: LaunchConfiguration(name).perform(context) for name in ("backend", "model")}
-    overrides = {name: value for name, value in overrides.items() if value}
+    overrides = {}
+    for argument, (parameter, kind) in OVERRIDES.items():
+        text = LaunchConfiguration(argument).perform(context)
+        if text:
+            try:
+                overrides[parameter] = _typed(text, kind)
+            except ValueError as exc:
+                raise RuntimeError(f"launch argument {argument}:={text}: {exc}") from exc
+    overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")
+    remappings = [("image", LaunchConfiguration("image_topic").perform(context))]
+    camera_info = LaunchConfiguration("camera_info_topic").perform(context)
+    if camera_info:
+        remappings.append(("camera_info", camera_info))
     return [Node(
         package="mde_ros",
         executable="depth_node",
-        name="mde_depth",
+        name=LaunchConfiguration("node_name"),
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", LaunchConfiguration("image_topic")),
-                    ("camera_info", LaunchConfiguration("camera_info_topic"))],
+        remappings=remappings,
         output="screen",
         emulate_tty=True,
     )]
@@ -44,16 +80,50 @@ def generate_launch_description() -> LaunchDescription:
     share = _share_dir()
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "depth.yaml"),
-                              description="parameter YAML of the depth node"),
+                              description="parameter YAML of the depth node (keys under /**: any node name)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (simulation, bag playback with --clock)"),
         DeclareLaunchArgument("backend", default_value="",
                               description="auto | torch | onnxruntime | tensorrt; empty: the params file's"),
         DeclareLaunchArgument("model", default_value="",
                               description="model file (.onnx with card or .pt bundle); empty: the params file's"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="cpu, cuda or cuda:<index>; empty: the params file's"),
+        DeclareLaunchArgument("precision", default_value="",
+                              description="fp32 | fp16 | int8 (the Q/DQ model); empty: the params file's"),
+        DeclareLaunchArgument("intra_op_threads", default_value="",
+                              description="onnxruntime.intra_op_threads; empty: the params file's"),
+        DeclareLaunchArgument("trt_provider", default_value="",
+                              description="onnxruntime.trt_provider (true/false); empty: the params file's"),
+        DeclareLaunchArgument("workspace_mb", default_value="",
+                              description="tensorrt.workspace_mb; empty: the params file's"),
+        DeclareLaunchArgument("dla_core", default_value="",
+                              description="tensorrt.dla_core (-1: GPU); empty: the params file's"),
+        DeclareLaunchArgument("max_batch", default_value="", description="tensorrt.max_batch; empty: the params file's"),
+        DeclareLaunchArgument("min_size", default_value="",
+                              description="tensorrt.min_size HxW; empty: the params file's"),
+        DeclareLaunchArgument("max_size", default_value="",
+                              description="tensorrt.max_size HxW; empty: the params file's"),
+        DeclareLaunchArgument("typing", default_value="",
+                              description="tensorrt.typing auto | strong | weak; empty: the params file's"),
+        DeclareLaunchArgument("rebuild_engine", default_value="",
+                              description="tensorrt.rebuild (true/false); empty: the params file's"),
+        DeclareLaunchArgument("int8_model", default_value="", description="int8.model; empty: the params file's"),
+        DeclareLaunchArgument("calibration", default_value="",
+                              description="int8.calibration (images folder or bag); empty: the params file's"),
+        DeclareLaunchArgument("image_transport", default_value="",
+                              description="raw | compressed (subscribes <image_topic>/compressed); "
+                                          "empty: the params file's"),
+        DeclareLaunchArgument("scan_output_frame", default_value="",
+                              description="frame_id of 'scan' (body convention); empty: the params file's, "
+                                          "else the image's optical frame without '_optical'"),
         DeclareLaunchArgument("image_topic", default_value="image",
                               description="input sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8)"),
-        DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
-                              description="input sensor_msgs/CameraInfo of that image"),
+        DeclareLaunchArgument("camera_info_topic", default_value="",
+                              description="input sensor_msgs/CameraInfo; empty: the image topic's sibling "
+                                          "camera_info (image_transport's pairing)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+        DeclareLaunchArgument("node_name", default_value="mde_depth", description="name of the depth node"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz2 with config/depth.rviz"),
         OpaqueFunction(function=_depth_node),
         Node(
@@ -62,6 +132,7 @@ def generate_launch_description() -> LaunchDescription:
             name="rviz2",
             namespace=LaunchConfiguration("namespace"),
             arguments=["-d", os.path.join(share, "config", "depth.rviz")],
+            parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
             condition=IfCondition(LaunchConfiguration("use_rviz")),
         ),
     ])

@@ -32,6 +32,7 @@ from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCop
                              list_topics, open_reader, serialize, stamp_ns)
 from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_messages, rgb_from_msg
 from mde_ros.pipeline.geometry import scan_fits
+from mde_ros.ros import naming
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import InputError
 
@@ -115,7 +116,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def load_estimator(model: str | Path | None = None, backend: str = "auto", *, device: str = "cpu",
                    precision: str = "fp32", config: "EstimatorConfig | None" = None,
-                   intra_op_threads: int = 1) -> "DepthEstimator":
+                   intra_op_threads: int = 1, **backend_options) -> "DepthEstimator":
     """The shipped model (or `model`) on `backend`, onnxruntime pinned to `intra_op_threads` so
     the output bytes do not depend on the machine's core count."""
     from mde_ros.pipeline.estimator import DepthEstimator
@@ -124,7 +125,7 @@ def load_estimator(model: str | Path | None = None, backend: str = "auto", *, de
     model = Path(model) if model is not None else default_model_path()
     options = {"intra_op_threads": intra_op_threads} if backend in ("auto", "onnxruntime") else {}
     return DepthEstimator.from_model(model, backend=backend, device=device, precision=precision,
-                                     config=config, **options)
+                                     config=config, **options, **backend_options)
 
 
 def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | None = None,
@@ -187,6 +188,7 @@ class _FramePipeline:
     sync_tolerance: float
     scan_frame: str | None
     stats: _Stats
+    guessed_frames: set[str] = field(default_factory=set)  # image frames without '_optical', warned once
 
     def __call__(self, msgtype: str, data: bytes, timestamp: int) -> dict[str, Any] | None:
         stats = self.stats
@@ -213,6 +215,12 @@ class _FramePipeline:
         stats.processed += 1
         for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():
             stats.latencies[stage].append(seconds)
+        if outputs.scan is not None and not self.scan_frame:
+            frame, guessed = naming.scan_frame(msg.header.frame_id)
+            if guessed and frame not in self.guessed_frames:
+                self.guessed_frames.add(frame)
+                stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
+                           "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
         return output_messages(outputs, msg.header, info, self.scan_frame)
 
     def _intrinsics(self, header: Any, width: int, height: int, timestamp: int) -> tuple[Any, "Intrinsics | None"]:
@@ -307,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--summary", type=Path, help="write the JSON summary here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_arguments(parser)
+    add_model_arguments(parser, skip_options=("intra_op_threads",))
     parser.add_argument("--threads", type=int, default=1,
                         help="onnxruntime intra-op threads (default 1: reproducible bytes; 0 = all cores)")
     topics = parser.add_argument_group("topics", "found automatically when the bag has one colour camera")
@@ -323,7 +331,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--scan-height", type=int, default=1)
     outputs.add_argument("--scan-range-min", type=float, default=0.45)
     outputs.add_argument("--scan-range-max", type=float, default=10.0)
-    outputs.add_argument("--scan-output-frame", help="frame_id of the scan (default: the image's)")
+    outputs.add_argument("--scan-output-frame", help="frame_id of the scan, a body-convention frame (default: the "
+                         "image's optical frame without '_optical', as the node)")
     outputs.add_argument("--no-colorized", action="store_true", help="no colourised depth")
     parser.add_argument("--sync-tolerance", type=float, default=SYNC_TOLERANCE_S, metavar="SECONDS",
                         help="newest CameraInfo within this of the image stamp is used (default 0.05)")
@@ -353,7 +362,7 @@ def _path_problem(out: Path, summary: Path | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
-    from mde_ros.models.card import CardError
+    from mde_ros.models.card import CardError, require_metres
     from mde_ros.pipeline.estimator import EstimatorConfig
 
     bag = args.bag.resolve()  # `replay .` names the folder by its real name
@@ -367,17 +376,27 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # before the bag is processed, not after
         print(f"mde-ros replay: {problem}", file=sys.stderr)
         return 1
+    from mde_ros.commands.common import CommandError, backend_options_of
+
     try:
         estimator = load_estimator(args.model, args.backend, device=args.device, precision=args.precision,
                                    config=EstimatorConfig(camera_aware_rescale=not args.no_rescale,
                                                           resize_policy=args.resize_policy),
-                                   intra_op_threads=args.threads)
+                                   intra_op_threads=args.threads, **backend_options_of(args))
+    except CommandError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
     except (CardError, BackendUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"mde-ros replay: cannot load the model: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)
         print(f"mde-ros replay: cannot load the model: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    try:
+        require_metres(estimator.card, bool(getattr(args, "anchors", None)), "replay (depth, points, scan in metres)")
+    except CardError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
     try:
         summary = run_replay(bag, out, estimator=estimator, image_topic=args.image_topic,
                              camera_info_topic=args.camera_info_topic, output_config=config,
