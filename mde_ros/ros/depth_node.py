@@ -5,6 +5,9 @@ callback keeps just the newest frame and wakes the inference thread, so the exec
 receiving while the network runs and a slow network drops stale frames instead of queueing them.
 
     ros2 run mde_ros depth_node --ros-args --params-file config/depth.yaml -r image:=/camera/image_raw
+
+Topics follow image_transport: `camera_info` is the image topic's sibling unless remapped itself,
+and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.ros.naming).
 """
 from __future__ import annotations
 
@@ -30,13 +33,16 @@ from std_msgs.msg import Header
 
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
+from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
-from mde_ros.ros import messages, paramcheck
+from mde_ros.ros import messages, naming, paramcheck
+from mde_ros.ros.aliases import ALIASES, resolve_aliases
+from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
@@ -80,9 +86,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
               read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
-    ParamSpec("precision", "fp32", "network precision (fp16 on GPU backends, int8 with tensorrt)",
+    ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
+              "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
               read_only=True, choices=PRECISIONS),
-    ParamSpec("input_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+    ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
     ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
               "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
@@ -108,7 +115,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               low=1, high=4096),
     ParamSpec("scan.range_min", 0.45, "metres; shorter ranges are not returns", low=0.0, high=MAX_RANGE_M),
     ParamSpec("scan.range_max", 10.0, "metres; longer ranges are not returns", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("scan.output_frame", "", "frame_id of 'scan'; empty: the image's frame"),
+    ParamSpec("scan.scan_time", 0.033, "seconds between scans, copied into LaserScan.scan_time "
+              "(depthimage_to_laserscan's default)", low=0.0, high=3600.0),
+    ParamSpec("scan.output_frame", "", "frame_id of 'scan' (a body-convention frame, x forward, z up); "
+              "empty: the image's optical frame without '_optical' (camera_color_optical_frame -> "
+              "camera_color_frame)"),
     ParamSpec("publish.points", True, "publish sensor_msgs/PointCloud2 on 'points'"),
     ParamSpec("publish.scan", True, "publish sensor_msgs/LaserScan on 'scan'"),
     ParamSpec("publish.colorized", True, "publish an rgb8 preview on 'depth/colorized'"),
@@ -120,6 +131,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("fallback_intrinsics.cx", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
     ParamSpec("fallback_intrinsics.cy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
 )
+# Backend options (read-only), from the one table the CLI and the launch file use too.
+BACKEND_PARAMETERS = tuple(ParamSpec(o.param, o.unset, o.help, read_only=True, low=o.low, high=o.high,
+                                     choices=o.choices) for o in BACKEND_OPTIONS)
+PARAMETERS += BACKEND_PARAMETERS
+BACKEND_PARAMS = frozenset(spec.name for spec in BACKEND_PARAMETERS)
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
 
@@ -135,7 +151,7 @@ class Settings:
     backend: str
     device: str
     precision: str
-    input_transport: str
+    image_transport: str
     qos_reliability: str
     qos_depth: int
     resize_policy: str
@@ -151,6 +167,7 @@ class Settings:
     scan_scan_height: int
     scan_range_min: float
     scan_range_max: float
+    scan_scan_time: float
     scan_output_frame: str
     publish_points: bool
     publish_scan: bool
@@ -160,13 +177,23 @@ class Settings:
     fallback_intrinsics_fy: float
     fallback_intrinsics_cx: float
     fallback_intrinsics_cy: float
+    backend_params: tuple[tuple[str, Any], ...] = ()  # (ROS name, value) of BACKEND_PARAMETERS
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> "Settings":
-        return cls(**{_field(name): value for name, value in values.items()})
+        backend = tuple(sorted((k, v) for k, v in values.items() if k in BACKEND_PARAMS))
+        return cls(**{_field(name): value for name, value in values.items() if name not in BACKEND_PARAMS},
+                   backend_params=backend)
 
     def with_values(self, values: dict[str, Any]) -> "Settings":
-        return dataclasses.replace(self, **{_field(name): value for name, value in values.items()})
+        backend = dict(self.backend_params, **{k: v for k, v in values.items() if k in BACKEND_PARAMS})
+        return dataclasses.replace(self, **{_field(name): value for name, value in values.items()
+                                            if name not in BACKEND_PARAMS},
+                                   backend_params=tuple(sorted(backend.items())))
+
+    def backend_options(self) -> dict[str, Any]:
+        """create_backend options of the backend parameters (ValueError names a bad one)."""
+        return options_from_params(dict(self.backend_params), self.backend, self.precision)
 
     def depth_range(self, card: ModelCard) -> tuple[float, float]:
         """(min_depth, max_depth) in metres: the parameters, or the card's where they are 0."""
@@ -175,9 +202,15 @@ class Settings:
     def problem(self, card: ModelCard | None = None) -> str | None:
         """Why these settings cannot work together (with this model, if given), or None."""
         for spec in PARAMETERS:
+            if spec.name in BACKEND_PARAMS:
+                continue
             value = getattr(self, _field(spec.name))
             if spec.choices and value not in spec.choices:
                 return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+        try:
+            self.backend_options()
+        except ValueError as exc:
+            return str(exc)
         if self.min_depth > 0 and self.max_depth > 0 and self.min_depth >= self.max_depth:
             return f"min_depth ({self.min_depth}) must be < max_depth ({self.max_depth})"
         if card is not None and self.depth_range(card)[0] >= self.depth_range(card)[1]:
@@ -244,24 +277,26 @@ class DepthNode(Node):
         self._previous_frame_paired = True
 
         self._pub_qos = publisher_qos(settings.qos_depth)
-        self._depth_pub = self.create_publisher(Image, "depth", self._pub_qos)
-        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", self._pub_qos)
+        self._depth_pub = self.create_publisher(Image, naming.DEPTH_IMAGE, self._pub_qos)
+        self._info_pub = self.create_publisher(CameraInfo, naming.DEPTH_CAMERA_INFO, self._pub_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._optional_pubs: dict[str, Any] = {}
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
 
         sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
-        if settings.input_transport == "compressed":
-            self._image_topic = self.resolve_topic_name("image") + "/compressed"
+        image_topic = self.resolve_topic_name("image")
+        if settings.image_transport == "compressed":
+            self._image_topic = image_topic + "/compressed"
             self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, sub_qos)
         else:
-            self._image_sub = self.create_subscription(Image, "image", self._on_image, sub_qos)
+            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, sub_qos)
             self._image_topic = self._image_sub.topic_name
-        self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
+        self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
+                                                  self._on_camera_info, sub_qos)
+        self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
 
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
 
         self._pending: _Frame | None = None
@@ -272,14 +307,28 @@ class DepthNode(Node):
         self.get_logger().info(f"model {self._estimator.card.name!r} on {self._backend_label}; listening on "
                                f"{self._image_topic} and {self._info_sub.topic_name}")
 
+    def _camera_info_topic(self, image_topic: str) -> str:
+        """image_transport's pairing: the image topic's sibling `camera_info`, unless `camera_info`
+        itself is remapped (then the remap wins, as for any topic)."""
+        if self.resolve_topic_name("camera_info") != self.resolve_topic_name("camera_info", only_expand=True):
+            return self.resolve_topic_name("camera_info")
+        return naming.sibling_topic(image_topic)
+
     # ---- parameters ---------------------------------------------------------------------------
 
     def _declare_parameters(self) -> Settings:
         try:
             declared = self.declare_parameters("", [(s.name, s.default, s.descriptor()) for s in PARAMETERS])
+            aliases = self.declare_parameters("", [
+                (a.name, SPECS[a.canonical].default,
+                 ParameterDescriptor(name=a.name, description=a.description(), read_only=True)) for a in ALIASES])
         except ParameterException as exc:
             raise StartupError(f"invalid parameter: {exc}") from exc
-        settings = Settings.from_values({p.name: p.value for p in declared})
+        values, warnings = resolve_aliases({p.name: p.value for p in declared}, {p.name: p.value for p in aliases},
+                                           {s.name: s.default for s in PARAMETERS})
+        for warning in warnings:
+            self.get_logger().warning(warning)
+        settings = Settings.from_values(values)
         problem = settings.problem()
         if problem is None and settings.fallback_incomplete():
             problem = "set all of fallback_intrinsics.fx, fy, cx, cy (> 0) or none of them"
@@ -326,7 +375,8 @@ class DepthNode(Node):
                                  resize_policy=settings.resize_policy)
         try:
             return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
-                                             precision=settings.precision, config=config)
+                                             precision=settings.precision, config=config,
+                                             **settings.backend_options())
         except Exception as exc:  # card, backend and runtime errors alike end the start-up with their reason
             raise StartupError(f"cannot load model {path} with backend {settings.backend!r} on "
                                f"{settings.device} ({settings.precision}): {exc}") from exc
@@ -422,10 +472,8 @@ class DepthNode(Node):
         if outputs.cloud is not None:
             optional["points"] = messages.point_cloud_msg(outputs.cloud, header)
         if outputs.scan is not None:
-            scan_header = header
-            if settings.scan_output_frame:
-                scan_header = Header(stamp=header.stamp, frame_id=settings.scan_output_frame)
-            optional["scan"] = messages.laser_scan_msg(outputs.scan, scan_header)
+            optional["scan"] = messages.laser_scan_msg(outputs.scan, self._scan_header(header, settings),
+                                                       settings.scan_scan_time)
         if outputs.colorized is not None:
             optional["depth/colorized"] = messages.image_msg(outputs.colorized, header)
         # Under the lock: a parameter change (executor thread) may have destroyed a publisher since
@@ -438,6 +486,16 @@ class DepthNode(Node):
         timings = {"queue": decode_start - frame.received, "decode": decode_s, **result.timings,
                    "outputs": sum(outputs.timings.values()), "publish": time.perf_counter() - publish_start}
         self._stats.frame_published(timings, source, float(np.isfinite(result.depth).mean()))
+
+    def _scan_header(self, header: Header, settings: Settings) -> Header:
+        """The scan's header: the image's stamp, a body-convention frame (never the optical one)."""
+        frame, guessed = naming.scan_frame(header.frame_id, settings.scan_output_frame)
+        if guessed and self._scan_frame_guessed != frame:
+            self._scan_frame_guessed = frame  # once per frame name, not per period: it is a setup issue
+            self.get_logger().warning(
+                f"image frame_id {frame!r} has no '_optical' part: publishing 'scan' in {frame!r}, assumed to "
+                "be a body-convention frame (x forward, z up); set scan.output_frame if it is an optical frame")
+        return Header(stamp=header.stamp, frame_id=frame)
 
     def _match_intrinsics(self, header: Header, width: int, height: int,
                           settings: Settings) -> tuple[Intrinsics | None, CameraInfo | None, str]:
