@@ -1,7 +1,7 @@
 """Image <-> CameraInfo pairing decisions, driven with explicit stamps and arrival times."""
 import pytest
 
-from mde_ros.pipeline.pairing import LAG_MARGIN, MIN_WAIT_S, CameraInfoPairer
+from mde_ros.pipeline.pairing import LAG_MARGIN, LAG_SLACK_S, MIN_WAIT_S, CameraInfoPairer
 
 MS = 1_000_000  # ns
 
@@ -27,7 +27,7 @@ def test_image_before_info_first_frame_waits_up_to_the_tolerance_then_the_measur
     p.add_info(stamp(0), "info0", arrival_s=10.020)
     assert p.match(stamp(0)) == "info0" and p.measured_lag_s == pytest.approx(0.020)
     # From now on the bound follows the camera: 20 ms lag -> 1.5 x 20 + 5 = 35 ms.
-    assert p.wait_bound_s() == pytest.approx(0.020 * LAG_MARGIN + MIN_WAIT_S)
+    assert p.wait_bound_s() == pytest.approx(0.020 * LAG_MARGIN + LAG_SLACK_S)
     p.add_image(stamp(1), arrival_s=10.033)
     assert p.wait_s(stamp(1), 10.033, now_s=10.034) == pytest.approx(0.034)
 
@@ -127,3 +127,4 @@ def test_synced_infos_let_a_waiting_thread_pair_with_an_info_that_arrives_later(
     pairing = sync.pair(stamp(2), arrival, publishers=1)
     assert pairing.info is None and pairing.problem[0] == "camera_info_late"
     assert pairing.waited_s <= 0.01 + 0.05
+    assert MIN_WAIT_S <= 0.05

@@ -28,7 +28,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard, card_path_for
 from mde_ros.pipeline.estimator import DepthEstimator
-from mde_ros.ros.depth_node import CAMERA_INFO_WAIT_S, DepthNode
+from mde_ros.ros.depth_node import DepthNode
 from mde_ros.ros.diagnostics import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def test_camera_info_sent_just_after_its_image_is_still_paired(rig):
     r = rig()
     r.exchange(1.0, need=("points",))  # the node has now seen this camera's CameraInfo
     r.image_pub.publish(image_msg(2.0))
-    time.sleep(CAMERA_INFO_WAIT_S / 4)
+    time.sleep(0.01)
     r.info_pub.publish(info_msg(2.0))
     wait_for(lambda: r.with_stamp("points", 2.0), timeout=5.0)
     assert r.with_stamp("depth/camera_info", 2.0)[-1].k.tolist() == info_msg(2.0).k.tolist()
@@ -255,12 +255,14 @@ def test_camera_info_sent_just_after_its_image_is_still_paired(rig):
 
 def test_a_camera_info_stream_that_stops_does_not_delay_every_frame(rig):
     r = rig()
-    r.exchange(1.0, need=("points",))
+    r.exchange(1.0, need=("points",))  # CameraInfo before its image: the measured lag is 0
     for t in (2.0, 3.0, 4.0, 5.0):  # CameraInfo stopped: depth only
         r.exchange(t, info=None)
     assert not r.with_stamp("points", 5.0)
-    # Only the first frame without CameraInfo is held back waiting for it (and says so).
-    assert r.problems()["camera_info_late"] == 1
+    # Each frame waited at most the bound the camera's lag allows (20 ms here), not sync_tolerance, and said so.
+    assert r.problems()["camera_info_late"] >= 1
+    r.diagnostics(lambda values: float(values["latency decode (ms)"]) < 1000 * 0.05)
+    r.exchange(6.0, need=("points",))  # and the stream coming back pairs at once
 
 
 def test_parameters_change_at_run_time_through_the_set_parameters_service(rig):
@@ -416,10 +418,14 @@ def test_a_slow_network_processes_only_the_newest_frame_and_counts_drops(rig):
     assert published[-1] == pytest.approx(stamps[-1])
     assert published == sorted(published)
 
-    status = r.diagnostics(lambda values: int(values["frames received (total)"]) >= received_before + frames)
+    # The image subscription keeps one sample (newest-frame policy): frames DDS replaced before the
+    # node took them are not seen by it; every frame it did see is either published or counted dropped.
+    status = r.diagnostics(lambda values: int(values["frames published (total)"]) >= published_before
+                           + len(published) and int(values["frames received (total)"]) > received_before)
     values = {kv.key: kv.value for kv in status.values}
     received, out = int(values["frames received (total)"]), int(values["frames published (total)"])
-    assert received == received_before + frames and out == published_before + len(published)
+    assert received_before + len(published) <= received <= received_before + frames
+    assert out == published_before + len(published)
     assert int(values["dropped frames (total)"]) == received - out
     assert float(values["latency network (ms)"]) >= 1000 * delay * 0.9
     assert {f"latency {stage} (ms)" for stage in STAGES} <= set(values)

@@ -46,16 +46,19 @@ def valid_fraction_finding(fraction: float, min_depth: float, max_depth: float) 
 
 
 def rescale_finding(rescale: float, intrinsics: Intrinsics | None, card: ModelCard) -> Finding | None:
-    """An implausible camera-aware rescale factor, named with the CameraInfo value behind it."""
+    """An implausible camera-aware rescale factor, named with the CameraInfo value(s) behind it."""
     low, high = PLAUSIBLE_RESCALE
-    if intrinsics is None or not card.train_focal_px or low <= rescale <= high:
+    reference = getattr(card, "canonical_focal_px", None) or card.train_focal_px
+    if intrinsics is None or not reference or low <= rescale <= high:
         return None
+    by_fx = getattr(card, "focal_rule", "fx") == "fx"
+    k_values = (f"K fx={intrinsics.fx:g} (K[0])" if by_fx else
+                f"K fx={intrinsics.fx:g} (K[0]) and fy={intrinsics.fy:g} (K[4])")
     return Finding("implausible_rescale", "error",
                    f"camera-aware rescale factor {rescale:.3g} is implausible (expected {low:g}..{high:g}): "
-                   f"K fx={intrinsics.fx:g} (K[0]) at {intrinsics.width}x{intrinsics.height} is "
-                   f"{rescale * card.train_focal_px:.4g} px at the network's {card.input_width}x"
-                   f"{card.input_height} against the model's training focal length {card.train_focal_px:g} px: "
-                   "check the camera's calibration (or set camera_aware_rescale false)")
+                   f"{k_values} at {intrinsics.width}x{intrinsics.height} is {rescale * reference:.4g} px at the "
+                   f"network's {card.input_width}x{card.input_height} against the model's reference focal length "
+                   f"{reference:g} px: check the camera's calibration (or set camera_aware_rescale false)")
 
 
 def frame_findings(depth: np.ndarray, min_depth: float, max_depth: float, rescale: float,

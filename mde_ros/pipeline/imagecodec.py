@@ -246,6 +246,8 @@ def message_to_rgb(msg: Any, compressed: bool, budget: FrameBudget | None = None
     check_frame_id(msg.header.frame_id)
     if compressed:
         return decode_compressed(msg.data, msg.format, budget, notes)
+    if not (0 < msg.width <= MAX_SIDE and 0 < msg.height <= MAX_SIDE):  # corruption, not a big camera
+        raise InputError(f"image size {msg.width}x{msg.height} is outside 1..{MAX_SIDE} pixels per side")
     budget.check_message(len(msg.data), "image message")
     budget.check_pixels(msg.width, msg.height)
     image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)

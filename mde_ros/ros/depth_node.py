@@ -11,7 +11,6 @@ and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.r
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import sys
 import threading
@@ -34,11 +33,16 @@ from std_msgs.msg import Header
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
+from mde_ros.memory import LargeFrameTrim
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.budget import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS,
+                                     BudgetError, FrameBudget, output_bytes)
+from mde_ros.pipeline.health import frame_findings
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs, pack_image
+from mde_ros.pipeline.pairing import SyncedCameraInfos
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
 from mde_ros.ros import messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
@@ -48,8 +52,6 @@ from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
 NODE_NAME = "mde_depth"
 TRANSPORTS = ("raw", "compressed")
-CAMERA_INFO_HISTORY = 16  # CameraInfo messages kept for pairing by stamp
-CAMERA_INFO_WAIT_S = 0.1  # how long a frame waits for its CameraInfo when the camera sends them
 DIAGNOSTICS_PERIOD_S = 1.0
 WARN_THROTTLE_S = 5.0
 MAX_RANGE_M = 1000.0
@@ -93,7 +95,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
     ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
               "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
-    ParamSpec("qos.depth", 5, "history depth of subscriptions and publishers", read_only=True, low=1, high=1000),
+    ParamSpec("qos.depth", 5, "history depth of the camera_info subscription and the publishers (the image "
+              "subscription keeps 1: only the newest frame is processed)", read_only=True, low=1, high=1000),
     ParamSpec("resize_policy", "card", "how the image is fitted to the network input; card: the model "
               "card's rule", choices=("card", *RESIZE_POLICIES)),
     ParamSpec("camera_aware_rescale", True, "scale depth by f_camera / f_training (needs CameraInfo and a "
@@ -127,6 +130,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish.colorized", True, "publish an rgb8 preview on 'depth/colorized'"),
     ParamSpec("sync_tolerance", 0.05, "seconds; the newest CameraInfo whose stamp is this close to the "
               "image's is used", low=0.0, high=10.0),
+    ParamSpec("budget.max_pixels", DEFAULT_MAX_PIXELS, "largest image (width x height, read from the message or "
+              "the JPEG/PNG header before decoding) that is processed; larger frames are rejected; 0: no limit",
+              low=0, high=2**31 - 1),
+    ParamSpec("budget.max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, "largest image message payload processed; "
+              "0: no limit", low=0, high=2**31 - 1),
+    ParamSpec("budget.max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES, "largest total of one frame's outputs (depth, "
+              "cloud, preview), estimated before building them; 0: no limit", low=0, high=2**31 - 1),
     ParamSpec("fallback_intrinsics.fx", 0.0, "pixels at the image's resolution, used while no CameraInfo "
               "matches; all four > 0 to enable", low=0.0, high=1e6),
     ParamSpec("fallback_intrinsics.fy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
@@ -176,6 +186,9 @@ class Settings:
     publish_scan: bool
     publish_colorized: bool
     sync_tolerance: float
+    budget_max_pixels: int
+    budget_max_message_bytes: int
+    budget_max_output_bytes: int
     fallback_intrinsics_fx: float
     fallback_intrinsics_fy: float
     fallback_intrinsics_cx: float
@@ -226,6 +239,9 @@ class Settings:
             return f"cloud.min_range ({self.cloud_min_range}) must be < cloud.max_range ({self.cloud_max_range})"
         return None
 
+    def budget(self) -> FrameBudget:
+        return FrameBudget(self.budget_max_pixels, self.budget_max_message_bytes, self.budget_max_output_bytes)
+
     def _fallback_values(self) -> tuple[float, float, float, float]:
         return (self.fallback_intrinsics_fx, self.fallback_intrinsics_fy,
                 self.fallback_intrinsics_cx, self.fallback_intrinsics_cy)
@@ -273,11 +289,7 @@ class DepthNode(Node):
                                f"{backend_info.get('device', '?')} ({backend_info.get('precision', '?')})")
         self._stats = NodeStats()
         self._warnings = ThrottledWarnings(self.get_logger().warning, self._stats, WARN_THROTTLE_S)
-        self._infos: collections.deque[CameraInfo] = collections.deque(maxlen=CAMERA_INFO_HISTORY)
-        self._infos_changed = threading.Condition()
-        # Whether the previous frame found its CameraInfo: only then is waiting for a late one worth it
-        # (a CameraInfo stream that stopped must not add the wait to every frame). Inference thread only.
-        self._previous_frame_paired = True
+        self._camera_infos: SyncedCameraInfos[CameraInfo] = SyncedCameraInfos(settings.sync_tolerance)
 
         self._pub_qos = publisher_qos(settings.qos_depth)
         self._depth_pub = self.create_publisher(Image, naming.DEPTH_IMAGE, self._pub_qos)
@@ -295,12 +307,15 @@ class DepthNode(Node):
         self._sync_publishers(settings)
 
         sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
+        # Depth 1 for images: only the newest frame is processed, so an older one waiting in a
+        # queue is pure latency (issue 9: p99 781 ms under 2x overload with a reliable depth-5 queue).
+        image_qos = subscription_qos(settings.qos_reliability, 1)
         image_topic = self.resolve_topic_name("image")
         if settings.image_transport == "compressed":
             self._image_topic = image_topic + "/compressed"
-            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, sub_qos)
+            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, image_qos)
         else:
-            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, sub_qos)
+            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, image_qos)
             self._image_topic = self._image_sub.topic_name
         self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
                                                   self._on_camera_info, sub_qos)
@@ -310,6 +325,7 @@ class DepthNode(Node):
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
 
         self._pending: _Frame | None = None
+        self._memory = LargeFrameTrim()
         self._stopping = False
         self._wake = threading.Condition()
         self._worker = threading.Thread(target=self._inference_loop, name="mde_depth_inference", daemon=True)
@@ -336,7 +352,8 @@ class DepthNode(Node):
             raise StartupError(f"invalid parameter: {exc}") from exc
         values, warnings = resolve_aliases({p.name: p.value for p in declared}, {p.name: p.value for p in aliases},
                                            {s.name: s.default for s in PARAMETERS})
-        for warning in warnings:
+        known = [*SPECS, *(a.name for a in ALIASES)]
+        for warning in warnings + paramcheck.unknown_parameters(getattr(self, "_parameter_overrides", {}), known):
             self.get_logger().warning(warning)
         settings = Settings.from_values(values)
         problem = settings.problem()
@@ -394,17 +411,17 @@ class DepthNode(Node):
     # ---- callbacks (executor thread): cheap, never block on inference ---------------------------
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        received = time.perf_counter()
         self._stats.frame_received()
+        self._camera_infos.add_image(messages.stamp_ns(msg.header), received)
         with self._wake:
             if self._pending is not None:
                 self._stats.frame_dropped()
-            self._pending = _Frame(msg, time.perf_counter())
+            self._pending = _Frame(msg, received)
             self._wake.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._infos_changed:
-            self._infos.append(msg)
-            self._infos_changed.notify_all()
+        self._camera_infos.add_info(messages.stamp_ns(msg.header), msg)
 
     def _publish_diagnostics(self) -> None:
         window = self._stats.take_window()
@@ -428,41 +445,36 @@ class DepthNode(Node):
                 if self._stopping:
                     return
                 frame, self._pending = self._pending, None
+            pixels = 0
             try:
-                self._process(frame)
+                pixels = self._process(frame)
             except Exception as exc:  # a bug or backend failure must not stop the node
                 self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
+            self._memory.after_frame(pixels)  # a one-off large frame's memory goes back to the system
 
-    def _process(self, frame: _Frame) -> None:
+    def _process(self, frame: _Frame) -> int:
+        """Decode, pair, estimate, publish one frame; the pixels it processed (0: rejected)."""
         settings = self._settings
         header = frame.msg.header
         decode_start = time.perf_counter()
+        budget = settings.budget()
+        notes: list[str] = []
         try:
             if isinstance(frame.msg, CompressedImage):
-                rgb = messages.compressed_msg_to_rgb(frame.msg)
+                rgb = messages.compressed_msg_to_rgb(frame.msg, budget, notes)
             else:
-                rgb = messages.image_msg_to_rgb(frame.msg)
+                rgb = messages.image_msg_to_rgb(frame.msg, budget)
+        except BudgetError as exc:  # checked from the message fields / JPEG-PNG header: nothing decoded
+            self._warnings.warn("over_budget", f"image on {self._image_topic} rejected: {exc}")
+            return 0
         except InputError as exc:
             self._warnings.warn("bad_image", f"image on {self._image_topic} rejected: {exc}")
-            return
+            return 0
+        for note in notes:  # harmless codec messages (libjpeg's), throttled with the rest
+            self._warnings.warn("image_codec_note", f"image on {self._image_topic}: {note}", count=False)
         height, width = rgb.shape[:2]
-        intr, template, source = self._match_intrinsics(header, width, height, settings)
+        intr, template, source = self._match_intrinsics(header, frame.received, width, height, settings)
         decode_s = time.perf_counter() - decode_start
-
-        min_depth, max_depth = settings.depth_range(self._estimator.card)
-        self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
-                                                 camera_aware_rescale=settings.camera_aware_rescale,
-                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
-        result = self._estimator.estimate(rgb, intr)
-        for warning in result.warnings:
-            self._warnings.warn("intrinsics_ignored", warning)
-        if result.relative is not None:  # a relative model: its own topic, never metres unanchored
-            self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
-            if not result.is_metric:
-                self._stats.frame_published({"queue": decode_start - frame.received, "decode": decode_s,
-                                             **result.timings}, source,
-                                            float(np.isfinite(result.relative).mean()))
-                return
 
         with self._pubs_lock:
             pubs = {topic: pub for topic, pub in self._optional_pubs.items() if pub.get_subscription_count() > 0}
@@ -479,6 +491,30 @@ class DepthNode(Node):
             scan_enabled="scan" in pubs and scan_possible, scan_height=settings.scan_scan_height,
             scan_range_min=settings.scan_range_min, scan_range_max=settings.scan_range_max,
             colorized_enabled="depth/colorized" in pubs)
+        try:
+            budget.check_outputs(output_bytes(width, height, depth_bytes_per_pixel=2 if config.depth_encoding == "16UC1"
+                                              else 4, cloud=config.cloud_enabled,
+                                              cloud_decimation=config.cloud_decimation,
+                                              colorized=config.colorized_enabled))
+        except BudgetError as exc:
+            self._warnings.warn("over_budget", f"image on {self._image_topic} rejected: {exc}")
+            return 0
+
+        card = self._estimator.card
+        min_depth, max_depth = settings.depth_range(card)
+        self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
+                                                 camera_aware_rescale=settings.camera_aware_rescale,
+                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
+        result = self._estimator.estimate(rgb, intr)
+        for warning in result.warnings:
+            self._warnings.warn("intrinsics_ignored", warning)
+        if result.relative is not None:  # a relative model: its own topic, never metres unanchored
+            self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
+            if not result.is_metric:
+                self._stats.frame_published({"queue": decode_start - frame.received, "decode": decode_s,
+                                             **result.timings}, source,
+                                            float(np.isfinite(result.relative).mean()))
+                return width * height
         outputs = build_outputs(result, rgb, config, min_depth, max_depth)
 
         publish_start = time.perf_counter()
@@ -502,7 +538,11 @@ class DepthNode(Node):
 
         timings = {"queue": decode_start - frame.received, "decode": decode_s, **result.timings,
                    "outputs": sum(outputs.timings.values()), "publish": time.perf_counter() - publish_start}
-        self._stats.frame_published(timings, source, float(np.isfinite(result.depth).mean()))
+        valid, findings = frame_findings(result.depth, min_depth, max_depth, result.rescale, result.intrinsics, card)
+        for finding in findings:  # states of the output, not rejected frames: logged, not counted
+            self._warnings.warn(finding.kind, finding.message, count=False)
+        self._stats.frame_published(timings, source, valid, findings)
+        return width * height
 
     def _scan_header(self, header: Header, settings: Settings) -> Header:
         """The scan's header: the image's stamp, a body-convention frame (never the optical one)."""
@@ -514,35 +554,19 @@ class DepthNode(Node):
                 "be a body-convention frame (x forward, z up); set scan.output_frame if it is an optical frame")
         return Header(stamp=header.stamp, frame_id=frame)
 
-    def _match_intrinsics(self, header: Header, width: int, height: int,
+    def _match_intrinsics(self, header: Header, received: float, width: int, height: int,
                           settings: Settings) -> tuple[Intrinsics | None, CameraInfo | None, str]:
         """(intrinsics at the image's resolution, the CameraInfo they came from, source name).
 
-        The newest CameraInfo within sync_tolerance of the image stamp wins; a bad one is treated
-        as missing (with a warning); then fallback_intrinsics; then none (depth only).
+        The image's CameraInfo (same stamp, else the newest within sync_tolerance), waited for as
+        long as this camera's measured lag says (mde_ros.pipeline.pairing); a bad one is treated as
+        missing (with a warning); then fallback_intrinsics; then none (depth only).
         """
-        stamp = messages.stamp_ns(header)
-        tolerance_ns = settings.sync_tolerance * 1e9
-
-        def near_infos() -> list[CameraInfo]:
-            return [info for info in self._infos if abs(messages.stamp_ns(info.header) - stamp) <= tolerance_ns]
-
-        def may_still_come() -> bool:  # the camera sends CameraInfo, but not yet this frame's
-            return bool(self._infos) and all(messages.stamp_ns(i.header) < stamp for i in self._infos)
-
-        with self._infos_changed:
-            # Drivers (image_transport's CameraPublisher) send the image before its CameraInfo.
-            waited = not near_infos() and may_still_come() and self._previous_frame_paired
-            if waited:
-                self._infos_changed.wait_for(lambda: near_infos() or not may_still_come(), CAMERA_INFO_WAIT_S)
-            infos = list(self._infos)
-            near = near_infos()
-        self._previous_frame_paired = bool(near)
-        if waited and not near:
-            self._warnings.warn("camera_info_late", f"waited {CAMERA_INFO_WAIT_S} s for this image's CameraInfo "
-                                "and none came; frames are not held for it again until one pairs")
-        if near:
-            info = max(reversed(near), key=lambda i: messages.stamp_ns(i.header))  # ties: latest received
+        self._camera_infos.tolerance_s = settings.sync_tolerance
+        info_topic = self._info_sub.topic_name
+        pairing = self._camera_infos.pair(messages.stamp_ns(header), received, self.count_publishers(info_topic))
+        info = pairing.info
+        if info is not None:
             try:
                 intr = messages.intrinsics_from_camera_info(info, width, height)
             except messages.CameraInfoError as exc:
@@ -552,15 +576,14 @@ class DepthNode(Node):
                     self._warnings.warn("camera_info_scaled", f"CameraInfo is for {info.width}x{info.height}, "
                                         f"the image is {width}x{height}: K scaled per axis", count=False)
                 return intr, info, "camera_info"
-        elif infos:
-            offset = min(abs(messages.stamp_ns(i.header) - stamp) for i in infos) * 1e-9
-            self._warnings.warn("camera_info_unsynced", f"no CameraInfo on {self._info_sub.topic_name} within "
-                                f"sync_tolerance={settings.sync_tolerance}s of the image stamp (nearest "
-                                f"{offset:.3f}s away)")
+        elif pairing.problem[0] != "no_camera_info":
+            kind, message = pairing.problem
+            self._warnings.warn(kind, f"no CameraInfo on {info_topic} for the image stamped "
+                                f"{header.stamp.sec}.{header.stamp.nanosec:09d}: {message}")
         fallback = settings.fallback_intrinsics(width, height)
         if fallback is not None:
             return fallback, None, "fallback_intrinsics"
-        if not infos:
+        if pairing.problem is not None and pairing.problem[0] == "no_camera_info":
             fallback_state = "incomplete (need fx, fy, cx and cy > 0)" if settings.fallback_incomplete() else "not set"
             self._warnings.warn("no_intrinsics", f"no CameraInfo received on {self._info_sub.topic_name} and "
                                 f"fallback_intrinsics.* {fallback_state}: publishing depth only (points, scan and "

@@ -1,0 +1,49 @@
+"""Give a large frame's memory back to the system once it is processed (ROS-free).
+
+glibc serves numpy's large temporaries from mmap until one is freed, then raises its mmap threshold
+(up to 32 MB) and serves later ones from per-thread heaps; after a single 4K frame in a 640x480
+stream those heaps keep ~300 MB that the small frames never use again (issue 9 saw 1.3 GB kept
+after one 8000x6000 frame). `LargeFrameTrim` calls malloc_trim(0) after a frame much larger than the
+recent ones (when the next normal frame is done), so RSS returns to the steady state; a camera that
+switches to a larger resolution for good is trimmed once, when its new size has become the normal.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import statistics
+
+RECENT_FRAMES = 30
+LARGE_FACTOR = 2.0  # pixels > 2 x the recent median: a one-off large frame
+
+
+def release_free_memory() -> bool:
+    """glibc malloc_trim(0): free heap pages of every arena go back to the OS. False where unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
+class LargeFrameTrim:
+    """Decides after each frame whether its memory is worth returning (and returns it)."""
+
+    def __init__(self, release=release_free_memory) -> None:
+        self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_FRAMES)
+        self._release = release
+        self._after_large = False
+
+    def after_frame(self, pixels: int) -> bool:
+        """Call when a frame's arrays are gone (0 for a rejected frame). True when this frame ended a
+        run of large ones (the large frames' memory is unused now) and memory was returned."""
+        if pixels <= 0:
+            return False
+        large = bool(self._recent) and pixels > LARGE_FACTOR * statistics.median(self._recent)
+        self._recent.append(int(pixels))
+        ended, self._after_large = self._after_large and not large, large
+        return bool(ended and self._release())
