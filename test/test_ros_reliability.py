@@ -3,13 +3,11 @@
 CameraInfo pairing with lagging drivers, the per-frame budget, diagnostics that tell the truth,
 sender-controlled text, corrupt/odd compressed images, unknown parameters, bounded memory.
 """
-import json
 import os
 import signal
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 import zlib
 
@@ -65,35 +63,35 @@ def last_values(r, predicate):
 
 def test_camera_info_after_its_image_pairs_every_frame_from_the_first(rig):
     """image_transport's CameraPublisher order (image, then CameraInfo 20 ms later) from frame one."""
-    r = rig(params={"sync_tolerance": 0.03})
+    r = rig(params={"sync_tolerance": 0.1})  # stamps 0.25 s apart: no neighbour can stand in
     r.exchange(0.2, info=None)  # discovery done; no CameraInfo seen yet
-    stamps = [1.0 + 0.05 * i for i in range(10)]
+    stamps = [1.0 + 0.25 * i for i in range(10)]
     for i, t in enumerate(stamps):  # each frame's own fx, so a neighbour's CameraInfo would show
         r.image_pub.publish(image_msg(t))
         time.sleep(0.02)
         r.info_pub.publish(info_msg(t, fx=FX + i))
-        time.sleep(0.03)
+        time.sleep(0.08)
     wait_for(lambda: all(r.with_stamp("depth/camera_info", t) for t in stamps))
     assert [r.with_stamp("depth/camera_info", t)[-1].k[0] for t in stamps] == [FX + i for i in range(10)]
     assert all(r.with_stamp("points", t) for t in stamps)
     # ... and the other order (CameraInfo first) pairs as well.
-    for i, t in enumerate(s + 1.0 for s in stamps):
+    for i, t in enumerate(s + 3.0 for s in stamps):
         r.publish(image_msg(t), info_msg(t, fx=FX + 20 + i))
-        time.sleep(0.05)
-    wait_for(lambda: all(r.with_stamp("depth/camera_info", s + 1.0) for s in stamps))
+        time.sleep(0.1)
+    wait_for(lambda: all(r.with_stamp("depth/camera_info", s + 3.0) for s in stamps))
     assert not r.problems()["camera_info_late"]
 
 
 def test_one_lost_camera_info_costs_one_frame_and_the_message_names_the_late_side(rig):
-    r = rig(params={"sync_tolerance": 0.03})
+    r = rig(params={"sync_tolerance": 0.1})
     r.exchange(0.5, need=("points",))
-    stamps = [1.0 + 0.05 * i for i in range(10)]
+    stamps = [1.0 + 0.25 * i for i in range(10)]
     for i, t in enumerate(stamps):
         r.image_pub.publish(image_msg(t))
         time.sleep(0.01)
         if i != 4:  # this CameraInfo is lost
             r.info_pub.publish(info_msg(t))
-        time.sleep(0.04)
+        time.sleep(0.09)
     wait_for(lambda: all(r.with_stamp(DEPTH, t) for t in stamps))
     wait_for(lambda: all(r.with_stamp("points", t) for i, t in enumerate(stamps) if i != 4))
     assert not r.with_stamp("points", stamps[4]) and not r.with_stamp("depth/camera_info", stamps[4])
@@ -102,10 +100,10 @@ def test_one_lost_camera_info_costs_one_frame_and_the_message_names_the_late_sid
     assert "waited up to" in values["last warning"]
 
     # The other side: an image stamped 0.5 s before the CameraInfos that already arrived.
-    r.info_pub.publish(info_msg(3.0))
+    r.info_pub.publish(info_msg(4.0))
     time.sleep(0.05)
-    r.image_pub.publish(image_msg(2.5))
-    wait_for(lambda: r.with_stamp(DEPTH, 2.5))
+    r.image_pub.publish(image_msg(3.5))
+    wait_for(lambda: r.with_stamp(DEPTH, 3.5))
     assert r.problems()["camera_info_unsynced"] == 1
     last_values(r, lambda v: "the image is late" in v["last warning"])
 
@@ -164,8 +162,13 @@ def test_an_implausible_focal_length_is_an_error_naming_k(rig):
     assert "rescale factor" in status.message and "fx=1 (K[0])" in status.message
 
 
+# Large messages (16 MB of D, 1 MB strings) need reliable QoS here: this machine's Fast DDS drops
+# best-effort samples over ~512 KB on loopback.
+BIG = {"qos.reliability": "reliable"}
+
+
 def test_camera_info_problems_are_named_per_field_and_bounded(rig):
-    r = rig()
+    r = rig(params=BIG)
     r.exchange(0.5, need=("points",))
     nan_cx = info_msg(1.0, cx=float("nan"))
     r.publish(image_msg(1.0), nan_cx)
@@ -175,8 +178,13 @@ def test_camera_info_problems_are_named_per_field_and_bounded(rig):
 
     huge_d = info_msg(2.0)
     huge_d.d = np.zeros(2_000_000)
-    r.publish(image_msg(2.0), huge_d)
-    wait_for(lambda: r.problems()["camera_info_invalid"] == 2)
+    r.info_pub.publish(huge_d)  # 16 MB: may take a while to arrive on a loaded machine
+
+    def image_paired_with_it():
+        r.image_pub.publish(image_msg(2.0))
+        time.sleep(0.2)
+        return r.problems()["camera_info_invalid"] >= 2
+    wait_for(image_paired_with_it, timeout=30)
     wait_for(lambda: r.with_stamp(DEPTH, 2.0))
     assert not r.with_stamp("depth/camera_info", 2.0)  # never copied into our output
     _, values = last_values(r, lambda v: "2000000 values" in v["last warning"])
@@ -184,7 +192,7 @@ def test_camera_info_problems_are_named_per_field_and_bounded(rig):
 
 
 def test_sender_strings_are_cut_before_logs_diagnostics_and_outputs(rig):
-    r = rig()
+    r = rig(params=BIG)
     r.exchange(0.5)
     r.publish(bad_image(1.0, encoding="e" * 1_000_000))
     wait_for(lambda: r.problems()["bad_image"] == 1)
@@ -261,92 +269,71 @@ def test_a_params_file_for_another_node_is_warned_about(tmp_path):
 
 # ---- memory ----------------------------------------------------------------------------------------
 
-MEMORY_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, threading, time, struct, zlib
-    import numpy as np, cv2, rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CompressedImage, Image
-    from mde_ros.ros.depth_node import DepthNode
-
-    def rss_mb():
-        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-
-    def peak_mb():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    big_png = open(sys.argv[1], "rb").read()
-    rclpy.init()
-    node = DepthNode(parameter_overrides=[Parameter("model", value=sys.argv[2]),
-                                          Parameter("backend", value="onnxruntime"),
-                                          Parameter("image_transport", value="compressed")],
-                     namespace="/mem")
-    probe = rclpy.create_node("probe", namespace="/mem")
-    got = []
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    probe.create_subscription(Image, "depth/image", lambda m: got.append(m.header.stamp.sec), reliable)
-    pub = probe.create_publisher(CompressedImage, "image/compressed", reliable)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node); executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    while pub.get_subscription_count() == 0:
-        time.sleep(0.05)
-
-    def send(sec, data, wait=True):
-        msg = CompressedImage(format="jpeg" if data[:2] == b"\\xff\\xd8" else "png", data=data)
-        msg.header.stamp.sec = sec
-        msg.header.frame_id = "camera_optical_frame"
-        for _ in range(50):
-            pub.publish(msg)
-            end = time.monotonic() + 0.5
-            while wait and sec not in got and time.monotonic() < end:
-                time.sleep(0.005)
-            if not wait or sec in got:
-                return
-
-    rng = np.random.default_rng(0)
-    small = cv2.imencode(".jpg", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))[1].tobytes()
-    large = cv2.imencode(".jpg", rng.integers(0, 255, (2160, 3840, 3), dtype=np.uint8))[1].tobytes()
-    for sec in range(1, 8):
-        send(sec, small)
-    steady, steady_peak = rss_mb(), peak_mb()
-    for sec in range(100, 103):  # one at a time: the image queue keeps only the newest frame
-        before = node._stats.totals()[3]["over_budget"]
-        while node._stats.totals()[3]["over_budget"] == before:
-            send(sec, big_png, wait=False)
-            time.sleep(0.2)
-    rejected, rejected_peak = rss_mb(), peak_mb()
-    send(200, large)  # a 4K frame: accepted, processed, then released
-    large_peak = peak_mb()
-    for sec in range(300, 306):
-        send(sec, small)
-    after = rss_mb()
-    print(json.dumps(dict(steady=steady, steady_peak=steady_peak, rejected=rejected, rejected_peak=rejected_peak,
-                          large_peak=large_peak, after=after, big_png_bytes=len(big_png))))
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown()
-""")
+def node_memory_mb(pid):
+    """(resident, peak resident) MiB of a process, from /proc."""
+    status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def test_memory_returns_to_the_steady_state_after_rejected_and_accepted_large_frames(tmp_path):
-    """Measured in a subprocess: a 140 KB 8000x6000 PNG is rejected at its header (no growth at all),
-    a 4K JPEG is processed and its memory returned."""
+def test_memory_returns_to_the_steady_state_after_rejected_and_accepted_large_frames(rclpy_context, tmp_path):
+    """The node process measured from outside: a 140 KB 8000x6000 PNG is rejected at its header (no
+    growth at all); a 4K JPEG is processed and its memory returned once the next frames are done.
+
+    The node returns its own memory (mde_ros.memory); Fast DDS's sample pools shrink only with the
+    shipped config/fastdds_low_memory.xml (DYNAMIC history memory), which this node process uses.
+    """
     from mde_ros.resources import default_model_path
 
-    script = tmp_path / "memory.py"
-    script.write_text(MEMORY_SCRIPT)
-    big = tmp_path / "big.png"
-    big.write_bytes(big_black_png(8000, 6000))
-    result = subprocess.run([sys.executable, str(script), str(big), str(default_model_path())],
-                            capture_output=True, text=True, timeout=180, env=dict(os.environ))
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["big_png_bytes"] < 300_000
+    profile = str(ROOT / "config" / "fastdds_low_memory.xml")
+    env = {**os.environ, "FASTDDS_DEFAULT_PROFILES_FILE": profile, "FASTRTPS_DEFAULT_PROFILES_FILE": profile,
+           "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
+
+    process = subprocess.Popen([sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args", "-r", "__ns:=/mem",
+                                "-p", f"model:={default_model_path()}", "-p", "backend:=onnxruntime",
+                                "-p", "image_transport:=compressed", "-p", "qos.reliability:=reliable",
+                                "-p", "publish.points:=false",
+                                "-p", "publish.scan:=false", "-p", "publish.colorized:=false"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        r = Rig(rclpy_context, "mem", local_node=False, transport="compressed", discovery_timeout=40.0,
+                alive=lambda: process.poll() is None)
+        rng = np.random.default_rng(0)
+        small = cv2.imencode(".jpg", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))[1].tobytes()
+        large = cv2.imencode(".jpg", rng.integers(0, 255, (2160, 3840, 3), dtype=np.uint8))[1].tobytes()
+        huge = big_black_png(8000, 6000)
+        t = 1.0
+        for _ in range(8):
+            r.exchange(t, image=compressed(t, small, "jpeg"), info=None)
+            t += 1
+        steady, steady_peak = node_memory_mb(process.pid)
+        for _ in range(3):  # rejected: no output to wait for, so give each its own moment
+            r.publish(compressed(t, huge, "png"))
+            time.sleep(0.5)
+            t += 1
+        r.exchange(t, image=compressed(t, small, "jpeg"), info=None)
+        t += 1
+        rejected, rejected_peak = node_memory_mb(process.pid)
+        r.publish(compressed(t, large, "jpeg"))  # once: 4K takes a few seconds on a loaded machine
+        wait_for(lambda: r.with_stamp(DEPTH, t), timeout=60)
+        t += 1
+        large_peak = node_memory_mb(process.pid)[1]
+        for _ in range(8):
+            r.exchange(t, image=compressed(t, small, "jpeg"), info=None)
+            t += 1
+        after = node_memory_mb(process.pid)[0]
+        r.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    figures = dict(steady=steady, steady_peak=steady_peak, rejected=rejected, rejected_peak=rejected_peak,
+                   large_peak=large_peak, after=after)
     # Rejected frames cost no more than their message: the peak does not move beyond noise.
-    assert figures["rejected_peak"] - figures["steady_peak"] < 30, figures
-    assert figures["rejected"] - figures["steady"] < 30, figures
-    # A 4K frame takes what it needs, then the process returns to the steady state.
-    assert figures["large_peak"] > figures["steady_peak"]
-    assert figures["after"] - figures["steady"] < 40, figures
+    assert rejected_peak - steady_peak < 20, figures
+    assert rejected - steady < 20, figures
+    # A 4K frame takes what it needs (hundreds of MB), then the process returns to the steady state.
+    assert large_peak - steady_peak > 100, figures
+    assert after - steady < 40, str(figures)
