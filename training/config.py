@@ -49,7 +49,7 @@ leaves out, so code may index any key listed here)::
                                 # a previous phase's name (its best checkpoint) or a checkpoint path.
                                 # null: one phase from optim.lr and train.epochs (see phases()).
       # optional, read by training/train.py with its own defaults: log_every, vis_samples,
-      # tensorboard, deterministic
+      # tensorboard, deterministic, max_minutes (wall-clock budget), camera_effects
     eval:
       crop: none                # eigen | garg | none
       min_depth: 0.001
