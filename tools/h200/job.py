@@ -118,9 +118,14 @@ def write_report(report: Path, out: Path) -> Path:
     return final
 
 
-def plan_run(cfg: dict, budget_s: float, trained_rate: float | None, loaded_rate: float | None) -> dict:
-    """Size the run from the measured speed: ~4 epochs (one checkpoint each) filling the budget."""
+def plan_run(cfg: dict, budget_s: float, trained_rate: float | None, loaded_rate: float | None,
+             network_rate: float | None = None) -> dict:
+    """Size the run from the measured speed: ~4 epochs (one checkpoint each) filling the budget, and
+    ``batch_repeats`` (1-3) so the GPU is kept busy when rendering is slower than the network."""
     views = int(cfg["data"]["views_per_scene"])
+    repeats = int(cfg["train"].get("batch_repeats") or 1)
+    if network_rate and loaded_rate and math.isfinite(network_rate) and math.isfinite(loaded_rate):
+        repeats = int(min(3, max(1, round(0.9 * network_rate / loaded_rate))))
     epoch_s = min(120.0, max(30.0, budget_s / 4))
     rate = loaded_rate if loaded_rate and math.isfinite(loaded_rate) else None
     if rate is None:
@@ -128,7 +133,7 @@ def plan_run(cfg: dict, budget_s: float, trained_rate: float | None, loaded_rate
     scenes = max(2, int(rate * epoch_s * 0.9 / views))
     epochs = max(1, int(round(budget_s / epoch_s)))
     return {"num_scenes_train": scenes, "epochs": epochs, "epoch_s_target": epoch_s, "loaded_rate_used": rate,
-            "trained_rate_measured": trained_rate}
+            "trained_rate_measured": trained_rate, "network_rate_measured": network_rate, "batch_repeats": repeats}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
 
     with_data = (figures.get("train") or {}).get("with_data") or {}
-    plan = plan_run(cfg, args.train_seconds, with_data.get("images_per_s"), with_data.get("loaded_images_per_s"))
+    network_only = (figures.get("train") or {}).get("network_only") or {}
+    plan = plan_run(cfg, args.train_seconds, with_data.get("images_per_s"), with_data.get("loaded_images_per_s"),
+                    network_only.get("images_per_s") if cuda else None)
     print(f"run plan: {plan}", flush=True)
     card["plan"] = plan
     train_overrides = overrides + [f"data.num_scenes.train={plan['num_scenes_train']}",
                                    f"train.epochs={plan['epochs']}",
+                                   f"train.batch_repeats={plan['batch_repeats']}",
                                    f"train.max_minutes={args.train_seconds / 60.0:.4f}",
                                    f"output_dir={run_dir}"]
     packer = Packer(run_dir, out, report)
