@@ -56,7 +56,8 @@ WRAPPER_CARD = ModelCard(name="exact", architecture="external", input_height=H, 
 
 
 def robot_views(n):
-    """Views from a robot-mounted camera with floor in sight (camera_path poses)."""
+    """Views from a robot-mounted camera with floor in sight (camera_path poses): enough floor that the
+    exact depth's floor is found with and without pitch/roll."""
     views = []
     seed = 0
     while len(views) < n:
@@ -64,7 +65,8 @@ def robot_views(n):
         pose = camera_path(scene, 1, seed=seed)[0]
         frame = scene.render(pose, INTR)
         seed += 1
-        if fit_floor(frame.depth, INTR, GroundPrior(pose.position[2], pose.pitch, pose.roll)) is not None:
+        if (fit_floor(frame.depth, INTR, GroundPrior(pose.position[2], pose.pitch, pose.roll)) is not None
+                and fit_floor(frame.depth, INTR, GroundPrior(pose.position[2])) is not None):
             views.append(frame)
     return views
 
