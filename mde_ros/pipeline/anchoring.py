@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.postprocess import relative_to_depth
 
 SOURCES = ("range", "points", "ground")
 # Reasons an anchor is not used (the throttled-warning kinds of the node, counters in summaries).
@@ -507,10 +508,9 @@ def fit_frame(depth: np.ndarray | None, intr: Intrinsics | None, anchors: Anchor
 
 
 def relative_depth(relative: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """Metres from affine-invariant inverse depth: 1 / (scale * relative + shift); <= 0 -> NaN."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        inverse = np.asarray(relative, np.float32) * np.float32(scale) + np.float32(shift)
-        return np.where(inverse > 0, np.float32(1.0) / inverse, np.nan).astype(np.float32)
+    """Metres from affine-invariant inverse depth: 1 / (scale * relative + shift); <= 0 -> NaN
+    (postprocess.relative_to_depth, the one conversion)."""
+    return relative_to_depth(relative, scale, shift)
 
 
 def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, config: AnchoringConfig,
