@@ -483,25 +483,6 @@ class DepthNode(Node):
         intr, template, source = self._match_intrinsics(header, frame.received, width, height, settings)
         decode_s = time.perf_counter() - decode_start
 
-<<<<<<< HEAD
-=======
-        min_depth, max_depth = settings.depth_range(self._estimator.card)
-        self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
-                                                 camera_aware_rescale=settings.camera_aware_rescale,
-                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
-        result = self._estimator.estimate(rgb, intr)
-        for warning in result.warnings:
-            self._warnings.warn("intrinsics_ignored", warning)
-        result = self._anchors.refine(self._estimator, result, rgb, header)
-        if result.relative is not None:  # a relative model: its own topic, never metres unanchored
-            self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
-            if not result.is_metric:
-                self._stats.frame_published({"queue": decode_start - frame.received, "decode": decode_s,
-                                             **result.timings}, source,
-                                            float(np.isfinite(result.relative).mean()))
-                return
-
->>>>>>> main
         with self._pubs_lock:
             pubs = {topic: pub for topic, pub in self._optional_pubs.items() if pub.get_subscription_count() > 0}
         has_geometry = intr is not None
@@ -534,6 +515,7 @@ class DepthNode(Node):
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)
+        result = self._anchors.refine(self._estimator, result, rgb, header)
         if result.relative is not None:  # a relative model: its own topic, never metres unanchored
             self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
             if not result.is_metric:
