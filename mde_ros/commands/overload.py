@@ -155,9 +155,11 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
 
 
 def bench_overload(args: argparse.Namespace) -> None:
-    from mde_ros.resources import default_model_path
+    from mde_ros.commands.bench import default_network
 
-    model = str(args.model or default_model_path())
+    # The product's network (ResNet-34 U-Net 320x320, random weights): the shipped demo net is so small
+    # that the node's fixed per-frame work, not the network, sets its latency.
+    model = str(args.model or default_network(args)[0])
     qos_list = [q.strip() for q in args.overload_qos.split(",") if q.strip()]
     factor = args.overload_factor
     print(f"\n## overload: node process, {WIDTH}x{HEIGHT} rgb8 + CameraInfo at {factor:g}x the sustainable rate for "
