@@ -47,7 +47,7 @@ def _runs_precision(name: str, device: str, precision: str, options: dict) -> bo
         return True
     on_gpu = parse_device(device)[0] == "cuda"
     if name == "torch":
-        return precision == "fp16" and on_gpu
+        return precision in ("fp16", "bf16") and on_gpu
     return precision == "fp16" and on_gpu and bool(options.get("trt_provider"))
 
 

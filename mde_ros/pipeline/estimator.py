@@ -15,7 +15,7 @@ from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.postprocess import (camera_rescale_factor, network_intrinsics, raw_to_depth,
                                           to_camera_resolution)
-from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError, preprocess
+from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError, preprocess, resize_info
 
 if TYPE_CHECKING:
     from mde_ros.inference import Backend
@@ -27,6 +27,9 @@ class EstimatorConfig:
     max_depth: float | None = None
     camera_aware_rescale: bool = True
     resize_policy: str = "stretch"
+    # Pre/post-processing on the backend's device (fused pipeline, models/fused.py) when the backend
+    # offers one (torch on CUDA); else, and by default, the numpy path below.
+    device_pipeline: bool = False
 
     def __post_init__(self) -> None:
         if self.resize_policy not in RESIZE_POLICIES:
@@ -101,6 +104,9 @@ class DepthEstimator:
         warnings: list[str] = []
         intrinsics = self._usable_intrinsics(intrinsics, height, width, warnings)
 
+        fused = self._fused_pipeline()
+        if fused is not None:
+            return self._estimate_fused(fused, rgb, intrinsics, warnings)
         start = time.perf_counter()
         batch, info = preprocess(rgb, self.card, self.config.resize_policy)
         after_preprocess = time.perf_counter()
@@ -120,4 +126,29 @@ class DepthEstimator:
         done = time.perf_counter()
         timings = {"preprocess": after_preprocess - start, "network": after_network - after_preprocess,
                    "postprocess": done - after_network}
+        return DepthResult(depth, intrinsics, rescale, timings, warnings)
+
+    def _fused_pipeline(self):
+        """The backend's device pipeline when asked for and able to reproduce this card/policy."""
+        if not self.config.device_pipeline:
+            return None
+        offer = getattr(self.backend, "fused_pipeline", None)
+        pipeline = offer() if offer is not None else None
+        if pipeline is None:
+            return None
+        from mde_ros.models.fused import fused_supports
+
+        return pipeline if fused_supports(self.card, self.config.resize_policy) else None
+
+    def _estimate_fused(self, fused, rgb: np.ndarray, intrinsics: Intrinsics | None,
+                        warnings: list[str]) -> DepthResult:
+        """The same contract as the numpy path, with every pixel operation on the device."""
+        height, width = rgb.shape[:2]
+        rescale = 1.0
+        if self.config.camera_aware_rescale and intrinsics is not None:
+            card = self.card
+            info = resize_info(height, width, card.input_height, card.input_width, self.config.resize_policy)
+            rescale = camera_rescale_factor(network_intrinsics(intrinsics, info), card)
+        depth, timings = fused.estimate(np.ascontiguousarray(rgb), self.card, self.config.resize_policy,
+                                        rescale)
         return DepthResult(depth, intrinsics, rescale, timings, warnings)
