@@ -1,4 +1,4 @@
-"""`mde-ros`: one entry point for predict, demo, bench, export, node, replay and play."""
+"""`mde-ros`: one entry point for predict, demo, bench, export, quantize, node, replay and play."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ COMMANDS = {
     "demo": ("mde_ros.commands.demo", "run the shipped model over the built-in demo sequence"),
     "bench": ("mde_ros.commands.bench", "per-stage timings of backends, node outputs and bag replay"),
     "export": ("mde_ros.commands.export", "export a .pt model bundle to ONNX (with its card)"),
+    "quantize": ("mde_ros.commands.quantize", "INT8 Q/DQ ONNX of a model, calibrated on images or a bag"),
     "replay": ("mde_ros.bags.replay", "run a rosbag2 bag through the pipeline into a new bag"),
     "play": ("mde_ros.bags.player", "publish a rosbag2 bag into a live ROS graph"),
 }

@@ -1,50 +1,172 @@
-"""TensorRT backend's pure parts (engine cache key, paths, config validation, profile shapes,
-calibration batching), which decide when a minutes-long engine build happens, tested without a GPU."""
+"""TensorRT backend without a GPU: version gate, typing decisions, DLA validation, profile shapes,
+engine cache key and paths (pure), and the build / load / infer path against the TensorRT API
+stand-in of 10.3, 10.16 and 11.1 (test/trt_standin.py: NOT TensorRT, never verification; on a
+machine with TensorRT, tools/trt_check.py runs the real thing)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mde_ros.inference import BackendUnavailable
-from mde_ros.inference.tensorrt_backend import (TensorRTBackend, TensorRTConfig, calibration_batches,
-                                                engine_cache_key, engine_key_parts, engine_paths,
-                                                optimization_profile, sanitize,
+from mde_ros.inference import BackendUnavailable, create_backend
+from mde_ros.inference.tensorrt_backend import (TensorRTBackend, attach_timing_cache, save_build,
                                                 tensorrt_unavailable_reason)
+from mde_ros.inference.tensorrt_build import (GpuInfo, TensorRTConfig, TrtFeatures, engine_cache_key,
+                                              engine_key_parts, engine_paths, network_creation_flags,
+                                              optimization_profile, parse_version, plan_build, sanitize,
+                                              version_problem)
 from mde_ros.models.card import ModelCard
+from trt_standin import CudaRuntimeStandIn, TensorRTStandIn, engine_files, install
 
 CARD = ModelCard(name="tiny", architecture="external", input_height=240, input_width=320)
-ONNX = b"\x08\x07fake onnx bytes: only their hash matters here"
-GPU = "NVIDIA Jetson AGX Orin"
+SHA = "ab" * 32
+ORIN16 = GpuInfo("Orin", (8, 7), 16, 64 << 30, 12060, 12080)
+VERSIONS = ("10.3.0", "10.16.0", "11.1.0")
 
 
-def key_for(onnx=ONNX, version="10.3.0", gpu=GPU, card=CARD, **config) -> str:
+def features(version: str) -> TrtFeatures:
+    return TrtFeatures.probe(TensorRTStandIn(version))
+
+
+def key_for(sha=SHA, version="10.3.0", gpu=ORIN16, card=CARD, **config) -> str:
     cfg = TensorRTConfig(**config)
-    return engine_cache_key(engine_key_parts(onnx, version, gpu, cfg, optimization_profile(card, cfg)))
+    plan = plan_build(features(version), cfg.precision, cfg.typing, cfg.dla_core)
+    return engine_cache_key(engine_key_parts(sha, version, gpu, cfg, plan, optimization_profile(card, cfg)))
 
 
-def calibration_images(n: int = 5, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, 240, 320), dtype=np.float32)
+# ---------------------------------------------------------------- version gate
+
+@pytest.mark.parametrize("text,parsed", [("10.3.0", (10, 3, 0)), ("10.3.0.post1", (10, 3, 0)),
+                                         ("11.1", (11, 1)), ("8.6.2.3", (8, 6, 2, 3)), ("dev", ())])
+def test_parse_version(text, parsed):
+    assert parse_version(text) == parsed
 
 
-# ---------------------------------------------------------------- cache key
+def test_version_gate_refuses_tensorrt_8_with_the_jetpack_hint():
+    problem = version_problem("8.6.2")
+    assert "too old" in problem and ">= 10.0" in problem and "JetPack 6.1" in problem
+    assert version_problem("10.0.1") is None and version_problem("11.1.0") is None
+    assert "cannot read" in version_problem("")
 
-def test_key_is_stable_for_the_same_inputs():
+
+def test_tensorrt_8_stand_in_is_refused_as_unavailable(monkeypatch, tmp_path):
+    """TensorRT API stand-in (8.6, JetPack 6.0): BackendUnavailable, so `auto` falls back."""
+    install(monkeypatch, TensorRTStandIn("8.6.1"), CudaRuntimeStandIn())
+    assert "8.6.1 is too old" in tensorrt_unavailable_reason()
+    model = tiny_model(tmp_path)
+    with pytest.raises(BackendUnavailable, match="too old"):
+        TensorRTBackend(model, CARD)
+    backend = create_backend("auto", model, tiny_card(), device="cuda")
+    assert backend.name == "onnxruntime"
+
+
+# ---------------------------------------------------------------- feature probe and typing plan
+
+def test_feature_probe_of_each_version_stand_in():
+    """TensorRT API stand-ins of 10.3 / 10.16 / 11.1: what the probe finds."""
+    assert features("10.3.0") == TrtFeatures("10.3.0", True, False, True, True, True)
+    assert features("10.16.0") == TrtFeatures("10.16.0", True, False, True, True, True)
+    assert features("11.1.0") == TrtFeatures("11.1.0", True, True, False, False, True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_gpu_builds_are_strongly_typed_with_precision_from_the_onnx(version, precision):
+    plan = plan_build(features(version), precision)
+    assert plan.strongly_typed and plan.model_variant == precision and plan.builder_flags == ()
+    trt = TensorRTStandIn(version)
+    assert network_creation_flags(trt, plan) == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.16.0"])
+def test_dla_on_10x_takes_the_documented_builder_flag_path(version):
+    fp16 = plan_build(features(version), "fp16", dla_core=0)
+    assert not fp16.strongly_typed and fp16.model_variant == "fp32"
+    assert fp16.builder_flags == ("FP16", "GPU_FALLBACK")
+    int8 = plan_build(features(version), "int8", dla_core=1)
+    assert int8.model_variant == "int8" and int8.builder_flags == ("INT8", "FP16", "GPU_FALLBACK")
+    assert any("fall back to the GPU" in note for note in int8.notes)
+    assert network_creation_flags(TensorRTStandIn(version), fp16) == 0
+
+
+def test_dla_on_11x_is_strongly_typed_with_gpu_fallback():
+    plan = plan_build(features("11.1.0"), "fp16", dla_core=0)
+    assert plan.strongly_typed and plan.model_variant == "fp16" and plan.builder_flags == ("GPU_FALLBACK",)
+
+
+def test_weak_typing_is_refused_where_the_flags_are_gone():
+    with pytest.raises(BackendUnavailable, match="removed in TensorRT 11"):
+        plan_build(features("11.1.0"), "fp16", typing="weak")
+    weak = plan_build(features("10.16.0"), "fp16", typing="weak")
+    assert weak.builder_flags == ("FP16",) and not weak.strongly_typed
+    assert plan_build(features("11.1.0"), "fp32", typing="strong").strongly_typed
+    with pytest.raises(ValueError, match="typing"):
+        plan_build(features("10.3.0"), "fp16", typing="loose")
+
+
+# ---------------------------------------------------------------- config and DLA validation
+
+@pytest.mark.parametrize("config,message", [
+    ({"precision": "int4"}, "precision must be one of"),
+    ({"workspace_bytes": 0}, "workspace_bytes must be a positive int"),
+    ({"dla_core": -1}, "dla_core must be an int >= 0"),
+    ({"dla_core": 0}, "DLA runs fp16 or int8"),
+    ({"dla_core": 0, "precision": "fp16", "max_batch": 2}, "static input shape: max_batch"),
+    ({"dla_core": 0, "precision": "fp16", "min_size": (120, 160)}, "static input shape"),
+    ({"max_batch": 0}, "max_batch must be an int >= 1"),
+    ({"max_batch": True}, "max_batch must be an int >= 1"),
+    ({"min_size": (0, 10)}, "min_size must be"),
+    ({"max_size": (480,)}, "max_size must be"),
+    ({"typing": "loose"}, "typing must be one of"),
+])
+def test_config_rejects(config, message):
+    with pytest.raises(ValueError, match=message):
+        TensorRTConfig(**config)
+
+
+def test_profile_spans_the_configured_sizes_and_is_static_on_dla():
+    cfg = TensorRTConfig(max_batch=4, min_size=(120, 160), max_size=(480, 640))
+    profile = optimization_profile(CARD, cfg)
+    assert profile == ((1, 3, 120, 160), (1, 3, 240, 320), (4, 3, 480, 640)) and not profile.is_static
+    assert profile.contains((2, 3, 200, 300)) and not profile.contains((5, 3, 240, 320))
+    with pytest.raises(ValueError, match="min_size"):
+        optimization_profile(CARD, TensorRTConfig(min_size=(300, 320)))
+    dla = optimization_profile(CARD, TensorRTConfig(precision="fp16", dla_core=0))
+    assert dla.is_static and dla.opt == (1, 3, 240, 320)
+    assert optimization_profile(CARD, TensorRTConfig(precision="int8", dla_core=1, min_size=(256, 320),
+                                                     max_size=(256, 320))).max == (1, 3, 256, 320)
+
+
+def test_profile_as_onnxruntime_tensorrt_provider_options():
+    profile = optimization_profile(CARD, TensorRTConfig(max_batch=2, max_size=(480, 640)))
+    assert profile.trt_ep_options("image") == {"trt_profile_min_shapes": "image:1x3x240x320",
+                                               "trt_profile_opt_shapes": "image:1x3x240x320",
+                                               "trt_profile_max_shapes": "image:2x3x480x640"}
+
+
+# ---------------------------------------------------------------- cache key and paths
+
+def test_key_is_stable_and_readable():
     assert key_for() == key_for()
-    assert key_for(precision="fp16", dla_core=0) == key_for(precision="fp16", dla_core=0)
-    data = calibration_images()
-    assert key_for(precision="int8", calibration_data=data) == \
-        key_for(precision="int8", calibration_data=data.copy())
+    key = key_for(precision="fp16", dla_core=0)
+    assert key.startswith(f"{SHA[:16]}-orin-sm87-16sm-trt10.3.0-fp16-dla0-")
+    assert Path(key).name == key and " " not in key
 
 
 @pytest.mark.parametrize("change", [
-    {"onnx": ONNX + b"!"},
-    {"version": "10.4.0"},
-    {"gpu": "NVIDIA GeForce RTX 4090"},
+    {"sha": "cd" * 32},                                              # the ONNX actually built
+    {"version": "10.16.0"},
+    {"gpu": GpuInfo("Orin", (8, 7), 8, 64 << 30, 12060, 12080)},    # Orin NX: fewer SMs, same name
+    {"gpu": GpuInfo("Orin", (8, 7), 16, 32 << 30, 12060, 12080)},   # same SMs, other memory
+    {"gpu": GpuInfo("Orin", (8, 7), 16, 64 << 30, 12020, 12080)},   # CUDA runtime
+    {"gpu": GpuInfo("Orin", (8, 7), 16, 64 << 30, 12060, 12020)},   # driver
+    {"gpu": GpuInfo("NVIDIA GeForce RTX 4090", (8, 9), 128, 24 << 30, 12060, 12080)},
     {"precision": "fp16"},
     {"precision": "fp16", "dla_core": 1},
+    {"precision": "fp16", "typing": "weak"},
     {"workspace_bytes": 1 << 28},
     {"max_batch": 4},
     {"max_size": (480, 640)},
@@ -54,125 +176,185 @@ def test_any_change_gives_a_new_key(change):
     assert key_for(**change) != key_for()
 
 
-def test_int8_key_follows_the_calibration_data():
-    first = key_for(precision="int8", calibration_data=calibration_images(seed=0))
-    assert first != key_for(precision="int8", calibration_data=calibration_images(seed=1))
-    assert first != key_for(precision="int8", calibration_data=calibration_images(seed=0),
-                            calibration_batch_size=2)
-
-
-def test_key_is_a_readable_file_name():
-    key = key_for(precision="fp16", dla_core=0)
-    sha16 = engine_key_parts(ONNX, "10.3.0", GPU, TensorRTConfig(),
-                             optimization_profile(CARD, TensorRTConfig()))["onnx_sha256"][:16]
-    assert key.startswith(f"{sha16}-nvidia-jetson-agx-orin-trt10.3.0-fp16-dla0-")
-    assert Path(key).name == key and " " not in key
-
-
 def test_key_parts_are_the_json_sidecar():
     cfg = TensorRTConfig(precision="fp16", max_batch=2)
-    parts = engine_key_parts(ONNX, "10.3.0", GPU, cfg, optimization_profile(CARD, cfg))
+    plan = plan_build(features("11.1.0"), "fp16")
+    parts = engine_key_parts(SHA, "11.1.0", ORIN16, cfg, plan, optimization_profile(CARD, cfg))
     assert json.loads(json.dumps(parts)) == parts
+    assert parts["gpu"] == {"name": "Orin", "compute_capability": "8.7", "sm_count": 16,
+                            "total_memory": 64 << 30, "cuda_runtime": 12060, "driver": 12080}
     assert parts["profile"] == {"min": [1, 3, 240, 320], "opt": [1, 3, 240, 320], "max": [2, 3, 240, 320]}
-    assert (parts["tensorrt"], parts["gpu"], parts["precision"]) == ("10.3.0", GPU, "fp16")
+    assert parts["strongly_typed"] and parts["model_variant"] == "fp16" and parts["builder_flags"] == []
+
+
+def test_paths_live_under_mde_ros_cache_and_timing_caches_are_per_version_and_gpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "c"))
+    paths = engine_paths("abc", "10.3.0", ORIN16)
+    assert paths.engine == tmp_path / "c" / "tensorrt" / "abc.engine"
+    assert paths.sidecar == tmp_path / "c" / "tensorrt" / "abc.json"
+    assert paths.timing_cache.name == "timing-trt10.3.0-orin-sm87-16sm.cache"
+    other = GpuInfo("Orin", (8, 7), 8, 16 << 30, 12060, 12080)
+    assert engine_paths("abc", "10.3.0", other).timing_cache != paths.timing_cache
 
 
 def test_sanitize():
     assert sanitize("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
-    assert sanitize("Orin (nvgpu)/x") == "orin-nvgpu-x"
     assert sanitize("10.3.0.post1") == "10.3.0.post1"
     assert sanitize("***") == "unknown"
 
 
-# ---------------------------------------------------------------- paths
+# ---------------------------------------------------------------- timing cache and save order
 
-def test_paths_live_under_mde_ros_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "c"))
-    paths = engine_paths("abc", "10.3.0", GPU)
-    assert paths.engine == tmp_path / "c" / "tensorrt" / "abc.engine"
-    assert paths.sidecar == tmp_path / "c" / "tensorrt" / "abc.json"
-    assert paths.calibration == tmp_path / "c" / "tensorrt" / "abc.calib"
-    assert paths.timing_cache == tmp_path / "c" / "tensorrt" / "timing-10.3.0-nvidia-jetson-agx-orin.cache"
-
-
-def test_paths_fall_back_to_xdg_then_home(monkeypatch, tmp_path):
-    monkeypatch.delenv("MDE_ROS_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert engine_paths("k", "10", "g").engine == tmp_path / "xdg" / "mde_ros" / "tensorrt" / "k.engine"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert engine_paths("k", "10", "g").engine == \
-        tmp_path / "home" / ".cache" / "mde_ros" / "tensorrt" / "k.engine"
+def test_a_timing_cache_that_does_not_fit_is_replaced_not_fatal(tmp_path, caplog):
+    """TensorRT API stand-in: a cache from another device (refused) and a damaged one (raises)."""
+    trt = TensorRTStandIn("10.16.0", timing_device="orin-sm87")
+    config = trt.Builder(None).create_builder_config()
+    path = tmp_path / "timing.cache"
+    path.write_bytes(json.dumps({"device": "rtx-4090", "entries": 7}).encode())
+    with caplog.at_level(logging.WARNING):
+        cache = attach_timing_cache(config, path)
+    assert cache is not None and cache.device == "orin-sm87" and cache.entries == 0
+    assert "does not fit" in caplog.text
+    path.write_bytes(b"\x00garbage")
+    assert attach_timing_cache(config, path).device == "orin-sm87"
+    path.write_bytes(json.dumps({"device": "orin-sm87", "entries": 3}).encode())
+    assert attach_timing_cache(config, path).entries == 3  # a fitting one is used
 
 
-# ---------------------------------------------------------------- config validation
+def test_the_engine_is_written_before_anything_that_can_fail(tmp_path, caplog):
+    class BrokenCache:
+        def serialize(self):
+            raise RuntimeError("stand-in: serialize failed")
 
-@pytest.mark.parametrize("config,message", [
-    ({"precision": "int4"}, "precision must be one of"),
-    ({"workspace_bytes": 0}, "workspace_bytes must be a positive int"),
-    ({"dla_core": -1}, "dla_core must be an int >= 0"),
-    ({"dla_core": 0}, "DLA runs fp16 or int8"),
-    ({"max_batch": 0}, "max_batch must be an int >= 1"),
-    ({"min_size": (0, 10)}, "min_size must be"),
-    ({"max_size": (480,)}, "max_size must be"),
-    ({"precision": "int8"}, "needs calibration_data"),
-    ({"precision": "int8", "calibration_cache": "/nonexistent/x.calib"}, "does not exist"),
-    ({"precision": "int8", "calibration_data": np.zeros((4, 240, 320), np.float32)}, r"\(N,3,H,W\)"),
-    ({"precision": "int8", "calibration_data": np.zeros((0, 3, 8, 8), np.float32)}, "N >= 1"),
-    ({"precision": "fp16", "calibration_data": np.zeros((1, 3, 8, 8), np.float32)}, "only used with"),
-    ({"precision": "int8", "calibration_data": np.zeros((1, 3, 8, 8)), "calibration_batch_size": 0},
-     "calibration_batch_size"),
-])
-def test_config_rejects(config, message):
-    with pytest.raises(ValueError, match=message):
-        TensorRTConfig(**config)
+    class Config:
+        def get_timing_cache(self):
+            return BrokenCache()
+
+    paths = engine_paths("k", "10.3.0", ORIN16, root=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        save_build(b"engine bytes", Config(), paths, {"k": 1})
+    assert paths.engine.read_bytes() == b"engine bytes"
+    assert json.loads(paths.sidecar.read_text()) == {"k": 1}
+    assert not paths.timing_cache.exists() and "timing cache was not" in caplog.text
 
 
-def test_config_accepts_int8_with_an_existing_cache(tmp_path):
-    cache = tmp_path / "model.calib"
-    cache.write_bytes(b"TRT-1000-EntropyCalibration2\n")
-    cfg = TensorRTConfig(precision="int8", calibration_cache=str(cache))
-    assert cfg.calibration_cache == cache
-    parts = engine_key_parts(ONNX, "10.3.0", GPU, cfg, optimization_profile(CARD, cfg))
-    assert parts["calibration"]["cache_sha256"]
+# ---------------------------------------------------------------- backend against the stand-ins
+
+def tiny_card() -> ModelCard:
+    return ModelCard.load(tiny_model.path.with_name("tiny.card.json"))
 
 
-def test_profile_spans_the_configured_sizes():
-    cfg = TensorRTConfig(max_batch=4, min_size=(120, 160), max_size=(480, 640))
-    assert optimization_profile(CARD, cfg) == ((1, 3, 120, 160), (1, 3, 240, 320), (4, 3, 480, 640))
-    with pytest.raises(ValueError, match="min_size"):
-        optimization_profile(CARD, TensorRTConfig(min_size=(300, 320)))
+def tiny_model(tmp_path: Path) -> Path:
+    from mde_ros.bags.fixtures import export_test_model
+
+    path = export_test_model(tmp_path / "tiny.onnx")
+    tiny_model.path = path
+    return path
 
 
-# ---------------------------------------------------------------- calibration batches
-
-def test_calibration_batches_are_fixed_size_contiguous_float32():
-    data = np.arange(10 * 3 * 2 * 2, dtype=np.float64).reshape(10, 3, 2, 2)
-    batches = list(calibration_batches(data, 4))
-    assert len(batches) == 2  # 10 images: two full batches, the 2 left over are dropped
-    for index, batch in enumerate(batches):
-        assert batch.dtype == np.float32 and batch.flags.c_contiguous and batch.shape == (4, 3, 2, 2)
-        np.testing.assert_array_equal(batch, data[4 * index:4 * index + 4])
+@pytest.fixture
+def model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
+    return tiny_model(tmp_path)
 
 
-def test_fewer_images_than_the_batch_size_make_one_batch():
-    data = calibration_images(3)[:, :, :4, :4]  # a strided view
-    (batch,) = calibration_batches(data, 8)
-    assert batch.shape == (3, 3, 4, 4) and batch.flags.c_contiguous
-    np.testing.assert_array_equal(batch, data)
+def batch(card: ModelCard, n: int = 1) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((n, 3, card.input_height, card.input_width)).astype(np.float32)
 
 
-# ---------------------------------------------------------------- availability
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_load_and_infer_against_each_version_stand_in(version, model, tmp_path, monkeypatch):
+    """TensorRT API stand-in + CUDA runtime stand-in (not verification): the engine is built once,
+    strongly typed without precision flags, cached, loaded, and every output is bound and copied
+    through pinned buffers."""
+    import onnxruntime as ort
+
+    trt, cudart = TensorRTStandIn(version), CudaRuntimeStandIn()
+    install(monkeypatch, trt, cudart)
+    card = tiny_card()
+    backend = TensorRTBackend(model, card, "cuda", "fp16", max_batch=2)
+    (built,) = trt.built
+    assert built["strongly_typed"] and built["flags"] == [] and built["onnx"].endswith(".fp16.onnx")
+    assert built["profiles"][0]["image"] == ((1, 3, 48, 64), (1, 3, 48, 64), (2, 3, 48, 64))
+    (engine,) = engine_files(tmp_path / "cache")
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    assert sidecar["gpu"]["sm_count"] == 16 and sidecar["tensorrt"] == version
+    assert list((tmp_path / "cache" / "tensorrt").glob("timing-*.cache"))
+
+    images = batch(card, 2)
+    expected = ort.InferenceSession(str(backend.onnx_path)).run(None, {"image": images})[0]
+    out = backend.infer(images)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+    assert out.dtype == np.float32 and out.shape == (2, 1, 48, 64)
+    assert backend.infer(images[:1]).shape == (1, 1, 48, 64)
+    assert {kind for kind, _, _ in cudart.copies} == {"cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"}
+    allocations = len(cudart.allocations)
+    backend.infer(images)
+    assert len(cudart.allocations) == allocations  # nothing allocated per frame
+    with pytest.raises(ValueError, match="outside the engine's profile"):
+        backend.infer(batch(card, 3))
+    info = backend.describe()
+    assert info["strongly_typed"] and info["gpu"]["compute_capability"] == "8.7"
+
+    TensorRTBackend(model, card, "cuda", "fp16", max_batch=2)  # second start: the cached engine
+    assert len(trt.built) == 1
+
+
+def test_dla_core_is_set_on_the_runtime_before_deserialising(model, monkeypatch):
+    """TensorRT API stand-in of a Jetson with 2 DLA cores (10.3, JetPack 6.1)."""
+    trt = TensorRTStandIn("10.3.0", dla_cores=2)
+    install(monkeypatch, trt, CudaRuntimeStandIn())
+    backend = TensorRTBackend(model, tiny_card(), "cuda", "fp16", dla_core=1)
+    (built,) = trt.built
+    assert built["dla_core"] == 1 and built["flags"] == ["FP16", "GPU_FALLBACK"] and not built["strongly_typed"]
+    assert trt.runtimes[-1].dla_core_at_deserialize == 1
+    assert backend.describe()["dla_gpu_fallback"] is True
+    with pytest.raises(BackendUnavailable, match="sees 2 DLA core"):
+        TensorRTBackend(model, tiny_card(), "cuda", "fp16", dla_core=3)
+
+
+def test_dla_without_dla_hardware_is_unavailable(model, monkeypatch):
+    install(monkeypatch, TensorRTStandIn("11.1.0", dla_cores=0), CudaRuntimeStandIn(name="NVIDIA RTX A2000"))
+    with pytest.raises(BackendUnavailable, match="0 DLA core"):
+        TensorRTBackend(model, tiny_card(), "cuda", "fp16", dla_core=0)
+
+
+def test_an_api_difference_is_backend_unavailable_not_an_attribute_error(model, monkeypatch):
+    """A TensorRT API stand-in missing MemoryPoolType (an API change): `auto` must fall back."""
+    trt = TensorRTStandIn("11.1.0")
+    del trt.MemoryPoolType
+    install(monkeypatch, trt, CudaRuntimeStandIn())
+    with pytest.raises(BackendUnavailable, match="API difference.*MemoryPoolType"):
+        TensorRTBackend(model, tiny_card(), "cuda")
+    assert create_backend("auto", model, tiny_card(), device="cuda").name == "onnxruntime"
+
+
+def test_no_cuda_driver_is_unavailable(model, monkeypatch):
+    install(monkeypatch, TensorRTStandIn("10.16.0"), CudaRuntimeStandIn(driver_ok=False))
+    assert "cudaErrorInsufficientDriver" in tensorrt_unavailable_reason()
+    with pytest.raises(BackendUnavailable, match="GPU and driver"):
+        TensorRTBackend(model, tiny_card(), "cuda")
+
+
+def test_int8_uses_the_qdq_model_and_says_how_to_make_one(model, monkeypatch):
+    install(monkeypatch, TensorRTStandIn("11.1.0"), CudaRuntimeStandIn())
+    with pytest.raises(ValueError, match="mde-ros quantize .*--target tensorrt"):
+        TensorRTBackend(model, tiny_card(), "cuda", "int8")
+
+
+# ---------------------------------------------------------------- this machine
 
 @pytest.mark.skipif(tensorrt_unavailable_reason() is None, reason="TensorRT and a GPU are present")
-def test_backend_here_names_tensorrt_and_the_gpu(tmp_path):
+def test_backend_here_names_what_is_missing(tmp_path):
     model = tmp_path / "m.onnx"
-    model.write_bytes(ONNX)
+    model.write_bytes(b"not used")
     with pytest.raises(BackendUnavailable, match="tensorrt") as info:
         TensorRTBackend(model, CARD)
-    assert "GPU" in str(info.value)
+    assert "pip install tensorrt" in str(info.value) or "GPU" in str(info.value)
 
 
 def test_config_errors_come_before_the_tensorrt_import(tmp_path):
-    with pytest.raises(ValueError, match="needs calibration_data"):
-        TensorRTBackend(tmp_path / "m.onnx", CARD, precision="int8")
+    with pytest.raises(ValueError, match="DLA runs fp16 or int8"):
+        TensorRTBackend(tmp_path / "m.onnx", CARD, dla_core=0)
+    with pytest.raises(ValueError, match="device 'cuda'"):
+        TensorRTBackend(tmp_path / "m.onnx", CARD, device="cpu")

@@ -95,7 +95,8 @@ def test_png_compressed_image_decodes_exactly_and_jpeg_closely():
     assert np.abs(decoded.astype(int) - smooth).max() <= 8
 
 
-@pytest.mark.parametrize("data, expected", [(b"", "no data"), (b"\xff\xd8 not really a jpeg", "cannot decode")])
+@pytest.mark.parametrize("data, expected", [(b"", "no data"), (b"\xff\xd8 not really a jpeg", "not a JPEG or PNG"),
+                                           (b"\xff\xd8\xff\xe0 truncated", "no frame header|truncated")])
 def test_undecodable_compressed_images_raise_input_error(data, expected):
     with pytest.raises(InputError, match=expected):
         messages.compressed_msg_to_rgb(CompressedImage(format="jpeg", data=data))

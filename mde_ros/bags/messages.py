@@ -13,7 +13,7 @@ import numpy as np
 from mde_ros.bags.io import COMPRESSED_IMAGE_TYPE, typestore
 from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
                                          intrinsics_from_camera_info)
-from mde_ros.pipeline.preprocess import decode_compressed, image_from_buffer, to_rgb
+from mde_ros.pipeline.imagecodec import message_to_rgb
 
 if TYPE_CHECKING:
     from mde_ros.pipeline.geometry import PackedCloud, Scan
@@ -94,7 +94,4 @@ def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | Non
 
 def rgb_from_msg(msg: Any, msgtype: str) -> np.ndarray:
     """HxWx3 uint8 RGB of an Image or CompressedImage, decoded as the node decodes it."""
-    if msgtype == COMPRESSED_IMAGE_TYPE:
-        return decode_compressed(msg.data, msg.format)
-    image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)
-    return to_rgb(image, msg.encoding)
+    return message_to_rgb(msg, msgtype == COMPRESSED_IMAGE_TYPE)

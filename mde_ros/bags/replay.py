@@ -336,17 +336,37 @@ def _output_config(args: argparse.Namespace) -> OutputConfig:
                         scan_range_max=args.scan_range_max, colorized_enabled=not args.no_colorized)
 
 
+def _path_problem(out: Path, summary: Path | None) -> str | None:
+    """What is wrong with the command's paths, found before any work (a summary into a missing
+    folder must not fail after the whole bag was replayed)."""
+    if out.exists():
+        return f"output bag {out} already exists; remove it or choose another --out"
+    if not out.parent.is_dir():
+        return f"cannot create the output bag {out}: folder {out.parent} does not exist"
+    if summary is not None:
+        if summary.is_dir():
+            return f"--summary {summary} is a folder; give a file name, e.g. {summary / 'summary.json'}"
+        if not summary.parent.is_dir():
+            return f"--summary {summary}: folder {summary.parent} does not exist"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
     from mde_ros.models.card import CardError
     from mde_ros.pipeline.estimator import EstimatorConfig
 
-    out = args.out or args.bag.with_name(args.bag.name + "_depth")
+    bag = args.bag.resolve()  # `replay .` names the folder by its real name
+    out = args.out or bag.with_name(bag.name + "_depth")
     try:
         config = _output_config(args)
     except ValueError as exc:
         print(f"mde-ros replay: {exc}", file=sys.stderr)
         return 2
+    problem = _path_problem(out, args.summary)
+    if problem:  # before the bag is processed, not after
+        print(f"mde-ros replay: {problem}", file=sys.stderr)
+        return 1
     try:
         estimator = load_estimator(args.model, args.backend, device=args.device, precision=args.precision,
                                    config=EstimatorConfig(camera_aware_rescale=not args.no_rescale,
@@ -355,13 +375,16 @@ def run(args: argparse.Namespace) -> int:
     except (CardError, BackendUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"mde-ros replay: cannot load the model: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)
+        print(f"mde-ros replay: cannot load the model: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     try:
-        summary = run_replay(args.bag, out, estimator=estimator, image_topic=args.image_topic,
+        summary = run_replay(bag, out, estimator=estimator, image_topic=args.image_topic,
                              camera_info_topic=args.camera_info_topic, output_config=config,
                              storage=args.storage, summary_path=args.summary, progress=not args.no_progress,
                              output_prefix=args.output_prefix, sync_tolerance=args.sync_tolerance,
                              scan_frame=args.scan_output_frame)
-    except BagError as exc:
+    except (BagError, OSError) as exc:
         print(f"mde-ros replay: {exc}", file=sys.stderr)
         return 1
     total = summary["latency_ms"].get("total", {})

@@ -43,3 +43,5 @@ def build_estimator(args: argparse.Namespace, **backend_options):
                                          precision=args.precision, config=config, **backend_options)
     except (CardError, BackendUnavailable, ValueError) as exc:
         raise CommandError(f"cannot load model {model}: {exc}") from exc
+    except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)
+        raise CommandError(f"cannot load model {model}: {type(exc).__name__}: {exc}") from exc

@@ -45,31 +45,84 @@ def image_intrinsics(args: argparse.Namespace, width: int, height: int, card):
     return None, False
 
 
+def camera_argument_problem(args: argparse.Namespace) -> str | None:
+    """Why --fx/--fy/--cx/--cy cannot describe a camera (checked before anything is written), or None."""
+    import math
+
+    if args.camera_info is not None and args.fx is not None:
+        return "give --camera-info or --fx, not both"
+    if args.fx is None and any(v is not None for v in (args.fy, args.cx, args.cy)):
+        return "--fy, --cx and --cy need --fx"
+    for name in ("fx", "fy"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            return f"--{name} must be a finite focal length in pixels > 0, got {value}"
+    for name in ("cx", "cy"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            return f"--{name} must be a finite pixel coordinate, got {value}"
+    return None
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """One output name per input, each a plain file name inside --out and none used twice
+    (`a/img.png b/img.png` -> img, img_2; `..png` -> image)."""
+    stems, used = [], set()
+    for path in paths:
+        stem = path.stem.lstrip(".").strip() or "image"
+        stem = stem.replace("/", "_").replace("\\", "_")
+        candidate, n = stem, 2
+        while candidate in used:
+            candidate, n = f"{stem}_{n}", n + 1
+        used.add(candidate)
+        stems.append(candidate)
+    return stems
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create --out (and parents); CommandError when it is a file or cannot be created."""
+    from mde_ros.commands.common import CommandError
+
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create --out folder {out}: {exc.strerror or exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mde_ros import fileio
     from mde_ros.pipeline.colorize import colorize, with_scale_bar
     from mde_ros.pipeline.geometry import backproject
+    from mde_ros.pipeline.imagecodec import read_image_file
     from mde_ros.pipeline.intrinsics import CameraInfoError
+    from mde_ros.pipeline.preprocess import InputError
 
-    if args.camera_info is not None and args.fx is not None:
-        print("mde-ros predict: give --camera-info or --fx, not both", file=sys.stderr)
+    problem = camera_argument_problem(args)
+    if problem:
+        print(f"mde-ros predict: {problem}", file=sys.stderr)
         return 2
     try:
-        estimator = build_estimator(args)
         if args.camera_info is not None:
             fileio.read_camera_info_yaml(args.camera_info)  # fail before the first image, not per image
+        estimator = build_estimator(args)
+        prepare_out_dir(args.out)
     except (CommandError, ValueError, OSError) as exc:
         print(f"mde-ros predict: {exc}", file=sys.stderr)
         return 1
     card = estimator.card
-    args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in tqdm(args.images, desc="predict", unit="img", disable=len(args.images) < 2):
+    stems = output_stems(args.images)
+    for path, name in tqdm(list(zip(args.images, stems)), desc="predict", unit="img", disable=len(args.images) < 2):
+        if name != path.stem:
+            tqdm.write(f"mde-ros predict: {path}: written as {name}_* (its own name is taken or not a file name)",
+                       file=sys.stderr)
         try:
-            rgb = fileio.read_image(path)
-        except (OSError, ValueError) as exc:
+            rgb = read_image_file(path)
+        except (OSError, InputError) as exc:  # missing, unreadable, truncated, corrupt, over the budget
             tqdm.write(f"mde-ros predict: skipping {path}: {exc}", file=sys.stderr)
             failures += 1
             continue
@@ -81,14 +134,19 @@ def run(args: argparse.Namespace) -> int:
             intr, assumed = None, False
         # An assumed camera is the training camera by construction: rescaling by it is a no-op anyway.
         result = estimator.estimate(rgb, None if assumed else intr)
-        stem = args.out / path.stem
-        fileio.write_depth_png16(stem.with_name(stem.name + "_depth.png"), result.depth)
-        fileio.write_depth_npy(stem.with_name(stem.name + "_depth.npy"), result.depth)
         preview = with_scale_bar(colorize(result.depth, card.min_depth, card.max_depth),
                                  card.min_depth, card.max_depth)
-        fileio.write_image(stem.with_name(stem.name + "_depth_color.png"), preview)
-        if intr is not None:
-            fileio.write_ply(stem.with_name(stem.name + ".ply"), backproject(result.depth, intr), rgb)
+        points = backproject(result.depth, intr) if intr is not None else None
+        stem = args.out / name
+        try:
+            fileio.write_depth_png16(stem.with_name(name + "_depth.png"), result.depth)
+            fileio.write_depth_npy(stem.with_name(name + "_depth.npy"), result.depth)
+            fileio.write_image(stem.with_name(name + "_depth_color.png"), preview)
+            if points is not None:
+                fileio.write_ply(stem.with_name(name + ".ply"), points, rgb)
+        except OSError as exc:
+            print(f"mde-ros predict: cannot write into {args.out}: {exc}", file=sys.stderr)
+            return 1
     done = len(args.images) - failures
     print(f"wrote {done} prediction(s) to {args.out}" + (f"; {failures} file(s) failed" if failures else ""))
     return 1 if failures else 0

@@ -43,12 +43,17 @@ def _create(name: str, model_path: Path, card: ModelCard, device: str, precision
 
 
 def _runs_precision(name: str, device: str, precision: str, options: dict) -> bool:
+    on_gpu = parse_device(device)[0] == "cuda"
+    if precision == "bf16":  # only torch's CUDA path runs bf16
+        return name == "torch" and on_gpu
     if name == "tensorrt" or precision == "fp32":
         return True
-    on_gpu = parse_device(device)[0] == "cuda"
     if name == "torch":
-        return precision in ("fp16", "bf16") and on_gpu
-    return precision == "fp16" and on_gpu and bool(options.get("trt_provider"))
+        return precision == "fp16" and on_gpu
+    # onnxruntime: fp16 = the fp16 model on a GPU; int8 = the Q/DQ model on the CPU or the TensorRT provider.
+    if precision == "fp16":
+        return on_gpu
+    return not on_gpu or bool(options.get("trt_provider"))
 
 
 def _auto(model_path: Path, card: ModelCard, device: str, precision: str, options: dict) -> Backend:
@@ -66,8 +71,12 @@ def _auto(model_path: Path, card: ModelCard, device: str, precision: str, option
     reasons = []
     for name, candidate_device in candidates:
         accepted = {k: v for k, v in options.items() if k in _options_of(name)}
-        if candidate_device == "cpu":
-            accepted.pop("trt_provider", None)
+        if name == "onnxruntime":
+            if candidate_device == "cpu":
+                accepted.pop("trt_provider", None)
+            if not accepted.get("trt_provider"):  # engine shapes meant for TensorRT: not for CPU/CUDA
+                for option in _module_of("onnxruntime").TRT_EP_OPTIONS:
+                    accepted.pop(option, None)
         if not _runs_precision(name, candidate_device, precision, accepted):
             reasons.append(f"{name} on {candidate_device} does not run {precision}")
             continue
@@ -89,9 +98,11 @@ def create_backend(name: str, model_path: str | Path, card: ModelCard, *, device
 
     name: "auto" | "torch" | "onnxruntime" | "tensorrt". Raises ValueError for bad arguments,
     BackendUnavailable when the backend cannot run here (message says what to install).
-    Options: onnxruntime: intra_op_threads, trt_provider; tensorrt: workspace_bytes, dla_core,
-    max_batch, min_size, max_size, calibration_data, calibration_cache, calibration_batch_size,
-    rebuild.
+    Options (mde_ros.inference.options lists them with their ROS parameter and CLI names):
+    onnxruntime: intra_op_threads, trt_provider, int8_model, calibration, max_batch, min_size,
+    max_size (the last three: TensorRT provider profile); tensorrt: workspace_bytes, dla_core,
+    max_batch, min_size, max_size, typing, rebuild, int8_model, calibration.
+    precision "int8" runs the model's Q/DQ int8 model (mde_ros.quantization.variants).
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")

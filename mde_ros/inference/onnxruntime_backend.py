@@ -12,13 +12,14 @@ import numpy as np
 
 from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_precision,
                                     parse_device, resolve_io_name)
-from mde_ros.inference.cache import cache_dir, onnx_for_model
+from mde_ros.inference.cache import onnx_for_model
 from mde_ros.models.card import ModelCard
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-OPTIONS = ("intra_op_threads", "trt_provider")
+OPTIONS = ("intra_op_threads", "trt_provider", "int8_model", "calibration", "max_batch", "min_size", "max_size")
+TRT_EP_OPTIONS = ("max_batch", "min_size", "max_size")  # the TensorRT EP's optimisation profile
 
 
 def import_onnxruntime():
@@ -32,10 +33,13 @@ def import_onnxruntime():
 
 
 def select_providers(device: str, available: list[str], trt_provider: bool = False,
-                     fp16: bool = False, engine_cache: Path | None = None) -> list:
+                     fp16: bool = False, engine_cache: Path | None = None,
+                     profile_options: dict[str, str] | None = None) -> list:
     """Execution providers for a device, in priority order, or BackendUnavailable.
 
-    CPU stays last on CUDA so nodes a GPU provider cannot take still run.
+    CPU stays last on CUDA so nodes a GPU provider cannot take still run. The TensorRT provider gets
+    explicit profile shapes (else it builds its engine inside the first frame, and again for every
+    new shape) and a cache folder that names the onnxruntime version.
     """
     kind, index = parse_device(device)
     if kind == "cpu":
@@ -52,7 +56,7 @@ def select_providers(device: str, available: list[str], trt_provider: bool = Fal
             "or use device 'cpu'")
     providers: list = []
     if trt_provider:
-        trt_options = {"device_id": index, "trt_fp16_enable": fp16}
+        trt_options = {"device_id": index, "trt_fp16_enable": fp16, **(profile_options or {})}
         if engine_cache is not None:
             trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache),
                                trt_timing_cache_enable=True, trt_timing_cache_path=str(engine_cache))
@@ -67,23 +71,48 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model_path: str | Path, card: ModelCard, device: str = "cpu",
                  precision: str = "fp32", intra_op_threads: int | None = None,
-                 trt_provider: bool = False) -> None:
+                 trt_provider: bool = False, int8_model: str | Path | None = None,
+                 calibration: str | Path | None = None, max_batch: int | None = None,
+                 min_size: tuple[int, int] | None = None, max_size: tuple[int, int] | None = None) -> None:
         ort = import_onnxruntime()
-        # fp16 is a TensorRT-provider build flag; the plain providers run the graph as stored.
-        check_precision(precision, self.name, ("fp32", "fp16") if trt_provider else ("fp32",))
+        on_gpu = parse_device(device)[0] == "cuda"
+        # int8 runs the Q/DQ model (CPU kernels, or the TensorRT provider); fp16 the fp16 model on a GPU.
+        allowed = ("fp32", "int8") if not on_gpu else ("fp32", "fp16", "int8") if trt_provider else ("fp32", "fp16")
+        check_precision(precision, self.name, allowed)
         if intra_op_threads is not None and intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be >= 0 (0 = onnxruntime's default), "
                              f"got {intra_op_threads}")
+        if precision != "int8" and (int8_model is not None or calibration is not None):
+            raise ValueError("int8_model / calibration are only used with precision 'int8'")
+        profile_options = None
+        trt_ep = {"max_batch": max_batch, "min_size": min_size, "max_size": max_size}
+        if any(v is not None for v in trt_ep.values()) and not trt_provider:
+            raise ValueError("max_batch / min_size / max_size shape the TensorRT provider's engine: they need "
+                             "trt_provider=True (onnxruntime's CPU and CUDA providers take any shape)")
         self.device, self.precision, self.card = device, precision, card
+        target = "tensorrt" if trt_provider else "onnxruntime"
+        engine_cache = None
+        if trt_provider:
+            from mde_ros.inference.tensorrt_build import TensorRTConfig, optimization_profile, ort_trt_cache_dir
+
+            shape_config = TensorRTConfig(max_batch=max_batch or 1, min_size=min_size, max_size=max_size)
+            profile_options = optimization_profile(card, shape_config).trt_ep_options(card.input_name)
+            engine_cache = ort_trt_cache_dir(ort.__version__, f"cuda{parse_device(device)[1]}")
         providers = select_providers(device, ort.get_available_providers(), trt_provider,
-                                     fp16=precision == "fp16",
-                                     engine_cache=cache_dir() / "ort-tensorrt" if trt_provider else None)
-        self.model_path = onnx_for_model(model_path)
+                                     fp16=precision == "fp16", engine_cache=engine_cache,
+                                     profile_options=profile_options)
+        from mde_ros.quantization.variants import model_for_precision
+
+        source = onnx_for_model(model_path)
+        # fp16: the fp16 model (fp32 I/O), for the CUDA provider and the TensorRT provider alike.
+        self.model_path = model_for_precision(source, precision, target=target, int8_model=int8_model,
+                                              calibration=calibration)
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        self._threads = intra_op_threads or 0
         self._session = ort.InferenceSession(str(self.model_path), sess_options=options,
                                              providers=providers)
         self._check_providers_loaded(providers)
@@ -125,4 +154,5 @@ class OnnxRuntimeBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "precision": self.precision,
                 "providers": self._session.get_providers(), "model": str(self.model_path),
+                "intra_op_threads": self._threads,
                 "input": self.input_name, "output": self.output_name}

@@ -83,6 +83,7 @@ class ModelCard:
         missing = [k for k in ("name", "architecture", "input_height", "input_width") if k not in data]
         if missing:
             raise CardError(f"model card lacks required keys: {missing}")
+        _check_types(data)
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
@@ -105,6 +106,35 @@ class ModelCard:
         if not isinstance(data, dict):
             raise CardError(f"model card {path} is not a mapping")
         return cls.from_dict(data)
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a string"), "architecture": ((str,), "a string"),
+    "input_height": ((int,), "an integer"), "input_width": ((int,), "an integer"),
+    "arch_kwargs": ((dict,), "a mapping"), "provenance": ((dict,), "a mapping"), "metrics": ((dict,), "a mapping"),
+    "output": ((str,), "a string"), "output_scale": (_NUMBER, "a number"), "output_shift": (_NUMBER, "a number"),
+    "min_depth": (_NUMBER, "a number"), "max_depth": (_NUMBER, "a number"),
+    "train_focal_px": ((*_NUMBER, type(None)), "a number or null"),
+    "input_name": ((str,), "a string"), "output_name": ((str,), "a string"),
+}
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    """CardError naming the key whose value has the wrong type (a hand-written card with
+    "min_depth": "0.1" or "mean": 0.5 must not end in a TypeError deep inside the pipeline)."""
+    for key, value in data.items():
+        if key in ("mean", "std"):
+            ok = (isinstance(value, (list, tuple)) and len(value) == 3
+                  and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value))
+            expected = "a list of 3 numbers"
+        elif key in _FIELD_TYPES:
+            types, expected = _FIELD_TYPES[key]
+            ok = isinstance(value, types) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            raise CardError(f"model card key {key!r} must be {expected}, got {value!r:.60}")
 
 
 def card_path_for(model_path: str | Path) -> Path:

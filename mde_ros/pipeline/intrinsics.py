@@ -81,6 +81,9 @@ def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsic
     A CameraInfo at another resolution is scaled per axis when the aspect ratios agree (what
     image_proc's resize does to K); otherwise CameraInfoError, so no wrong cloud is published.
     """
+    if len(info.k) != 9:
+        raise CameraInfoError("camera_info_invalid", f"CameraInfo K has {len(info.k)} values (need 9); "
+                              "treating it as missing")
     k = [float(v) for v in info.k]
     if not any(k):
         raise CameraInfoError("camera_info_zero_k",
@@ -89,12 +92,37 @@ def intrinsics_from_camera_info(info: Any, width: int, height: int) -> Intrinsic
     if info.width <= 0 or info.height <= 0:
         raise CameraInfoError("camera_info_invalid",
                               f"CameraInfo has no resolution ({info.width}x{info.height}); treating it as missing")
+    problems = camera_info_field_problems(k, getattr(info, "d", ()), getattr(info, "distortion_model", ""))
+    if problems:
+        raise CameraInfoError("camera_info_invalid", "CameraInfo " + "; ".join(problems) + "; treating it as missing")
     intr = Intrinsics.from_k(k, info.width, info.height)
-    if not intr.is_valid():
-        raise CameraInfoError("camera_info_invalid",
-                              f"CameraInfo K has fx={intr.fx}, fy={intr.fy} (need finite values > 0); "
-                              "treating it as missing")
     return at_image_resolution(intr, width, height)
+
+
+# Sender-controlled arrays and strings a CameraInfo carries into the published depth/camera_info.
+MAX_DISTORTION_COEFFS = 14  # OpenCV's full model (k1..k6, p1, p2, s1..s4, tx, ty) is the largest in use
+MAX_DISTORTION_MODEL_CHARS = 64
+_K_FIELDS = {"fx": 0, "cx": 2, "fy": 4, "cy": 5}
+
+
+def camera_info_field_problems(k: Sequence[float], d: Sequence[float] = (), distortion_model: str = "") -> list[str]:
+    """Each unusable CameraInfo field by name ("K cx=nan (K[2]) is not finite"), so a NaN cx is
+    not reported as a bad focal length; empty when K, D and the model name are usable."""
+    problems = []
+    for name, index in _K_FIELDS.items():
+        value = float(k[index])
+        if not math.isfinite(value):
+            problems.append(f"K {name}={value} (K[{index}]) is not finite")
+        elif name in ("fx", "fy") and value <= 0:
+            problems.append(f"K {name}={value} (K[{index}]) must be > 0")
+    if len(d) > MAX_DISTORTION_COEFFS:
+        problems.append(f"D has {len(d)} values (no distortion model has more than {MAX_DISTORTION_COEFFS})")
+    elif not all(math.isfinite(float(v)) for v in d):
+        problems.append("D has non-finite values: " + str([float(v) for v in d]))
+    if len(distortion_model) > MAX_DISTORTION_MODEL_CHARS:
+        problems.append(f"distortion_model has {len(distortion_model)} characters (at most "
+                        f"{MAX_DISTORTION_MODEL_CHARS}): {distortion_model[:40]!r}...")
+    return problems
 
 
 def at_image_resolution(intr: Intrinsics, width: int, height: int) -> Intrinsics:

@@ -6,12 +6,12 @@ check a malformed message could fail lives here, with a message that says what i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
 from mde_ros.models.card import ModelCard
+from mde_ros.pipeline.text import clip_text
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
 RESIZE_POLICIES = ("stretch", "letterbox")
@@ -32,7 +32,7 @@ class InputError(ValueError):
 
 def _check_encoding(encoding: str) -> int:
     if encoding not in CHANNELS:
-        raise InputError(f"unsupported image encoding {encoding!r}: expected one of {SUPPORTED_ENCODINGS} "
+        raise InputError(f"unsupported image encoding {clip_text(encoding)}: expected one of {SUPPORTED_ENCODINGS} "
                          "(convert depth/bayer/16-bit images before this node, e.g. with image_proc)")
     return CHANNELS[encoding]
 
@@ -144,16 +144,3 @@ def preprocess(rgb: np.ndarray, card: ModelCard, policy: str = "stretch") -> tup
         np.multiply(resized[:, :, channel], gain[channel], out=content[channel], dtype=np.float32)
         content[channel] += offset[channel]
     return batch, info
-
-
-def decode_compressed(data: Any, image_format: str = "") -> np.ndarray:
-    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage payload (what image_transport's compressed plugin sends)."""
-    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) \
-        else np.asarray(data, dtype=np.uint8)
-    if buffer.size == 0:
-        raise InputError("compressed image has no data")
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot decode compressed image (format {image_format!r}, {buffer.size} bytes): "
-                         "expected JPEG or PNG")
-    return to_rgb(bgr, "bgr8")

@@ -30,13 +30,14 @@ from std_msgs.msg import Header
 
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
+from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
-from mde_ros.ros import messages
+from mde_ros.ros import messages, paramcheck
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
@@ -80,7 +81,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
               read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
-    ParamSpec("precision", "fp32", "network precision (fp16 on GPU backends, int8 with tensorrt)",
+    ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
+              "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
               read_only=True, choices=PRECISIONS),
     ParamSpec("input_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
@@ -120,6 +122,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("fallback_intrinsics.cx", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
     ParamSpec("fallback_intrinsics.cy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
 )
+# Backend options (read-only), from the one table the CLI and the launch file use too.
+BACKEND_PARAMETERS = tuple(ParamSpec(o.param, o.unset, o.help, read_only=True, low=o.low, high=o.high,
+                                     choices=o.choices) for o in BACKEND_OPTIONS)
+PARAMETERS += BACKEND_PARAMETERS
+BACKEND_PARAMS = frozenset(spec.name for spec in BACKEND_PARAMETERS)
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
 
@@ -160,13 +167,23 @@ class Settings:
     fallback_intrinsics_fy: float
     fallback_intrinsics_cx: float
     fallback_intrinsics_cy: float
+    backend_params: tuple[tuple[str, Any], ...] = ()  # (ROS name, value) of BACKEND_PARAMETERS
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> "Settings":
-        return cls(**{_field(name): value for name, value in values.items()})
+        backend = tuple(sorted((k, v) for k, v in values.items() if k in BACKEND_PARAMS))
+        return cls(**{_field(name): value for name, value in values.items() if name not in BACKEND_PARAMS},
+                   backend_params=backend)
 
     def with_values(self, values: dict[str, Any]) -> "Settings":
-        return dataclasses.replace(self, **{_field(name): value for name, value in values.items()})
+        backend = dict(self.backend_params, **{k: v for k, v in values.items() if k in BACKEND_PARAMS})
+        return dataclasses.replace(self, **{_field(name): value for name, value in values.items()
+                                            if name not in BACKEND_PARAMS},
+                                   backend_params=tuple(sorted(backend.items())))
+
+    def backend_options(self) -> dict[str, Any]:
+        """create_backend options of the backend parameters (ValueError names a bad one)."""
+        return options_from_params(dict(self.backend_params), self.backend, self.precision)
 
     def depth_range(self, card: ModelCard) -> tuple[float, float]:
         """(min_depth, max_depth) in metres: the parameters, or the card's where they are 0."""
@@ -175,9 +192,15 @@ class Settings:
     def problem(self, card: ModelCard | None = None) -> str | None:
         """Why these settings cannot work together (with this model, if given), or None."""
         for spec in PARAMETERS:
+            if spec.name in BACKEND_PARAMS:
+                continue
             value = getattr(self, _field(spec.name))
             if spec.choices and value not in spec.choices:
                 return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+        try:
+            self.backend_options()
+        except ValueError as exc:
+            return str(exc)
         if self.min_depth > 0 and self.max_depth > 0 and self.min_depth >= self.max_depth:
             return f"min_depth ({self.min_depth}) must be < max_depth ({self.max_depth})"
         if card is not None and self.depth_range(card)[0] >= self.depth_range(card)[1]:
@@ -326,7 +349,8 @@ class DepthNode(Node):
                                  resize_policy=settings.resize_policy)
         try:
             return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
-                                             precision=settings.precision, config=config)
+                                             precision=settings.precision, config=config,
+                                             **settings.backend_options())
         except Exception as exc:  # card, backend and runtime errors alike end the start-up with their reason
             raise StartupError(f"cannot load model {path} with backend {settings.backend!r} on "
                                f"{settings.device} ({settings.precision}): {exc}") from exc
@@ -505,10 +529,22 @@ class DepthNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run mde_ros depth_node` and `mde-ros node`; `args` as sys.argv (ROS args)."""
-    rclpy.init(args=args)
+    argv = list(sys.argv if args is None else args)
+    problem = next(filter(None, map(paramcheck.params_file_problem, paramcheck.params_files(argv))), None)
+    if problem:  # rcl would raise it from rclpy.init as a traceback
+        print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
+        return 1
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl's RCLError for other bad --ros-args
+        print(f"[FATAL] [{NODE_NAME}]: cannot start: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     node = None
     try:
         node = DepthNode()
+        for warning in paramcheck.unmatched_params_files(paramcheck.params_files(argv),
+                                                         node.get_fully_qualified_name()):
+            node.get_logger().warning(warning)
         rclpy.spin(node)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))

@@ -15,18 +15,20 @@ from mde_ros.pipeline.geometry import PackedCloud, Scan
 from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
                                          intrinsics_from_camera_info)
 from mde_ros.pipeline.outputs import PackedImage
-from mde_ros.pipeline.preprocess import InputError, decode_compressed, image_from_buffer, to_rgb  # noqa: F401
+from mde_ros.pipeline.budget import FrameBudget
+from mde_ros.pipeline.imagecodec import message_to_rgb
+from mde_ros.pipeline.preprocess import InputError  # noqa: F401 (re-export)
 
 
-def image_msg_to_rgb(msg: Image) -> np.ndarray:
+def image_msg_to_rgb(msg: Image, budget: FrameBudget | None = None) -> np.ndarray:
     """HxWx3 uint8 RGB of a raw Image; InputError says what is wrong with a bad one."""
-    image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)
-    return to_rgb(image, msg.encoding)
+    return message_to_rgb(msg, False, budget)
 
 
-def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage."""
-    return decode_compressed(msg.data, msg.format)
+def compressed_msg_to_rgb(msg: CompressedImage, budget: FrameBudget | None = None,
+                          notes: list[str] | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB of a JPEG/PNG CompressedImage (`notes`: harmless codec messages)."""
+    return message_to_rgb(msg, True, budget, notes)
 
 
 def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | None = None) -> CameraInfo:

@@ -1,0 +1,252 @@
+"""JPEG/PNG camera images -> RGB, checked before and after decoding.
+
+Shared by the node (sensor_msgs/CompressedImage), replay (the same in a bag) and `predict` (files):
+
+* the header is read first (PNG IHDR, JPEG SOFn), so the pixel budget is enforced without
+  decoding a single pixel;
+* the CompressedImage `format` field is honoured the way compressed_image_transport writes it
+  ("jpeg", "png", "bgr8; jpeg compressed bgr8", ...): colour/mono 8-bit JPEG or PNG is accepted,
+  depth encodings ("16UC1; png compressed", compressedDepth) and other formats are refused;
+* truncated files (no JPEG EOI, no PNG IEND) and corrupt data are refused: libjpeg and libpng print
+  their complaints to the process's stderr, so they are captured around the decode and returned
+  as the error (the caller throttles it with its other warnings) instead of bypassing the logger.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mde_ros.pipeline.budget import MAX_ENCODING_CHARS, FrameBudget, check_frame_id
+from mde_ros.pipeline.preprocess import MAX_SIDE, InputError, image_from_buffer, to_rgb
+from mde_ros.pipeline.text import clip_text
+
+CODECS = ("jpeg", "png")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# Encodings a colour network can take from a compressed stream (compressed_image_transport names).
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8", "8UC1", "8UC3", "8UC4")
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD9)}
+# Lines libjpeg / libpng / OpenCV's codecs print; anything else captured meanwhile is passed on.
+_CODEC_LINE = re.compile(r"JPEG|JFIF|Huffman|marker|SOS|scanline|progression|libpng|grfmt|PNG|Corrupt|"
+                         r"Premature|Invalid", re.IGNORECASE)
+# Warnings after which the pixels cannot be trusted (the rest, e.g. an unknown JFIF revision, are noted).
+_CORRUPT = re.compile(r"Corrupt|Premature|error|incomplete|truncat", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CompressedHeader:
+    codec: str  # "jpeg" | "png"
+    width: int
+    height: int
+    channels: int  # 1 grey, 2 grey+alpha, 3 colour, 4 colour+alpha (JPEG: components)
+    bit_depth: int  # bits per sample
+
+
+def sniff_codec(data: bytes | memoryview) -> str | None:
+    """"jpeg" / "png" by magic bytes, else None."""
+    head = bytes(data[:8])
+    if head.startswith(PNG_SIGNATURE):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    return None
+
+
+def read_header(data: bytes | memoryview) -> CompressedHeader:
+    """Size, channels and bit depth from a JPEG's SOF or a PNG's IHDR, without decoding pixels."""
+    codec = sniff_codec(data)
+    if codec == "png":
+        return _png_header(bytes(data[:33]))
+    if codec == "jpeg":
+        return _jpeg_header(data)
+    raise InputError(f"not a JPEG or PNG (starts with {bytes(data[:8])!r})")
+
+
+def _png_header(head: bytes) -> CompressedHeader:
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise InputError("PNG without an IHDR header (truncated or corrupt)")
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", head[16:26])
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour_type)
+    if channels is None:
+        raise InputError(f"PNG with an invalid colour type {colour_type}")
+    return CompressedHeader("png", width, height, channels, bit_depth)
+
+
+def _jpeg_header(data: bytes | memoryview) -> CompressedHeader:
+    view = memoryview(data) if not isinstance(data, memoryview) else data
+    size, i = len(view), 2
+    while i + 4 <= size:
+        if view[i] != 0xFF:
+            raise InputError(f"corrupt JPEG: no marker at byte {i} before the frame header")
+        marker = view[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        length = (view[i + 2] << 8) | view[i + 3]
+        if marker in _JPEG_SOF:
+            if i + 10 > size:
+                break
+            bits, height, width, components = struct.unpack(">BHHB", bytes(view[i + 4:i + 10]))
+            return CompressedHeader("jpeg", width, height, components, bits)
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            raise InputError("corrupt JPEG: no frame header (SOF) before the image data")
+        i += 2 + length
+    raise InputError("JPEG without a frame header (SOF): truncated or corrupt")
+
+
+def codec_of_format(image_format: str) -> str | None:
+    """The codec a CompressedImage `format` names ("jpeg"/"png"; None when empty), or InputError
+    for what a colour network cannot take: depth encodings, compressedDepth, other formats."""
+    text = image_format.strip()
+    if not text:
+        return None
+    shown = clip_text(text, MAX_ENCODING_CHARS)
+    lowered = text.lower()
+    if "compresseddepth" in lowered:
+        raise InputError(f"CompressedImage format {shown} is a compressed depth image: this node needs a colour "
+                         "camera (subscribe it to the colour stream's compressed topic)")
+    if ";" in text:  # compressed_image_transport: "<encoding>; <codec> compressed [<target encoding>]"
+        encoding, _, rest = text.partition(";")
+        encoding = encoding.strip()
+        if encoding not in COLOUR_ENCODINGS:
+            raise InputError(f"CompressedImage format {shown}: encoding {clip_text(encoding, 32)} is not an 8-bit "
+                             f"colour or mono image (accepted: {', '.join(COLOUR_ENCODINGS)}); depth and 16-bit "
+                             "images cannot be the network's input")
+        words = rest.split()
+        codec = words[0].lower() if words else ""
+    else:
+        codec = lowered
+    codec = {"jpg": "jpeg"}.get(codec, codec)
+    if codec not in CODECS:
+        raise InputError(f"CompressedImage format {shown} is not JPEG or PNG (the formats this node decodes)")
+    return codec
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def _decode_capturing_stderr(buffer: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """cv2.imdecode with file descriptor 2 redirected: (image or None, the codec's messages).
+
+    Lines that are not a codec's (another thread's log line written meanwhile) go on to stderr.
+    """
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+        saved = os.dup(2)
+        try:
+            with tempfile.TemporaryFile() as capture:
+                os.dup2(capture.fileno(), 2)
+                try:
+                    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+                finally:
+                    os.dup2(saved, 2)
+                capture.seek(0)
+                text = capture.read().decode("utf-8", "replace")
+        finally:
+            os.close(saved)
+    messages, passed_on = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        (messages if _CODEC_LINE.search(line) else passed_on).append(line.strip())
+    if passed_on:
+        os.write(2, ("\n".join(passed_on) + "\n").encode())
+    return image, messages
+
+
+def _check_complete(codec: str, data: bytes | memoryview) -> None:
+    if codec == "png":
+        if bytes(data[-12:]) != PNG_IEND:
+            raise InputError("truncated PNG: it does not end with the IEND chunk")
+        return
+    tail = bytes(data[-64:]).rstrip(b"\x00")  # some cameras pad JPEGs with zeros
+    if not tail.endswith(b"\xff\xd9"):
+        raise InputError("truncated JPEG: it does not end with the EOI marker (FFD9)")
+
+
+def decode_compressed(data: Any, image_format: str = "", budget: FrameBudget | None = None,
+                      notes: list[str] | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB of a JPEG/PNG payload; InputError (BudgetError for the budget) says why not.
+
+    `notes` collects harmless codec messages (e.g. an unknown JFIF revision) for the caller to
+    log through its throttle; messages that mean damaged pixels reject the image.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        buffer = np.frombuffer(data, dtype=np.uint8)
+    else:
+        buffer = np.asarray(data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise InputError("compressed image has no data")
+    budget = budget or FrameBudget()
+    budget.check_message(buffer.size, "compressed image")
+    stated = codec_of_format(image_format)
+    raw = buffer.data
+    header = read_header(raw)
+    if stated is not None and stated != header.codec:
+        raise InputError(f"CompressedImage format says {stated} but the data is a {header.codec.upper()}")
+    if not (0 < header.width <= MAX_SIDE and 0 < header.height <= MAX_SIDE):
+        raise InputError(f"{header.codec.upper()} header declares {header.width}x{header.height} "
+                         f"(outside 1..{MAX_SIDE} pixels per side)")
+    budget.check_pixels(header.width, header.height, f"{header.codec.upper()} image")
+    if header.codec == "png" and header.bit_depth > 8 and header.channels <= 2:
+        raise InputError(f"{header.bit_depth}-bit greyscale PNG: a depth image, not a camera image "
+                         "(this node needs the colour stream)")
+    _check_complete(header.codec, raw)
+    bgr, messages = _decode_capturing_stderr(buffer)
+    corrupt = [m for m in messages if _CORRUPT.search(m)]
+    if bgr is None or corrupt:
+        reason = "; ".join(corrupt or messages) or "the decoder refused it"
+        raise InputError(f"corrupt {header.codec.upper()} ({buffer.size} bytes): {clip_text(reason, 200)}")
+    if notes is not None:
+        notes.extend(messages)
+    if bgr.shape[:2] != (header.height, header.width):
+        raise InputError(f"{header.codec.upper()} decoded to {bgr.shape[1]}x{bgr.shape[0]}, its header says "
+                         f"{header.width}x{header.height}")
+    return to_rgb(bgr, "bgr8")
+
+
+def read_image_file(path: str | Path, budget: FrameBudget | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB of an image file, with decode_compressed's checks for JPEG/PNG (other
+    formats OpenCV reads, e.g. BMP/TIFF, are decoded as they are). FileNotFoundError, InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    data = path.read_bytes()
+    if sniff_codec(data) is not None:
+        return decode_compressed(data, budget=budget)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if bgr is None:
+        raise InputError(f"cannot decode {path}: not an image format OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    (budget or FrameBudget()).check_pixels(bgr.shape[1], bgr.shape[0])
+    return to_rgb(bgr, "bgr8")
+
+
+def message_to_rgb(msg: Any, compressed: bool, budget: FrameBudget | None = None,
+                   notes: list[str] | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB of a sensor_msgs Image / CompressedImage (rclpy's or rosbags' classes: only
+    the fields are read), with the budget and the header's frame_id checked before any decoding."""
+    budget = budget or FrameBudget()
+    check_frame_id(msg.header.frame_id)
+    if compressed:
+        return decode_compressed(msg.data, msg.format, budget, notes)
+    budget.check_message(len(msg.data), "image message")
+    budget.check_pixels(msg.width, msg.height)
+    image = image_from_buffer(msg.data, msg.height, msg.width, msg.encoding, msg.step)
+    return to_rgb(image, msg.encoding)
