@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Keep DDS discovery on this machine and away from other runs.
+# Keep DDS discovery on this machine and away from other runs: Humble reads ROS_LOCALHOST_ONLY,
+# Iron+ ROS_AUTOMATIC_DISCOVERY_RANGE (given both, Jazzy warns about neither).
+export ROS_LOCALHOST_ONLY ?= 1
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONUNBUFFERED := 1
 

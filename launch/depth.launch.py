@@ -1,9 +1,11 @@
 """Monocular depth from one camera: the mde_depth node, its parameters, optionally RViz.
 
-    ros2 launch mde_ros depth.launch.py image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info
+    ros2 launch mde_ros depth.launch.py image_topic:=/camera/color/image_raw
     ros2 launch mde_ros depth.launch.py params_file:=my_depth.yaml backend:=tensorrt use_rviz:=true
 
-backend and model override the params file only when given, so a params file stays authoritative.
+camera_info is found as the image topic's sibling (image_transport's rule); camera_info_topic is
+only for cameras that put it elsewhere. backend, model, device, image_transport and
+scan_output_frame override the params file only when given, so a params file stays authoritative.
 """
 import os
 from pathlib import Path
@@ -15,6 +17,10 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+# launch argument -> node parameter, passed only when the argument is not empty
+OVERRIDES = {"backend": "backend", "model": "model", "device": "device", "image_transport": "image_transport",
+             "scan_output_frame": "scan.output_frame"}
+
 
 def _share_dir() -> str:
     """share/mde_ros of the install; the source tree when run from a checkout or a pip install."""
@@ -25,16 +31,20 @@ def _share_dir() -> str:
 
 
 def _depth_node(context):
-    overrides = {name: LaunchConfiguration(name).perform(context) for name in ("backend", "model")}
-    overrides = {name: value for name, value in overrides.items() if value}
+    overrides = {param: LaunchConfiguration(arg).perform(context) for arg, param in OVERRIDES.items()}
+    overrides = {param: value for param, value in overrides.items() if value}
+    overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")
+    remappings = [("image", LaunchConfiguration("image_topic").perform(context))]
+    camera_info = LaunchConfiguration("camera_info_topic").perform(context)
+    if camera_info:
+        remappings.append(("camera_info", camera_info))
     return [Node(
         package="mde_ros",
         executable="depth_node",
-        name="mde_depth",
+        name=LaunchConfiguration("node_name"),
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", LaunchConfiguration("image_topic")),
-                    ("camera_info", LaunchConfiguration("camera_info_topic"))],
+        remappings=remappings,
         output="screen",
         emulate_tty=True,
     )]
@@ -44,16 +54,28 @@ def generate_launch_description() -> LaunchDescription:
     share = _share_dir()
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "depth.yaml"),
-                              description="parameter YAML of the depth node"),
+                              description="parameter YAML of the depth node (keys under /**: any node name)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (simulation, bag playback with --clock)"),
         DeclareLaunchArgument("backend", default_value="",
                               description="auto | torch | onnxruntime | tensorrt; empty: the params file's"),
         DeclareLaunchArgument("model", default_value="",
                               description="model file (.onnx with card or .pt bundle); empty: the params file's"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="cpu, cuda or cuda:<index>; empty: the params file's"),
+        DeclareLaunchArgument("image_transport", default_value="",
+                              description="raw | compressed (subscribes <image_topic>/compressed); "
+                                          "empty: the params file's"),
+        DeclareLaunchArgument("scan_output_frame", default_value="",
+                              description="frame_id of 'scan' (body convention); empty: the params file's, "
+                                          "else the image's optical frame without '_optical'"),
         DeclareLaunchArgument("image_topic", default_value="image",
                               description="input sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8)"),
-        DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
-                              description="input sensor_msgs/CameraInfo of that image"),
+        DeclareLaunchArgument("camera_info_topic", default_value="",
+                              description="input sensor_msgs/CameraInfo; empty: the image topic's sibling "
+                                          "camera_info (image_transport's pairing)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+        DeclareLaunchArgument("node_name", default_value="mde_depth", description="name of the depth node"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz2 with config/depth.rviz"),
         OpaqueFunction(function=_depth_node),
         Node(
@@ -62,6 +84,7 @@ def generate_launch_description() -> LaunchDescription:
             name="rviz2",
             namespace=LaunchConfiguration("namespace"),
             arguments=["-d", os.path.join(share, "config", "depth.rviz")],
+            parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
             condition=IfCondition(LaunchConfiguration("use_rviz")),
         ),
     ])

@@ -5,6 +5,11 @@ reports is computed the same way. The formulas follow the standard evaluation co
 (monodepth2 / BTS / Depth-Anything metric_depth): metrics over the valid pixels of ONE image,
 the prediction clipped to the evaluation depth range, then averaged per image over a test set.
 Metric models are scored as they are, without median scaling.
+
+Range rule (BTS / AdaBins / DA-V2 ``eval``): a ground-truth pixel counts when it is finite and
+``min_depth < gt < max_depth``, both strict. Which pixels count depends on the ground truth only: a
+non-finite prediction is scored, not dropped, the way BTS's ``compute_errors`` caller treats it
+(NaN -> min_depth, +inf -> max_depth, -inf -> min_depth, then everything clipped to the range).
 """
 from __future__ import annotations
 
@@ -23,15 +28,31 @@ _EIGEN_ROWS, _EIGEN_COLS, _NYU_SHAPE = (45, 471), (41, 601), (480, 640)
 _GARG_FRACTIONS = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 
 
-def valid_mask(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None,
-               min_depth: float = 1e-3, max_depth: float | None = None) -> np.ndarray:
-    """Pixels that count: finite GT in (min_depth, max_depth], a finite prediction, and `valid`."""
-    pred, gt = _check_pair(pred, gt)
-    mask = np.isfinite(gt) & np.isfinite(pred)
+def gt_in_range(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float | None = None) -> np.ndarray:
+    """The references' range rule: finite ground truth with min_depth < gt < max_depth (both strict)."""
+    gt = np.asarray(gt)
+    mask = np.isfinite(gt)
     with np.errstate(invalid="ignore"):
         mask &= gt > min_depth
         if max_depth is not None:
-            mask &= gt <= max_depth
+            mask &= gt < max_depth
+    return mask
+
+
+def sanitize_prediction(pred: np.ndarray, min_depth: float = 1e-3, max_depth: float | None = None) -> np.ndarray:
+    """The prediction as the references score it: NaN -> min_depth, then clipped to [min_depth, max_depth]
+    (+inf -> max_depth, -inf -> min_depth). With no max_depth, +inf stays and makes the errors infinite."""
+    pred = np.asarray(pred, dtype=np.float64)
+    upper = math.inf if max_depth is None else max_depth
+    return np.clip(np.where(np.isnan(pred), min_depth, pred), min_depth, upper)
+
+
+def valid_mask(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None,
+               min_depth: float = 1e-3, max_depth: float | None = None) -> np.ndarray:
+    """Pixels that count: GT inside the range (see gt_in_range) and ``valid``. The prediction's value
+    never removes a pixel: a NaN or inf prediction is scored (see sanitize_prediction)."""
+    pred, gt = _check_pair(pred, gt)
+    mask = gt_in_range(gt, min_depth, max_depth)
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != gt.shape:
@@ -45,16 +66,16 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = N
     """Eigen et al. metrics of one predicted depth map against its ground truth (metres).
 
     The prediction is clipped to [min_depth, max_depth] as the standard evaluation code does, so a
-    model is not scored on values it would never publish. With no valid pixel every metric is NaN
-    and n_valid is 0 (mean_metrics skips such images).
+    model is not scored on values it would never publish; non-finite predictions are scored as
+    sanitize_prediction says. With no valid pixel every metric is NaN and n_valid is 0 (mean_metrics
+    skips such images).
     """
     mask = valid_mask(pred, gt, valid, min_depth, max_depth)
     n_valid = int(mask.sum())
     if n_valid == 0:
         return {**{key: math.nan for key in METRIC_KEYS}, "n_valid": 0}
     g = np.asarray(gt, dtype=np.float64)[mask]
-    upper = math.inf if max_depth is None else max_depth
-    p = np.clip(np.asarray(pred, dtype=np.float64)[mask], min_depth, upper)
+    p = sanitize_prediction(np.asarray(pred)[mask], min_depth, max_depth)
     err = p - g
     ratio = np.maximum(g / p, p / g)
     return {

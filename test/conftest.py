@@ -10,6 +10,8 @@ import pytest
 # Set before any test imports rclpy, so every node in this run (and its subprocesses) shares
 # one domain that parallel runs on the same machine are unlikely to share.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+# Humble reads ROS_LOCALHOST_ONLY, Iron+ ROS_AUTOMATIC_DISCOVERY_RANGE (and, given both, warns about neither).
+os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 

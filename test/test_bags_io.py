@@ -133,17 +133,17 @@ def test_depth_only_bag_has_no_camera_image(tmp_path):
 
 
 @pytest.mark.parametrize("image_topic, prefix, depth, points", [
-    ("/camera/color/image_raw", None, "/camera/depth", "/camera/points"),
-    ("/cam/image_raw", None, "/cam/depth", "/cam/points"),
-    ("/image_raw", None, "/depth", "/points"),
-    ("/cam/image_raw/compressed", None, "/cam/depth", "/cam/points"),
-    ("/camera/color/image_raw", "mde", "/mde/depth", "/mde/points"),
+    ("/camera/color/image_raw", None, "/camera/depth/image", "/camera/points"),
+    ("/cam/image_raw", None, "/cam/depth/image", "/cam/points"),
+    ("/image_raw", None, "/depth/image", "/points"),
+    ("/cam/image_raw/compressed", None, "/cam/depth/image", "/cam/points"),
+    ("/camera/color/image_raw", "mde", "/mde/depth/image", "/mde/points"),
 ])
 def test_output_topics_follow_the_camera_namespace(image_topic, prefix, depth, points):
     topics = OutputTopics.for_image_topic(image_topic, prefix)
     assert (topics.depth, topics.points) == (depth, points)
-    assert topics.depth_camera_info == depth + "/camera_info"
-    assert topics.colorized == depth + "/colorized"
+    assert topics.depth_camera_info == depth.removesuffix("/image") + "/camera_info"
+    assert topics.colorized == depth.removesuffix("/image") + "/colorized"
     assert topics.scan == points.replace("points", "scan")
 
 

@@ -159,12 +159,12 @@ def test_live_node_publishes_what_offline_replay_writes(bag, ros, player, tmp_pa
     context, executor = ros
     node = DepthNode(estimator=load_estimator(model, "onnxruntime"), context=context, namespace="/camera")
     executor.add_node(node)
-    listener = Listener(ros, {"/camera/depth": Image})
+    listener = Listener(ros, {"/camera/depth/image": Image})
     try:
         # Slow playback: the node keeps only the newest frame, so it must never fall behind.
         play_bag(bag, node=player, topics=[IMAGE_TOPIC, CAMERA_INFO_TOPIC], rate=0.5, delay=1.0,
                  remap={IMAGE_TOPIC: "/camera/image", CAMERA_INFO_TOPIC: "/camera/camera_info"})
-        live = listener.wait_for("/camera/depth", N_FRAMES, timeout=3.0)
+        live = listener.wait_for("/camera/depth/image", N_FRAMES, timeout=3.0)
     finally:
         listener.close()
         executor.remove_node(node)

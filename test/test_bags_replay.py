@@ -19,7 +19,7 @@ from mde_ros.bags.replay import load_estimator, run_replay
 from mde_ros.pipeline.outputs import OutputConfig, build_outputs
 
 N_FRAMES = 6
-OUTPUTS = {"depth": "/camera/depth", "depth_camera_info": "/camera/depth/camera_info",
+OUTPUTS = {"depth": "/camera/depth/image", "depth_camera_info": "/camera/depth/camera_info",
            "points": "/camera/points", "scan": "/camera/scan", "colorized": "/camera/depth/colorized"}
 
 
@@ -80,7 +80,9 @@ def test_replay_adds_the_node_outputs_and_keeps_the_input(bag, estimator, tmp_pa
         published = read_topic(out, topic)
         assert [t for t, _, _ in published] == [t for t, _, _ in images]  # the image's receive time
         assert [stamp_ns(m.header) for _, m, _ in published] == [stamp_ns(m.header) for _, m, _ in images]
-        assert {m.header.frame_id for _, m, _ in published} == {FRAME_ID}
+        # images and cloud in the camera's optical frame, the scan in its body twin (REP 103), as the node
+        frame = "camera_color_frame" if topic == OUTPUTS["scan"] else FRAME_ID
+        assert {m.header.frame_id for _, m, _ in published} == {frame}
 
     depth = image_array(read_topic(out, OUTPUTS["depth"])[-1][1])
     assert depth.shape == (fixtures.HEIGHT, fixtures.WIDTH) and depth.dtype == np.float32
@@ -134,8 +136,8 @@ def test_output_storage_prefix_and_16bit_depth_can_be_chosen(bag, estimator, tmp
                          output_config=config, progress=False)
     assert bag_storage(tmp_path / "out") == other
     counts = topic_counts(tmp_path / "out")
-    assert counts["/mde/depth"] == N_FRAMES and counts["/mde/points"] == 0 and counts["/mde/scan"] == 0
-    depth = read_topic(tmp_path / "out", "/mde/depth")[0][1]
+    assert counts["/mde/depth/image"] == N_FRAMES and counts["/mde/points"] == 0 and counts["/mde/scan"] == 0
+    depth = read_topic(tmp_path / "out", "/mde/depth/image")[0][1]
     assert depth.encoding == "16UC1" and image_array(depth).max() > 0
     assert summary["outputs_skipped"] == {}
 

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from mde_ros.metrics import (depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask, mean_metrics,
-                             metrics_by_range, range_label)
+from mde_ros.metrics import (depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask, gt_in_range, mean_metrics,
+                             metrics_by_range, range_label, sanitize_prediction)
 
 
 def reference_metrics(pred, gt):
@@ -51,14 +51,37 @@ def test_matches_paper_formulas_on_random_data():
     assert m["n_valid"] == gt.size
 
 
-def test_invalid_pixels_are_ignored():
-    gt = np.array([1.0, 2.0, np.nan, 0.0, np.inf, 3.0, 20.0])
-    pred = np.array([1.5, 2.0, 5.0, 5.0, 5.0, np.nan, 20.0])
+def test_invalid_ground_truth_is_ignored():
+    gt = np.array([1.0, 2.0, np.nan, 0.0, np.inf, 20.0])
+    pred = np.array([1.5, 2.0, 5.0, 5.0, 5.0, 20.0])
     m = depth_metrics(pred, gt, max_depth=10.0)   # valid: first two only (20 m is beyond max_depth)
     assert m["n_valid"] == 2
     assert m["abs_rel"] == pytest.approx(0.25)
-    mask = np.array([False, True, True, True, True, True, True])
+    mask = np.array([False, True, True, True, True, True])
     assert depth_metrics(pred, gt, valid=mask, max_depth=10.0)["abs_rel"] == 0.0
+
+
+def test_range_rule_is_strict_at_both_ends_as_in_bts():
+    # BTS/AdaBins/DA-V2: valid = (gt > min_depth) & (gt < max_depth); GT equal to either bound is out.
+    gt = np.array([0.5, 2.0, 10.0])
+    pred = np.array([1.0, 2.0, 5.0])
+    m = depth_metrics(pred, gt, min_depth=0.5, max_depth=10.0)
+    assert m["n_valid"] == 1 and m["abs_rel"] == 0.0
+    assert gt_in_range(gt, 0.5, 10.0).tolist() == [False, True, False]
+    bins = metrics_by_range(pred, gt, ((0.0, 100.0),), min_depth=0.5, max_depth=10.0)
+    assert bins["0-100m"]["n_valid"] == 1
+
+
+def test_non_finite_predictions_are_scored_not_dropped():
+    # BTS eval: NaN -> min_depth, +inf -> max_depth, -inf -> min_depth; the pixel stays in the mask.
+    gt = np.array([2.0, 2.0, 2.0, 2.0])
+    pred = np.array([2.0, np.nan, np.inf, -np.inf])
+    m = depth_metrics(pred, gt, min_depth=0.5, max_depth=10.0)
+    assert m["n_valid"] == 4
+    assert m["mae"] == pytest.approx((0.0 + 1.5 + 8.0 + 1.5) / 4)
+    assert sanitize_prediction(pred, 0.5, 10.0).tolist() == [2.0, 0.5, 10.0, 0.5]
+    bins = metrics_by_range(pred, gt, ((1.0, 3.0),), min_depth=0.5, max_depth=10.0)
+    assert bins["1-3m"]["n_valid"] == 4 and bins["1-3m"]["mae"] == pytest.approx(m["mae"])
 
 
 def test_prediction_clipped_to_evaluation_range():

@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "depth.launch.py"
 PARAMS = ROOT / "config" / "depth.yaml"
 RVIZ = ROOT / "config" / "depth.rviz"
-LAUNCH_ARGUMENTS = {"params_file", "backend", "model", "image_topic", "camera_info_topic", "namespace", "use_rviz"}
-YAML_NODE_KEY = "/**/mde_depth"
+LAUNCH_ARGUMENTS = {"params_file", "use_sim_time", "backend", "model", "device", "image_transport",
+                    "scan_output_frame", "image_topic", "camera_info_topic", "namespace", "node_name", "use_rviz"}
+YAML_NODE_KEY = "/**"  # any node name: `-r __node:=front_depth` keeps every setting
 
 
 class ConstantBackend(Backend):
@@ -81,12 +82,16 @@ def test_launch_file_declares_the_arguments_and_starts_the_installed_depth_node(
     depth_nodes = [kw for kw in nodes if ast.literal_eval(kw["package"]) == "mde_ros"]
     assert len(depth_nodes) == 1
     node = depth_nodes[0]
-    assert ast.literal_eval(node["name"]) == NODE_NAME
+    name = next(c for c in calls(tree, "DeclareLaunchArgument") if c.args[0].value == "node_name")
+    assert ast.unparse(node["name"]) == "LaunchConfiguration('node_name')"
+    assert ast.literal_eval(keywords(name)["default_value"]) == NODE_NAME
     executable = ast.literal_eval(node["executable"])
     module, function = console_scripts()[executable].split(":")
     assert (module, function) == ("mde_ros.ros.depth_node", "main")
-    remapped = {ast.literal_eval(pair.elts[0]): pair.elts[1].args[0].value for pair in node["remappings"].elts}
-    assert remapped == {"image": "image_topic", "camera_info": "camera_info_topic"}
+    # image always remapped; camera_info only when given (else the image topic's sibling)
+    remaps = {ast.unparse(c.args[0]) for c in calls(tree, "append") if isinstance(c.args[0], ast.Tuple)}
+    assert remaps == {"('camera_info', camera_info)"}
+    assert "('image', LaunchConfiguration('image_topic').perform(context))" in ast.unparse(tree)
     assert "params_file" in ast.unparse(node["parameters"])
 
 
@@ -173,6 +178,15 @@ def test_params_file_loads_into_the_node(rclpy_context, tmp_path):
         for name, value in flatten(changed).items():
             assert node.get_parameter(name).value == value, name
         assert node.get_parameter("cloud.min_range").value == 0.0  # untouched ones keep the file's value
+    finally:
+        node.destroy_node()
+    # ... and under any node name (`ros2 run ... -r __node:=front_depth`, launch's node_name)
+    node = DepthNode(estimator=estimator(), context=rclpy_context, namespace="renamed",
+                     cli_args=["--ros-args", "--params-file", str(custom), "-r", "__node:=front_depth"])
+    try:
+        assert node.get_fully_qualified_name() == "/renamed/front_depth"
+        for name, value in flatten(changed).items():
+            assert node.get_parameter(name).value == value, name
     finally:
         node.destroy_node()
 

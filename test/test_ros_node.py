@@ -37,7 +37,7 @@ FX, FY, CX, CY = 40.0, 42.0, 30.0, 20.0  # principal point off-centre on purpose
 PLANE_M = 2.0
 CARD = ModelCard(name="plane-card", architecture="external", input_height=24, input_width=32,
                  min_depth=0.1, max_depth=10.0)
-OUTPUTS = {"depth": Image, "depth/camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan,
+OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan,
            "depth/colorized": Image}
 TIMEOUT_S = 10.0
 
@@ -104,13 +104,13 @@ class Rig:
     """A DepthNode plus a probe node that plays the camera and records every output."""
 
     def __init__(self, context, namespace, backend=None, card=CARD, params=None, transport="raw",
-                 local_node=True, discovery_timeout=TIMEOUT_S, alive=lambda: True):
+                 local_node=True, discovery_timeout=TIMEOUT_S, alive=lambda: True, node_class=DepthNode):
         self.backend = backend or PlaneBackend()
         self.namespace = namespace
         overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
         if transport == "compressed":
-            overrides.append(Parameter("input_transport", value="compressed"))
-        self.node = DepthNode(estimator=DepthEstimator(self.backend, card), context=context, namespace=namespace,
+            overrides.append(Parameter("image_transport", value="compressed"))
+        self.node = node_class(estimator=DepthEstimator(self.backend, card), context=context, namespace=namespace,
                               parameter_overrides=overrides) if local_node else None
         self.probe = rclpy.create_node("probe", namespace=namespace, context=context)
         self.received = collections.defaultdict(list)
@@ -151,7 +151,7 @@ class Rig:
     def with_stamp(self, topic, t):
         return [m for m in self.received[topic] if abs(seconds_of(m.header) - t) < 1e-6]
 
-    def exchange(self, t, need=("depth",), image=None, info="default", attempts=20):
+    def exchange(self, t, need=("depth/image",), image=None, info="default", attempts=20):
         """Publish a frame stamped t (again, until discovery settles) until every `need` output for it arrived."""
         image = image or image_msg(t)
         info = info_msg(t) if info == "default" else info
@@ -205,7 +205,7 @@ def test_plane_becomes_depth_cloud_scan_and_preview_with_the_input_header(rig):
     r = rig(params={"scan.output_frame": "laser"})
     out = r.exchange(1.0, need=tuple(OUTPUTS))
 
-    depth = out["depth"]
+    depth = out["depth/image"]
     assert depth.header == image_msg(1.0).header
     assert (depth.encoding, depth.height, depth.width, depth.step) == ("32FC1", HEIGHT, WIDTH, WIDTH * 4)
     np.testing.assert_allclose(depth_array(depth), PLANE_M, rtol=1e-6)
@@ -278,16 +278,16 @@ def test_parameters_change_at_run_time_through_the_set_parameters_service(rig):
         return future.result().results
 
     r.exchange(0.5, need=("depth/camera_info",))  # discovery done, CameraInfo flowing
-    np.testing.assert_allclose(depth_array(r.exchange(1.0)["depth"]), 2 * PLANE_M, rtol=1e-5)
+    np.testing.assert_allclose(depth_array(r.exchange(1.0)["depth/image"]), 2 * PLANE_M, rtol=1e-5)
     assert all(result.successful for result in set_params(camera_aware_rescale=False, depth_encoding="16UC1"))
-    depth = r.exchange(2.0)["depth"]
+    depth = r.exchange(2.0)["depth/image"]
     assert depth.encoding == "16UC1" and depth.step == WIDTH * 2
     assert (depth_array(depth) == 2000).all()
 
     r.backend.depth_m = 12.0  # beyond the card's 10 m: invalid in 16UC1 (REP 118: 0)
-    assert not depth_array(r.exchange(3.0)["depth"]).any()
+    assert not depth_array(r.exchange(3.0)["depth/image"]).any()
     assert set_params(max_depth=15.0)[0].successful
-    assert (depth_array(r.exchange(4.0)["depth"]) == 12000).all()
+    assert (depth_array(r.exchange(4.0)["depth/image"]) == 12000).all()
 
     rejected = {
         "scan.range_min": set_params(scan__range_min=20.0)[0],  # > scan.range_max
@@ -375,12 +375,12 @@ def test_bad_input_is_rejected_with_a_warning_and_the_node_keeps_working(rig):
     for t in (1.0, 2.0, 3.0, 4.0):
         assert not any(r.with_stamp(topic, t) for topic in OUTPUTS), t
     for t in (5.0, 6.0):  # depth only: no cloud, scan or CameraInfo from an unusable CameraInfo
-        assert r.with_stamp("depth", t) and not r.with_stamp("points", t) and not r.with_stamp("scan", t)
+        assert r.with_stamp("depth/image", t) and not r.with_stamp("points", t) and not r.with_stamp("scan", t)
         assert not r.with_stamp("depth/camera_info", t)
 
     # Invalid network output (NaN, <= 0) in the left quarter stays invalid (NaN) in every output;
     # bilinear upsampling widens it by a column at most, and never makes a number of it.
-    depth = depth_array(out["depth"])
+    depth = depth_array(out["depth/image"])
     invalid = ~np.isfinite(depth)
     assert (invalid == invalid[0]).all() and np.isnan(depth[invalid]).all()
     assert invalid[0, :16].all() and not invalid[0, 18:].any()
@@ -409,8 +409,8 @@ def test_a_slow_network_processes_only_the_newest_frame_and_counts_drops(rig):
         r.publish(image_msg(t), info_msg(t))
         time.sleep(0.005)
     sent_in = time.monotonic() - start
-    wait_for(lambda: r.with_stamp("depth", stamps[-1]), timeout=5 * delay + 2)
-    published = [seconds_of(m.header) for m in r.received["depth"] if seconds_of(m.header) >= 1.0]
+    wait_for(lambda: r.with_stamp("depth/image", stamps[-1]), timeout=5 * delay + 2)
+    published = [seconds_of(m.header) for m in r.received["depth/image"] if seconds_of(m.header) >= 1.0]
     # The receiving never waited for the network: far fewer outputs than inputs, newest one last.
     assert 2 <= len(published) <= math.ceil(sent_in / delay) + 2, published
     assert published[-1] == pytest.approx(stamps[-1])
@@ -433,13 +433,13 @@ def test_compressed_transport_decodes_jpeg_and_png_and_rejects_garbage(rig):
     for t, ext in ((1.0, ".png"), (2.0, ".jpg")):
         msg = CompressedImage(format=ext[1:], data=cv2.imencode(ext, rgb)[1].tobytes())
         msg.header.stamp, msg.header.frame_id = stamp_of(t), "camera_optical_frame"
-        depth = r.exchange(t, image=msg, need=("depth", "points"))["depth"]
+        depth = r.exchange(t, image=msg, need=("depth/image", "points"))["depth/image"]
         assert (depth.height, depth.width) == (HEIGHT, WIDTH)
     garbage = CompressedImage(format="jpeg", data=b"\xff\xd8 this is not a jpeg")
     garbage.header.stamp = stamp_of(3.0)
     r.publish(garbage)
     wait_for(lambda: r.problems()["bad_image"] == 1)
-    assert not r.with_stamp("depth", 3.0)
+    assert not r.with_stamp("depth/image", 3.0)
 
 
 def tiny_onnx_model(directory: Path, depth_m: float) -> Path:
@@ -476,7 +476,7 @@ def test_the_node_process_runs_an_onnx_model_with_the_shipped_params_file(rclpy_
     try:
         rig = Rig(rclpy_context, "proc", local_node=False, discovery_timeout=40.0, alive=lambda: process.poll() is None)
         try:
-            depth = rig.exchange(1.0, need=("depth", "points"), attempts=60)["depth"]
+            depth = rig.exchange(1.0, need=("depth/image", "points"), attempts=60)["depth/image"]
         finally:
             rig.close()
         assert process.poll() is None

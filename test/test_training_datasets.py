@@ -40,15 +40,28 @@ def as_hwc(tensor):
 
 # --------------------------------------------------------------------------- NYU labelled .mat
 
-def write_nyu_mat(path, images, depths, raw_depths):
+NYU_SCENES = ["kitchen_0001", "kitchen_0001", "office_0002", "bedroom_0003", "bedroom_0003"]
+
+
+def write_nyu_mat(path, images, depths, raw_depths, scenes=None):
     """MATLAB v7.3 layout: HDF5 behind a 512-byte MATLAB header, arrays stored column-major,
-    so (H,W,3,N) in MATLAB reads as (N,3,W,H) in h5py."""
+    so (H,W,3,N) in MATLAB reads as (N,3,W,H) in h5py; the ``scenes`` cell array is a (1, N) array of
+    object references to uint16 char arrays under ``#refs#``, as MATLAB writes a cellstr."""
     with h5py.File(path, "w", userblock_size=512) as h5:
         h5.create_dataset("images", data=np.stack([im.transpose(2, 1, 0) for im in images]))
         h5.create_dataset("depths", data=np.stack([d.T for d in depths]).astype(np.float32))
         h5.create_dataset("rawDepths", data=np.stack([d.T for d in raw_depths]).astype(np.float32))
         h5["images"].attrs["MATLAB_class"] = np.bytes_("uint8")
         h5["depths"].attrs["MATLAB_class"] = np.bytes_("single")
+        if scenes is not None:
+            refs = h5.create_group("#refs#")
+            pointers = []
+            for k, name in enumerate(scenes):
+                chars = refs.create_dataset(f"s{k}", data=np.array([[ord(c)] for c in name], dtype=np.uint16))
+                chars.attrs["MATLAB_class"] = np.bytes_("char")
+                pointers.append(chars.ref)
+            h5.create_dataset("scenes", data=np.array([pointers], dtype=h5py.ref_dtype))
+            h5["scenes"].attrs["MATLAB_class"] = np.bytes_("cell")
     with open(path, "r+b") as stream:
         stream.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2012 HDF5 schema 1.00 .")
 
@@ -58,7 +71,7 @@ def nyu_mat(tmp_path):
     images = [rgb_pattern(k) for k in range(5)]
     depths = [(0.5 + k + 0.1 * np.arange(H)[:, None] + 0.01 * np.arange(W)[None]).astype(np.float32) for k in range(5)]
     raw = [np.where((np.arange(H)[:, None] + np.arange(W)[None]) % 3 == 0, 0, d) for d in depths]
-    write_nyu_mat(tmp_path / "nyu_depth_v2_labeled.mat", images, depths, raw)
+    write_nyu_mat(tmp_path / "nyu_depth_v2_labeled.mat", images, depths, raw, NYU_SCENES)
     scipy.io.savemat(tmp_path / "splits.mat", {"trainNdxs": np.array([[1.0], [3.0], [4.0]]),
                                                "testNdxs": np.array([[2.0], [5.0]])})
     return tmp_path, images, depths, raw
@@ -70,7 +83,7 @@ def nyu_cfg(root, **extra):
 
 def test_nyu_mat_reads_matlab_layout_with_the_official_split(nyu_mat):
     root, images, depths, _ = nyu_mat
-    test = build_dataset(nyu_cfg(root), "test")
+    test = build_dataset(nyu_cfg(root, depth_key="depths"), "test")
     assert len(test) == 2 and len(build_dataset(nyu_cfg(root), "train")) == 3
     sample = test[1]                                          # testNdxs[1] = 5 -> 0-based row 4
     assert sample["image"].shape == (3, H, W) and sample["image"].dtype == torch.float32
@@ -82,27 +95,38 @@ def test_nyu_mat_reads_matlab_layout_with_the_official_split(nyu_mat):
     assert sample["index"] == 1 and test.name(1) == "0005"
 
 
-def test_nyu_mat_raw_depths_holes_are_invalid(nyu_mat):
-    root, _, _, raw = nyu_mat
-    sample = build_dataset(nyu_cfg(root, depth_key="rawDepths"), "train")[0]   # trainNdxs[0] = 1 -> row 0
-    np.testing.assert_array_equal(sample["valid"][0].numpy(), raw[0] > 0)
-    assert (sample["depth"][0][~sample["valid"][0]] == 0).all()
+def test_nyu_mat_raw_depths_by_default_holes_are_invalid(nyu_mat):
+    root, _, depths, raw = nyu_mat
+    for cfg in (nyu_cfg(root), nyu_cfg(root, depth_key="rawDepths")):      # BTS/AdaBins: rawDepths by default
+        sample = build_dataset(cfg, "train")[0]                             # trainNdxs[0] = 1 -> row 0
+        np.testing.assert_array_equal(sample["valid"][0].numpy(), raw[0] > 0)
+        assert (sample["depth"][0][~sample["valid"][0]] == 0).all()
+    painted = build_dataset(nyu_cfg(root, depth_key="depths"), "train")[0]  # in-painted on request
+    assert painted["valid"].all()
+    np.testing.assert_allclose(painted["depth"][0].numpy(), depths[0], rtol=1e-6)
+    with pytest.raises(DatasetError, match="depth_key"):
+        build_dataset(nyu_cfg(root, depth_key="depth"), "train")
 
 
 def test_nyu_mat_split_files_val_holdout_and_resize(nyu_mat):
     root, _, depths, _ = nyu_mat
     (root / "train.txt").write_text("1\n2\n3\n4\n")
     (root / "test.txt").write_text("5\n")
-    cfg = nyu_cfg(root, split_files={"train": "train.txt", "test": "test.txt"}, val_fraction=0.25,
+    cfg = nyu_cfg(root, split_files={"train": "train.txt", "test": "test.txt"}, val_fraction=0.34,
                   input_size=[3, 4])
     train, val, test = (build_dataset(cfg, s) for s in ("train", "val", "test"))
-    assert (len(train), len(val), len(test)) == (3, 1, 1)
-    assert {train.name(i) for i in range(3)} | {val.name(0)} == {"0001", "0002", "0003", "0004"}
+    assert len(test) == 1 and len(train) + len(val) == 4 and len(val) >= 1
+    assert {train.name(i) for i in range(len(train))} | {val.name(i) for i in range(len(val))} == \
+        {"0001", "0002", "0003", "0004"}
+    # One of the three training scenes is held out whole: never a frame of one scene on each side.
+    scene_of = {f"{i + 1:04d}": name for i, name in enumerate(NYU_SCENES)}
+    val_scenes = {scene_of[val.name(i)] for i in range(len(val))}
+    assert len(val_scenes) == 1 and not val_scenes & {scene_of[train.name(i)] for i in range(len(train))}
     sample = test[0]
     assert sample["depth"].shape == (1, 3, 4)
     nyu = Intrinsics.nyu(W, H).scaled(4, 3)
     np.testing.assert_allclose(sample["intrinsics"].numpy(), [nyu.fx, nyu.fy, nyu.cx, nyu.cy], rtol=1e-6)
-    assert set(sample["depth"].numpy().ravel()) <= set(depths[4].ravel())    # nearest: no blended depth
+    assert set(sample["depth"].numpy().ravel()) <= set(depths[4].ravel()) | {0.0}   # nearest: no blended depth
 
 
 def test_nyu_mat_without_split_is_a_clear_error(nyu_mat):
@@ -114,7 +138,7 @@ def test_nyu_mat_without_split_is_a_clear_error(nyu_mat):
 
 def test_nyu_mat_in_a_worker_process(nyu_mat):
     root, _, depths, _ = nyu_mat
-    loader = DataLoader(build_dataset(nyu_cfg(root), "train"), batch_size=3, num_workers=1)
+    loader = DataLoader(build_dataset(nyu_cfg(root, depth_key="depths"), "train"), batch_size=3, num_workers=1)
     batch = next(iter(loader))
     assert batch["depth"].shape == (3, 1, H, W)
     np.testing.assert_allclose(batch["depth"][2, 0].numpy(), depths[3], rtol=1e-6)   # trainNdxs[2] = 4

@@ -79,9 +79,15 @@ def test_evaluate_writes_metrics_json_range_table_and_panels(run, tmp_path, caps
     assert all(math.isfinite(saved["metrics"][k]) for k in METRIC_KEYS)
     assert set(saved["metrics_by_range"]) == set(RANGES)
     assert saved["protocol"] == {"crop": "none", "min_depth": 1e-3, "max_depth": 10.0, "median_scaling": False,
-                                 "pred_clipped_to_range": True, "averaging": "per image"}
-    # Every valid GT pixel is scored once, and lands in exactly one range bin.
-    valid_pixels = sum(int(test_set[i]["valid"].sum()) for i in range(len(test_set)))
+                                 "pred_clipped_to_range": True, "averaging": "per image",
+                                 "resolution": "ground truth (prediction resized up, bilinear)",
+                                 "valid": "min_depth < gt < max_depth",
+                                 "non_finite_prediction": "NaN -> min_depth, +-inf clipped to the range"}
+    # Every valid GT pixel at the GT's own resolution (128x96, not the network's 64x48) is scored once,
+    # and lands in exactly one range bin.
+    valid_pixels = sum(int((test_set[i]["gt_valid"] & (test_set[i]["gt_depth"] < 10.0)).sum())
+                       for i in range(len(test_set)))
+    assert test_set[0]["gt_depth"].shape[-2:] == (NATIVE_H, NATIVE_W)
     assert saved["metrics"]["n_valid"] == valid_pixels
     assert sum(r["n_valid"] for r in saved["metrics_by_range"].values()) == valid_pixels
 
@@ -91,8 +97,8 @@ def test_evaluate_writes_metrics_json_range_table_and_panels(run, tmp_path, caps
     panels = sorted(tmp_path.glob("vis_*.png"))
     assert len(panels) == 4
     panel = cv2.imread(str(panels[0]))
-    assert panel.shape == (NET_H, 4 * NET_W, 3)  # image | GT | prediction | |error|
-    assert not np.array_equal(panel[:, NET_W:2 * NET_W], panel[:, 2 * NET_W:3 * NET_W])
+    assert panel.shape == (NATIVE_H, 4 * NATIVE_W, 3)  # image | GT | prediction | |error|, at the GT's size
+    assert not np.array_equal(panel[:, NATIVE_W:2 * NATIVE_W], panel[:, 2 * NATIVE_W:3 * NATIVE_W])
     assert result["metrics"]["rmse"] == pytest.approx(saved["metrics"]["rmse"])
 
 

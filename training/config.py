@@ -13,7 +13,7 @@ leaves out, so code may index any key listed here)::
       name: nyu_mat             # nyu_mat | nyu_csv | kitti | cityscapes | folder | synthetic (required)
       root: /datasets/nyu       # dataset folder
       input_size: [240, 320]    # [height, width] of every sample (network input)
-      min_depth: 0.001          # GT outside (min_depth, max_depth] is invalid
+      min_depth: 0.001          # training targets: GT in (min_depth, max_depth]; evaluation: strictly inside
       max_depth: 10.0           # metres; also the model's output range
       augment: {}               # training.transforms.build_transforms; train split only
       ...                       # per-dataset keys (see each reader's docstring)
@@ -49,7 +49,8 @@ leaves out, so code may index any key listed here)::
                                 # a previous phase's name (its best checkpoint) or a checkpoint path.
                                 # null: one phase from optim.lr and train.epochs (see phases()).
       # optional, read by training/train.py with its own defaults: log_every, vis_samples,
-      # tensorboard, deterministic
+      # tensorboard, deterministic, progress_every (steps) / progress_seconds (30): log lines
+      # instead of a progress bar when stderr is not a terminal (training/progress.py)
     eval:
       crop: none                # eigen | garg | none
       min_depth: 0.001
@@ -128,6 +129,16 @@ class ConfigError(ValueError):
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
     """Load a recipe (following ``_base_``), apply ``a.b.c=value`` overrides, fill defaults, validate."""
     cfg = _load_with_bases(Path(path), seen=())
+    for override in overrides:
+        _apply_override(cfg, override)
+    merged = _deep_merge(copy.deepcopy(DEFAULTS), cfg)
+    validate_config(merged)
+    return merged
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str] = ()) -> dict:
+    """A resolved config (a checkpoint's, a saved config.yaml) with ``a.b.c=value`` overrides, validated."""
+    cfg = copy.deepcopy(cfg)
     for override in overrides:
         _apply_override(cfg, override)
     merged = _deep_merge(copy.deepcopy(DEFAULTS), cfg)

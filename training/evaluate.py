@@ -1,12 +1,18 @@
 """Evaluation: ``python -m training.evaluate MODEL [--config X.yaml] [--split test] [--out DIR] [key=value ...]``.
 
-Protocol (Eigen et al., as the papers report metric models): per-image metrics over valid pixels
-inside the crop (``eval.crop``: eigen for NYU, garg for KITTI, none) with GT in
-(``eval.min_depth``, ``eval.max_depth``], the prediction clipped to that range, NO median scaling,
-then averaged over images. A prediction at another resolution than the GT is resized bilinearly to
-the GT first. Writes ``metrics.json`` (mean metrics, metrics by GT range <1, 1-3, 3-5, >5 m, the
-protocol), prints the range table, and saves a few ``vis_NNN.png`` panels:
-image | GT | prediction | |error|.
+Protocol (Eigen et al., as BTS / AdaBins / Depth-Anything-V2 metric_depth report metric models):
+
+* scored at the GROUND TRUTH's own resolution: the readers keep each val/test frame's depth as read
+  (480x640 for NYU, the full or kb-cropped KITTI frame, ...), and the prediction, made at the network
+  input size, is resized up to it bilinearly (the network-size GT is never what is scored);
+* valid pixels: ``eval.min_depth < gt < eval.max_depth`` (both strict, as the references), inside the
+  crop (``eval.crop``: eigen for NYU, garg for KITTI, none) and the reader's own validity (0 = no GT);
+* the prediction clipped to [min_depth, max_depth]; a non-finite prediction is scored, not dropped
+  (NaN -> min_depth, +inf -> max_depth, -inf -> min_depth, as BTS's evaluation does);
+* NO median scaling; metrics per image, then averaged over images.
+
+Writes ``metrics.json`` (mean metrics, metrics by GT range <1, 1-3, 3-5, >5 m, the protocol), prints
+the range table, and saves a few ``vis_NNN.png`` panels: image | GT | prediction | |error|.
 
 MODEL is a training checkpoint (its config is used unless --config is given) or a model bundle
 (.pt, needs --config for the dataset).
@@ -17,7 +23,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +42,14 @@ from training.model_wrapper import DepthModel, depth_model_from_checkpoint
 log = logging.getLogger("training.evaluate")
 
 ERROR_MAP_MAX_M = 1.0  # |error| colour scale: saturates at this many metres
+
+# What every metrics.json records about how it was scored (see the module docstring).
+PROTOCOL: dict[str, Any] = {
+    "resolution": "ground truth (prediction resized up, bilinear)",
+    "valid": "min_depth < gt < max_depth",
+    "non_finite_prediction": "NaN -> min_depth, +-inf clipped to the range",
+    "pred_clipped_to_range": True, "median_scaling": False, "averaging": "per image",
+}
 
 
 def eval_range(cfg: dict) -> tuple[float, float]:
@@ -82,14 +95,32 @@ def load_for_eval(model_or_path: DepthModel | str | Path | tuple[nn.Module, Any]
     return depth_model_from_checkpoint(state), state["config"]
 
 
+def eval_collate(samples: list[dict]) -> dict[str, Any]:
+    """Batch the network inputs; keep the ground truth at native resolution as a list (sizes may differ)."""
+    from torch.utils.data import default_collate
+
+    native = ("gt_depth", "gt_valid")
+    batch = default_collate([{k: v for k, v in s.items() if k not in native} for s in samples])
+    for key in native:
+        if all(key in s for s in samples):
+            batch[key] = [s[key] for s in samples]
+    return batch
+
+
 def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.device = "cpu", batch_size: int = 4,
                 num_workers: int = 0, amp_dtype: torch.dtype | None = None
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(image HxWx3 float [0,1], pred HxW, gt HxW, valid HxW) per sample, pred at the GT's resolution."""
+    """(image HxWx3 float [0,1], pred hxw, gt hxw, valid hxw) per sample at the GROUND TRUTH's own resolution.
+
+    The ground truth is the sample's ``gt_depth`` / ``gt_valid`` (native resolution, see DepthDataset)
+    when it has them, else its network-size ``depth`` / ``valid``; the prediction is resized up to it
+    bilinearly (align_corners=False), as BTS / AdaBins / Depth-Anything-V2 evaluate.
+    """
     device = torch.device(device)
     was_training = model.training
     model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=eval_collate)
     try:
         with torch.no_grad():
             for batch in loader:
@@ -97,13 +128,16 @@ def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.devi
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     pred = model(image)
                 pred = pred.float()
-                gt = batch["depth"]
-                if pred.shape[-2:] != gt.shape[-2:]:
-                    pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
-                pred = pred.cpu().numpy()
+                gts = batch.get("gt_depth") or list(batch["depth"])
+                valids = batch.get("gt_valid") or list(batch["valid"])
                 for i in range(pred.shape[0]):
-                    yield (batch["image"][i].permute(1, 2, 0).numpy(), pred[i, 0], gt[i, 0].numpy(),
-                           batch["valid"][i, 0].numpy().astype(bool))
+                    gt = gts[i]
+                    sample_pred = pred[i:i + 1]
+                    if sample_pred.shape[-2:] != gt.shape[-2:]:
+                        sample_pred = F.interpolate(sample_pred, size=gt.shape[-2:], mode="bilinear",
+                                                    align_corners=False)
+                    yield (batch["image"][i].permute(1, 2, 0).numpy(), sample_pred[0, 0].cpu().numpy(),
+                           gt[0].numpy(), valids[i][0].numpy().astype(bool))
     finally:
         model.train(was_training)
 
@@ -136,8 +170,7 @@ def evaluate(model_or_bundle: DepthModel | str | Path | tuple[nn.Module, Any], d
     result = {
         "metrics": mean_metrics(per_image),
         "metrics_by_range": by_range,
-        "protocol": {"crop": crop, "min_depth": min_depth, "max_depth": max_depth, "median_scaling": False,
-                     "pred_clipped_to_range": True, "averaging": "per image"},
+        "protocol": PROTOCOL | {"crop": crop, "min_depth": min_depth, "max_depth": max_depth},
         "n_images": len(per_image),
     }
     if verbose:
@@ -181,16 +214,13 @@ def visual_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.
 # ------------------------------------------------------------------------------------- CLI
 
 def _resolve_config(config_path: Path | None, overrides: list[str], checkpoint_cfg: dict | None) -> dict:
-    from training.config import load_config, save_config
+    from training.config import apply_overrides, load_config
 
     if config_path is not None:
         return load_config(config_path, overrides)
     if checkpoint_cfg is None:
         raise ValueError("a model bundle carries no dataset config: pass --config training/configs/X.yaml")
-    with tempfile.TemporaryDirectory() as tmp:
-        # Round trip through the config loader so key=value overrides apply to the checkpoint's recipe.
-        save_config(checkpoint_cfg, Path(tmp) / "config.yaml")
-        return load_config(Path(tmp) / "config.yaml", overrides)
+    return apply_overrides(checkpoint_cfg, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import ConfigError
     from training.datasets import build_dataset
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)   # key=value may come before or after the options
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         model_path = find_checkpoint(args.model) if args.model.is_dir() else args.model

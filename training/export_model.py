@@ -17,6 +17,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 from mde_ros.models.card import ModelCard
 
@@ -61,12 +62,14 @@ def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None
 
 def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_px: float | None = None,
            onnx: bool = True, verify: bool = True, evaluate_split: str | None = None,
-           name: str | None = None, notes: str | None = None) -> dict[str, Path]:
+           name: str | None = None, notes: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Path]:
     """Bundle (+ ONNX + card) from ``best.pt`` of a run (or the given checkpoint file).
 
     ``evaluate_split``: score the model on that split first and put those metrics in the card
-    (default: the checkpoint's validation metrics). Returns {"bundle", "onnx", "card",
-    "submission"} paths (the ones written).
+    (default: the checkpoint's validation metrics). ``overrides`` (``key=value``) change the
+    checkpoint's config for this export, e.g. ``data.root=`` where the data lives now,
+    ``eval.crop=``, ``export.*``; ``model.*`` is fixed by the weights and cannot be overridden.
+    Returns {"bundle", "onnx", "card", "submission"} paths (the ones written).
     """
     from mde_ros.models.bundle import save_bundle
     from mde_ros.models.card import card_path_for
@@ -75,6 +78,14 @@ def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_p
 
     checkpoint = find_checkpoint(checkpoint_or_dir, "best")
     state = load_checkpoint(checkpoint)
+    if overrides:
+        from training.config import ConfigError, apply_overrides
+
+        fixed = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] == "model"]
+        if fixed:
+            raise ConfigError(f"{fixed[0]!r}: the model section comes with the checkpoint's weights and cannot be "
+                              "overridden at export")
+        state = {**state, "config": apply_overrides(state["config"], overrides)}
     cfg = state["config"]
     out_stem = Path(out_stem)
     if out_stem.suffix in (".pt", ".onnx"):
@@ -134,8 +145,11 @@ def _with_suffix(stem: Path, suffix: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.export_model", description="Export a training run for the mde_ros node.",
-        epilog="example: python -m training.export_model runs/nyu34 --out models/nyu_resnet34 --evaluate-split test")
+        epilog="example: python -m training.export_model runs/nyu34 --out models/nyu_resnet34 --evaluate-split test "
+               "data.root=/datasets/nyu")
     parser.add_argument("checkpoint", type=Path, help="training output_dir (uses its best.pt) or a checkpoint file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override a value of the checkpoint's config (data.root=..., eval.crop=..., export.*)")
     parser.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.pt, STEM.onnx, STEM.card.json")
     parser.add_argument("--train-focal-px", type=float, help="training camera fx at network resolution (px)")
     parser.add_argument("--no-onnx", action="store_true", help="write only the .pt bundle")
@@ -149,14 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mde_ros.models.card import CardError
     from training.checkpoint import CheckpointError
+    from training.config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)   # key=value may come before or after the options
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         paths = export(args.checkpoint, args.out, train_focal_px=args.train_focal_px, onnx=not args.no_onnx,
                        verify=not args.no_verify, evaluate_split=args.evaluate_split, name=args.name,
-                       notes=args.notes)
-    except (CardError, CheckpointError, FileNotFoundError, ValueError) as exc:
+                       notes=args.notes, overrides=args.overrides)
+    except (CardError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"training.export_model: error: {exc}", file=sys.stderr)
         return 2
     for kind, path in paths.items():

@@ -2,14 +2,15 @@
 
 What a run does, in order:
 
-* resolves the recipe (``training.config``) and saves it as ``output_dir/config.yaml``;
+* resolves the recipe (``training.config``) and, once the first phase has started (data, model and
+  checkpoint loaded), saves it as ``output_dir/config.yaml``;
 * runs each phase of ``train.phases`` in its own subfolder ``output_dir/<phase>/`` (a recipe without
   phases trains once, straight into ``output_dir``); a phase with ``init_from`` starts from that
   earlier phase's ``best.pt`` (or a checkpoint path) with a fresh optimizer, its own lr and epochs;
 * per epoch: trains over the whole set, or chunk by chunk (``train.curriculum.chunk_size``: one
   Subset + DataLoader per chunk, so only one chunk is ever in flight), validates on the ``val``
   split with the evaluation protocol of ``training.evaluate``, writes ``last.pt`` and, when the
-  validation metric (``train.best_metric``, RMSE by default) improves, ``best.pt``; stops early after
+  validation metric (``train.best_metric``, RMSE by default) improves, ``best.pt`` (written first); stops early after
   ``train.early_stopping_patience`` epochs without improvement.
 
 Learning-rate schedule: stepped every ITERATION (not every epoch) as a multiplier of each group's
@@ -22,11 +23,15 @@ applies to every parameter, as ``torch.optim`` does (decoupled for adamw, L2 for
 Resume (``--resume``) restores network, optimizer, scheduler, grad scaler, counters, best metric
 and the RNG states from ``last.pt``; with a fixed seed on CPU the final weights equal those of an
 uninterrupted run. A finished phase is skipped; raising ``train.epochs`` and resuming extends it.
+Any other change to the config is refused with the differing keys named, or, with
+``--apply-changes``, applied from the resumed epoch on and recorded (``training.resume``).
+TensorBoard purges only what was logged after the checkpoint.
 Every epoch's shuffling uses a generator seeded from (seed, epoch, chunk), so
 the data order never depends on where a run was interrupted.
 
 Multi-GPU: launch with ``torchrun --nproc_per_node=N -m training.train ...``; RANK/WORLD_SIZE/
-LOCAL_RANK select DistributedDataParallel (NCCL on CUDA, gloo on CPU) with a DistributedSampler
+LOCAL_RANK select DistributedDataParallel (NCCL when train.device is CUDA, gloo when it is the CPU,
+whatever the machine has) with a DistributedSampler
 (which pads the last batch of a chunk with repeats so ranks stay in step); rank 0 validates, logs
 and saves. AMP (``train.amp``: true/fp16 or bf16) is used on CUDA only.
 """
@@ -77,7 +82,19 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed() -> DistContext:
+def ddp_backend(device_spec: str, cuda_available: bool) -> str:
+    """NCCL when the ranks train on CUDA, gloo when they train on the CPU.
+
+    Chosen from the TRAINING device, not from the machine: ``train.device=cpu`` on a CUDA machine
+    must use gloo (NCCL has no CPU tensors: "No backend type associated with device type cpu").
+    """
+    spec = str(device_spec or "auto")
+    if spec == "auto":
+        return "nccl" if cuda_available else "gloo"
+    return "nccl" if spec.startswith("cuda") else "gloo"
+
+
+def init_distributed(device_spec: str = "auto") -> DistContext:
     """DDP when torchrun's RANK/WORLD_SIZE are set (even with one process), else a plain run."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistContext()
@@ -85,9 +102,10 @@ def init_distributed() -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     owns_group = not dist.is_initialized()
     if owns_group:
-        if torch.cuda.is_available():
+        backend = ddp_backend(device_spec, torch.cuda.is_available())
+        if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=backend)
     return DistContext(rank, world_size, local_rank, enabled=True, owns_group=owns_group)
 
 
@@ -221,26 +239,38 @@ def _amp_dtype(amp: Any, device: torch.device) -> torch.dtype | None:
 
 # --------------------------------------------------------------------------------- the loop
 
-def train(cfg: dict, *, resume: bool = False, on_batch: BatchHook | None = None) -> dict[str, Any]:
-    """Run every phase of ``cfg``; return a summary with checkpoints and best metrics per phase."""
+def train(cfg: dict, *, resume: bool = False, apply_changes: bool = False,
+          on_batch: BatchHook | None = None) -> dict[str, Any]:
+    """Run every phase of ``cfg``; return a summary with checkpoints and best metrics per phase.
+
+    With ``resume``, a config that differs from the run's recorded one is refused (training.resume)
+    unless ``apply_changes``. ``output_dir/config.yaml`` is written only once a phase has started
+    (data, model and checkpoint loaded), so a run that fails before it starts leaves it as it was.
+    """
     from training.config import phases as config_phases
     from training.config import save_config
 
     cfg = copy.deepcopy(cfg)
-    ctx = init_distributed()
     out_dir = Path(cfg["output_dir"])
     plan = config_phases(cfg)
     multi_phase = bool(cfg["train"].get("phases"))
     phase_dirs = {p["name"]: (out_dir / p["name"] if multi_phase else out_dir) for p in plan}
-    try:
-        existing = [d / LAST_NAME for d in phase_dirs.values() if (d / LAST_NAME).exists()]
-        if existing and not resume:
-            raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[0]}); pass --resume to "
-                                  "continue that run, or choose another output_dir=...")
-        if ctx.is_main:
+    existing = [d / LAST_NAME for d in phase_dirs.values() if (d / LAST_NAME).exists()]
+    if existing and not resume:
+        raise FileExistsError(f"{out_dir} already holds checkpoints ({existing[0]}); pass --resume to "
+                              "continue that run, or choose another output_dir=...")
+    changes = _resume_changes(cfg, plan, phase_dirs, multi_phase, apply_changes) if resume else {}
+    ctx = init_distributed(str(cfg["train"].get("device", "auto")))
+    written = []
+
+    def on_start() -> None:   # the first phase that really trains records the run's config
+        if ctx.is_main and not written:
             save_config(cfg, out_dir / "config.yaml")
             if multi_phase:
                 (out_dir / "phases.txt").write_text("\n".join(p["name"] for p in plan) + "\n")
+        written.append(True)
+
+    try:
         results = []
         for phase in plan:
             phase_cfg = _phase_config(cfg, phase, multi_phase)
@@ -248,7 +278,8 @@ def train(cfg: dict, *, resume: bool = False, on_batch: BatchHook | None = None)
             init_path = (phase_dirs[init_from] / BEST_NAME if init_from in phase_dirs
                          else Path(init_from) if init_from else None)
             results.append(_run_phase(phase_cfg, phase["name"], phase_dirs[phase["name"]], init_path,
-                                      resume=resume, ctx=ctx, on_batch=on_batch))
+                                      resume=resume, ctx=ctx, on_batch=on_batch, on_start=on_start,
+                                      changes=changes))
         final = results[-1]
         return {"output_dir": str(out_dir), "world_size": ctx.world_size, "phases": results,
                 "best_checkpoint": final["best_checkpoint"], "last_checkpoint": final["last_checkpoint"],
@@ -256,6 +287,25 @@ def train(cfg: dict, *, resume: bool = False, on_batch: BatchHook | None = None)
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
+
+
+def _resume_changes(cfg: dict, plan: list[dict], phase_dirs: dict[str, Path], multi_phase: bool,
+                    apply_changes: bool) -> dict[str, tuple[Any, Any]]:
+    """Compare the given config with what each unfinished phase recorded; refuse or return the changes."""
+    from training.resume import check_resume, config_changes
+
+    changes: dict[str, tuple[Any, Any]] = {}
+    for phase in plan:
+        last_path = phase_dirs[phase["name"]] / LAST_NAME
+        if not last_path.exists():
+            continue
+        state = load_checkpoint(last_path)
+        phase_cfg = _phase_config(cfg, phase, multi_phase)
+        if state["stopped_early"] or state["epoch"] + 1 >= int(phase_cfg["train"]["epochs"]):
+            continue   # finished: nothing of this config will be used for it
+        for key, pair in config_changes(state["config"], phase_cfg).items():
+            changes.setdefault(key, pair)
+    return check_resume(changes, apply_changes)
 
 
 def _phase_config(cfg: dict, phase: dict, multi_phase: bool) -> dict:
@@ -275,8 +325,30 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+def _use_configured_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, configured: list[dict]) -> None:
+    """After loading a checkpoint's optimizer/scheduler state, put back the hyper-parameters of the
+    config this run was given (a no-op when it equals the recorded one; with --apply-changes, the
+    new lr / weight decay / betas), re-deriving each group's current lr from the schedule."""
+    if len(configured) != len(optimizer.param_groups):
+        raise ValueError("the checkpoint's optimizer has other parameter groups than this config's; "
+                         "start a new run with another output_dir=...")
+    base_lrs = []
+    for group, fresh in zip(optimizer.param_groups, configured):
+        for key, value in fresh.items():
+            if key not in ("lr", "initial_lr"):
+                group[key] = value
+        group["initial_lr"] = fresh.get("initial_lr", fresh["lr"])
+        base_lrs.append(group["initial_lr"])
+    scheduler.base_lrs = base_lrs
+    lrs = [base * lmbda(scheduler.last_epoch) for base, lmbda in zip(base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
 def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *, resume: bool,
-               ctx: DistContext, on_batch: BatchHook | None) -> dict[str, Any]:
+               ctx: DistContext, on_batch: BatchHook | None, on_start: Callable[[], None] = lambda: None,
+               changes: dict[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
     from training.config import save_config
     from training.datasets import build_dataset
     from training.evaluate import evaluate
@@ -300,8 +372,6 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
     torch.backends.cudnn.benchmark = not train_cfg.get("deterministic", False)
     seed = int(train_cfg["seed"]) + ctx.rank
     seed_everything(seed)
-    if ctx.is_main:
-        save_config(cfg, phase_dir / "config.yaml")
 
     train_set = build_dataset(cfg["data"], "train")
     val_set = build_dataset(cfg["data"], "val")
@@ -337,14 +407,24 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                   "init_from": str(init_path) if init_path else None}
     if state is not None:
         model.net.load_state_dict(state["model"])
+        configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        _use_configured_hyperparameters(optimizer, scheduler, configured)
         scaler.load_state_dict(state["scaler"])
         start_epoch, global_step = state["epoch"] + 1, state["global_step"]
         best, best_epoch, stale = state["best_metric"], state["best_epoch"], state["epochs_without_improvement"]
-        history, provenance = list(state["history"]), state["provenance"]
+        history, provenance = list(state["history"]), dict(state["provenance"])
+        if changes:
+            provenance["resumed_with_changes"] = [*provenance.get("resumed_with_changes", []), {
+                "epoch": start_epoch, "changes": {k: list(v) for k, v in changes.items()}}]
+            log.warning("phase %s: applying changed config from epoch %d on: %s", name, start_epoch + 1,
+                        ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
         restore_rng_state(state["rng"])
         log.info("phase %s: resuming from %s at epoch %d (step %d)", name, last_path, start_epoch, global_step)
+    if ctx.is_main:
+        on_start()
+        save_config(cfg, phase_dir / "config.yaml")
 
     train_model: nn.Module = model
     if ctx.enabled:
@@ -353,14 +433,15 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    writer = _summary_writer(phase_dir, train_cfg, ctx, purge_step=global_step if state else None)
+    # Purge only what was logged AFTER the checkpoint: its own epoch's scalars sit at exactly global_step.
+    writer = _summary_writer(phase_dir, train_cfg, ctx, purge_step=global_step + 1 if state else None)
     stopped_early = False
     try:
         for epoch in range(start_epoch, epochs):
             train_model.train()
             totals: dict[str, float] = {}
             n_steps = 0
-            bar = _progress(iters, f"{name} epoch {epoch + 1}/{epochs}", ctx)
+            bar = _progress(iters, f"phase {name} epoch {epoch + 1}/{epochs}", ctx, train_cfg)
             for loader in epoch_loaders(train_set, train_cfg, epoch, ctx, pin_memory=device.type == "cuda"):
                 for batch in loader:
                     if on_batch is not None:
@@ -376,8 +457,7 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                     for key, value in {"loss": loss, **parts}.items():
                         totals[key] = totals.get(key, 0.0) + value
                     if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.4f}")
+                        bar.update(loss)
                     if writer is not None and global_step % log_every == 0:
                         writer.add_scalar("train/loss", loss, global_step)
                         for key, value in parts.items():
@@ -419,9 +499,11 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                     "config": cfg, "phase": name, "train_focal_px": focal_px, "provenance": provenance,
                     "rng": capture_rng_state(),
                 }
-                save_checkpoint(checkpoint, last_path)
+                # best.pt first: a crash between the two writes must never leave a last.pt whose
+                # best_metric names an epoch that best.pt does not hold.
                 if improved:
                     save_checkpoint(checkpoint, best_path)
+                save_checkpoint(checkpoint, last_path)
             if ctx.enabled:
                 dist.barrier()
             if stopped_early:
@@ -472,12 +554,16 @@ def _broadcast(value: float, ctx: DistContext, device: torch.device) -> float:
     return float(tensor.item())
 
 
-def _progress(total: int, desc: str, ctx: DistContext):
+def _progress(total: int, desc: str, ctx: DistContext, train_cfg: dict):
+    """tqdm on a terminal, periodic log lines otherwise (training.progress); rank 0 only."""
     if not ctx.is_main:
         return None
-    from tqdm import tqdm
+    from training.progress import DEFAULT_SECONDS, Progress
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    every_steps = train_cfg.get("progress_every")
+    seconds = train_cfg.get("progress_seconds", DEFAULT_SECONDS)
+    return Progress(total, desc, every_steps=int(every_steps) if every_steps else None,
+                    every_seconds=float(seconds) if seconds else None)
 
 
 def _summary_writer(phase_dir: Path, train_cfg: dict, ctx: DistContext, purge_step: int | None):
@@ -532,12 +618,15 @@ def reproducible_command(module: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.train", description="Train a depth network from a YAML recipe.",
-        usage="%(prog)s [--config] RECIPE.yaml [key=value ...] [--resume]",
+        usage="%(prog)s [--config] RECIPE.yaml [key=value ...] [--resume [--apply-changes]]",
         epilog="example: python -m training.train --config training/configs/nyu_resnet34.yaml "
                "data.root=/datasets/nyu train.batch_size=16 output_dir=runs/nyu34")
     parser.add_argument("--config", type=Path, help="recipe in training/configs/ (or give it as the first argument)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a config value")
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last.pt")
+    parser.add_argument("--apply-changes", action="store_true",
+                        help="with --resume: use config values that differ from the run's recorded config from the "
+                             "resumed epoch on (without it such a resume is refused, naming the keys)")
     return parser
 
 
@@ -545,15 +634,17 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import ConfigError, load_config
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # key=value may come before or after the options
     if args.config is None:
         if not args.overrides or "=" in args.overrides[0]:
             parser.error("give the recipe: --config training/configs/X.yaml (or as the first argument)")
         args.config = Path(args.overrides.pop(0))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.apply_changes and not args.resume:
+            raise ConfigError("--apply-changes only makes sense with --resume")
         cfg = load_config(args.config, args.overrides)
-        summary = train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume, apply_changes=args.apply_changes)
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"training.train: error: {exc}", file=sys.stderr)
         return 2

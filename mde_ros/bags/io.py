@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
+from mde_ros.ros import naming
+
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
     from rosbags.rosbag2 import Reader, Writer
@@ -205,8 +207,8 @@ class OutputTopics:
     def for_image_topic(cls, image_topic: str, prefix: str | None = None) -> "OutputTopics":
         """The node's relative names, under `prefix` or the camera's namespace.
 
-        /camera/color/image_raw -> /camera/depth, /camera/points, ... (RealSense / OpenNI layout:
-        depth beside color, not inside it); /cam/image_raw -> /cam/depth.
+        /camera/color/image_raw -> /camera/depth/image, /camera/depth/camera_info, /camera/points, ...
+        (RealSense / OpenNI layout: depth beside color, not inside it); /cam/image_raw -> /cam/depth/image.
         """
         if prefix is None:
             prefix = _namespace(image_topic)
@@ -215,8 +217,8 @@ class OutputTopics:
         if not prefix.startswith("/"):
             prefix = "/" + prefix
         join = functools.partial(posixpath.join, prefix)
-        return cls(depth=join("depth"), depth_camera_info=join("depth/camera_info"), points=join("points"),
-                   scan=join("scan"), colorized=join("depth/colorized"))
+        return cls(depth=join(naming.DEPTH_IMAGE), depth_camera_info=join(naming.DEPTH_CAMERA_INFO),
+                   points=join(naming.POINTS), scan=join(naming.SCAN), colorized=join(naming.DEPTH_COLORIZED))
 
     def as_dict(self) -> dict[str, str]:
         return dict(self.__dict__)

@@ -14,6 +14,8 @@ from mde_ros.bags.io import COMPRESSED_IMAGE_TYPE, typestore
 from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
                                          intrinsics_from_camera_info)
 from mde_ros.pipeline.imagecodec import message_to_rgb
+from mde_ros.ros import naming
+from mde_ros.ros.naming import SCAN_TIME_S
 
 if TYPE_CHECKING:
     from mde_ros.pipeline.geometry import PackedCloud, Scan
@@ -67,26 +69,28 @@ def cloud_msg(packed: "PackedCloud", header: Any) -> Any:
         is_dense=bool(packed.is_dense))
 
 
-def scan_msg(scan: "Scan", header: Any) -> Any:
+def scan_msg(scan: "Scan", header: Any, scan_time: float = 0.0) -> Any:
     return _types()["sensor_msgs/msg/LaserScan"](
         header=header, angle_min=float(scan.angle_min), angle_max=float(scan.angle_max),
-        angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=0.0,
+        angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=float(scan_time),
         range_min=float(scan.range_min), range_max=float(scan.range_max),
         ranges=np.ascontiguousarray(scan.ranges, dtype=np.float32), intensities=np.zeros(0, np.float32))
 
 
 def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | None = None,
-                    scan_frame: str | None = None) -> dict[str, Any]:
+                    scan_frame: str | None = None, scan_time: float = SCAN_TIME_S) -> dict[str, Any]:
     """Messages keyed like OutputTopics' fields; outputs the pipeline did not make are left out.
-    `scan_frame` replaces the scan's frame_id (the node's scan.output_frame)."""
+    The scan goes out in `scan_frame` (the node's scan.output_frame) or, as the node does, in the
+    image's optical frame's body twin (mde_ros.ros.naming.scan_frame)."""
     messages = {"depth": image_msg(outputs.depth, header)}
     if outputs.depth_intrinsics is not None:
         messages["depth_camera_info"] = camera_info_msg(outputs.depth_intrinsics, header, source_info)
     if outputs.cloud is not None:
         messages["points"] = cloud_msg(outputs.cloud, header)
     if outputs.scan is not None:
-        scan_header = make_header(header.stamp.sec, header.stamp.nanosec, scan_frame) if scan_frame else header
-        messages["scan"] = scan_msg(outputs.scan, scan_header)
+        frame, _ = naming.scan_frame(header.frame_id, scan_frame or "")
+        messages["scan"] = scan_msg(outputs.scan, make_header(header.stamp.sec, header.stamp.nanosec, frame),
+                                    scan_time)
     if outputs.colorized is not None:
         messages["colorized"] = image_msg(outputs.colorized, header)
     return messages

@@ -32,6 +32,7 @@ from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCop
                              list_topics, open_reader, serialize, stamp_ns)
 from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_messages, rgb_from_msg
 from mde_ros.pipeline.geometry import scan_fits
+from mde_ros.ros import naming
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import InputError
 
@@ -187,6 +188,7 @@ class _FramePipeline:
     sync_tolerance: float
     scan_frame: str | None
     stats: _Stats
+    guessed_frames: set[str] = field(default_factory=set)  # image frames without '_optical', warned once
 
     def __call__(self, msgtype: str, data: bytes, timestamp: int) -> dict[str, Any] | None:
         stats = self.stats
@@ -213,6 +215,12 @@ class _FramePipeline:
         stats.processed += 1
         for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():
             stats.latencies[stage].append(seconds)
+        if outputs.scan is not None and not self.scan_frame:
+            frame, guessed = naming.scan_frame(msg.header.frame_id)
+            if guessed and frame not in self.guessed_frames:
+                self.guessed_frames.add(frame)
+                stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
+                           "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
         return output_messages(outputs, msg.header, info, self.scan_frame)
 
     def _intrinsics(self, header: Any, width: int, height: int, timestamp: int) -> tuple[Any, "Intrinsics | None"]:
@@ -323,7 +331,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--scan-height", type=int, default=1)
     outputs.add_argument("--scan-range-min", type=float, default=0.45)
     outputs.add_argument("--scan-range-max", type=float, default=10.0)
-    outputs.add_argument("--scan-output-frame", help="frame_id of the scan (default: the image's)")
+    outputs.add_argument("--scan-output-frame", help="frame_id of the scan, a body-convention frame (default: the "
+                         "image's optical frame without '_optical', as the node)")
     outputs.add_argument("--no-colorized", action="store_true", help="no colourised depth")
     parser.add_argument("--sync-tolerance", type=float, default=SYNC_TOLERANCE_S, metavar="SECONDS",
                         help="newest CameraInfo within this of the image stamp is used (default 0.05)")

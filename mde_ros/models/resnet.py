@@ -178,7 +178,8 @@ def resolve_encoder_weights(name: str, encoder_weights: str | Path | None) -> Pa
         raise FileNotFoundError(
             f"ImageNet weights for {name} are not in {hub_checkpoints_dir()}: nothing is downloaded at run time, so "
             f"copy https://download.pytorch.org/models/{TORCHVISION_FILES[name][0]} there, or pass "
-            "encoder_weights=<path to a torchvision .pth>, or encoder_weights=None for random init")
+            "encoder_weights=<path to a torchvision .pth>, or encoder_weights: null for random init "
+            "(model.kwargs.encoder_weights=null in a training recipe; None from Python)")
     return found
 
 

@@ -5,6 +5,9 @@ callback keeps just the newest frame and wakes the inference thread, so the exec
 receiving while the network runs and a slow network drops stale frames instead of queueing them.
 
     ros2 run mde_ros depth_node --ros-args --params-file config/depth.yaml -r image:=/camera/image_raw
+
+Topics follow image_transport: `camera_info` is the image topic's sibling unless remapped itself,
+and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.ros.naming).
 """
 from __future__ import annotations
 
@@ -37,7 +40,9 @@ from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
-from mde_ros.ros import messages, paramcheck
+from mde_ros.ros import messages, naming, paramcheck
+from mde_ros.ros.aliases import ALIASES, resolve_aliases
+from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
@@ -84,7 +89,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
               read_only=True, choices=PRECISIONS),
-    ParamSpec("input_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+    ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
     ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
               "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
@@ -110,7 +115,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               low=1, high=4096),
     ParamSpec("scan.range_min", 0.45, "metres; shorter ranges are not returns", low=0.0, high=MAX_RANGE_M),
     ParamSpec("scan.range_max", 10.0, "metres; longer ranges are not returns", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("scan.output_frame", "", "frame_id of 'scan'; empty: the image's frame"),
+    ParamSpec("scan.scan_time", 0.033, "seconds between scans, copied into LaserScan.scan_time "
+              "(depthimage_to_laserscan's default)", low=0.0, high=3600.0),
+    ParamSpec("scan.output_frame", "", "frame_id of 'scan' (a body-convention frame, x forward, z up); "
+              "empty: the image's optical frame without '_optical' (camera_color_optical_frame -> "
+              "camera_color_frame)"),
     ParamSpec("publish.points", True, "publish sensor_msgs/PointCloud2 on 'points'"),
     ParamSpec("publish.scan", True, "publish sensor_msgs/LaserScan on 'scan'"),
     ParamSpec("publish.colorized", True, "publish an rgb8 preview on 'depth/colorized'"),
@@ -142,7 +151,7 @@ class Settings:
     backend: str
     device: str
     precision: str
-    input_transport: str
+    image_transport: str
     qos_reliability: str
     qos_depth: int
     resize_policy: str
@@ -158,6 +167,7 @@ class Settings:
     scan_scan_height: int
     scan_range_min: float
     scan_range_max: float
+    scan_scan_time: float
     scan_output_frame: str
     publish_points: bool
     publish_scan: bool
@@ -267,24 +277,26 @@ class DepthNode(Node):
         self._previous_frame_paired = True
 
         self._pub_qos = publisher_qos(settings.qos_depth)
-        self._depth_pub = self.create_publisher(Image, "depth", self._pub_qos)
-        self._info_pub = self.create_publisher(CameraInfo, "depth/camera_info", self._pub_qos)
+        self._depth_pub = self.create_publisher(Image, naming.DEPTH_IMAGE, self._pub_qos)
+        self._info_pub = self.create_publisher(CameraInfo, naming.DEPTH_CAMERA_INFO, self._pub_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._optional_pubs: dict[str, Any] = {}
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
 
         sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
-        if settings.input_transport == "compressed":
-            self._image_topic = self.resolve_topic_name("image") + "/compressed"
+        image_topic = self.resolve_topic_name("image")
+        if settings.image_transport == "compressed":
+            self._image_topic = image_topic + "/compressed"
             self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, sub_qos)
         else:
-            self._image_sub = self.create_subscription(Image, "image", self._on_image, sub_qos)
+            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, sub_qos)
             self._image_topic = self._image_sub.topic_name
-        self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sub_qos)
+        self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
+                                                  self._on_camera_info, sub_qos)
+        self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
 
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
 
         self._pending: _Frame | None = None
@@ -295,14 +307,28 @@ class DepthNode(Node):
         self.get_logger().info(f"model {self._estimator.card.name!r} on {self._backend_label}; listening on "
                                f"{self._image_topic} and {self._info_sub.topic_name}")
 
+    def _camera_info_topic(self, image_topic: str) -> str:
+        """image_transport's pairing: the image topic's sibling `camera_info`, unless `camera_info`
+        itself is remapped (then the remap wins, as for any topic)."""
+        if self.resolve_topic_name("camera_info") != self.resolve_topic_name("camera_info", only_expand=True):
+            return self.resolve_topic_name("camera_info")
+        return naming.sibling_topic(image_topic)
+
     # ---- parameters ---------------------------------------------------------------------------
 
     def _declare_parameters(self) -> Settings:
         try:
             declared = self.declare_parameters("", [(s.name, s.default, s.descriptor()) for s in PARAMETERS])
+            aliases = self.declare_parameters("", [
+                (a.name, SPECS[a.canonical].default,
+                 ParameterDescriptor(name=a.name, description=a.description(), read_only=True)) for a in ALIASES])
         except ParameterException as exc:
             raise StartupError(f"invalid parameter: {exc}") from exc
-        settings = Settings.from_values({p.name: p.value for p in declared})
+        values, warnings = resolve_aliases({p.name: p.value for p in declared}, {p.name: p.value for p in aliases},
+                                           {s.name: s.default for s in PARAMETERS})
+        for warning in warnings:
+            self.get_logger().warning(warning)
+        settings = Settings.from_values(values)
         problem = settings.problem()
         if problem is None and settings.fallback_incomplete():
             problem = "set all of fallback_intrinsics.fx, fy, cx, cy (> 0) or none of them"
@@ -446,10 +472,8 @@ class DepthNode(Node):
         if outputs.cloud is not None:
             optional["points"] = messages.point_cloud_msg(outputs.cloud, header)
         if outputs.scan is not None:
-            scan_header = header
-            if settings.scan_output_frame:
-                scan_header = Header(stamp=header.stamp, frame_id=settings.scan_output_frame)
-            optional["scan"] = messages.laser_scan_msg(outputs.scan, scan_header)
+            optional["scan"] = messages.laser_scan_msg(outputs.scan, self._scan_header(header, settings),
+                                                       settings.scan_scan_time)
         if outputs.colorized is not None:
             optional["depth/colorized"] = messages.image_msg(outputs.colorized, header)
         # Under the lock: a parameter change (executor thread) may have destroyed a publisher since
@@ -462,6 +486,16 @@ class DepthNode(Node):
         timings = {"queue": decode_start - frame.received, "decode": decode_s, **result.timings,
                    "outputs": sum(outputs.timings.values()), "publish": time.perf_counter() - publish_start}
         self._stats.frame_published(timings, source, float(np.isfinite(result.depth).mean()))
+
+    def _scan_header(self, header: Header, settings: Settings) -> Header:
+        """The scan's header: the image's stamp, a body-convention frame (never the optical one)."""
+        frame, guessed = naming.scan_frame(header.frame_id, settings.scan_output_frame)
+        if guessed and self._scan_frame_guessed != frame:
+            self._scan_frame_guessed = frame  # once per frame name, not per period: it is a setup issue
+            self.get_logger().warning(
+                f"image frame_id {frame!r} has no '_optical' part: publishing 'scan' in {frame!r}, assumed to "
+                "be a body-convention frame (x forward, z up); set scan.output_frame if it is an optical frame")
+        return Header(stamp=header.stamp, frame_id=frame)
 
     def _match_intrinsics(self, header: Header, width: int, height: int,
                           settings: Settings) -> tuple[Intrinsics | None, CameraInfo | None, str]:

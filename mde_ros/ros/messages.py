@@ -69,9 +69,9 @@ def point_cloud_msg(cloud: PackedCloud, header: Header) -> PointCloud2:
     return msg
 
 
-def laser_scan_msg(scan: Scan, header: Header) -> LaserScan:
+def laser_scan_msg(scan: Scan, header: Header, scan_time: float = 0.0) -> LaserScan:
     msg = LaserScan(header=header, angle_min=float(scan.angle_min), angle_max=float(scan.angle_max),
-                    angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=0.0,
+                    angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=float(scan_time),
                     range_min=float(scan.range_min), range_max=float(scan.range_max))
     msg.ranges = array.array("f", np.ascontiguousarray(scan.ranges, dtype=np.float32).tobytes())
     return msg

@@ -5,7 +5,7 @@ import abc
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -38,9 +38,13 @@ class DepthDataset(Dataset, abc.ABC):
 
         image       float32 (3,H,W) RGB in [0, 1], not normalised (the model wrapper applies the card's mean/std)
         depth       float32 (1,H,W) metres, 0 where invalid
-        valid       bool    (1,H,W): finite and in (min_depth, max_depth]
+        valid       bool    (1,H,W): finite and in (min_depth, max_depth]: training keeps GT equal to
+                            max_depth (DenseDepth's saturated 8-bit 255 = 10 m); evaluation drops it
+                            (strict range rule, mde_ros.metrics.gt_in_range)
         intrinsics  float32 [fx, fy, cx, cy] at (H, W); NaN when the camera is unknown
         index       int
+        gt_depth    float32 (1,h,w) val/test only: the ground truth at its OWN resolution (h, w), as
+        gt_valid    bool    (1,h,w) read (and cropped by the reader), before any resize: what is scored
 
     (H, W) is ``input_size`` for every split. Random augmentation (train split only) draws from
     torch's generator, so ``torch.manual_seed`` and DataLoader worker seeding make runs repeatable.
@@ -86,15 +90,21 @@ class DepthDataset(Dataset, abc.ABC):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
         raw = self.load(index)
-        frame = self.transform(self.to_frame(raw), self._rng())
+        native = self.to_frame(raw)
+        frame = self.transform(native, self._rng())
         valid = frame.valid & (frame.depth > 0)
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(frame.image.transpose(2, 0, 1), dtype=np.float32)),
             "depth": torch.from_numpy(np.ascontiguousarray(np.where(valid, frame.depth, 0), dtype=np.float32)[None]),
             "valid": torch.from_numpy(np.ascontiguousarray(valid)[None]),
             "intrinsics": torch.tensor(frame.intrinsics, dtype=torch.float32),
             "index": index,
         }
+        if self.split != "train":
+            # The evaluation protocol scores at the ground truth's own resolution (BTS/AdaBins/DA-V2).
+            item["gt_depth"] = torch.from_numpy(np.ascontiguousarray(native.depth, dtype=np.float32)[None])
+            item["gt_valid"] = torch.from_numpy(np.ascontiguousarray(native.valid)[None])
+        return item
 
     def to_frame(self, raw: RawSample) -> Frame:
         """Mask invalid depth (0 / NaN / inf / outside the range) and convert the image to [0, 1]."""
@@ -129,17 +139,48 @@ def chunk_indices(n: int, chunk_size: int | None, seed: int, epoch: int) -> list
     return [order[start:start + size] for start in range(0, n, max(size, 1))]
 
 
-def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 0) -> list:
+def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 0,
+                  groups: Sequence[str] | None = None) -> list:
     """Carve a validation set out of a training list for datasets without an official one.
 
-    The hold-out is a seeded random subset, so train and val never overlap and stay the same across runs.
+    The hold-out is a seeded random subset, so train and val never overlap and stay the same across
+    runs. With ``groups`` (one scene name per item) whole scenes are held out, never single frames:
+    neighbouring frames of one video are near-duplicates, and a val frame whose neighbour is in train
+    measures memory, not generalisation. ``val_fraction`` is then the share of scenes.
     """
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    count = max(1, int(round(len(items) * val_fraction)))
-    held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
-    keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
-    return [item for i, item in enumerate(items) if keep(i)]
+    if groups is None:
+        count = max(1, int(round(len(items) * val_fraction)))
+        held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
+        keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
+        return [item for i, item in enumerate(items) if keep(i)]
+    if len(groups) != len(items):
+        raise DatasetError(f"{len(groups)} scene names for {len(items)} items")
+    scenes = sorted(set(groups))
+    count = max(1, int(round(len(scenes) * val_fraction)))
+    if count >= len(scenes):
+        raise DatasetError(f"val_fraction={val_fraction} of {len(scenes)} scene(s) leaves no training scene")
+    held_scenes = {scenes[i] for i in np.random.default_rng(seed).permutation(len(scenes))[:count].tolist()}
+    return scene_split(items, groups, split, held_scenes)
+
+
+def scene_split(items: Sequence, groups: Sequence[str], split: str, val_scenes: Iterable[str]) -> list:
+    """Items of the named scenes for ``val``, the others for ``train`` (BTS's scene-list idea)."""
+    val_scenes = set(val_scenes)
+    if split == "val":
+        return [item for item, group in zip(items, groups) if group in val_scenes]
+    return [item for item, group in zip(items, groups) if group not in val_scenes]
+
+
+def read_scene_list(value: str | Sequence[str], root: Path) -> list[str]:
+    """``val_scenes``: a list of scene names, or a text file (relative to root) with one scene per line."""
+    if isinstance(value, str):
+        path = require_file(root / value, "scene list (data.val_scenes)")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise DatasetError(f"data.val_scenes must be a list of scene names or a file, got {value!r}")
+    return list(value)
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -1,26 +1,41 @@
 """NYU Depth V2: the official labelled .mat and the extracted (DenseDepth) CSV layout.
 
 Both hold 640x480 frames of the Kinect colour camera, so samples carry the NYU toolbox intrinsics.
-NYU has no official validation split: ``val_fraction`` > 0 holds out that share of the training
-images (seeded by ``split_seed``); with the default 0 the val split is the test split, which is what
-BTS / AdaBins / DenseDepth monitor (say so when you report numbers).
+
+Which split selects checkpoints: NYU has no official validation split. By default (no
+``val_fraction``, no ``val_scenes``) the val split IS the test split, which is what BTS, AdaBins and
+DenseDepth monitor: numbers reported on test are then selected on test (say so when you report
+them; training logs it). For an honest hold-out, carve val out of the TRAINING scenes, whole scenes
+at a time (neighbouring video frames are near-duplicates): ``val_scenes`` (a list, or a text file
+with one scene name per line, BTS's scene-list idea) or ``val_fraction`` (a seeded share of the
+training scenes, ``split_seed``). The scene of a frame is its folder in the CSV layout
+(``living_room_0038_out``) and the ``scenes`` entry of the labelled .mat.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from mde_ros.pipeline.intrinsics import Intrinsics
 from training.datasets.base import (
-    DatasetError, DepthDataset, RawSample, holdout_split, read_rgb, read_unchanged, require_file, root_of,
+    DatasetError, DepthDataset, RawSample, holdout_split, read_rgb, read_scene_list, read_unchanged, require_file,
+    root_of, scene_split,
 )
+
+log = logging.getLogger("training.datasets.nyu")
 
 # DenseDepth's nyu_data.zip: 8-bit training depth where 255 is 10 m, 16-bit test depth in millimetres.
 UINT8_FULL_SCALE_M = 10.0
 DEPTH_ENCODINGS = ("auto", "uint8_10m", "uint16_mm")
+# BTS and AdaBins evaluate the labelled .mat on the Kinect's raw depth (holes = invalid); the in-painted
+# ``depths`` (Levin colorisation) invents depth where the sensor saw none and scores differently.
+DEFAULT_DEPTH_KEY = "rawDepths"
+DEPTH_KEYS = ("rawDepths", "depths")
 
 
 def nyu_intrinsics(height: int, width: int) -> tuple[float, float, float, float]:
@@ -28,11 +43,29 @@ def nyu_intrinsics(height: int, width: int) -> tuple[float, float, float, float]
     return intr.fx, intr.fy, intr.cx, intr.cy
 
 
-def _select(split: str, train: list, test: list, cfg: dict) -> list:
-    fraction = float(cfg.get("val_fraction", 0.0))
-    if split == "test" or (split == "val" and fraction == 0):
+def holds_out_val(cfg: dict) -> bool:
+    """True when val is carved out of the training scenes; False when val is the test split."""
+    return bool(cfg.get("val_scenes")) or float(cfg.get("val_fraction", 0.0)) > 0
+
+
+def _select(split: str, train: list, test: list, cfg: dict, root: Path,
+            train_scenes: Callable[[], list[str]]) -> list:
+    if split == "test":
         return test
-    return holdout_split(train, split, fraction, int(cfg.get("split_seed", 0))) if fraction > 0 else train
+    if not holds_out_val(cfg):
+        if split == "val":
+            log.info("NYU: the val split is the test split (%d frames): checkpoints are selected on test, as "
+                     "BTS/DenseDepth do; set data.val_scenes or data.val_fraction for a scene hold-out", len(test))
+            return test
+        return train
+    scenes = train_scenes()
+    if cfg.get("val_scenes"):
+        names = read_scene_list(cfg["val_scenes"], root)
+        unknown = sorted(set(names) - set(scenes))
+        if unknown:
+            raise DatasetError(f"data.val_scenes names scene(s) not in the training split: {unknown[:5]}")
+        return scene_split(train, scenes, split, names)
+    return holdout_split(train, split, float(cfg["val_fraction"]), int(cfg.get("split_seed", 0)), groups=scenes)
 
 
 class NYUMatDataset(DepthDataset):
@@ -40,25 +73,28 @@ class NYUMatDataset(DepthDataset):
 
     Keys: ``mat_file`` (default nyu_depth_v2_labeled.mat, relative to root), ``splits_file`` (default
     splits.mat: the official trainNdxs (795) / testNdxs (654, the Eigen test split), 1-based), or
-    ``split_files: {train: txt, test: txt}`` with one 1-based index per line; ``depth_key``: ``depths``
-    (in-painted, dense) or ``rawDepths`` (Kinect holes = 0); ``val_fraction``, ``split_seed``.
+    ``split_files: {train: txt, test: txt}`` with one 1-based index per line; ``depth_key``:
+    ``rawDepths`` (default: the Kinect's measured depth, holes = 0 = invalid, what BTS and AdaBins
+    score) or ``depths`` (in-painted, dense; numbers on it are not comparable with theirs);
+    ``val_scenes``, ``val_fraction``, ``split_seed`` (scene hold-out, module docstring).
 
     MATLAB stores arrays column-major, so h5py sees images as (N, 3, W, H) and depths as (N, W, H).
     """
 
-    KEYS = ("mat_file", "splits_file", "split_files", "depth_key", "val_fraction", "split_seed")
+    KEYS = ("mat_file", "splits_file", "split_files", "depth_key", "val_fraction", "val_scenes", "split_seed")
 
     def __init__(self, cfg: dict, split: str):
         super().__init__(cfg, split)
         root = root_of(cfg)
         self.mat_path = require_file(root / cfg.get("mat_file", "nyu_depth_v2_labeled.mat"), "NYU labelled .mat")
-        self.depth_key = cfg.get("depth_key", "depths")
-        if self.depth_key not in ("depths", "rawDepths"):
-            raise DatasetError(f"data.depth_key must be 'depths' or 'rawDepths', got {self.depth_key!r}")
+        self.depth_key = cfg.get("depth_key", DEFAULT_DEPTH_KEY)
+        if self.depth_key not in DEPTH_KEYS:
+            raise DatasetError(f"data.depth_key must be one of {list(DEPTH_KEYS)}, got {self.depth_key!r}")
         train, test = self._official_split(root, cfg)
-        self.indices = _select(split, train, test, cfg)  # 0-based rows of the .mat
         self._h5 = None
         self._h5_pid = None
+        self.indices = _select(split, train, test, cfg, root,  # 0-based rows of the .mat
+                               lambda: [self.scene_names()[i] for i in train])
         with self._open() as h5:
             for key in ("images", self.depth_key):
                 if key not in h5:
@@ -84,6 +120,15 @@ class NYUMatDataset(DepthDataset):
                 raise DatasetError(f"{path} has no '{key}' (keys: {sorted(k for k in mat if not k.startswith('__'))})")
         return ([int(i) - 1 for i in np.asarray(mat["trainNdxs"]).ravel()],
                 [int(i) - 1 for i in np.asarray(mat["testNdxs"]).ravel()])
+
+    def scene_names(self) -> list[str]:
+        """The ``scenes`` cell array of the labelled .mat (one name per row, e.g. 'kitchen_0028b')."""
+        with self._open() as h5:
+            if "scenes" not in h5:
+                raise DatasetError(f"{self.mat_path} has no 'scenes' entry: a scene hold-out (data.val_scenes / "
+                                   "val_fraction) needs it; use split_files instead")
+            refs = np.asarray(h5["scenes"]).ravel()
+            return ["".join(chr(int(c)) for c in np.asarray(h5[ref]).ravel()) for ref in refs]
 
     def _open(self):
         import h5py
@@ -121,10 +166,10 @@ class NYUCsvDataset(DepthDataset):
 
     Keys: ``train_csv``, ``test_csv`` (defaults above), ``depth_encoding``: ``auto`` (by PNG dtype),
     ``uint8_10m`` (value / 255 * 10 m, the training PNGs) or ``uint16_mm`` (value / 1000, the test PNGs);
-    ``val_fraction``, ``split_seed``.
+    ``val_scenes``, ``val_fraction``, ``split_seed`` (scene hold-out: the scene is the image's folder).
     """
 
-    KEYS = ("train_csv", "test_csv", "depth_encoding", "val_fraction", "split_seed")
+    KEYS = ("train_csv", "test_csv", "depth_encoding", "val_fraction", "val_scenes", "split_seed")
 
     def __init__(self, cfg: dict, split: str):
         super().__init__(cfg, split)
@@ -132,10 +177,10 @@ class NYUCsvDataset(DepthDataset):
         self.encoding = cfg.get("depth_encoding", "auto")
         if self.encoding not in DEPTH_ENCODINGS:
             raise DatasetError(f"data.depth_encoding must be one of {list(DEPTH_ENCODINGS)}, got {self.encoding!r}")
-        need_train = split == "train" or (split == "val" and float(cfg.get("val_fraction", 0.0)) > 0)
+        need_train = split == "train" or (split == "val" and holds_out_val(cfg))
         train = self._read_csv(cfg.get("train_csv", "data/nyu2_train.csv")) if need_train else []
         test = self._read_csv(cfg.get("test_csv", "data/nyu2_test.csv")) if not need_train else []
-        self.pairs = _select(split, train, test, cfg)
+        self.pairs = _select(split, train, test, cfg, self.root, lambda: [csv_scene(image) for image, _ in train])
 
     def _read_csv(self, relative: str) -> list[tuple[str, str]]:
         path = require_file(self.root / relative, "NYU CSV list")
@@ -163,6 +208,11 @@ class NYUCsvDataset(DepthDataset):
         image = read_rgb(self.root / image_rel)
         depth = decode_nyu_png(read_unchanged(self.root / depth_rel), self.encoding, self.root / depth_rel)
         return RawSample(image, depth, nyu_intrinsics(*depth.shape))
+
+
+def csv_scene(image_path: str) -> str:
+    """The scene of a CSV-layout frame: its folder (``data/nyu2_train/living_room_0038_out/37.jpg``)."""
+    return Path(image_path).parent.name
 
 
 def decode_nyu_png(data: np.ndarray, encoding: str, path: Path) -> np.ndarray:
