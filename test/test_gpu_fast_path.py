@@ -169,6 +169,42 @@ def test_device_pipeline_matches_the_numpy_path(small, policy, size):
     assert len([k for k in runner.cache.keys() if k[0] == "fused"]) == 2
 
 
+@pytest.mark.parametrize("changes,size", [
+    ({"channel_order": "BGR", "pad_value": [255, 0, 0], "resize_policy": "letterbox"}, (90, 200)),
+    ({"resize_policy": "keep_aspect", "resize_side": "longer", "size_multiple": 8}, (100, 130)),
+    ({"normalization": "inside", "value_range": 255.0, "resize_policy": "letterbox"}, (60, 120))])
+def test_device_pipeline_follows_the_cards_preprocessing(small, tmp_path, changes, size):
+    from mde_ros.models import save_bundle
+
+    model, base, _, _ = small
+    card = ModelCard.from_dict({**base.to_dict(), **changes})
+    bundle = save_bundle(tmp_path / "variant.pt", model, card)
+    frame = render_frame(4, size[1], size[0])
+    plain = DepthEstimator(create_backend("torch", bundle, card), card)
+    fast = DepthEstimator(create_backend("torch", bundle, card, fast_path=True), card,
+                          EstimatorConfig(device_pipeline=True))
+    want, got = plain.estimate(frame.rgb, frame.intrinsics), fast.estimate(frame.rgb, frame.intrinsics)
+    assert any(k[0] == "fused" for k in fast.backend.fused_pipeline().cache.keys())
+    assert got.rescale == pytest.approx(want.rescale)
+    np.testing.assert_allclose(got.depth, want.depth, atol=1e-3, rtol=0)
+
+
+def test_device_pipeline_falls_back_to_numpy_for_cards_it_cannot_fuse(small, tmp_path):
+    from mde_ros.models import save_bundle
+    from mde_ros.models.fused import fused_supports
+
+    model, base, _, _ = small
+    card = ModelCard.from_dict({**base.to_dict(), "interpolation": "cubic"})
+    assert not fused_supports(card, None) and fused_supports(base, None)
+    bundle = save_bundle(tmp_path / "cubic.pt", model, card)
+    fast = DepthEstimator(create_backend("torch", bundle, card, fast_path=True), card,
+                          EstimatorConfig(device_pipeline=True))
+    plain = DepthEstimator(create_backend("torch", bundle, card), card)
+    frame = render_frame(4, 80, 60)
+    np.testing.assert_allclose(fast.estimate(frame.rgb).depth, plain.estimate(frame.rgb).depth, atol=1e-5)
+    assert not any(k[0] == "fused" for k in fast.backend.fused_pipeline().cache.keys())
+
+
 def test_device_pipeline_is_off_by_default_and_cpu_torch_stays_plain(small):
     _, card, bundle, _ = small
     backend = create_backend("torch", bundle, card)

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fused", metavar="WxH", default=None,
                         help="also write OUT.fused.onnx for a WxH camera: uint8 image in, depth at camera "
                              "resolution out (pre/post-processing inside, for TensorRT / onnxruntime-CUDA)")
-    parser.add_argument("--fused-policy", default="stretch", choices=("stretch", "letterbox"))
+    parser.add_argument("--fused-policy", default=None, choices=("stretch", "letterbox", "keep_aspect"),
+                        help="resize policy baked into the fused model (default: the card's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"mde-ros export: {exc}", file=sys.stderr)
             return 1
-        print(f"wrote {fused} (uint8 {fused_size[1]}x{fused_size[0]} image in, depth out, {args.fused_policy})")
+        print(f"wrote {fused} (uint8 {fused_size[1]}x{fused_size[0]} image in, depth out, "
+              f"{args.fused_policy or card.resize_policy})")
     return 0

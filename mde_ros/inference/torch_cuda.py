@@ -200,7 +200,7 @@ class TorchRunner:
         host_image = self._pinned((height, width, 3), torch.uint8)
         device_image = torch.zeros((1, height, width, 3), dtype=torch.uint8, device=self.device)
         device_rescale = torch.ones(1, dtype=torch.float32, device=self.device)
-        net_in = torch.zeros((1, 3, card.input_height, card.input_width), device=self.device,
+        net_in = torch.zeros((1, 3, pre.info.net_height, pre.info.net_width), device=self.device,
                              dtype=self.dtype).contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
             raw = torch.zeros_like(self.network(net_in), dtype=self.dtype)
@@ -220,7 +220,7 @@ class TorchRunner:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)] if self.on_cuda else []
         return _FusedEntry(host_image, device_image, device_rescale, device_depth, host_depth, steps, events)
 
-    def estimate(self, rgb: np.ndarray, card: ModelCard, policy: str,
+    def estimate(self, rgb: np.ndarray, card: ModelCard, policy: str | None,
                  rescale: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
         """HxWx3 uint8 RGB -> (HxW float32 metres, stage seconds: preprocess incl. upload, network,
         postprocess incl. download; GPU times from CUDA events)."""

@@ -30,18 +30,28 @@ from torch import nn
 
 from mde_ros.atomic import write_bytes_atomically
 from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
-from mde_ros.pipeline.preprocess import ResizeInfo, resize_info
+from mde_ros.pipeline.preprocess import ResizeInfo, normalisation, pad_input, resize_info
 from mde_ros.pipeline.resample import resize_matrices
 
 FUSED_METADATA_KEY = "mde_ros.fused"
-FUSED_POLICIES = ("stretch", "letterbox")
+FUSED_POLICIES = ("stretch", "letterbox", "keep_aspect")
 FUSED_OUTPUTS = ("metric_depth", "inverse_depth", "disparity")
 
 
-def fused_supports(card: ModelCard, policy: str) -> bool:
-    """Whether the fused path reproduces the CPU pipeline for this card and resize policy; when
-    not (a policy or output kind added later), callers keep the numpy path."""
-    return policy in FUSED_POLICIES and card.output in FUSED_OUTPUTS
+def fused_supports(card: ModelCard, policy: str | None) -> bool:
+    """Whether the fused path reproduces the CPU pipeline for this card and resize policy (None: the
+    card's); when not (relative or sky outputs, a fixed OpenCV interpolation, a policy or output kind
+    added later), callers keep the numpy path."""
+    policy = card.resize_policy if policy is None else policy
+    return (policy in FUSED_POLICIES and card.output in FUSED_OUTPUTS and card.sky_output is None
+            and card.interpolation == "auto")
+
+
+def card_resize_info(card: ModelCard, height: int, width: int, policy: str | None) -> ResizeInfo:
+    """preprocess's geometry for a height x width camera (policy None: the card's)."""
+    policy = card.resize_policy if policy is None else policy
+    return resize_info(height, width, card.input_height, card.input_width, policy, card.resize_side,
+                       card.size_multiple)
 
 
 def fused_path_for(model_path: str | Path) -> Path:
@@ -53,32 +63,41 @@ def fused_path_for(model_path: str | Path) -> Path:
 class FusedPreprocess(nn.Module):
     """(N,H,W,3) uint8 RGB -> (N,3,net_h,net_w) float32, as pipeline.preprocess does on the CPU."""
 
-    def __init__(self, card: ModelCard, height: int, width: int, policy: str = "stretch") -> None:
+    def __init__(self, card: ModelCard, height: int, width: int, policy: str | None = None) -> None:
         super().__init__()
-        self.info: ResizeInfo = resize_info(height, width, card.input_height, card.input_width, policy)
-        rows, cols = resize_matrices(self.info)
+        self.info: ResizeInfo = card_resize_info(card, height, width, policy)
+        info = self.info
+        rows, cols = resize_matrices(info)
         self.register_buffer("rows", torch.from_numpy(rows))
         self.register_buffer("cols_t", torch.from_numpy(np.ascontiguousarray(cols.T)))
-        mean = np.asarray(card.mean, np.float32)
-        std = np.asarray(card.std, np.float32)
-        # The CPU path's exact float32 constants: x * (1 / (255 std)) + (-mean / std).
-        gain = (1.0 / (255.0 * std)).astype(np.float32)
-        offset = (-mean / std).astype(np.float32)
+        # The CPU path's exact float32 constants (preprocess.normalisation): x * gain + offset.
+        gain, offset = normalisation(card)
         self.register_buffer("gain", torch.from_numpy(gain).view(1, 3, 1, 1))
         self.register_buffer("offset", torch.from_numpy(offset).view(1, 3, 1, 1))
-        self.identity = (height, width) == (self.info.content_height, self.info.content_width)
-        info = self.info
+        self.bgr = card.channel_order == "BGR"
+        self.identity = (height, width) == (info.content_height, info.content_width)
         self.pad = (info.content_left, info.net_width - info.content_width - info.content_left,
                     info.content_top, info.net_height - info.content_height - info.content_top)
+        fill = pad_input(card) if any(self.pad) else np.zeros(3, np.float32)
+        self.fill = bool(np.any(fill))
+        if self.fill:  # the padding value outside the content box, 0 inside (added after a zero pad)
+            canvas = np.broadcast_to(fill[:, None, None], (3, info.net_height, info.net_width)).copy()
+            canvas[:, info.content_top:info.content_top + info.content_height,
+                   info.content_left:info.content_left + info.content_width] = 0
+            self.register_buffer("canvas", torch.from_numpy(canvas[None]))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            image = torch.flip(image, dims=(3,))
         x = image.permute(0, 3, 1, 2).float()
         if not self.identity:
             # OpenCV resizes the uint8 image to uint8: the same weights, then round and saturate.
             x = torch.clamp(torch.round(torch.matmul(torch.matmul(self.rows, x), self.cols_t)), 0.0, 255.0)
         x = x * self.gain + self.offset
         if any(self.pad):
-            x = F.pad(x, self.pad)  # zero after normalisation = the mean colour, as on the CPU
+            x = F.pad(x, self.pad)
+            if self.fill:
+                x = x + self.canvas
         return x
 
 
@@ -123,7 +142,7 @@ class FusedDepthModel(nn.Module):
     """pre -> network -> post: `image` (N,H,W,3) uint8 and `rescale` (N,) -> `depth` (N,H,W) metres."""
 
     def __init__(self, network: nn.Module, card: ModelCard, height: int, width: int,
-                 policy: str = "stretch") -> None:
+                 policy: str | None = None) -> None:
         super().__init__()
         self.pre = FusedPreprocess(card, height, width, policy)
         self.network = network
@@ -134,7 +153,7 @@ class FusedDepthModel(nn.Module):
 
 
 def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, height: int, width: int,
-                      policy: str = "stretch", opset: int = 17) -> Path:
+                      policy: str | None = None, opset: int = 17) -> Path:
     """Write the fused model for a (height, width) camera to ``path`` (dynamic batch).
 
     The card is embedded like in the plain export, plus ``mde_ros.fused`` = {height, width, policy,
@@ -142,8 +161,11 @@ def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, hei
     """
     import onnx
 
+    policy = card.resize_policy if policy is None else policy
     if not fused_supports(card, policy):
-        raise ValueError(f"cannot fuse resize policy {policy!r} / output {card.output!r}")
+        raise ValueError(f"cannot fuse this card: resize policy {policy!r}, output {card.output!r}, "
+                         f"sky output {card.sky_output!r}, interpolation {card.interpolation!r} (the fused "
+                         f"path does {FUSED_POLICIES}, {FUSED_OUTPUTS}, no sky output, interpolation 'auto')")
     path = Path(path)
     device = next(network.parameters()).device
     fused = FusedDepthModel(network, card, height, width, policy).to(device)
