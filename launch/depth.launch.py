@@ -4,8 +4,11 @@
     ros2 launch mde_ros depth.launch.py params_file:=my_depth.yaml backend:=tensorrt use_rviz:=true
 
 camera_info is found as the image topic's sibling (image_transport's rule); camera_info_topic is
-only for cameras that put it elsewhere. backend, model, device, image_transport and
-scan_output_frame override the params file only when given, so a params file stays authoritative.
+only for cameras that put it elsewhere. backend, model, device, precision, image_transport,
+scan_output_frame and the backend options (dla_core, workspace_mb, int8_model, ...) override the
+params file only when given, so a params file stays authoritative:
+
+    ros2 launch mde_ros depth.launch.py backend:=tensorrt device:=cuda precision:=int8 dla_core:=0
 """
 import os
 from pathlib import Path
@@ -17,9 +20,26 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-# launch argument -> node parameter, passed only when the argument is not empty
-OVERRIDES = {"backend": "backend", "model": "model", "device": "device", "image_transport": "image_transport",
-             "scan_output_frame": "scan.output_frame"}
+# launch argument -> (node parameter, type), passed only when the argument is not empty; the backend
+# options mirror mde_ros.inference.options.BACKEND_OPTIONS (a test keeps them in step).
+OVERRIDES = {
+    "backend": ("backend", str), "model": ("model", str), "device": ("device", str),
+    "image_transport": ("image_transport", str), "scan_output_frame": ("scan.output_frame", str),
+    "precision": ("precision", str), "intra_op_threads": ("onnxruntime.intra_op_threads", int),
+    "trt_provider": ("onnxruntime.trt_provider", bool), "workspace_mb": ("tensorrt.workspace_mb", int),
+    "dla_core": ("tensorrt.dla_core", int), "max_batch": ("tensorrt.max_batch", int),
+    "min_size": ("tensorrt.min_size", str), "max_size": ("tensorrt.max_size", str),
+    "typing": ("tensorrt.typing", str), "rebuild_engine": ("tensorrt.rebuild", bool),
+    "int8_model": ("int8.model", str), "calibration": ("int8.calibration", str),
+}
+
+
+def _typed(text: str, kind: type):
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return kind(text)
 
 
 def _share_dir() -> str:
@@ -31,8 +51,14 @@ def _share_dir() -> str:
 
 
 def _depth_node(context):
-    overrides = {param: LaunchConfiguration(arg).perform(context) for arg, param in OVERRIDES.items()}
-    overrides = {param: value for param, value in overrides.items() if value}
+    overrides = {}
+    for argument, (parameter, kind) in OVERRIDES.items():
+        text = LaunchConfiguration(argument).perform(context)
+        if text:
+            try:
+                overrides[parameter] = _typed(text, kind)
+            except ValueError as exc:
+                raise RuntimeError(f"launch argument {argument}:={text}: {exc}") from exc
     overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")
     remappings = [("image", LaunchConfiguration("image_topic").perform(context))]
     camera_info = LaunchConfiguration("camera_info_topic").perform(context)
@@ -63,6 +89,28 @@ def generate_launch_description() -> LaunchDescription:
                               description="model file (.onnx with card or .pt bundle); empty: the params file's"),
         DeclareLaunchArgument("device", default_value="",
                               description="cpu, cuda or cuda:<index>; empty: the params file's"),
+        DeclareLaunchArgument("precision", default_value="",
+                              description="fp32 | fp16 | int8 (the Q/DQ model); empty: the params file's"),
+        DeclareLaunchArgument("intra_op_threads", default_value="",
+                              description="onnxruntime.intra_op_threads; empty: the params file's"),
+        DeclareLaunchArgument("trt_provider", default_value="",
+                              description="onnxruntime.trt_provider (true/false); empty: the params file's"),
+        DeclareLaunchArgument("workspace_mb", default_value="",
+                              description="tensorrt.workspace_mb; empty: the params file's"),
+        DeclareLaunchArgument("dla_core", default_value="",
+                              description="tensorrt.dla_core (-1: GPU); empty: the params file's"),
+        DeclareLaunchArgument("max_batch", default_value="", description="tensorrt.max_batch; empty: the params file's"),
+        DeclareLaunchArgument("min_size", default_value="",
+                              description="tensorrt.min_size HxW; empty: the params file's"),
+        DeclareLaunchArgument("max_size", default_value="",
+                              description="tensorrt.max_size HxW; empty: the params file's"),
+        DeclareLaunchArgument("typing", default_value="",
+                              description="tensorrt.typing auto | strong | weak; empty: the params file's"),
+        DeclareLaunchArgument("rebuild_engine", default_value="",
+                              description="tensorrt.rebuild (true/false); empty: the params file's"),
+        DeclareLaunchArgument("int8_model", default_value="", description="int8.model; empty: the params file's"),
+        DeclareLaunchArgument("calibration", default_value="",
+                              description="int8.calibration (images folder or bag); empty: the params file's"),
         DeclareLaunchArgument("image_transport", default_value="",
                               description="raw | compressed (subscribes <image_topic>/compressed); "
                                           "empty: the params file's"),

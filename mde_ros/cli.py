@@ -12,6 +12,8 @@ COMMANDS = {
     "predict": ("mde_ros.commands.predict", "depth, colourised preview and point cloud for image files"),
     "demo": ("mde_ros.commands.demo", "run the shipped model over the built-in demo sequence"),
     "bench": ("mde_ros.commands.bench", "per-stage timings of backends, node outputs and bag replay"),
+    "stability": ("mde_ros.commands.stability", "figures for the temporal filter and scale anchoring on synthetic "
+                  "sequences"),
     "export": ("mde_ros.commands.export", "export a .pt model bundle to ONNX (with its card)"),
     "quantize": ("mde_ros.commands.quantize", "INT8 Q/DQ ONNX of a model, calibrated on images or a bag"),
     "replay": ("mde_ros.bags.replay", "run a rosbag2 bag through the pipeline into a new bag"),

@@ -116,7 +116,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def load_estimator(model: str | Path | None = None, backend: str = "auto", *, device: str = "cpu",
                    precision: str = "fp32", config: "EstimatorConfig | None" = None,
-                   intra_op_threads: int = 1) -> "DepthEstimator":
+                   intra_op_threads: int = 1, **backend_options) -> "DepthEstimator":
     """The shipped model (or `model`) on `backend`, onnxruntime pinned to `intra_op_threads` so
     the output bytes do not depend on the machine's core count."""
     from mde_ros.pipeline.estimator import DepthEstimator
@@ -125,7 +125,7 @@ def load_estimator(model: str | Path | None = None, backend: str = "auto", *, de
     model = Path(model) if model is not None else default_model_path()
     options = {"intra_op_threads": intra_op_threads} if backend in ("auto", "onnxruntime") else {}
     return DepthEstimator.from_model(model, backend=backend, device=device, precision=precision,
-                                     config=config, **options)
+                                     config=config, **options, **backend_options)
 
 
 def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | None = None,
@@ -315,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--summary", type=Path, help="write the JSON summary here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_arguments(parser)
+    add_model_arguments(parser, skip_options=("intra_op_threads",))
     parser.add_argument("--threads", type=int, default=1,
                         help="onnxruntime intra-op threads (default 1: reproducible bytes; 0 = all cores)")
     topics = parser.add_argument_group("topics", "found automatically when the bag has one colour camera")
@@ -376,11 +376,16 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # before the bag is processed, not after
         print(f"mde-ros replay: {problem}", file=sys.stderr)
         return 1
+    from mde_ros.commands.common import CommandError, backend_options_of
+
     try:
         estimator = load_estimator(args.model, args.backend, device=args.device, precision=args.precision,
                                    config=EstimatorConfig(camera_aware_rescale=not args.no_rescale,
                                                           resize_policy=args.resize_policy),
-                                   intra_op_threads=args.threads)
+                                   intra_op_threads=args.threads, **backend_options_of(args))
+    except CommandError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
     except (CardError, BackendUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"mde-ros replay: cannot load the model: {exc}", file=sys.stderr)
         return 1

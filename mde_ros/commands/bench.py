@@ -12,6 +12,10 @@ Sections:
             (goal: >= 3x faster; needs the optional open3d package).
   replay    offline bag replay throughput relative to the network-only rate on the same frames
             (goal: >= 0.9), on a generated 320x240 bag, for the shipped model and the default network.
+  int8      the Q/DQ int8 model (mde-ros quantize's onnxruntime recipe, calibrated on synthetic scenes
+            that are not the fixtures') against the float model on onnxruntime's CPU: network time
+            ratio (goal <= 0.50) for the shipped model and the default network, and AbsRel on the
+            fixture bags (goal: within 0.01 of fp32).
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("backends", "node", "cloud", "replay")
+SECTIONS = ("backends", "node", "cloud", "replay", "int8")
+CALIBRATION_SEEDS = range(1000, 1016)  # synthetic scenes; the fixture bags use others
 FRAME_W, FRAME_H = 640, 480
 
 
@@ -82,6 +87,26 @@ def demo_frame():
     return render_frame(3, FRAME_W, FRAME_H)
 
 
+def backend_runs() -> list[tuple[str, str, str]]:
+    """(backend, device, precision) to time, each backend on its own device: tensorrt on cuda (fp32
+    and fp16); torch on cuda when torch sees a GPU, else cpu; onnxruntime on cpu, and on cuda too
+    when its CUDA provider is installed."""
+    import onnxruntime as ort
+
+    runs = []
+    try:
+        import torch
+
+        runs.append(("torch", "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
+    except ImportError:
+        runs.append(("torch", "cpu", "fp32"))
+    runs.append(("onnxruntime", "cpu", "fp32"))
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        runs.append(("onnxruntime", "cuda", "fp32"))
+    runs += [("tensorrt", "cuda", "fp32"), ("tensorrt", "cuda", "fp16")]
+    return runs
+
+
 def bench_backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
 
@@ -95,16 +120,22 @@ def bench_backends(args: argparse.Namespace) -> None:
     frame = demo_frame()
     options = {"intra_op_threads": args.threads} if args.threads else {}
 
-    print(f"{'backend':<14}{'pre ms':>9}{'network ms':>12}{'post ms':>9}{'total ms':>10}")
-    for name, path in (("torch", bundle_path), ("onnxruntime", onnx_path), ("tensorrt", onnx_path)):
+    print(f"{'backend':<26}{'pre ms':>9}{'network ms':>12}{'post ms':>9}{'total ms':>10}")
+    for name, device, precision in backend_runs():
+        label = f"{name} {device} {precision}"
+        path = bundle_path if name == "torch" else onnx_path
         reason = available_backends().get(name)
         if reason:
-            print(f"{name:<14}unavailable: {reason}")
+            print(f"{label:<26}unavailable: {reason}")
             continue
         try:
-            backend = create_backend(name, path, card, **(options if name == "onnxruntime" else {}))
+            backend = create_backend(name, path, card, device=device, precision=precision,
+                                     **(options if name == "onnxruntime" else {}))
         except BackendUnavailable as exc:
-            print(f"{name:<14}unavailable: {exc}")
+            print(f"{label:<26}unavailable: {exc}")
+            continue
+        except Exception as exc:  # a backend that fails here must not end the other figures
+            print(f"{label:<26}failed: {type(exc).__name__}: {exc}")
             continue
         estimator = DepthEstimator(backend, card)
         for _ in range(args.warmup):
@@ -115,7 +146,7 @@ def bench_backends(args: argparse.Namespace) -> None:
             for key in stages:
                 stages[key].append(result.timings[key])
         pre, net, post = (median_ms(stages[k]) for k in ("preprocess", "network", "postprocess"))
-        print(f"{name:<14}{pre:>9.2f}{net:>12.2f}{post:>9.2f}{pre + net + post:>10.2f}")
+        print(f"{label:<26}{pre:>9.2f}{net:>12.2f}{post:>9.2f}{pre + net + post:>10.2f}")
         del estimator, backend
 
     # The project's backend vs a bare session on the same file. Alternating blocks (not single calls):
@@ -178,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     import onnxruntime
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")
-    runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay}
+    runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay,
+               "int8": bench_int8}
     for section in sections:
         runners[section](args)
     return 0
@@ -277,3 +309,32 @@ def bench_replay(args: argparse.Namespace) -> None:
             network_fps = 1000.0 / summary["latency_ms"]["network"]["mean"]
             print(f"{label}: replay {summary['throughput_fps']:.1f} frames/s, network alone {network_fps:.1f} "
                   f"frames/s on the same frames: ratio {summary['throughput_fps'] / network_fps:.2f} (goal >= 0.9)")
+
+
+def bench_int8(args: argparse.Namespace) -> None:
+    from mde_ros.fileio import write_image
+    from mde_ros.quantization.calibration import load_calibration_images
+    from mde_ros.quantization.check import compare_speed, fixture_accuracy
+    from mde_ros.quantization.qdq import quantize_model
+    from mde_ros.synthetic import render_frame
+
+    print(f"\n## int8: Q/DQ model (mde-ros quantize --target onnxruntime, U8S8) vs fp32, onnxruntime CPU, "
+          f"{len(CALIBRATION_SEEDS)} synthetic calibration scenes")
+    with tempfile.TemporaryDirectory(prefix="mde_bench_int8_") as tmp:
+        folder = Path(tmp) / "calibration"
+        folder.mkdir()
+        for seed in CALIBRATION_SEEDS:
+            write_image(folder / f"scene_{seed}.png", render_frame(seed, 320, 240).rgb)
+        images = load_calibration_images(folder)
+        quantized = []
+        for index, (label, model) in enumerate(models_to_run(args)):
+            int8 = Path(tmp) / f"model{index}.int8.onnx"
+            quantize_model(model, int8, images, target="onnxruntime")
+            quantized.append((label, model, int8))
+            speed = compare_speed(model, int8, iters=args.iters, warmup=args.warmup, threads=args.threads)
+            print(f"{label}: {speed.summary()}")
+        label, model, int8 = quantized[0]
+        for bag, result in fixture_accuracy(model, int8).items():
+            fp32, q = result["fp32"]["abs_rel"], result["int8"]["abs_rel"]
+            print(f"{label} on fixture {bag}: AbsRel fp32 {fp32:.4f}, int8 {q:.4f}: difference {q - fp32:+.4f} "
+                  f"(goal within 0.01); delta1 {result['fp32']['delta1']:.4f} / {result['int8']['delta1']:.4f}")

@@ -13,16 +13,33 @@ class CommandError(RuntimeError):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, skip_options: tuple[str, ...] = ()) -> None:
+    """--model/--backend/--device/--precision/... and every backend option (mde_ros.inference.options),
+    except those in `skip_options` (a command's own flag for one, e.g. replay's --threads)."""
+    from mde_ros.inference.options import add_cli_arguments
+
     group = parser.add_argument_group("model")
     group.add_argument("--model", type=Path, default=None,
                        help="model file (.onnx with its card, or a .pt bundle); default: the shipped demo model")
     group.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     group.add_argument("--device", default="cpu", help="cpu or cuda")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp16: the model converted to fp16 (GPU backends); int8: the model's Q/DQ int8 model "
+                            "(--int8-model, MODEL.int8.onnx beside it, or built from --calibration)")
     group.add_argument("--resize-policy", default="stretch", choices=RESIZE_POLICIES)
     group.add_argument("--no-rescale", action="store_true",
                        help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
+    add_cli_arguments(parser, skip=skip_options)
+
+
+def backend_options_of(args: argparse.Namespace) -> dict:
+    """create_backend options of the backend flags; CommandError names a bad flag."""
+    from mde_ros.inference.options import options_from_args
+
+    try:
+        return options_from_args(args, args.backend, args.precision)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def build_estimator(args: argparse.Namespace, **backend_options):
@@ -38,9 +55,10 @@ def build_estimator(args: argparse.Namespace, **backend_options):
     if not Path(model).exists():
         raise CommandError(f"model file not found: {model}")
     config = EstimatorConfig(camera_aware_rescale=not args.no_rescale, resize_policy=args.resize_policy)
+    options = {**backend_options_of(args), **backend_options}
     try:
         return DepthEstimator.from_model(model, backend=args.backend, device=args.device,
-                                         precision=args.precision, config=config, **backend_options)
+                                         precision=args.precision, config=config, **options)
     except (CardError, BackendUnavailable, ValueError) as exc:
         raise CommandError(f"cannot load model {model}: {exc}") from exc
     except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)

@@ -1,0 +1,692 @@
+"""Metric scale anchoring: correct the network's metres with what the robot already measures.
+
+A monocular network gets the structure of a scene right far more often than its scale. Robots
+usually carry some metric cue; this module turns each into constraints "pixel (u, v) is z metres
+away" and fits one factor per frame (or scale AND shift in inverse depth for affine-invariant
+models), robustly, then smooths it over time:
+
+- a single-beam rangefinder (sensor_msgs/Range): the reading is the nearest return inside its cone,
+  so it is compared with the nearest predicted point inside the cone (found from the sensor's pose
+  in the camera frame);
+- sparse metric points (a lidar, VIO/SLAM map points, a stereo or ToF patch) in the camera frame,
+  projected with K;
+- a ground plane: the camera's known height above the floor (optionally pitch/roll); the floor is
+  fitted in the predicted cloud (RANSAC) and the scale is what makes its distance the known height.
+
+Pure numpy (no rclpy): the node (`ros/anchors.py`), `replay` and `predict` share it. Bad anchors
+are never applied: they are counted by reason in `Anchors.rejected` for the caller to warn about.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from mde_ros.pipeline.intrinsics import Intrinsics
+
+SOURCES = ("range", "points", "ground")
+# Reasons an anchor is not used (the throttled-warning kinds of the node, counters in summaries).
+REJECT_REASONS = ("nan", "negative", "range_limits", "field_of_view", "outside_image", "behind_camera", "stamp",
+                  "frame", "no_prediction", "no_floor", "no_intrinsics", "bad_cloud")
+MAX_CONE_POINTS = 40_000  # predicted points examined per range reading (stride-subsampled)
+MAX_FLOOR_POINTS = 6_000  # predicted points the floor fit samples
+MIN_FLOOR_FRACTION = 0.03  # the floor must hold this share of the sampled points
+FLOOR_RANSAC_ITERATIONS = 200
+_RNG_SEED = 0  # fixed: the same frame gives the same factor (reproducible replays)
+
+
+# ---- anchors ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RangeReading:
+    """One sensor_msgs/Range reading placed in the camera's optical frame."""
+
+    reading: float  # metres from the sensor to the nearest return inside the cone
+    field_of_view: float  # radians, full cone angle
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)  # sensor position in the camera optical frame (m)
+    direction: tuple[float, float, float] = (0.0, 0.0, 1.0)  # beam axis (the Range frame's x) in that frame
+
+
+@dataclass(frozen=True)
+class GroundPrior:
+    """The camera's height above a flat floor; pitch (> 0 looks down) and roll (> 0 turns the image
+    clockwise) in radians when known (REP 103 body convention, as mde_ros.synthetic.CameraPose)."""
+
+    camera_height: float
+    pitch: float | None = None
+    roll: float | None = None
+    max_tilt: float = math.radians(20.0)  # without pitch/roll: how far the floor may tilt from level
+    tolerance: float = 0.03  # floor inlier band, as a fraction of the camera height
+
+
+@dataclass
+class Anchors:
+    """The metric cues for one image; anything rejected on the way is counted by reason."""
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float64))  # Nx3, camera optical frame
+    ranges: list[RangeReading] = field(default_factory=list)
+    ground: GroundPrior | None = None
+    rejected: Counter = field(default_factory=Counter)
+
+    def count(self) -> int:
+        """Usable anchors: each point, each range reading, the ground prior."""
+        return len(self.points) + len(self.ranges) + (self.ground is not None)
+
+    def __bool__(self) -> bool:
+        return self.count() > 0
+
+
+def range_problem(reading: float, min_range: float, max_range: float, field_of_view: float) -> str | None:
+    """Why a Range reading must not be used (a REJECT_REASONS kind), or None.
+
+    Range's own convention: readings outside [min_range, max_range] (including its +-Inf) are not
+    measurements."""
+    if math.isnan(reading):
+        return "nan"
+    if reading < 0:
+        return "negative"
+    if not (min_range <= reading <= max_range) or math.isinf(reading):
+        return "range_limits"
+    if not (math.isfinite(field_of_view) and 0.0 <= field_of_view < math.pi):
+        return "field_of_view"
+    return None
+
+
+def stamp_ok(anchor_ns: int, image_ns: int, tolerance_s: float) -> bool:
+    """Whether an anchor was measured close enough in time to describe this image."""
+    return abs(anchor_ns - image_ns) <= tolerance_s * 1e9
+
+
+def transform_points(points: np.ndarray, rotation: np.ndarray | None = None,
+                     translation: Sequence[float] | None = None) -> np.ndarray:
+    """Points from their frame into the camera frame: R @ p + t (R, t: that frame's pose in the camera's)."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    if rotation is not None:
+        points = points @ np.asarray(rotation, np.float64).T
+    if translation is not None:
+        points = points + np.asarray(translation, np.float64)
+    return points
+
+
+def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """3x3 rotation of a unit quaternion (geometry_msgs order x, y, z, w); normalised first."""
+    q = np.array([x, y, z, w], np.float64)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f"not a rotation quaternion: {tuple(q)}")
+    x, y, z, w = q / norm
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def project_points(points: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray, np.ndarray, Counter]:
+    """(u, v, z, reasons) of the usable metric points: finite, in front of the camera, inside the image.
+
+    u and v are integer pixel indices (nearest pixel); rejected points are counted by reason."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    reasons: Counter = Counter()
+    finite = np.isfinite(points).all(axis=1)
+    reasons["nan"] += int((~finite).sum())
+    points = points[finite]
+    ahead = points[:, 2] > 1e-6
+    reasons["behind_camera"] += int((~ahead).sum())
+    points = points[ahead]
+    u = np.rint(intr.fx * points[:, 0] / points[:, 2] + intr.cx)
+    v = np.rint(intr.fy * points[:, 1] / points[:, 2] + intr.cy)
+    inside = (u >= 0) & (u < intr.width) & (v >= 0) & (v < intr.height)
+    reasons["outside_image"] += int((~inside).sum())
+    return (u[inside].astype(np.intp), v[inside].astype(np.intp), points[inside, 2], +reasons)
+
+
+def points_from_pixels(pixels: Sequence[tuple[float, float, float]], intr: Intrinsics | None,
+                       width: int, height: int) -> tuple[np.ndarray, Counter]:
+    """Metric anchors given as (column, row, depth in metres), e.g. predict's --anchor U V Z, as
+    camera-frame points. Without intrinsics a nominal pinhole is used: only (u, v, z) matter."""
+    intr = intr or Intrinsics(1.0, 1.0, 0.0, 0.0, width, height)
+    reasons: Counter = Counter()
+    points = []
+    for u, v, z in pixels:
+        if not all(math.isfinite(c) for c in (u, v, z)):
+            reasons["nan"] += 1
+        elif z <= 0:
+            reasons["negative"] += 1
+        elif not (0 <= u <= width - 1 and 0 <= v <= height - 1):
+            reasons["outside_image"] += 1
+        else:
+            points.append(((u - intr.cx) * z / intr.fx, (v - intr.cy) * z / intr.fy, z))
+    return np.array(points, np.float64).reshape(-1, 3), +reasons
+
+
+# ---- per-frame constraints -------------------------------------------------------------------
+
+@dataclass
+class _Constraints:
+    u: list[np.ndarray] = field(default_factory=list)
+    v: list[np.ndarray] = field(default_factory=list)
+    z: list[np.ndarray] = field(default_factory=list)
+    weight: list[np.ndarray] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def add(self, source: str, u, v, z, weight) -> None:
+        u = np.atleast_1d(np.asarray(u, np.intp))
+        self.u.append(u)
+        self.v.append(np.atleast_1d(np.asarray(v, np.intp)))
+        self.z.append(np.atleast_1d(np.asarray(z, np.float64)))
+        self.weight.append(np.broadcast_to(np.asarray(weight, np.float64), u.shape).copy())
+        self.sources.append(source)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.u:
+            empty = np.zeros(0, np.intp)
+            return empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, np.intp)
+        which = np.concatenate([np.full(len(u), i) for i, u in enumerate(self.u)])
+        return (np.concatenate(self.u), np.concatenate(self.v), np.concatenate(self.z),
+                np.concatenate(self.weight), which)
+
+
+def _sampled_cloud(depth: np.ndarray, intr: Intrinsics, max_points: int,
+                   rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Nx3 points, u, v) of the valid predicted pixels on a regular grid of at most ~max_points."""
+    height, width = depth.shape
+    stride = max(1, int(math.ceil(math.sqrt(height * width / max_points))))
+    v, u = np.mgrid[0:height:stride, 0:width:stride]
+    v, u = v[rows], u[rows]
+    z = depth[v, u].astype(np.float64)
+    ok = np.isfinite(z) & (z > 0)
+    u, v, z = u[ok], v[ok], z[ok]
+    points = np.stack([(u - intr.cx) / intr.fx * z, (v - intr.cy) / intr.fy * z, z], axis=1)
+    return points, u, v
+
+
+def range_scale(reading: RangeReading, depth: np.ndarray, intr: Intrinsics) -> tuple[float, int, int] | str:
+    """(scale, u, v) that makes the nearest predicted point inside the cone as far from the sensor as
+    the reading, at that point's pixel; or the reason it cannot (a REJECT_REASONS kind).
+
+    With the sensor at the camera's centre one step is exact; an offset sensor makes the cone's
+    footprint depend on the scale, so the fixed point s <- s * reading / nearest(s) is iterated."""
+    origin = np.asarray(reading.origin, np.float64)
+    axis = np.asarray(reading.direction, np.float64)
+    norm = np.linalg.norm(axis)
+    if not (np.isfinite(origin).all() and np.isfinite(norm) and norm > 0):
+        return "nan"
+    axis = axis / norm
+    # Where the beam's axis meets the reading: must be in front of the camera and inside the image,
+    # else the nearest return may be something the camera does not see.
+    hit = origin + reading.reading * axis
+    if hit[2] <= 1e-6:
+        return "behind_camera"
+    hu, hv = intr.fx * hit[0] / hit[2] + intr.cx, intr.fy * hit[1] / hit[2] + intr.cy
+    if not (0 <= hu <= intr.width - 1 and 0 <= hv <= intr.height - 1):
+        return "outside_image"
+    points, us, vs = _sampled_cloud(depth, intr, MAX_CONE_POINTS)
+    if not len(points):
+        return "no_prediction"
+    cos_half = math.cos(max(reading.field_of_view, 1e-3) / 2)
+    scale = 1.0
+    best = -1
+    for _ in range(8):
+        rays = scale * points - origin
+        dist = np.linalg.norm(rays, axis=1)
+        inside = rays @ axis >= cos_half * dist
+        if not inside.any():
+            return "no_prediction"
+        candidates = np.flatnonzero(inside)
+        best = int(candidates[np.argmin(dist[candidates])])
+        new_scale = scale * reading.reading / max(float(dist[best]), 1e-9)
+        if abs(new_scale / scale - 1.0) < 1e-6:
+            scale = new_scale
+            break
+        scale = new_scale
+    return scale, int(us[best]), int(vs[best])
+
+
+def _facing(depth: np.ndarray, intr: Intrinsics, us: np.ndarray, vs: np.ndarray, direction: np.ndarray,
+            max_angle: float) -> np.ndarray:
+    """Whether the predicted surface at each pixel faces `direction` within max_angle (local normals
+    from the smoothed depth over a baseline of ~1/40 of the image width), so walls and the sides of
+    furniture never count as floor however a plane through them happens to lie."""
+    height, width = depth.shape
+    valid = np.isfinite(depth) & (depth > 0)
+    filled = np.where(valid, depth, 0.0).astype(np.float32)
+    k = max(3, (width // 80) * 2 + 1)
+    weight = cv2.blur(valid.astype(np.float32), (k, k))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = cv2.blur(filled, (k, k)) / weight
+    b = max(2, width // 40)
+
+    def point(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        u, v = np.clip(u, 0, width - 1), np.clip(v, 0, height - 1)
+        z = smooth[v, u].astype(np.float64)
+        return np.stack([(u - intr.cx) / intr.fx * z, (v - intr.cy) / intr.fy * z, z], axis=-1)
+
+    dx = point(us + b, vs) - point(us - b, vs)
+    dy = point(us, vs + b) - point(us, vs - b)
+    normal = np.cross(dx, dy)
+    norm = np.linalg.norm(normal, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.abs(normal @ direction) / norm
+    return np.nan_to_num(cos, nan=0.0) >= math.cos(max_angle)
+
+
+def down_vector(pitch: float, roll: float) -> np.ndarray:
+    """Gravity's direction in the camera optical frame for a camera pitched down by `pitch` and
+    rolled by `roll` (radians, REP 103 body convention; both 0: optical +y)."""
+    cp, sp, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    optical_to_body = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    body_to_world = ry @ rx
+    return optical_to_body.T @ body_to_world.T @ np.array([0.0, 0.0, -1.0])
+
+
+@dataclass(frozen=True)
+class FloorFit:
+    normal: np.ndarray  # unit, pointing down (away from the camera) in the optical frame
+    distance: float  # the camera's distance to the fitted floor in predicted metres
+    u: np.ndarray  # pixels of the floor inliers
+    v: np.ndarray
+    inlier_fraction: float
+
+
+def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorFit | None:
+    """The floor in the predicted cloud: the lowest plane that holds a large share of the points.
+
+    With pitch and roll the floor's normal is known and only its distance is searched; without,
+    3-point RANSAC keeps planes within max_tilt of level. Tables and shelves are planes too: of the
+    planes with at least half the best inlier count, the one farthest below the camera wins.
+    Deterministic (fixed seed)."""
+    points, us, vs = _sampled_cloud(depth, intr, MAX_FLOOR_POINTS)
+    if len(points) < 10:
+        return None
+    rng = np.random.default_rng(_RNG_SEED)
+    tol = prior.tolerance
+    known = prior.pitch is not None or prior.roll is not None
+    nominal = down_vector(prior.pitch or 0.0, prior.roll or 0.0)
+    candidates: list[tuple[int, float, np.ndarray]] = []  # (inliers, distance, normal)
+    heights = points @ nominal
+    facing = _facing(depth, intr, us, vs, nominal, prior.max_tilt + math.radians(20.0) if not known
+                     else math.radians(25.0))
+    n_points = len(points)
+    points, heights, us, vs = points[facing], heights[facing], us[facing], vs[facing]
+    below = np.flatnonzero(heights > 0)
+    if len(below) < 3:
+        return None
+    if known:
+        for i in rng.choice(below, size=min(len(below), 64), replace=False):
+            h = heights[i]
+            count = int((np.abs(heights - h) <= tol * h).sum())
+            candidates.append((count, float(h), nominal))
+    else:
+        cos_tilt = math.cos(prior.max_tilt)
+        for _ in range(FLOOR_RANSAC_ITERATIONS):
+            a, b, c = points[rng.choice(below, size=3, replace=False)]
+            normal = np.cross(b - a, c - a)
+            norm = np.linalg.norm(normal)
+            if norm < 1e-12:
+                continue
+            normal /= norm
+            if normal @ nominal < 0:
+                normal = -normal
+            if normal @ nominal < cos_tilt:
+                continue
+            h = float(normal @ a)
+            if h <= 0:
+                continue
+            count = int((np.abs(points @ normal - h) <= tol * h).sum())
+            candidates.append((count, h, normal))
+    if not candidates:
+        return None
+    best_count, _, best_normal = max(candidates, key=lambda c: c[0])
+    if best_count < MIN_FLOOR_FRACTION * n_points:
+        return None
+    cos_parallel = math.cos(math.radians(5.0))
+    _, h, normal = max((c for c in candidates if c[0] >= 0.5 * best_count and c[2] @ best_normal >= cos_parallel),
+                       key=lambda c: c[1])
+    band = tol * h
+    for _ in range(5):  # refine on the inliers: least squares (free normal) or the median height
+        residual = points @ normal - h
+        near = np.abs(residual) <= 3 * tol * h  # the band adapts to the prediction's own scatter
+        band = float(np.clip(2.5 * 1.4826 * np.median(np.abs(residual[near])), tol * h, 3 * tol * h))
+        inliers = np.abs(residual) <= band
+        if known:
+            h = float(np.median(heights[inliers]))
+            continue
+        p = points[inliers]
+        centre = p.mean(axis=0)
+        _, _, vt = np.linalg.svd(p - centre, full_matrices=False)
+        refined = vt[2] if vt[2] @ normal > 0 else -vt[2]
+        if refined @ nominal < math.cos(prior.max_tilt):
+            break
+        normal, h = refined, float(refined @ centre)
+    inliers = np.abs(points @ normal - h) <= band
+    return FloorFit(normal, h, us[inliers], vs[inliers], float(inliers.sum() / n_points))
+
+
+# ---- robust fit --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FrameFit:
+    """One frame's anchoring: depth_metric = scale * depth (metric models) or
+    1 / (scale * relative + shift) (affine-invariant inverse depth)."""
+
+    scale: float
+    shift: float
+    sources: tuple[str, ...]  # those with at least one inlier
+    n_anchors: int  # anchors that produced a constraint (before outlier rejection)
+    n_inliers: int
+    confidence: float  # 0..1
+    spread: float  # robust relative spread of the inlier residuals
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _inliers(residuals: np.ndarray, weights: np.ndarray, min_tolerance: float) -> np.ndarray:
+    """MAD gate around the weighted median: |r - med| <= max(3 sigma, min_tolerance)."""
+    centre = _weighted_median(residuals, weights)
+    sigma = 1.4826 * _weighted_median(np.abs(residuals - centre), weights)
+    return np.abs(residuals - centre) <= max(3.0 * sigma, min_tolerance)
+
+
+def _confidence(inlier_weight: float, total_weight: float, spread: float) -> float:
+    """More agreeing evidence -> nearer 1; outliers and spread pull it down.
+
+    (inlier share) x (W / (W + 2), W = inlier weight: one point ~0.33, a range reading ~0.7) x
+    exp(-(spread / 0.1)^2) (a 10 % disagreement among inliers costs a factor e)."""
+    if total_weight <= 0:
+        return 0.0
+    return float((inlier_weight / total_weight) * inlier_weight / (inlier_weight + 2.0) * math.exp(-(spread / 0.1) ** 2))
+
+
+def _fit_scale(pred: np.ndarray, z: np.ndarray, weight: np.ndarray, min_tolerance: float):
+    """Median of log ratios with a MAD gate, then the weighted mean of the inliers (IRLS, 2 passes)."""
+    logs = np.log(z / pred)
+    inliers = _inliers(logs, weight, min_tolerance)
+    for _ in range(2):
+        log_scale = float(np.average(logs[inliers], weights=weight[inliers]))
+        inliers = np.abs(logs - log_scale) <= max(min_tolerance, 3.0 * 1.4826 * _weighted_median(
+            np.abs(logs[inliers] - log_scale), weight[inliers]))
+    log_scale = float(np.average(logs[inliers], weights=weight[inliers]))
+    spread = float(np.sqrt(np.average((logs[inliers] - log_scale) ** 2, weights=weight[inliers])))
+    return math.exp(log_scale), 0.0, inliers, spread
+
+
+def _fit_affine(rel: np.ndarray, z: np.ndarray, weight: np.ndarray, min_tolerance: float,
+                shift_prior: float = 0.0):
+    """1/z = a * rel + b by weighted least squares with outlier rejection on the relative residual.
+
+    Fewer than two distinct relative values cannot fix a shift: scale only, shift held at the prior."""
+    target = 1.0 / z
+    distinct = len(rel) >= 2 and float(np.ptp(rel)) > 1e-6 * max(float(np.abs(rel).max()), 1e-12)
+    inliers = np.ones(len(rel), bool)
+    a, b = 1.0, shift_prior
+    for _ in range(4):
+        w = weight[inliers]
+        if distinct and np.ptp(rel[inliers]) > 0 and inliers.sum() >= 2:
+            design = np.stack([rel[inliers], np.ones(int(inliers.sum()))], axis=1) * np.sqrt(w)[:, None]
+            a, b = np.linalg.lstsq(design, target[inliers] * np.sqrt(w), rcond=None)[0]
+        else:
+            a = float(np.sum(w * rel[inliers] * (target[inliers] - shift_prior)) /
+                      max(float(np.sum(w * rel[inliers] ** 2)), 1e-30))
+            b = shift_prior
+        residual = (a * rel + b) / target - 1.0  # relative error of the inverse depth ~ of depth
+        new = _inliers(residual, weight, min_tolerance) & np.isfinite(residual)
+        if (new == inliers).all():
+            break
+        inliers = new if new.any() else inliers
+    residual = (a * rel + b) / target - 1.0
+    spread = float(np.sqrt(np.average(residual[inliers] ** 2, weights=weight[inliers])))
+    return float(a), float(b), inliers, spread
+
+
+@dataclass(frozen=True)
+class AnchoringConfig:
+    """How anchors are weighed and smoothed (the node's `scale.*` parameters)."""
+
+    range_weight: float = 5.0  # one range reading counts as this many sparse points
+    ground_weight: float = 5.0  # the ground plane, likewise
+    inlier_tolerance: float = 0.05  # residuals within this (relative) are never outliers
+    time_constant: float = 0.5  # seconds of exponential smoothing of the factor; 0: none
+    jump_threshold: float = 0.3  # a per-frame factor this far (relative) from the smoothed one is a jump
+    max_age: float = 2.0  # seconds the last factor is held after the anchors stop; then no factor
+    min_confidence: float = 0.0  # per-frame fits below this are not used
+
+    def __post_init__(self) -> None:
+        for name in ("range_weight", "ground_weight", "inlier_tolerance", "time_constant", "max_age"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"scale.{name} must be a finite number >= 0, got {value}")
+        if not (math.isfinite(self.jump_threshold) and self.jump_threshold > 0):
+            raise ValueError(f"scale.jump_threshold must be > 0, got {self.jump_threshold}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"scale.min_confidence must be in 0..1, got {self.min_confidence}")
+
+
+def fit_frame(depth: np.ndarray | None, intr: Intrinsics | None, anchors: Anchors,
+              config: AnchoringConfig = AnchoringConfig(), relative: np.ndarray | None = None,
+              prior: tuple[float, float] | None = None) -> FrameFit | None:
+    """The frame's robust factor from its anchors, or None (no usable anchor: reasons are added to
+    `anchors.rejected`).
+
+    `depth` is the model's metric depth; for an affine-invariant model pass `relative` (inverse
+    depth up to scale and shift) instead: scale and shift are fitted in inverse depth. Range and
+    ground constraints need a depth map, so for a relative model they are found on the depth of
+    `prior` (the smoothed scale, shift) or of the point-only fit, and the fit is repeated once."""
+    if intr is None or not intr.is_valid():
+        if anchors.count():
+            anchors.rejected["no_intrinsics"] += anchors.count()
+        return None
+    image = relative if relative is not None else depth
+    if image is None or image.shape != (intr.height, intr.width):
+        raise ValueError(f"depth of shape {None if image is None else image.shape} does not match "
+                         f"intrinsics {intr.width}x{intr.height}")
+    if relative is None:
+        return _fit_pass(depth, intr, anchors, config, None, None)
+    first = None
+    if prior is None:
+        first = _fit_pass(None, intr, replace(anchors, ranges=[], ground=None, rejected=Counter()),
+                          config, relative, None)
+        prior = (first.scale, first.shift) if first is not None else (1.0, 0.0)
+    fit = _fit_pass(relative_depth(relative, *prior), intr, anchors, config, relative, prior)
+    if fit is not None and (anchors.ranges or anchors.ground is not None):
+        fit = _fit_pass(relative_depth(relative, fit.scale, fit.shift), intr,
+                        replace(anchors, rejected=Counter()), config, relative, (fit.scale, fit.shift)) or fit
+    return fit
+
+
+def relative_depth(relative: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """Metres from affine-invariant inverse depth: 1 / (scale * relative + shift); <= 0 -> NaN."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inverse = np.asarray(relative, np.float32) * np.float32(scale) + np.float32(shift)
+        return np.where(inverse > 0, np.float32(1.0) / inverse, np.nan).astype(np.float32)
+
+
+def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, config: AnchoringConfig,
+              relative: np.ndarray | None, prior: tuple[float, float] | None) -> FrameFit | None:
+    constraints = _Constraints()
+    n_anchors = 0
+    if len(anchors.points):
+        u, v, z, reasons = project_points(anchors.points, intr)
+        anchors.rejected.update(reasons)
+        if len(u):
+            constraints.add("points", u, v, z, 1.0)
+    if depth is not None:
+        for reading in anchors.ranges:
+            found = range_scale(reading, depth, intr)
+            if isinstance(found, str):
+                anchors.rejected[found] += 1
+                continue
+            scale, u, v = found
+            constraints.add("range", u, v, scale * float(depth[v, u]), config.range_weight)
+        if anchors.ground is not None:
+            floor = fit_floor(depth, intr, anchors.ground)
+            if floor is None:
+                anchors.rejected["no_floor"] += 1
+            else:
+                scale = anchors.ground.camera_height / floor.distance
+                if relative is None:  # one constraint: every floor pixel says the same ratio
+                    constraints.add("ground", floor.u[:1], floor.v[:1], scale * depth[floor.v[:1], floor.u[:1]],
+                                    config.ground_weight)
+                else:  # floor pixels at many distances also pin down the shift
+                    pick = np.linspace(0, len(floor.u) - 1, min(len(floor.u), 50)).astype(np.intp)
+                    uu, vv = floor.u[pick], floor.v[pick]
+                    constraints.add("ground", uu, vv, scale * depth[vv, uu], config.ground_weight / len(pick))
+    u, v, z, weight, which = constraints.arrays()
+    if not len(u):
+        return None
+    pred = (relative if relative is not None else depth)[v, u].astype(np.float64)
+    usable = np.isfinite(pred) & (pred > 0 if relative is None else np.isfinite(pred)) & np.isfinite(z) & (z > 0)
+    for i, source in enumerate(constraints.sources):
+        lost = int((~usable[which == i]).sum())
+        if lost:
+            anchors.rejected["no_prediction"] += lost
+        n_anchors += int(usable[which == i].sum()) if source == "points" else int(usable[which == i].any())
+    if not usable.any():
+        return None
+    pred, z, weight, which = pred[usable], z[usable], weight[usable], which[usable]
+    if relative is None:
+        scale, shift, inliers, spread = _fit_scale(pred, z, weight, config.inlier_tolerance)
+    else:
+        scale, shift, inliers, spread = _fit_affine(pred, z, weight, config.inlier_tolerance,
+                                                    prior[1] if prior else 0.0)
+        if not scale > 0:
+            anchors.rejected["no_prediction"] += 1
+            return None
+    sources = tuple(sorted({constraints.sources[i] for i in np.unique(which[inliers])}, key=SOURCES.index))
+    confidence = _confidence(float(weight[inliers].sum()), float(weight.sum()), spread)
+    return FrameFit(scale, shift, sources, n_anchors, int(inliers.sum()), confidence, spread)
+
+
+# ---- over time -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """What is applied to one frame (and reported in /diagnostics and summaries)."""
+
+    applied: bool  # False: no anchors (recently): the depth is left exactly as the model made it
+    scale: float = 1.0
+    shift: float = 0.0
+    source: str = "none"  # "+"-joined SOURCES of the fit, "held" while anchors are missing
+    confidence: float = 0.0
+    n_anchors: int = 0
+    frame_scale: float | None = None  # this frame's own fit, before smoothing (None: no fit)
+    event: str = ""  # "reset" on an accepted jump, "outlier" when a one-frame jump was not applied
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "scale": round(self.scale, 6), "shift": round(self.shift, 6),
+                "source": self.source, "confidence": round(self.confidence, 4), "anchors": self.n_anchors,
+                "frame_scale": None if self.frame_scale is None else round(self.frame_scale, 6),
+                "event": self.event}
+
+
+class ScaleFilter:
+    """Temporal smoothing of the per-frame fits: exponential with a time constant (stamps, not frame
+    counts), a reset when the scene's scale really changed, and a hold while anchors are missing.
+
+    A jump (the new factor differs by more than jump_threshold) is applied only when the next frame
+    confirms it: one wild frame is never applied, a real change is followed one frame later."""
+
+    def __init__(self, config: AnchoringConfig = AnchoringConfig()) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self._state: tuple[float, float, float] | None = None  # (log scale, shift, confidence)
+        self._last_fit_s: float | None = None
+        self._last_update_s: float | None = None
+        self._pending: float | None = None
+        self._source = "none"
+        self._n_anchors = 0
+
+    @property
+    def current(self) -> tuple[float, float] | None:
+        """The smoothed (scale, shift), or None."""
+        return None if self._state is None else (math.exp(self._state[0]), self._state[1])
+
+    def update(self, fit: FrameFit | None, stamp_s: float) -> ScaleEstimate:
+        config = self.config
+        if fit is not None and fit.confidence < config.min_confidence:
+            fit = None
+        if self._last_update_s is not None and stamp_s < self._last_update_s:
+            self.reset()  # time went backwards (a bag looped): start over
+        self._last_update_s = stamp_s
+        if fit is None:
+            if self._state is None or self._last_fit_s is None or stamp_s - self._last_fit_s > config.max_age:
+                self.reset()
+                self._last_update_s = stamp_s
+                return ScaleEstimate(False)
+            age = stamp_s - self._last_fit_s
+            confidence = self._state[2] * (1.0 - age / config.max_age if config.max_age > 0 else 0.0)
+            return ScaleEstimate(True, math.exp(self._state[0]), self._state[1], "held", confidence, 0, None)
+        log_scale = math.log(fit.scale)
+        source = "+".join(fit.sources)
+        event = ""
+        if self._state is None:
+            self._state = (log_scale, fit.shift, fit.confidence)
+        else:
+            threshold = math.log1p(config.jump_threshold)
+            dt = stamp_s - (self._last_fit_s if self._last_fit_s is not None else stamp_s)
+            if abs(log_scale - self._state[0]) > threshold:
+                if self._pending is not None and abs(log_scale - self._pending) <= threshold:
+                    self._state, event = (log_scale, fit.shift, fit.confidence), "reset"
+                    self._pending = None
+                else:
+                    self._pending = log_scale
+                    scale, shift, confidence = math.exp(self._state[0]), self._state[1], self._state[2]
+                    return ScaleEstimate(True, scale, shift, self._source, confidence, fit.n_anchors,
+                                         fit.scale, "outlier")
+            else:
+                self._pending = None
+                w = 1.0 if config.time_constant <= 0 else 1.0 - math.exp(-max(dt, 0.0) / config.time_constant)
+                if dt <= 0 and config.time_constant > 0:
+                    w = 0.5  # same stamp twice: average
+                s, b, c = self._state
+                self._state = (s + w * (log_scale - s), b + w * (fit.shift - b), c + w * (fit.confidence - c))
+        self._last_fit_s = stamp_s
+        self._source, self._n_anchors = source, fit.n_anchors
+        return ScaleEstimate(True, math.exp(self._state[0]), self._state[1], source, self._state[2],
+                             fit.n_anchors, fit.scale, event)
+
+
+def apply_scale(depth: np.ndarray, estimate: ScaleEstimate, relative: np.ndarray | None = None) -> np.ndarray:
+    """The anchored depth: depth * scale for metric models, 1 / (scale * relative + shift) for
+    affine-invariant ones; `depth` itself when nothing is applied (bit-identical output)."""
+    if not estimate.applied:
+        return depth
+    if relative is not None:
+        return relative_depth(relative, estimate.scale, estimate.shift)
+    return (depth * np.float32(estimate.scale)).astype(np.float32, copy=False)
+
+
+class ScaleAnchoring:
+    """fit_frame + ScaleFilter + apply_scale for one camera: what the node, replay and predict call.
+
+    `anchor(depth, intr, anchors, stamp_s, relative)` -> (anchored depth, ScaleEstimate)."""
+
+    def __init__(self, config: AnchoringConfig = AnchoringConfig()) -> None:
+        self.filter = ScaleFilter(config)
+
+    @property
+    def config(self) -> AnchoringConfig:
+        return self.filter.config
+
+    @config.setter
+    def config(self, config: AnchoringConfig) -> None:
+        self.filter.config = config
+
+    def anchor(self, depth: np.ndarray, intr: Intrinsics | None, anchors: Anchors, stamp_s: float,
+               relative: np.ndarray | None = None) -> tuple[np.ndarray, ScaleEstimate]:
+        fit = None
+        if anchors:
+            fit = fit_frame(depth, intr, anchors, self.config, relative,
+                            self.filter.current if relative is not None else None)
+        estimate = self.filter.update(fit, stamp_s)
+        return apply_scale(depth, estimate, relative), estimate

@@ -1,0 +1,324 @@
+"""Scale anchoring (pipeline.anchoring, anchor_inputs, refine) on synthetic scenes with exact depth.
+
+Mis-scaled models are real parts: the exact depth through a backend wrapper (x0.5, x2, with a smooth
+distortion and pixel noise so one factor cannot be perfect), and the shipped ONNX model on
+onnxruntime with its card's output scaled x0.5 / x2.
+"""
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from mde_ros.inference import Backend
+from mde_ros.metrics import depth_metrics
+from mde_ros.models.card import ModelCard
+from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings, cloud_xyz
+from mde_ros.pipeline.anchoring import (AnchoringConfig, Anchors, FrameFit, GroundPrior, RangeReading,
+                                        ScaleAnchoring, ScaleFilter, apply_scale, fit_floor, fit_frame,
+                                        points_from_pixels, project_points, range_problem, range_scale,
+                                        relative_depth)
+from mde_ros.pipeline.estimator import DepthEstimator
+from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.refine import RefineConfig, Refiner
+from mde_ros.synthetic import camera_path, make_scene, render_frame
+
+W, H = 160, 120
+INTR = Intrinsics.nyu(W, H)
+
+
+class ExactDepthBackend(Backend):
+    """Wrapper model: the scene's exact depth x `factor`, with a smooth +-8 % distortion and 3 % pixel
+    noise (deterministic), at network resolution. Set `truth` before each estimate."""
+
+    name = "exact-depth-wrapper"
+
+    def __init__(self, factor):
+        self.factor = factor
+        self.truth = None
+
+    def infer(self, batch):
+        _, _, h, w = batch.shape
+        truth = cv2.resize(self.truth, (w, h), interpolation=cv2.INTER_NEAREST)
+        yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+        distortion = 1.0 + 0.08 * np.sin(2.5 * xx + 1.0) * np.cos(1.7 * yy)
+        noise = np.exp(np.random.default_rng(0).normal(0.0, 0.03, (h, w)))
+        return (truth * self.factor * distortion * noise)[None, None].astype(np.float32)
+
+    def describe(self):
+        return {"backend": self.name, "device": "cpu", "precision": "fp32"}
+
+
+WRAPPER_CARD = ModelCard(name="exact", architecture="external", input_height=H, input_width=W,
+                         min_depth=0.05, max_depth=50.0)
+
+
+def robot_views(n):
+    """Views from a robot-mounted camera with floor in sight (camera_path poses)."""
+    views = []
+    seed = 0
+    while len(views) < n:
+        scene = make_scene(4000 + seed)
+        pose = camera_path(scene, 1, seed=seed)[0]
+        frame = scene.render(pose, INTR)
+        seed += 1
+        if fit_floor(frame.depth, INTR, GroundPrior(pose.position[2], pose.pitch, pose.roll)) is not None:
+            views.append(frame)
+    return views
+
+
+def sparse_points(truth, n, rng, intr=INTR):
+    valid = np.argwhere(np.isfinite(truth) & (truth > 0))
+    v, u = valid[rng.choice(len(valid), size=n, replace=False)].T
+    z = truth[v, u].astype(np.float64)
+    return np.stack([(u - intr.cx) / intr.fx * z, (v - intr.cy) / intr.fy * z, z], axis=1)
+
+
+def median_scaled_abs_rel(pred, truth):
+    ok = np.isfinite(pred) & np.isfinite(truth) & (truth > 0)
+    return depth_metrics(pred * np.median(truth[ok]) / np.median(pred[ok]), truth)["abs_rel"]
+
+
+@pytest.fixture(scope="module")
+def views():
+    return robot_views(4)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_twenty_sparse_points_match_median_scaling_on_a_misscaled_wrapper(views, factor):
+    backend = ExactDepthBackend(factor)
+    estimator = DepthEstimator(backend, WRAPPER_CARD)
+    rng = np.random.default_rng(1)
+    for frame in views:
+        backend.truth = frame.depth
+        pred = estimator.estimate(frame.rgb, frame.intrinsics).depth
+        raw = depth_metrics(pred, frame.depth)["abs_rel"]
+        anchors = Anchors(points=sparse_points(frame.depth, 20, rng))
+        fit = fit_frame(pred, frame.intrinsics, anchors)
+        anchored = depth_metrics(pred * fit.scale, frame.depth)["abs_rel"]
+        assert raw > 0.3  # really mis-scaled
+        assert anchored <= median_scaled_abs_rel(pred, frame.depth) + 0.02
+        assert fit.n_anchors == 20 and fit.sources == ("points",) and 0 < fit.confidence <= 1
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+@pytest.mark.parametrize("attitude", [True, False], ids=["height+pitch/roll", "height-only"])
+def test_known_camera_height_matches_median_scaling(views, factor, attitude):
+    """Known height and pitch/roll: every view within 0.03 of median scaling. Height alone: the floor's
+    tilt comes from the (distorted) prediction too, and a 1 degree tilt error moves a floor 3 m away by
+    5 cm: measured 0.02-0.06 worse than median scaling here, so the bound is 0.06 (README says so)."""
+    backend = ExactDepthBackend(factor)
+    estimator = DepthEstimator(backend, WRAPPER_CARD)
+    gaps = []
+    for frame in views:
+        backend.truth = frame.depth
+        pred = estimator.estimate(frame.rgb, frame.intrinsics).depth
+        pose = frame.pose
+        prior = GroundPrior(pose.position[2], pose.pitch, pose.roll) if attitude else GroundPrior(pose.position[2])
+        fit = fit_frame(pred, frame.intrinsics, Anchors(ground=prior))
+        assert fit is not None and fit.sources == ("ground",)
+        gaps.append(depth_metrics(pred * fit.scale, frame.depth)["abs_rel"] - median_scaled_abs_rel(pred, frame.depth))
+    assert max(gaps) <= (0.03 if attitude else 0.06)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_shipped_onnx_with_scaled_output_anchored_by_twenty_points(factor):
+    from mde_ros.bags.replay import load_estimator
+
+    estimator = load_estimator(None, "onnxruntime")
+    estimator.card = dataclasses.replace(estimator.card, output_scale=estimator.card.output_scale * factor)
+    rng = np.random.default_rng(2)
+    anchored, median = [], []
+    for seed in range(3):
+        frame = render_frame(77_000 + seed, W, H)
+        pred = estimator.estimate(frame.rgb, frame.intrinsics).depth
+        fit = fit_frame(pred, frame.intrinsics, Anchors(points=sparse_points(frame.depth, 20, rng)))
+        anchored.append(depth_metrics(pred * fit.scale, frame.depth)["abs_rel"])
+        median.append(median_scaled_abs_rel(pred, frame.depth))
+        assert abs(math.log(fit.scale * factor)) < 0.5  # the factor undoes most of the mis-scaling
+    assert np.mean(anchored) <= np.mean(median) + 0.02
+
+
+def test_outlying_points_are_rejected(views):
+    frame = views[0]
+    pred = frame.depth * 2.0
+    rng = np.random.default_rng(3)
+    points = sparse_points(frame.depth, 20, rng)
+    points[:5] *= np.array([[1.0, 1.0, 3.0]])  # five wrong readings (a reflection, a moving person)
+    fit = fit_frame(pred, frame.intrinsics, Anchors(points=points))
+    assert fit.scale == pytest.approx(0.5, rel=0.03)
+    assert fit.n_anchors == 20 and fit.n_inliers <= 15
+
+
+def test_range_reading_from_the_camera_centre_and_from_an_offset_pose(views):
+    frame = views[1]
+    truth, intr = frame.depth, frame.intrinsics
+    pred = truth * 0.5
+    fov = 0.15
+    # Exact reading: the nearest true point inside the cone.
+    for origin in ((0.0, 0.0, 0.0), (0.05, -0.03, 0.02)):
+        o = np.array(origin)
+        axis = np.array([0.02, 0.05, 1.0])
+        axis /= np.linalg.norm(axis)
+        pts = np.stack([(np.arange(W)[None, :] - intr.cx) / intr.fx * truth,
+                        (np.arange(H)[:, None] - intr.cy) / intr.fy * truth, truth], axis=-1).reshape(-1, 3)
+        rays = pts - o
+        dist = np.linalg.norm(rays, axis=1)
+        inside = rays @ axis >= math.cos(fov / 2) * dist
+        reading = float(np.nanmin(dist[inside]))
+        found = range_scale(RangeReading(reading, fov, tuple(o), tuple(axis)), pred, intr)
+        assert not isinstance(found, str)
+        assert found[0] == pytest.approx(2.0, rel=0.02)
+        fit = fit_frame(pred, intr, Anchors(ranges=[RangeReading(reading, fov, tuple(o), tuple(axis))]))
+        assert fit.scale == pytest.approx(2.0, rel=0.02) and fit.sources == ("range",)
+
+
+def test_relative_inverse_depth_gets_scale_and_shift(views):
+    frame = views[2]
+    truth, intr = frame.depth, frame.intrinsics
+    relative = (3.0 / truth - 0.2).astype(np.float32)  # affine-invariant inverse depth: 1/z = (rel + 0.2) / 3
+    fit = fit_frame(None, intr, Anchors(points=sparse_points(truth, 20, np.random.default_rng(4))), relative=relative)
+    assert fit.scale == pytest.approx(1 / 3, rel=1e-3) and fit.shift == pytest.approx(0.2 / 3, rel=1e-2)
+    depth = relative_depth(relative, fit.scale, fit.shift)
+    assert depth_metrics(depth, truth)["abs_rel"] < 0.005
+    # A single range reading cannot fix a shift: scale only, and still anchored.
+    fit = fit_frame(None, intr, Anchors(points=sparse_points(truth, 1, np.random.default_rng(5))),
+                    relative=relative)
+    assert fit.shift == 0.0 and fit.scale > 0
+
+
+@pytest.mark.parametrize("reading, limits, fov, reason", [
+    (float("nan"), (0.1, 5.0), 0.2, "nan"),
+    (-1.0, (0.1, 5.0), 0.2, "negative"),
+    (6.0, (0.1, 5.0), 0.2, "range_limits"),
+    (0.05, (0.1, 5.0), 0.2, "range_limits"),
+    (float("inf"), (0.1, 5.0), 0.2, "range_limits"),
+    (1.0, (0.1, 5.0), float("nan"), "field_of_view"),
+])
+def test_bad_range_readings_are_named(reading, limits, fov, reason):
+    assert range_problem(reading, *limits, fov) == reason
+
+
+def test_bad_points_are_counted_and_never_applied():
+    truth = np.full((H, W), 2.0, np.float32)
+    bad = np.array([[np.nan, 0.0, 1.0], [0.0, 0.0, -1.0], [50.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    anchors = Anchors(points=bad)
+    assert fit_frame(truth, INTR, anchors) is None
+    assert anchors.rejected == {"nan": 1, "behind_camera": 2, "outside_image": 1}
+    anchoring = ScaleAnchoring()
+    depth, estimate = anchoring.anchor(truth, INTR, Anchors(points=bad), 0.0)
+    assert depth is truth and not estimate.applied
+    points, reasons = points_from_pixels([(10, 10, np.nan), (10, 10, -2.0), (500, 10, 1.0), (10, 10, 1.5)], INTR, W, H)
+    assert len(points) == 1 and reasons == {"nan": 1, "negative": 1, "outside_image": 1}
+    u, v, z, _ = project_points(points, INTR)
+    assert (u[0], v[0], z[0]) == (10, 10, 1.5)
+
+
+def test_range_beam_outside_the_image_or_behind_is_rejected():
+    depth = np.full((H, W), 2.0, np.float32)
+    sideways = RangeReading(1.0, 0.1, (0, 0, 0), (1.0, 0.0, 0.2))
+    backwards = RangeReading(1.0, 0.1, (0, 0, 0), (0.0, 0.0, -1.0))
+    anchors = Anchors(ranges=[sideways, backwards])
+    assert fit_frame(depth, INTR, anchors) is None
+    assert anchors.rejected == {"outside_image": 1, "behind_camera": 1}
+
+
+def fit_of(scale, confidence=0.5):
+    return FrameFit(scale, 0.0, ("points",), 20, 20, confidence, 0.01)
+
+
+def test_scale_filter_smooths_rejects_one_wild_frame_and_follows_a_confirmed_jump():
+    f = ScaleFilter(AnchoringConfig(time_constant=0.5, jump_threshold=0.3, max_age=1.0))
+    assert f.update(fit_of(2.0), 0.0).scale == pytest.approx(2.0)
+    smoothed = f.update(fit_of(2.2), 0.1)
+    assert 2.0 < smoothed.scale < 2.2  # exponential: 1 - exp(-0.1/0.5) = 18 % of the way
+    assert smoothed.scale == pytest.approx(math.exp(math.log(2.0) + (1 - math.exp(-0.2)) * math.log(1.1)))
+    wild = f.update(fit_of(5.0), 0.2)
+    assert wild.event == "outlier" and wild.scale == pytest.approx(smoothed.scale)
+    back = f.update(fit_of(2.1), 0.3)
+    assert back.event == "" and back.scale < 2.2
+    f.update(fit_of(1.0), 0.4)
+    reset = f.update(fit_of(1.02), 0.5)
+    assert reset.event == "reset" and reset.scale == pytest.approx(1.02)
+    held = f.update(None, 0.9)
+    assert held.applied and held.source == "held" and held.confidence < 0.5
+    assert not f.update(None, 1.6).applied  # older than max_age: back to the model's own metres
+    assert f.update(fit_of(3.0), 1.7).scale == pytest.approx(3.0)
+    assert f.update(fit_of(1.5), 0.0).scale == pytest.approx(1.5)  # time went backwards: start over
+
+
+def test_apply_scale_leaves_unanchored_depth_identical():
+    depth = np.full((4, 4), 2.0, np.float32)
+    f = ScaleFilter()
+    estimate = f.update(None, 0.0)
+    assert apply_scale(depth, estimate) is depth
+    estimate = f.update(fit_of(0.5), 0.1)
+    assert np.allclose(apply_scale(depth, estimate), 1.0)
+
+
+def point_cloud(xyz, frame, big_endian=False, dtype="f4", stamp=(10, 0)):
+    order = ">" if big_endian else "<"
+    data = np.asarray(xyz, order + dtype).tobytes()
+    size = np.dtype(dtype).itemsize
+    fields = [SimpleNamespace(name=n, offset=i * size, datatype=7 if dtype == "f4" else 8, count=1)
+              for i, n in enumerate("xyz")]
+    return SimpleNamespace(header=SimpleNamespace(frame_id=frame, stamp=SimpleNamespace(sec=stamp[0], nanosec=stamp[1])),
+                           fields=fields, width=len(xyz), height=1, point_step=3 * size, data=data,
+                           is_bigendian=big_endian)
+
+
+def range_msg(reading, frame="range_link", stamp=(10, 0), fov=0.2, limits=(0.1, 5.0)):
+    return SimpleNamespace(header=SimpleNamespace(frame_id=frame, stamp=SimpleNamespace(sec=stamp[0], nanosec=stamp[1])),
+                           range=reading, min_range=limits[0], max_range=limits[1], field_of_view=fov)
+
+
+@pytest.mark.parametrize("big_endian, dtype", [(False, "f4"), (True, "f4"), (False, "f8")])
+def test_cloud_xyz_reads_float32_and_float64_in_either_byte_order(big_endian, dtype):
+    xyz = np.array([[0.1, -0.2, 1.5], [1.0, 2.0, 3.0]])
+    assert np.allclose(cloud_xyz(point_cloud(xyz, "cam", big_endian, dtype)), xyz)
+    broken = point_cloud(xyz, "cam")
+    broken.data = broken.data[:-4]
+    with pytest.raises(ValueError):
+        cloud_xyz(broken)
+
+
+def test_anchor_buffer_matches_stamps_frames_and_poses():
+    settings = AnchorSettings(range_frame="range_link", points_frame="lidar",
+                              points_transform=(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), stamp_tolerance=0.05)
+    buffer = AnchorBuffer(settings)
+    image_ns = 10 * 10**9
+    buffer.add_range(range_msg(1.2))
+    buffer.add_range(range_msg(float("nan"), frame="range_link", stamp=(9, 0)))
+    buffer.add_range(range_msg(1.0, frame="other_link"))  # no TF here, no fixed pose for it
+    buffer.add_range(range_msg(9.0))  # newer but out of limits? same stamp: the later one replaces nothing
+    buffer.add_cloud(point_cloud([[0.0, 0.0, 1.0]], "camera_optical"))
+    buffer.add_cloud(point_cloud([[0.0, 0.0, 1.0]], "lidar"))
+    buffer.add_cloud(point_cloud([[0.0, 0.0, 1.0]], "odom", stamp=(10, 0)))
+    buffer.add_cloud(point_cloud([[0.0, 0.0, 1.0]], "late", stamp=(11, 0)))
+    anchors = buffer.anchors_for(image_ns, "camera_optical")
+    assert sorted(map(tuple, anchors.points)) == [(0.0, 0.0, 1.0), (0.0, 0.0, 2.0)]
+    assert anchors.rejected["frame"] == 2 and anchors.rejected["stamp"] == 1
+    assert len(anchors.ranges) + anchors.rejected["range_limits"] == 1
+    # With a transform lookup (TF) the other frame is usable.
+    lookup = lambda target, source, stamp: (np.eye(3), np.array([0.0, 0.1, 0.0])) if source == "odom" else None
+    anchors = buffer.anchors_for(image_ns, "camera_optical", lookup)
+    assert anchors.rejected["frame"] == 1
+    assert any(np.allclose(p, [0.0, 0.1, 1.0]) for p in anchors.points)
+
+
+def test_refiner_without_anchors_or_options_returns_the_same_result(views):
+    backend = ExactDepthBackend(1.0)
+    estimator = DepthEstimator(backend, WRAPPER_CARD)
+    frame = views[0]
+    backend.truth = frame.depth
+    result = estimator.estimate(frame.rgb, frame.intrinsics)
+    refined = Refiner().refine(estimator, result, frame.rgb, None, 0.0)
+    assert refined.result is result and not refined.scale.applied
+    refiner = Refiner(RefineConfig(confidence=True, confidence_threshold=0.5))
+    refined = refiner.refine(estimator, result, frame.rgb, Anchors(points=sparse_points(frame.depth, 20,
+                                                                                        np.random.default_rng(0))), 0.0)
+    assert refined.scale.applied and refined.confidence.shape == result.depth.shape
+    assert np.isnan(refined.result.depth[refined.confidence < 0.5]).all()
+    assert "refine" in refined.result.timings
