@@ -362,7 +362,7 @@ def _path_problem(out: Path, summary: Path | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
-    from mde_ros.models.card import CardError
+    from mde_ros.models.card import CardError, require_metres
     from mde_ros.pipeline.estimator import EstimatorConfig
 
     bag = args.bag.resolve()  # `replay .` names the folder by its real name
@@ -392,6 +392,11 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)
         print(f"mde-ros replay: cannot load the model: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    try:
+        require_metres(estimator.card, bool(getattr(args, "anchors", None)), "replay (depth, points, scan in metres)")
+    except CardError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
     try:
         summary = run_replay(bag, out, estimator=estimator, image_topic=args.image_topic,
                              camera_info_topic=args.camera_info_topic, output_config=config,

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mde_ros import fileio
+    from mde_ros.models.card import require_metres
     from mde_ros.pipeline.colorize import colorize, with_scale_bar
     from mde_ros.pipeline.geometry import backproject
     from mde_ros.pipeline.imagecodec import read_image_file
@@ -109,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
         if args.camera_info is not None:
             fileio.read_camera_info_yaml(args.camera_info)  # fail before the first image, not per image
         estimator = build_estimator(args)
+        # Depth PNGs and clouds are metres: a relative model needs anchors (predict's --anchor /
+        # --camera-height, where this version has them).
+        require_metres(estimator.card, bool(getattr(args, "anchor", None) or getattr(args, "camera_height", None)),
+                       "predict (depth PNG/npy in metres, PLY)")
         prepare_out_dir(args.out)
-    except (CommandError, ValueError, OSError) as exc:
+    except (CommandError, ValueError, OSError) as exc:  # CardError is a ValueError
         print(f"mde-ros predict: {exc}", file=sys.stderr)
         return 1
     card = estimator.card
