@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ROS packages (resolved by rosdep from the distribution: Humble and Jazzy both release all of them).
 ROS_PACKAGES = {"rclpy", "rcl_interfaces", "std_msgs", "sensor_msgs", "diagnostic_msgs", "ament_index_python",
-                "launch", "launch_ros", "rviz2", "builtin_interfaces", "geometry_msgs"}
+                "launch", "launch_ros", "rviz2", "builtin_interfaces", "geometry_msgs", "tf2_ros_py"}
+# Python modules whose ROS package has another name.
+ROS_MODULE_PACKAGES = {"tf2_ros": "tf2_ros_py"}
 # rosdep keys checked by hand in ros/rosdistro rosdep/python.yaml (commit 8468e88ccd): these exist;
 # `python3-onnx` and `python3-onnxruntime` do not (only the -pip keys for onnxruntime).
 ROSDEP_KEYS = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-tqdm", "python3-onnxruntime-pip",
@@ -39,6 +41,7 @@ def imported_modules():
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
+    modules = {ROS_MODULE_PACKAGES.get(m, m) for m in modules}
     return modules - set(sys.stdlib_module_names) - {"mde_ros", "training", "__future__"}
 
 
