@@ -124,6 +124,12 @@ class DepthDataset(Dataset, abc.ABC):
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker_init_fn: one thread per worker (N workers x M OpenCV/torch threads oversubscribe)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def chunk_indices(n: int, chunk_size: int | None, seed: int, epoch: int) -> list[list[int]]:
     """The epoch's shuffled indices cut into chunks trained one after another (curriculum).
 
@@ -151,7 +157,8 @@ def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if groups is None:
-        count = max(1, int(round(len(items) * val_fraction)))
+        # At least one val item, but never the whole list (a one-image folder still trains).
+        count = min(max(1, int(round(len(items) * val_fraction))), max(0, len(items) - 1))
         held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
         keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
         return [item for i, item in enumerate(items) if keep(i)]
