@@ -37,9 +37,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mde-ros demo --out demo_output
 
+# Both runs always run; the target fails if either failed.
 test: $(STAMP)
-	$(PY) -m pytest -q test
-	@$(MAKE) --no-print-directory test-py310
+	@status=0; $(PY) -m pytest -q test || status=$$?; \
+	$(MAKE) --no-print-directory test-py310 || status=1; exit $$status
 
 # The runtime tests (everything needing neither torch nor training; those modules skip) on Python 3.10.
 test-py310:
