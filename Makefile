@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 PYTHON310 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10.*/bin/python) $(shell command -v python3.10 2>/dev/null))
 VENV310 := .venv310
 STAMP310 := $(VENV310)/.installed
-# Keep DDS discovery on this machine and away from other runs: Humble reads ROS_LOCALHOST_ONLY,
-# Iron+ ROS_AUTOMATIC_DISCOVERY_RANGE (given both, Jazzy warns about neither).
-export ROS_LOCALHOST_ONLY ?= 1
+# Keep DDS discovery on this machine and away from other runs: Iron+ read ROS_AUTOMATIC_DISCOVERY_RANGE,
+# Humble ROS_LOCALHOST_ONLY (set only there: Iron+ warn about it at every node start; mde_ros.ros.discovery).
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+ifneq ($(filter foxy galactic humble,$(ROS_DISTRO)),)
+export ROS_LOCALHOST_ONLY ?= 1
+endif
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv demo test test-py310 bench clean
