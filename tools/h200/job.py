@@ -52,6 +52,19 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def shm_worker_cap(batch: int, height: int, width: int) -> int | None:
+    """How many DataLoader workers /dev/shm can hold (2 batches in flight each, float32 image + depth +
+    mask per sample, 1.5x slack), or None when there is no /dev/shm to check."""
+    import shutil
+
+    try:
+        total = shutil.disk_usage("/dev/shm").total
+    except OSError:
+        return None
+    per_batch = batch * height * width * (3 * 4 + 4 + 1)
+    return int(total // (2 * per_batch * 1.5))
+
+
 def stage(name: str, fn, *args, **kwargs):
     """Run one stage; on failure log the traceback and return None (the job goes on)."""
     start = time.monotonic()
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-scenes", type=int, default=64)
     parser.add_argument("--heldout-views", type=int, default=8)
     parser.add_argument("overrides", nargs="*", help="recipe overrides key=value (tiny CPU tests)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # key=value before or after options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import torch
@@ -164,9 +177,17 @@ def main(argv: list[str] | None = None) -> int:
                             "job_started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     env = environment()
     card["environment"] = env
-    print(json.dumps(env, indent=1), flush=True)
     cuda = bool(env["cuda_available"])
-    workers = args.workers if args.workers is not None else max(1, min(14, (os.cpu_count() or 2) - 2))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    workers = args.workers if args.workers is not None else max(1, min(14, cores - 2))
+    probe = load_config(args.recipe, list(args.overrides))
+    cap = shm_worker_cap(int(probe["train"]["batch_size"]), *(int(v) for v in probe["data"]["input_size"]))
+    env["shm_worker_cap"] = cap
+    if cap is not None and cap < workers:
+        print(f"/dev/shm holds batches for only {cap} workers: using {cap} instead of {workers}", flush=True)
+        workers = cap
+    env["workers"] = workers
+    print(json.dumps(env, indent=1), flush=True)
     overrides = list(args.overrides)
     if not cuda:
         overrides.append("train.device=cpu")
@@ -214,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary is None and packer.source() is None:
         left = args.train_seconds - (time.monotonic() - train_start)
         if left > 30:
-            fallback = [f"train.batch_size={max(8, int(cfg['train']['batch_size']) // 2)}", "train.num_workers=4",
+            fallback = [f"train.batch_size={max(8, int(cfg['train']['batch_size']) // 2)}",
+                        f"train.num_workers={min(4, workers)}",
                         f"train.max_minutes={left / 60.0:.4f}"]
             print(f"training failed before any checkpoint: one retry with {fallback}", flush=True)
             summary = stage("train (fallback)", attempt, fallback)
