@@ -87,11 +87,10 @@ def test_one_lost_camera_info_costs_one_frame_and_the_message_names_the_late_sid
     r.exchange(0.5, need=("points",))
     stamps = [1.0 + 0.25 * i for i in range(10)]
     for i, t in enumerate(stamps):
-        r.image_pub.publish(image_msg(t))
-        time.sleep(0.01)
+        r.image_pub.publish(image_msg(t))  # image first, its CameraInfo right after (a CameraPublisher)
         if i != 4:  # this CameraInfo is lost
             r.info_pub.publish(info_msg(t))
-        time.sleep(0.09)
+        time.sleep(0.1)
     wait_for(lambda: all(r.with_stamp(DEPTH, t) for t in stamps))
     wait_for(lambda: all(r.with_stamp("points", t) for i, t in enumerate(stamps) if i != 4))
     assert not r.with_stamp("points", stamps[4]) and not r.with_stamp("depth/camera_info", stamps[4])
