@@ -42,6 +42,7 @@ from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_output
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
 from mde_ros.ros import messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
+from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
@@ -305,6 +306,11 @@ class DepthNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
                                                   self._on_camera_info, sub_qos)
         self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
+        try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
+            self._anchors = NodeAnchors(self, sub_qos, self._pub_qos, self._warnings.warn)
+        except ValueError as exc:
+            super().destroy_node()
+            raise StartupError(f"invalid parameters: {exc}") from exc
 
         add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -413,7 +419,8 @@ class DepthNode(Node):
         status = diagnostic_status(
             window, name=f"{self.get_fully_qualified_name()}: depth estimation", hardware_id=self._hardware_id,
             backend=self._backend_label, model=self._estimator.card.name, input_topic=self._image_topic,
-            intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted)
+            intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted,
+            extra=self._anchors.diagnostic_values())
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
@@ -456,6 +463,7 @@ class DepthNode(Node):
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)
+        result = self._anchors.refine(self._estimator, result, rgb, header)
         if result.relative is not None:  # a relative model: its own topic, never metres unanchored
             self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
             if not result.is_metric:
