@@ -16,7 +16,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class BackendUnavailable(RuntimeError):
@@ -62,7 +62,7 @@ def check_precision(precision: str, backend: str, allowed: tuple[str, ...]) -> s
         raise ValueError(f"unknown precision {precision!r}: use one of {PRECISIONS}")
     if precision not in allowed:
         raise ValueError(f"backend {backend!r} does not run precision {precision!r} here; it "
-                         f"supports {allowed} (fp16 and int8 engines: backend 'tensorrt')")
+                         f"supports {allowed} (fp16 and int8 engines: backend 'tensorrt'; bf16: backend 'torch' on CUDA)")
     return precision
 
 

@@ -15,7 +15,7 @@ from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.postprocess import (camera_rescale_factor, network_intrinsics, raw_to_depth,
                                           raw_to_relative, sky_mask, to_camera_resolution)
-from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError, preprocess
+from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError, preprocess, resize_info
 
 if TYPE_CHECKING:
     from mde_ros.inference import Backend
@@ -31,6 +31,9 @@ class EstimatorConfig:
     camera_aware_rescale: bool = True
     resize_policy: str | None = None  # None (or "card"): the model card's; else an override
     sky_depth: str = "too_far"  # pixels the model's sky output marks: +Inf (REP 117 too far), NaN, or kept
+    # Pre/post-processing on the backend's device (fused pipeline, models/fused.py) when the backend
+    # offers one (torch on CUDA) and the card is one it reproduces; else, and by default, numpy.
+    device_pipeline: bool = False
 
     def __post_init__(self) -> None:
         if self.resize_policy == "card":
@@ -116,6 +119,9 @@ class DepthEstimator:
         warnings: list[str] = []
         intrinsics = self._usable_intrinsics(intrinsics, height, width, warnings)
 
+        fused = self._fused_pipeline()
+        if fused is not None:
+            return self._estimate_fused(fused, rgb, intrinsics, warnings)
         card = self.card
         start = time.perf_counter()
         batch, info = preprocess(rgb, card, self.config.resize_policy)
@@ -140,15 +146,9 @@ class DepthEstimator:
             depth = np.full(relative.shape, np.nan, np.float32)
         else:
             depth_net = raw_to_depth(raw[0, 0], card)
-            # A canonical-camera model's output is defined for that camera: always rescaled.
-            if (self.config.camera_aware_rescale or card.canonical_focal_px) and intrinsics is not None:
-                rescale = camera_rescale_factor(network_intrinsics(intrinsics, info), card)
-                if rescale != 1.0:
-                    depth_net *= np.float32(rescale)
-            elif card.canonical_focal_px and intrinsics is None:
-                warnings.append(f"model {card.name!r} predicts depth for a canonical camera (f = "
-                                f"{card.canonical_focal_px:g} px at network resolution): without this camera's "
-                                "intrinsics its depth is not metric for it (send CameraInfo)")
+            rescale = self._rescale_factor(intrinsics, info, warnings)
+            if rescale != 1.0:
+                depth_net *= np.float32(rescale)
             depth = to_camera_resolution(depth_net, info)  # bilinear: positive or NaN stays so
         sky = None
         if sky_raw is not None:
@@ -160,3 +160,41 @@ class DepthEstimator:
         timings = {"preprocess": after_preprocess - start, "network": after_network - after_preprocess,
                    "postprocess": done - after_network}
         return DepthResult(depth, intrinsics, rescale, timings, warnings, relative, sky, is_metric=relative is None)
+
+    def _rescale_factor(self, intrinsics: Intrinsics | None, info, warnings: list[str]) -> float:
+        """The camera-aware factor; a canonical-camera model's output is defined for that camera, so
+        it is always rescaled (and warned about when the intrinsics are missing)."""
+        card = self.card
+        if (self.config.camera_aware_rescale or card.canonical_focal_px) and intrinsics is not None:
+            return camera_rescale_factor(network_intrinsics(intrinsics, info), card)
+        if card.canonical_focal_px and intrinsics is None:
+            warnings.append(f"model {card.name!r} predicts depth for a canonical camera (f = "
+                            f"{card.canonical_focal_px:g} px at network resolution): without this camera's "
+                            "intrinsics its depth is not metric for it (send CameraInfo)")
+        return 1.0
+
+    def _fused_pipeline(self):
+        """The backend's device pipeline when asked for and able to reproduce this card/policy."""
+        if not self.config.device_pipeline:
+            return None
+        offer = getattr(self.backend, "fused_pipeline", None)
+        pipeline = offer() if offer is not None else None
+        if pipeline is None:
+            return None
+        from mde_ros.models.fused import fused_supports
+
+        return pipeline if fused_supports(self.card, self._policy()) else None
+
+    def _policy(self) -> str:
+        return self.card.resize_policy if self.config.resize_policy is None else self.config.resize_policy
+
+    def _estimate_fused(self, fused, rgb: np.ndarray, intrinsics: Intrinsics | None,
+                        warnings: list[str]) -> DepthResult:
+        """The same contract as the numpy path, with every pixel operation on the device."""
+        card, policy = self.card, self._policy()
+        height, width = rgb.shape[:2]
+        info = resize_info(height, width, card.input_height, card.input_width, policy, card.resize_side,
+                           card.size_multiple)
+        rescale = self._rescale_factor(intrinsics, info, warnings)
+        depth, timings = fused.estimate(np.ascontiguousarray(rgb), card, policy, rescale)
+        return DepthResult(depth, intrinsics, rescale, timings, warnings)
