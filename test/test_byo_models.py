@@ -273,3 +273,19 @@ def test_tensorrt_profile_of_a_keep_aspect_card_spans_the_sizes_it_produces():
     stretch = optimization_profile(ModelCard(name="s", architecture="external", input_height=280,
                                              input_width=504), TensorRTConfig())
     assert stretch.min == stretch.max[:1] + (3, 280, 504)
+
+
+def test_card_command_and_presets_need_neither_torch_nor_onnx(exports, tmp_path):
+    """The runtime install has neither (requirements.txt): the graph is read through onnxruntime."""
+    from test_runtime_deps import run_without_torch_and_onnx
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(exports["da3"].read_bytes())
+    result = run_without_torch_and_onnx(f"""
+        from mde_ros.cli import main
+        assert main(["card", "--preset", "depth-anything-3-metric-ika", {str(path)!r}]) == 0
+        assert main(["card", "--check", {str(path)!r}]) == 0
+        print("modules:", sorted(m for m in ("torch", "onnx") if m in sys.modules))
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "modules: []" in result.stdout
