@@ -157,7 +157,8 @@ def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if groups is None:
-        count = max(1, int(round(len(items) * val_fraction)))
+        # At least one val item, but never the whole list (a one-image folder still trains).
+        count = min(max(1, int(round(len(items) * val_fraction))), max(0, len(items) - 1))
         held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
         keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
         return [item for i, item in enumerate(items) if keep(i)]
