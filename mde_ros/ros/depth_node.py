@@ -293,7 +293,7 @@ class DepthNode(Node):
             self.get_logger().warning(
                 f"model {self._estimator.card.name!r} outputs {self._estimator.card.output} (affine-invariant): "
                 "publishing it on depth/relative (32FC1, larger = nearer); depth, points and scan need "
-                "metres, which only scale anchors give it")
+                "metres, which only scale anchors give it (scale.range.*, scale.points.*, scale.ground.*)")
         self._optional_pubs: dict[str, Any] = {}
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
