@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 PYTHON310 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10.*/bin/python) $(shell command -v python3.10 2>/dev/null))
 VENV310 := .venv310
 STAMP310 := $(VENV310)/.installed
-# Keep DDS discovery on this machine and away from other runs: Humble reads ROS_LOCALHOST_ONLY,
-# Iron+ ROS_AUTOMATIC_DISCOVERY_RANGE (given both, Jazzy warns about neither).
-export ROS_LOCALHOST_ONLY ?= 1
+# Keep DDS discovery on this machine and away from other runs: Iron+ read ROS_AUTOMATIC_DISCOVERY_RANGE,
+# Humble ROS_LOCALHOST_ONLY (set only there: Iron+ warn about it at every node start; mde_ros.ros.discovery).
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+ifneq ($(filter foxy galactic humble,$(ROS_DISTRO)),)
+export ROS_LOCALHOST_ONLY ?= 1
+endif
 export PYTHONUNBUFFERED := 1
 
 .PHONY: venv demo test test-py310 bench clean
@@ -37,9 +39,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mde-ros demo --out demo_output
 
+# Both runs always run; the target fails if either failed.
 test: $(STAMP)
-	$(PY) -m pytest -q test
-	@$(MAKE) --no-print-directory test-py310
+	@status=0; $(PY) -m pytest -q test || status=$$?; \
+	$(MAKE) --no-print-directory test-py310 || status=1; exit $$status
 
 # The runtime tests (everything needing neither torch nor training; those modules skip) on Python 3.10.
 test-py310:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from mde_ros.ros.discovery import localhost_discovery_env
+
 # Set before any test imports rclpy, so every node in this run (and its subprocesses) shares
 # one domain that parallel runs on the same machine are unlikely to share.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-# Humble reads ROS_LOCALHOST_ONLY, Iron+ ROS_AUTOMATIC_DISCOVERY_RANGE (and, given both, warns about neither).
-os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+# Humble reads ROS_LOCALHOST_ONLY, Iron+ ROS_AUTOMATIC_DISCOVERY_RANGE (mde_ros.ros.discovery).
+for _name, _value in localhost_discovery_env(os.environ).items():
+    os.environ.setdefault(_name, _value)
 
 
 # Training/export/torch-backend dependencies (requirements-torch.txt, requirements-dev.txt): a test module

@@ -410,3 +410,27 @@ def test_dpt_recipe_matches_its_seed():
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_recipe_says_which_split_selects_checkpoints(path):
     assert "selects checkpoints" in path.read_text() or "selected on" in path.read_text()
+
+
+def test_garg_crop_is_laid_on_the_full_frame_when_kitti_is_kb_cropped(tmp_path):
+    """BTS: the kb-cropped prediction goes back into the 375x1242 frame, then the Garg crop of that frame."""
+    drive = "2011_09_26_drive_0002_sync"
+    folder = tmp_path / "raw" / "2011_09_26" / drive / "image_02" / "data"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "0000000000.png"), np.zeros((375, 1242, 3), np.uint8))
+    gt = np.zeros((375, 1242), np.uint16)
+    # Garg on 375x1242: rows 153:371, cols 44:1197. Garg on the 352x1216 window would be full rows 166:372,
+    # cols 56:1185: the first two points are inside the frame's crop but outside the window's.
+    for row, col in ((160, 600), (300, 1190), (300, 600)):
+        gt[row, col] = 4 * 256
+    gt_folder = tmp_path / "depth" / drive / "proj_depth" / "groundtruth" / "image_02"
+    gt_folder.mkdir(parents=True)
+    cv2.imwrite(str(gt_folder / "0000000000.png"), gt)
+    (tmp_path / "split.txt").write_text(f"2011_09_26/{drive} 0 l\n")
+    cfg = {"data": {"name": "kitti", "root": str(tmp_path), "input_size": [22, 76], "max_depth": 80.0,
+                    "kb_crop": True, "split_files": {"test": "split.txt"}},
+           "eval": {"crop": "garg", "min_depth": 1e-3, "max_depth": 80.0}}
+    test_set = build_dataset(cfg["data"], "test")
+    assert test_set[0]["gt_window"].tolist() == [23, 13, 375, 1242]
+    result = evaluate(DepthModel(ConstantDepth(4.0, max_depth=80.0)), test_set, cfg, num_vis=0, verbose=False)
+    assert result["metrics"]["n_valid"] == 3 and result["metrics"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)

@@ -164,4 +164,5 @@ class KittiDataset(DepthDataset):
         top, left = height - KB_CROP_HEIGHT, (width - KB_CROP_WIDTH) // 2
         frame = crop(Frame(image, depth, depth > 0, np.asarray(intrinsics, np.float64)),
                      top, left, KB_CROP_HEIGHT, KB_CROP_WIDTH)
-        return RawSample(np.ascontiguousarray(frame.image), np.ascontiguousarray(frame.depth), tuple(frame.intrinsics))
+        return RawSample(np.ascontiguousarray(frame.image), np.ascontiguousarray(frame.depth), tuple(frame.intrinsics),
+                         window=(top, left, height, width))
