@@ -1,4 +1,4 @@
-"""`mde-ros`: one entry point for predict, demo, bench, export, quantize, node, replay and play."""
+"""`mde-ros`: one entry point for predict, demo, bench, export, quantize, card, node, replay and play."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ COMMANDS = {
                   "sequences"),
     "export": ("mde_ros.commands.export", "export a .pt model bundle to ONNX (with its card)"),
     "quantize": ("mde_ros.commands.quantize", "INT8 Q/DQ ONNX of a model, calibrated on images or a bag"),
+    "card": ("mde_ros.commands.card", "write (--preset) or check the card of a bring-your-own ONNX model"),
     "replay": ("mde_ros.bags.replay", "run a rosbag2 bag through the pipeline into a new bag"),
     "play": ("mde_ros.bags.player", "publish a rosbag2 bag into a live ROS graph"),
 }

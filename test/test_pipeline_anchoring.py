@@ -56,7 +56,8 @@ WRAPPER_CARD = ModelCard(name="exact", architecture="external", input_height=H, 
 
 
 def robot_views(n):
-    """Views from a robot-mounted camera with floor in sight (camera_path poses)."""
+    """Views from a robot-mounted camera with floor in sight (camera_path poses): enough floor that the
+    exact depth's floor is found with and without pitch/roll."""
     views = []
     seed = 0
     while len(views) < n:
@@ -64,7 +65,8 @@ def robot_views(n):
         pose = camera_path(scene, 1, seed=seed)[0]
         frame = scene.render(pose, INTR)
         seed += 1
-        if fit_floor(frame.depth, INTR, GroundPrior(pose.position[2], pose.pitch, pose.roll)) is not None:
+        if (fit_floor(frame.depth, INTR, GroundPrior(pose.position[2], pose.pitch, pose.roll)) is not None
+                and fit_floor(frame.depth, INTR, GroundPrior(pose.position[2])) is not None):
             views.append(frame)
     return views
 
@@ -322,3 +324,36 @@ def test_refiner_without_anchors_or_options_returns_the_same_result(views):
     assert refined.scale.applied and refined.confidence.shape == result.depth.shape
     assert np.isnan(refined.result.depth[refined.confidence < 0.5]).all()
     assert "refine" in refined.result.timings
+
+
+class RelativeBackend(Backend):
+    """Wrapper model with an affine-invariant output: 3 / depth - 0.2 (relative inverse depth)."""
+
+    name = "relative-wrapper"
+
+    def __init__(self):
+        self.truth = None
+
+    def infer(self, batch):
+        _, _, h, w = batch.shape
+        truth = cv2.resize(self.truth, (w, h), interpolation=cv2.INTER_NEAREST)
+        return (3.0 / truth - 0.2)[None, None].astype(np.float32)
+
+    def describe(self):
+        return {"backend": self.name, "device": "cpu", "precision": "fp32"}
+
+
+def test_a_relative_model_becomes_metric_once_anchored(views):
+    frame = views[3]
+    backend = RelativeBackend()
+    backend.truth = frame.depth
+    card = dataclasses.replace(WRAPPER_CARD, output="relative_inverse_depth")
+    estimator = DepthEstimator(backend, card)
+    result = estimator.estimate(frame.rgb, frame.intrinsics)
+    assert not result.is_metric and np.isnan(result.depth).all()
+    refined = Refiner().refine(estimator, result, frame.rgb, None, 0.0)
+    assert refined.result is result  # no anchors: still no metres
+    anchors = Anchors(points=sparse_points(frame.depth, 20, np.random.default_rng(6)))
+    refined = Refiner().refine(estimator, result, frame.rgb, anchors, 0.0)
+    assert refined.result.is_metric and refined.scale.shift != 0.0
+    assert depth_metrics(refined.result.depth, frame.depth)["abs_rel"] < 0.01

@@ -19,6 +19,7 @@ import yaml
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator
+from mde_ros.ros.anchors import PARAMETERS as ANCHOR_PARAMETERS
 from mde_ros.ros.depth_node import NODE_NAME, PARAMETERS, DepthNode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,9 +137,11 @@ def shipped_parameters():
 
 def test_params_file_lists_every_parameter_with_its_default_and_a_comment():
     values = shipped_parameters()
-    assert set(values) == {spec.name for spec in PARAMETERS}
+    assert set(values) == {spec.name for spec in PARAMETERS} | {name for name, *_ in ANCHOR_PARAMETERS}
     for spec in PARAMETERS:
         assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
+    for name, default, *_ in ANCHOR_PARAMETERS:
+        assert values[name] == default and type(values[name]) is type(default), name
     lines = PARAMS.read_text().splitlines()
     for number, line in enumerate(lines):
         match = re.fullmatch(r"(\s*)(\w+): \S.*", line)  # a leaf "key: value" line

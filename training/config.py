@@ -50,7 +50,8 @@ leaves out, so code may index any key listed here)::
                                 # null: one phase from optim.lr and train.epochs (see phases()).
       # optional, read by training/train.py with its own defaults: log_every, vis_samples,
       # tensorboard, deterministic, progress_every (steps) / progress_seconds (30): log lines
-      # instead of a progress bar when stderr is not a terminal (training/progress.py)
+      # instead of a progress bar when stderr is not a terminal (training/progress.py),
+      # max_minutes (wall-clock budget), camera_effects, batch_repeats
     eval:
       crop: none                # eigen | garg | none
       min_depth: 0.001

@@ -13,6 +13,7 @@ depth for a camera with another field of view. It comes from ``--train-focal-px`
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from datetime import datetime, timezone
@@ -62,13 +63,15 @@ def card_from_checkpoint(state: dict, name: str, *, train_focal_px: float | None
 
 def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_px: float | None = None,
            onnx: bool = True, verify: bool = True, evaluate_split: str | None = None,
-           name: str | None = None, notes: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Path]:
+           name: str | None = None, notes: str | None = None, overrides: Sequence[str] = (),
+           fp16_weights: bool = False, metrics: dict | None = None) -> dict[str, Path]:
     """Bundle (+ ONNX + card) from ``best.pt`` of a run (or the given checkpoint file).
 
     ``evaluate_split``: score the model on that split first and put those metrics in the card
-    (default: the checkpoint's validation metrics). ``overrides`` (``key=value``) change the
-    checkpoint's config for this export, e.g. ``data.root=`` where the data lives now,
+    (default: the checkpoint's validation metrics, or ``metrics`` when given). ``overrides`` (``key=value``)
+    change the checkpoint's config for this export, e.g. ``data.root=`` where the data lives now,
     ``eval.crop=``, ``export.*``; ``model.*`` is fixed by the weights and cannot be overridden.
+    ``fp16_weights``: the ONNX stores its weights as fp16 (fp32 I/O and compute).
     Returns {"bundle", "onnx", "card", "submission"} paths (the ones written).
     """
     from mde_ros.models.bundle import save_bundle
@@ -91,7 +94,6 @@ def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_p
     if out_stem.suffix in (".pt", ".onnx"):
         out_stem = out_stem.with_suffix("")
     model = depth_model_from_checkpoint(state).eval()
-    metrics = None
     if evaluate_split:
         from training.datasets import build_dataset
         from training.evaluate import evaluate
@@ -105,7 +107,7 @@ def export(checkpoint_or_dir: str | Path, out_stem: str | Path, *, train_focal_p
     if onnx:
         from mde_ros.models.export import export_onnx, verify_onnx
 
-        paths["onnx"] = export_onnx(model.net, card, _with_suffix(out_stem, ".onnx"))
+        paths["onnx"] = export_onnx(model.net, card, _with_suffix(out_stem, ".onnx"), fp16_weights=fp16_weights)
         if verify:
             diff = verify_onnx(paths["onnx"], model.net)
             log.info("onnxruntime vs torch (dynamic shape): max |diff| = %.2e m", diff)
@@ -157,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluate-split", help="evaluate on this split and store its metrics in the card")
     parser.add_argument("--name", help="model name in the card (default: the output stem)")
     parser.add_argument("--notes", help="free text for the card's provenance (what the model is and is not for)")
+    parser.add_argument("--fp16-weights", action="store_true", help="ONNX stores weights as fp16 (fp32 I/O)")
+    parser.add_argument("--metrics-json", type=Path,
+                        help="card metrics from this JSON file (e.g. training.heldout's) instead of val's")
     return parser
 
 
@@ -170,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = export(args.checkpoint, args.out, train_focal_px=args.train_focal_px, onnx=not args.no_onnx,
                        verify=not args.no_verify, evaluate_split=args.evaluate_split, name=args.name,
-                       notes=args.notes, overrides=args.overrides)
+                       notes=args.notes, overrides=args.overrides, fp16_weights=args.fp16_weights,
+                       metrics=json.loads(args.metrics_json.read_text()) if args.metrics_json else None)
     except (CardError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"training.export_model: error: {exc}", file=sys.stderr)
         return 2

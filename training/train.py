@@ -33,7 +33,16 @@ Multi-GPU: launch with ``torchrun --nproc_per_node=N -m training.train ...``; RA
 LOCAL_RANK select DistributedDataParallel (NCCL when train.device is CUDA, gloo when it is the CPU,
 whatever the machine has) with a DistributedSampler
 (which pads the last batch of a chunk with repeats so ranks stay in step); rank 0 validates, logs
-and saves. AMP (``train.amp``: true/fp16 or bf16) is used on CUDA only.
+and saves. AMP (``train.amp``: true/fp16 or bf16) is used on CUDA only, with the network and its
+input in channels_last memory format there.
+
+Speed and budget: DataLoader workers run one thread each (``datasets.worker_init``); a dataset with an
+``epoch_sampler`` (synthetic_world) orders its own epochs; ``train.camera_effects`` applies
+``training.camera_effects`` to the images on the training device; ``train.batch_repeats`` (1) trains
+each loaded batch that many times, every other repeat mirrored, each with fresh camera effects
+(repeated augmentation: when rendering, not the GPU, limits the rate); ``train.max_minutes`` ends a phase
+after that much wall-clock time, mid-epoch, validating and writing ``last.pt``/``best.pt`` as after an
+epoch (``out_of_time`` in the checkpoint). Each epoch's record has its training ``images_per_s``.
 """
 from __future__ import annotations
 
@@ -46,6 +55,7 @@ import random
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +69,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from mde_ros.metrics import METRIC_KEYS
+from training.camera_effects import build_camera_effects
 from training.checkpoint import (BEST_NAME, LAST_NAME, CheckpointError, capture_rng_state, load_checkpoint,
                                  restore_rng_state, save_checkpoint)
 from training.model_wrapper import build_depth_model
@@ -136,7 +147,7 @@ def _mixed_seed(*parts: int) -> int:
 def epoch_loaders(dataset: Dataset, train_cfg: dict, epoch: int, ctx: DistContext = DistContext(),
                   pin_memory: bool = False) -> Iterator[DataLoader]:
     """The epoch's DataLoaders: one over the whole set, or one per curriculum chunk."""
-    from training.datasets import chunk_indices
+    from training.datasets import chunk_indices, worker_init
 
     seed = int(train_cfg["seed"])
     chunk_size = (train_cfg.get("curriculum") or {}).get("chunk_size")
@@ -145,13 +156,16 @@ def epoch_loaders(dataset: Dataset, train_cfg: dict, epoch: int, ctx: DistContex
         subset = dataset if chunk is None else Subset(dataset, list(chunk))
         generator = torch.Generator().manual_seed(_mixed_seed(seed, epoch, number))
         sampler = None
-        if ctx.enabled:
+        if chunk is None and not ctx.enabled and hasattr(dataset, "epoch_sampler"):
+            # the dataset's own order (synthetic_world: views of a worker's cached scenes in a row)
+            sampler = dataset.epoch_sampler(epoch, int(train_cfg["batch_size"]), int(train_cfg["num_workers"]), seed)
+        elif ctx.enabled:
             sampler = DistributedSampler(subset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                          seed=_mixed_seed(seed, number))
             sampler.set_epoch(epoch)
         yield DataLoader(subset, batch_size=int(train_cfg["batch_size"]), shuffle=sampler is None,
                          sampler=sampler, generator=generator, num_workers=int(train_cfg["num_workers"]),
-                         pin_memory=pin_memory, drop_last=False)
+                         pin_memory=pin_memory, drop_last=False, worker_init_fn=worker_init)
 
 
 def steps_per_epoch(n_samples: int, train_cfg: dict, world_size: int = 1) -> int:
@@ -165,7 +179,10 @@ def steps_per_epoch(n_samples: int, train_cfg: dict, world_size: int = 1) -> int
 
 
 def network_focal_px(dataset: Dataset, input_size: list[int]) -> float | None:
-    """fx of the training camera at network resolution, from a sample's intrinsics."""
+    """fx of the training camera at network resolution: the dataset's own ``train_focal_px`` (the canonical
+    camera its depth labels are for, synthetic_world), else from a sample's intrinsics."""
+    if getattr(dataset, "train_focal_px", None):
+        return float(dataset.train_focal_px)
     if len(dataset) == 0:
         return None
     sample = dataset[0]
@@ -379,11 +396,16 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
         if len(dataset) == 0:
             raise ValueError(f"the {split} split of data.name={cfg['data']['name']} is empty "
                              f"(root={cfg['data'].get('root')}); training needs both train and val samples")
-    iters = steps_per_epoch(len(train_set), train_cfg, ctx.world_size)
+    repeats = int(train_cfg.get("batch_repeats") or 1)
+    if repeats < 1:
+        raise ValueError(f"train.batch_repeats must be >= 1, got {repeats}")
+    iters = steps_per_epoch(len(train_set), train_cfg, ctx.world_size) * repeats
     epochs = int(train_cfg["epochs"])
 
     # Pretrained encoder weights only matter for a fresh start; resume/init overwrite them.
     model = build_depth_model(cfg["model"], load_pretrained=state is None and init_path is None).to(device)
+    if device.type == "cuda":   # cuDNN's fast NHWC convolution kernels (tensor cores with bf16/fp16)
+        model = model.to(memory_format=torch.channels_last)
     if state is None and init_path is not None:
         init_state = load_checkpoint(init_path)
         model.net.load_state_dict(init_state["model"])
@@ -399,6 +421,8 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
         raise ValueError(f"train.best_metric must be one of {list(METRIC_KEYS)}, got {metric_name!r}")
     patience = train_cfg.get("early_stopping_patience")
     log_every = int(train_cfg.get("log_every", 10))
+    effects = build_camera_effects(train_cfg.get("camera_effects"))
+    budget = WallClockBudget(train_cfg.get("max_minutes"))
 
     start_epoch, global_step, best, best_epoch, stale, history = 0, 0, None, None, 0, []
     focal_px = network_focal_px(val_set, cfg["data"]["input_size"])
@@ -440,31 +464,40 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
         for epoch in range(start_epoch, epochs):
             train_model.train()
             totals: dict[str, float] = {}
-            n_steps = 0
+            n_steps, n_images, epoch_start = 0, 0, time.monotonic()
             bar = _progress(iters, f"phase {name} epoch {epoch + 1}/{epochs}", ctx, train_cfg)
             for loader in epoch_loaders(train_set, train_cfg, epoch, ctx, pin_memory=device.type == "cuda"):
                 for batch in loader:
                     if on_batch is not None:
                         on_batch(epoch, batch)
-                    loss, parts = _train_step(train_model, loss_fn, optimizer, scaler, batch, device, amp_dtype,
-                                              train_cfg.get("grad_clip"))
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(
-                            f"phase {name}: loss is {loss} at epoch {epoch}, step {global_step}; lower optim.lr, "
-                            "set train.grad_clip, or check the data for invalid depth")
-                    global_step += 1
-                    n_steps += 1
-                    for key, value in {"loss": loss, **parts}.items():
-                        totals[key] = totals.get(key, 0.0) + value
-                    if bar is not None:
-                        bar.update(loss)
-                    if writer is not None and global_step % log_every == 0:
-                        writer.add_scalar("train/loss", loss, global_step)
-                        for key, value in parts.items():
-                            writer.add_scalar(f"train/{key}", value, global_step)
-                        for group in optimizer.param_groups:   # the lr this step used: stepped below
-                            writer.add_scalar(f"lr/{group['name']}", group["lr"], global_step)
-                    scheduler.step()
+                    for repeat in range(repeats):   # train.batch_repeats: the batch again, mirrored, new effects
+                        loss, parts = _train_step(train_model, loss_fn, optimizer, scaler, batch, device, amp_dtype,
+                                                  train_cfg.get("grad_clip"), effects,
+                                                  mirror=repeat % 2 == 1)
+                        if not math.isfinite(loss):
+                            raise FloatingPointError(
+                                f"phase {name}: loss is {loss} at epoch {epoch}, step {global_step}; lower optim.lr, "
+                                "set train.grad_clip, or check the data for invalid depth")
+                        global_step += 1
+                        n_steps += 1
+                        n_images += int(batch["image"].shape[0])
+                        for key, value in {"loss": loss, **parts}.items():
+                            totals[key] = totals.get(key, 0.0) + value
+                        if bar is not None:
+                            bar.update(loss)
+                        if writer is not None and global_step % log_every == 0:
+                            writer.add_scalar("train/loss", loss, global_step)
+                            for key, value in parts.items():
+                                writer.add_scalar(f"train/{key}", value, global_step)
+                            for group in optimizer.param_groups:   # the lr this step used: stepped below
+                                writer.add_scalar(f"lr/{group['name']}", group["lr"], global_step)
+                        scheduler.step()
+                        if budget.spent(ctx, device):
+                            break
+                    if budget.out:
+                        break
+                if budget.out:
+                    break
             if bar is not None:
                 bar.close()
 
@@ -480,9 +513,11 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
             else:
                 stale += 1
             stopped_early = bool(patience) and stale >= int(patience)
-            finished = stopped_early or epoch + 1 == epochs
+            finished = stopped_early or budget.out or epoch + 1 == epochs
             record = {"epoch": epoch, "global_step": global_step,
                       "train": {k: v / max(1, n_steps) for k, v in totals.items()},
+                      "images_per_s": n_images / max(1e-9, time.monotonic() - epoch_start),
+                      "loaded_images_per_s": n_images / repeats / max(1e-9, time.monotonic() - epoch_start),
                       "val": val["metrics"] if val else {}, "lr": [g["lr"] for g in optimizer.param_groups]}
             history.append(record)
             if ctx.is_main:
@@ -495,7 +530,8 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                     "scaler": scaler.state_dict(), "epoch": epoch, "global_step": global_step,
                     "best_metric": best, "best_metric_name": metric_name, "best_mode": mode,
                     "best_epoch": best_epoch, "epochs_without_improvement": stale, "finished": finished,
-                    "stopped_early": stopped_early, "val_metrics": record["val"], "history": history,
+                    "stopped_early": stopped_early, "out_of_time": budget.out,
+                    "val_metrics": record["val"], "history": history,
                     "config": cfg, "phase": name, "train_focal_px": focal_px, "provenance": provenance,
                     "rng": capture_rng_state(),
                 }
@@ -510,12 +546,17 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
                 log.info("phase %s: early stop after epoch %d (%d epochs without a better %s)",
                          name, epoch + 1, stale, metric_name)
                 break
+            if budget.out:
+                log.info("phase %s: wall-clock budget train.max_minutes=%s spent in epoch %d (step %d); "
+                         "stopped with its checkpoints written", name, budget.minutes, epoch + 1, global_step)
+                break
     finally:
         if writer is not None:
             writer.close()
     return {"name": name, "dir": str(phase_dir), "best_checkpoint": str(best_path), "last_checkpoint": str(last_path),
             "best_metric": best, "best_metric_name": metric_name, "best_epoch": best_epoch,
-            "epochs_run": len(history), "stopped_early": stopped_early, "history": history}
+            "epochs_run": len(history), "stopped_early": stopped_early, "out_of_time": budget.out,
+            "history": history}
 
 
 def _phase_summary(name: str, phase_dir: Path, state: dict) -> dict[str, Any]:
@@ -528,10 +569,17 @@ def _phase_summary(name: str, phase_dir: Path, state: dict) -> dict[str, Any]:
 
 def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, batch: dict, device: torch.device, amp_dtype: torch.dtype | None,
-                grad_clip: float | None) -> tuple[float, dict[str, float]]:
+                grad_clip: float | None, effects: Callable | None = None,
+                mirror: bool = False) -> tuple[float, dict[str, float]]:
     image = batch["image"].to(device, non_blocking=True)
     depth = batch["depth"].to(device, non_blocking=True)
     valid = batch["valid"].to(device, non_blocking=True)
+    if mirror:                          # a repeated batch, mirrored left-right (depth stays exact)
+        image, depth, valid = image.flip(-1), depth.flip(-1), valid.flip(-1)
+    if effects is not None:
+        image = effects(image)          # camera effects on the image only, on the training device
+    if device.type == "cuda":
+        image = image.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         pred = model(image)
     loss, parts = loss_fn(pred.float(), depth, valid)
@@ -543,6 +591,27 @@ def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
     scaler.step(optimizer)
     scaler.update()
     return float(loss.detach()), {k: float(v) for k, v in parts.items()}
+
+
+class WallClockBudget:
+    """``train.max_minutes``: a phase stops training once this much wall-clock time has passed since it
+    started (checked after every step), then validates and writes its checkpoints as after an epoch."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.minutes = None if minutes in (None, 0) else float(minutes)
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"train.max_minutes must be a positive number of minutes or null, got {minutes!r}")
+        self.start = time.monotonic()
+        self.out = False
+
+    def spent(self, ctx: DistContext, device: torch.device) -> bool:
+        if self.minutes is None:
+            return False
+        over = time.monotonic() - self.start >= 60.0 * self.minutes
+        if ctx.enabled:   # every rank stops at the same step: rank 0's clock decides
+            over = bool(_broadcast(float(over), ctx, device))
+        self.out = over
+        return over
 
 
 def _broadcast(value: float, ctx: DistContext, device: torch.device) -> float:

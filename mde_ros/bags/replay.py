@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rosbags.serde import SerdeError
 
+from mde_ros.bags import anchors as bag_anchors
+from mde_ros.bags.anchors import CONFIDENCE_TYPE, ReplayAnchors, ReplayRefine
 from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCopier, OutputTopics,
                              add_connection, bag_storage, create_writer, deserialize, detect_topics,
                              list_topics, open_reader, serialize, stamp_ns)
@@ -133,12 +135,14 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
                output_config: OutputConfig | None = None, storage: str | None = None,
                summary_path: str | Path | None = None, progress: bool = True,
                output_prefix: str | None = None, sync_tolerance: float = SYNC_TOLERANCE_S,
-               scan_frame: str | None = None, estimator: "DepthEstimator | None" = None) -> dict:
+               scan_frame: str | None = None, estimator: "DepthEstimator | None" = None,
+               anchors: "ReplayAnchors | None" = None) -> dict:
     """Replay `in_bag` into the new bag `out_bag` and return the summary (also written to
     `summary_path` as JSON).
 
     `sync_tolerance` (s) and `scan_frame` are the node's sync_tolerance and scan.output_frame;
-    `estimator` replaces model/backend when given (to reuse one across bags).
+    `estimator` replaces model/backend when given (to reuse one across bags); `anchors` adds scale
+    anchoring, the temporal filter and confidence (bags/anchors, the node's scale.* twin).
     """
     in_bag, out_bag = Path(in_bag), Path(out_bag)
     output_config = output_config or OutputConfig()
@@ -158,13 +162,18 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
                            "choose another namespace with --output-prefix, e.g. /mde")
         if info_topic is None:
             stats.warn(f"{in_bag} has no CameraInfo topic: depth only, no points or scan")
+        refine = None
+        if anchors is not None and anchors.active:
+            anchors.check_topics({t.name: t.msgtype for t in topics})
+            refine = ReplayRefine(anchors, out_topics.depth)
         if estimator is None:
             estimator = load_estimator(model, backend)
         camera_infos = _CameraInfos(reader, info_topic, stats)
         writer = create_writer(out_bag, storage)
         try:
             started = time.perf_counter()
-            pipeline = _FramePipeline(estimator, output_config, camera_infos, sync_tolerance, scan_frame, stats)
+            pipeline = _FramePipeline(estimator, output_config, camera_infos, sync_tolerance, scan_frame, stats,
+                                      refine)
             _replay_messages(reader, writer, image_topic, out_topics, pipeline, progress)
             wall = time.perf_counter() - started
             writer.close()
@@ -173,6 +182,8 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
             shutil.rmtree(out_bag, ignore_errors=True)
             raise
     summary = _summary(in_bag, out_bag, storage, image_topic, info_topic, out_topics, estimator, stats, wall)
+    if refine is not None:
+        summary["scale"] = refine.summary()
     if summary_path is not None:
         Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -188,6 +199,7 @@ class _FramePipeline:
     sync_tolerance: float
     scan_frame: str | None
     stats: _Stats
+    refine: ReplayRefine | None = None  # anchors, temporal filter, confidence
     guessed_frames: set[str] = field(default_factory=set)  # image frames without '_optical', warned once
 
     def __call__(self, msgtype: str, data: bytes, timestamp: int) -> dict[str, Any] | None:
@@ -211,6 +223,9 @@ class _FramePipeline:
             stats.outputs_skipped["scan_height"] += 1
         decoded = time.perf_counter()
         result = self.estimator.estimate(rgb, intrinsics)
+        confidence = None
+        if self.refine is not None:
+            result, confidence = self.refine(self.estimator, result, rgb, msg.header)
         outputs = build_outputs(result, rgb, config, self.estimator.min_depth, self.estimator.max_depth)
         stats.processed += 1
         for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():
@@ -221,7 +236,10 @@ class _FramePipeline:
                 self.guessed_frames.add(frame)
                 stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
                            "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
-        return output_messages(outputs, msg.header, info, self.scan_frame)
+        out_msgs = output_messages(outputs, msg.header, info, self.scan_frame)
+        if confidence is not None:
+            out_msgs["confidence"] = confidence
+        return out_msgs
 
     def _intrinsics(self, header: Any, width: int, height: int, timestamp: int) -> tuple[Any, "Intrinsics | None"]:
         """(CameraInfo, intrinsics at the image's resolution), both None when unknown or unusable."""
@@ -251,6 +269,9 @@ def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics
         copy(conn)
     outputs_conn = {key: add_connection(writer, getattr(out_topics, key), msgtype)
                     for key, msgtype in OUTPUT_TYPES.items()}
+    refine = pipeline.refine
+    if refine is not None and refine.confidence_topic:
+        outputs_conn["confidence"] = add_connection(writer, refine.confidence_topic, CONFIDENCE_TYPE)
     stats.frames_in_bag = reader.topics[image_topic].msgcount
     bar = tqdm(total=stats.frames_in_bag, unit="frame", disable=not progress, desc="replay",
                file=sys.stderr)
@@ -258,6 +279,8 @@ def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics
         for conn, timestamp, data in reader.messages():
             writer.write(copy(conn), timestamp, data)
             stats.copied += 1
+            if refine is not None and refine.feed(conn.topic, data):
+                continue
             if conn.topic != image_topic:
                 continue
             stats.frames += 1
@@ -336,6 +359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--no-colorized", action="store_true", help="no colourised depth")
     parser.add_argument("--sync-tolerance", type=float, default=SYNC_TOLERANCE_S, metavar="SECONDS",
                         help="newest CameraInfo within this of the image stamp is used (default 0.05)")
+    bag_anchors.add_arguments(parser)
 
 
 def _output_config(args: argparse.Namespace) -> OutputConfig:
@@ -362,13 +386,14 @@ def _path_problem(out: Path, summary: Path | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
-    from mde_ros.models.card import CardError
+    from mde_ros.models.card import CardError, require_metres
     from mde_ros.pipeline.estimator import EstimatorConfig
 
     bag = args.bag.resolve()  # `replay .` names the folder by its real name
     out = args.out or bag.with_name(bag.name + "_depth")
     try:
         config = _output_config(args)
+        anchors = bag_anchors.from_args(args)
     except ValueError as exc:
         print(f"mde-ros replay: {exc}", file=sys.stderr)
         return 2
@@ -393,11 +418,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"mde-ros replay: cannot load the model: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     try:
+        require_metres(estimator.card, bool(anchors and (anchors.range_topic or anchors.points_topic
+                                                          or anchors.settings.ground)),
+                       "replay (depth, points, scan in metres)")
+    except CardError as exc:
+        print(f"mde-ros replay: {exc}", file=sys.stderr)
+        return 2
+    try:
         summary = run_replay(bag, out, estimator=estimator, image_topic=args.image_topic,
                              camera_info_topic=args.camera_info_topic, output_config=config,
                              storage=args.storage, summary_path=args.summary, progress=not args.no_progress,
                              output_prefix=args.output_prefix, sync_tolerance=args.sync_tolerance,
-                             scan_frame=args.scan_output_frame)
+                             scan_frame=args.scan_output_frame, anchors=anchors)
     except (BagError, OSError) as exc:
         print(f"mde-ros replay: {exc}", file=sys.stderr)
         return 1
@@ -409,4 +441,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {reason}: {count} frames")
     if summary["read_error"]:
         print(f"  bag damaged: {summary['read_error']}", file=sys.stderr)
+    scale = summary.get("scale")
+    if scale is not None:
+        factor = scale["factor"]
+        print(f"  scale: {scale['frames_anchored']} frames anchored" + (
+            f", factor median {factor['median']} ({factor['min']}..{factor['max']}), sources {scale['sources']}"
+            if factor else "") + (f"; rejected anchors {scale['rejected']}" if scale["rejected"] else ""))
     return 0

@@ -12,6 +12,8 @@ Sections:
             (goal: >= 3x faster; needs the optional open3d package).
   replay    offline bag replay throughput relative to the network-only rate on the same frames
             (goal: >= 0.9), on a generated 320x240 bag, for the shipped model and the default network.
+  gpu       the torch fast path (device pipeline, CUDA graphs) vs bare torch, fp32/fp16/bf16
+            (commands/bench_gpu.py); the default section with `--device cuda`.
   int8      the Q/DQ int8 model (mde-ros quantize's onnxruntime recipe, calibrated on synthetic scenes
             that are not the fixtures') against the float model on onnxruntime's CPU: network time
             ratio (goal <= 0.50) for the shipped model and the default network, and AbsRel on the
@@ -29,19 +31,27 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("backends", "node", "cloud", "replay", "int8")
+SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu")
+CPU_SECTIONS = ("backends", "node", "cloud", "replay", "int8")
 CALIBRATION_SEEDS = range(1000, 1016)  # synthetic scenes; the fixture bags use others
 FRAME_W, FRAME_H = 640, 480
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--sections", default=None,
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: {','.join(CPU_SECTIONS)}; "
+                             "gpu with --device cuda)")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None,
                         help="model for node/replay sections (default: the shipped demo model)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--device", default="cpu", help="gpu section: cpu, cuda or cuda:N")
+    parser.add_argument("--backend", default="torch", help="gpu section: the backend with a device pipeline (torch)")
+    parser.add_argument("--precision", default=None,
+                        help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
+    parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
+    parser.add_argument("--gpu-size", type=int, default=320, help="gpu section: network input side")
 
 
 def median_ms(samples: list[float]) -> float:
@@ -201,6 +211,8 @@ def bench_cloud(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sections is None:
+        args.sections = "gpu" if str(args.device).startswith("cuda") else ",".join(CPU_SECTIONS)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
@@ -209,8 +221,10 @@ def run(args: argparse.Namespace) -> int:
     import onnxruntime
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")
+    from mde_ros.commands.bench_gpu import bench_gpu
+
     runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay,
-               "int8": bench_int8}
+               "int8": bench_int8, "gpu": bench_gpu}
     for section in sections:
         runners[section](args)
     return 0

@@ -26,7 +26,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, skip_options: tuple[str
     group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="fp16: the model converted to fp16 (GPU backends); int8: the model's Q/DQ int8 model "
                             "(--int8-model, MODEL.int8.onnx beside it, or built from --calibration)")
-    group.add_argument("--resize-policy", default="stretch", choices=RESIZE_POLICIES)
+    group.add_argument("--resize-policy", default=None, choices=RESIZE_POLICIES,
+                       help="override the model card's resize policy (default: the card's)")
     group.add_argument("--no-rescale", action="store_true",
                        help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
     add_cli_arguments(parser, skip=skip_options)

@@ -20,6 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     camera.add_argument("--fy", type=float, help="default: fx")
     camera.add_argument("--cx", type=float, help="default: image centre")
     camera.add_argument("--cy", type=float, help="default: image centre")
+    scale = parser.add_argument_group(
+        "metric scale anchors", "correct the model's scale per image with what you know (mde_ros.pipeline.anchoring)")
+    scale.add_argument("--anchor", type=float, nargs=3, action="append", default=[], metavar=("U", "V", "Z"),
+                       help="pixel column U, row V is Z metres away (depth along the optical axis); repeatable; "
+                            "applies to every image")
+    scale.add_argument("--camera-height", type=float, help="metres from the camera to a flat floor in view")
+    scale.add_argument("--camera-pitch", type=float, help="radians, > 0 looks down (with --camera-height)")
+    scale.add_argument("--camera-roll", type=float, help="radians, > 0 turns the image clockwise")
 
 
 def image_intrinsics(args: argparse.Namespace, width: int, height: int, card):
@@ -64,6 +72,56 @@ def camera_argument_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def anchor_argument_problem(args: argparse.Namespace) -> str | None:
+    """Why --anchor/--camera-height cannot be used (checked before anything is written), or None."""
+    import math
+
+    for u, v, z in args.anchor:
+        if not all(math.isfinite(x) for x in (u, v, z)) or z <= 0 or u < 0 or v < 0:
+            return f"--anchor {u:g} {v:g} {z:g}: need a pixel U, V >= 0 and a depth Z > 0 metres"
+    if args.camera_height is not None and not (math.isfinite(args.camera_height) and args.camera_height > 0):
+        return f"--camera-height must be > 0 metres, got {args.camera_height}"
+    if args.camera_height is None and (args.camera_pitch is not None or args.camera_roll is not None):
+        return "--camera-pitch/--camera-roll need --camera-height"
+    return None
+
+
+def anchor_image(args: argparse.Namespace, estimator, result, rgb, intr):
+    """(anchored DepthResult, one-line report) with the shared refine stage, or (result, None) without anchors.
+
+    Each image on its own (no smoothing across files). Points need no intrinsics (a nominal pinhole
+    puts them back on their pixels); the floor does."""
+    import dataclasses
+
+    from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, GroundPrior, points_from_pixels
+    from mde_ros.pipeline.intrinsics import Intrinsics
+    from mde_ros.pipeline.refine import RefineConfig, Refiner
+
+    if not args.anchor and args.camera_height is None:
+        return result, None
+    height, width = rgb.shape[:2]
+    fit_intr = intr if intr is not None else Intrinsics(1.0, 1.0, 0.0, 0.0, width, height)
+    points, rejected = points_from_pixels(args.anchor, fit_intr, width, height)
+    ground = None
+    if args.camera_height is not None:
+        if intr is None:
+            rejected["no_intrinsics"] += 1  # a floor needs the camera's geometry
+        else:
+            known = args.camera_pitch is not None or args.camera_roll is not None
+            ground = GroundPrior(args.camera_height, (args.camera_pitch or 0.0) if known else None,
+                                 (args.camera_roll or 0.0) if known else None)
+    anchors = Anchors(points=points, ground=ground, rejected=rejected)
+    refiner = Refiner(RefineConfig(anchoring=AnchoringConfig(time_constant=0.0)))
+    refined = refiner.refine(estimator, dataclasses.replace(result, intrinsics=fit_intr), rgb, anchors, 0.0)
+    s = refined.scale
+    ignored = (f"; ignored: {', '.join(f'{k} x{n}' for k, n in sorted(refined.anchors.rejected.items()))}"
+               if refined.anchors.rejected else "")
+    if not s.applied:
+        return result, f"not anchored (no usable anchor{ignored})"
+    anchored = dataclasses.replace(refined.result, intrinsics=result.intrinsics)
+    return anchored, f"scale x{s.scale:.4f} ({s.source}, {s.n_anchors} anchors, confidence {s.confidence:.2f}{ignored})"
+
+
 def output_stems(paths: list[Path]) -> list[str]:
     """One output name per input, each a plain file name inside --out and none used twice
     (`a/img.png b/img.png` -> img, img_2; `..png` -> image)."""
@@ -95,13 +153,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mde_ros import fileio
+    from mde_ros.models.card import require_metres
     from mde_ros.pipeline.colorize import colorize, with_scale_bar
     from mde_ros.pipeline.geometry import backproject
     from mde_ros.pipeline.imagecodec import read_image_file
     from mde_ros.pipeline.intrinsics import CameraInfoError
     from mde_ros.pipeline.preprocess import InputError
 
-    problem = camera_argument_problem(args)
+    problem = camera_argument_problem(args) or anchor_argument_problem(args)
     if problem:
         print(f"mde-ros predict: {problem}", file=sys.stderr)
         return 2
@@ -109,8 +168,12 @@ def run(args: argparse.Namespace) -> int:
         if args.camera_info is not None:
             fileio.read_camera_info_yaml(args.camera_info)  # fail before the first image, not per image
         estimator = build_estimator(args)
+        # Depth PNGs and clouds are metres: a relative model needs anchors (predict's --anchor /
+        # --camera-height, where this version has them).
+        require_metres(estimator.card, bool(getattr(args, "anchor", None) or getattr(args, "camera_height", None)),
+                       "predict (depth PNG/npy in metres, PLY)")
         prepare_out_dir(args.out)
-    except (CommandError, ValueError, OSError) as exc:
+    except (CommandError, ValueError, OSError) as exc:  # CardError is a ValueError
         print(f"mde-ros predict: {exc}", file=sys.stderr)
         return 1
     card = estimator.card
@@ -134,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
             intr, assumed = None, False
         # An assumed camera is the training camera by construction: rescaling by it is a no-op anyway.
         result = estimator.estimate(rgb, None if assumed else intr)
+        result, report = anchor_image(args, estimator, result, rgb, intr)
+        if report is not None:
+            tqdm.write(f"{path}: {report}")
         preview = with_scale_bar(colorize(result.depth, card.min_depth, card.max_depth),
                                  card.min_depth, card.max_depth)
         points = backproject(result.depth, intr) if intr is not None else None

@@ -43,9 +43,11 @@ def _create(name: str, model_path: Path, card: ModelCard, device: str, precision
 
 
 def _runs_precision(name: str, device: str, precision: str, options: dict) -> bool:
+    on_gpu = parse_device(device)[0] == "cuda"
+    if precision == "bf16":  # only torch's CUDA path runs bf16
+        return name == "torch" and on_gpu
     if name == "tensorrt" or precision == "fp32":
         return True
-    on_gpu = parse_device(device)[0] == "cuda"
     if name == "torch":
         return precision == "fp16" and on_gpu
     # onnxruntime: fp16 = the fp16 model on a GPU; int8 = the Q/DQ model on the CPU or the TensorRT provider.

@@ -1,6 +1,7 @@
 """The one interface every inference backend implements, and the checks they share.
 
-A backend only runs the network: (N,3,H,W) float32 in, (N,1,H,W) float32 raw output out.
+A backend only runs the network: (N,3,H,W) float32 in, (N,1,H,W) float32 raw output out (models
+that output (N,H,W), like the Depth-Anything-V2 and MiDaS exports, get the channel axis added).
 Normalisation, resizing and turning the raw output into metres belong to the pipeline.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class BackendUnavailable(RuntimeError):
@@ -30,6 +31,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N,3,H,W) float32 C-contiguous -> (N,1,H,W) float32 raw network output."""
+
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """{"depth": (N,1,H,W)} plus the card's extra outputs by role ("sky": (N,1,h,w)).
+
+        Backends that bind a model's other outputs override this; the default runs `infer`.
+        """
+        return {"depth": self.infer(batch)}
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -54,7 +62,7 @@ def check_precision(precision: str, backend: str, allowed: tuple[str, ...]) -> s
         raise ValueError(f"unknown precision {precision!r}: use one of {PRECISIONS}")
     if precision not in allowed:
         raise ValueError(f"backend {backend!r} does not run precision {precision!r} here; it "
-                         f"supports {allowed} (fp16 and int8 engines: backend 'tensorrt')")
+                         f"supports {allowed} (fp16 and int8 engines: backend 'tensorrt'; bf16: backend 'torch' on CUDA)")
     return precision
 
 
@@ -71,12 +79,24 @@ def as_network_batch(batch: np.ndarray) -> np.ndarray:
     return batch
 
 
-def check_network_output(output: np.ndarray, batch_shape: tuple[int, ...], backend: str) -> np.ndarray:
-    """Fail loudly when a model's output is not one depth channel per input image."""
+def check_network_output(output: np.ndarray, batch_shape: tuple[int, ...], backend: str,
+                         name: str = "depth") -> np.ndarray:
+    """One depth channel per input image as (N,1,H,W): (N,H,W) outputs get the channel axis (a view).
+
+    Anything else fails loudly, naming what the card can change.
+    """
+    if output.ndim == 3 and output.shape[0] == batch_shape[0]:
+        return output[:, None]
     if output.ndim != 4 or output.shape[0] != batch_shape[0] or output.shape[1] != 1:
-        raise RuntimeError(f"{backend}: the model returned shape {tuple(output.shape)} for input "
-                           f"{tuple(batch_shape)}; expected (N,1,H,W) raw depth")
+        raise RuntimeError(f"{backend}: the model's output {name!r} has shape {tuple(output.shape)} for "
+                           f"input {tuple(batch_shape)}; expected (N,1,H,W) or (N,H,W) raw depth (if the "
+                           "model has several outputs, name the depth one in the card's output_name)")
     return output
+
+
+def output_rank_ok(shape: list | tuple) -> bool:
+    """A declared depth/mask output shape (symbolic dims as str/None) is (N,H,W) or (N,1,H,W)."""
+    return len(shape) == 3 or (len(shape) == 4 and (not isinstance(shape[1], int) or shape[1] == 1))
 
 
 def resolve_io_name(wanted: str, offered: list[str], role: str, model: str | Path) -> str:
@@ -89,3 +109,13 @@ def resolve_io_name(wanted: str, offered: list[str], role: str, model: str | Pat
         return offered[0]
     raise ValueError(f"{model}: the card names {role} {wanted!r}, which is not among the model's "
                      f"{role}s {offered}; fix input_name/output_name in the model card")
+
+
+def resolve_extra_output(card, offered: list[str], model: str | Path) -> str | None:
+    """The card's sky/mask output name, which the model must have (no guessing for a second output)."""
+    if card.sky_output is None:
+        return None
+    if card.sky_output not in offered:
+        raise ValueError(f"{model}: the card names sky_output {card.sky_output!r}, which is not among the "
+                         f"model's outputs {offered}; fix sky_output in the model card (or set it to null)")
+    return card.sky_output

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_precision,
-                                    parse_device, resolve_io_name)
+from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_network_output,
+                                    check_precision, output_rank_ok, parse_device, resolve_io_name,
+                                    resolve_extra_output)
 from mde_ros.inference.cache import onnx_for_model
 from mde_ros.models.card import ModelCard
 
@@ -122,9 +123,11 @@ class OnnxRuntimeBackend(Backend):
                                           self.model_path)
         self.output_name = resolve_io_name(card.output_name, [o.name for o in outputs], "output",
                                            self.model_path)
+        self.sky_name = resolve_extra_output(card, [o.name for o in outputs], self.model_path)
         self._check_signature(next(i for i in inputs if i.name == self.input_name),
-                              next(o for o in outputs if o.name == self.output_name))
+                              [o for o in outputs if o.name in (self.output_name, self.sky_name)])
         self._output_names = [self.output_name]
+        self._all_names = [self.output_name] + ([self.sky_name] if self.sky_name else [])
 
     def _check_providers_loaded(self, providers: list) -> None:
         # onnxruntime-gpu lists CUDA even when its CUDA/cuDNN libraries fail to load, then quietly
@@ -137,22 +140,31 @@ class OnnxRuntimeBackend(Backend):
                 "not load; see the onnxruntime warnings above): install the CUDA 12 and cuDNN 9 "
                 "libraries matching onnxruntime-gpu, or use device 'cpu'")
 
-    def _check_signature(self, model_input, model_output) -> None:
-        def rank_ok(shape, channels):  # symbolic or unknown dims (str / None) are fine
-            return len(shape) == 4 and (not isinstance(shape[1], int) or shape[1] == channels)
-
-        if model_input.type != "tensor(float)" or not rank_ok(model_input.shape, 3):
+    def _check_signature(self, model_input, model_outputs) -> None:
+        shape = model_input.shape  # symbolic or unknown dims (str / None) are fine
+        if model_input.type != "tensor(float)" or len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
             raise ValueError(f"{self.model_path}: input {model_input.name!r} is {model_input.type} "
                              f"{model_input.shape}; expected float32 (N,3,H,W)")
-        if model_output.type != "tensor(float)" or not rank_ok(model_output.shape, 1):
-            raise ValueError(f"{self.model_path}: output {model_output.name!r} is "
-                             f"{model_output.type} {model_output.shape}; expected float32 (N,1,H,W)")
+        for model_output in model_outputs:
+            if model_output.type != "tensor(float)" or not output_rank_ok(model_output.shape):
+                raise ValueError(f"{self.model_path}: output {model_output.name!r} is {model_output.type} "
+                                 f"{model_output.shape}; expected float32 (N,1,H,W) or (N,H,W)")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(self._output_names, {self.input_name: as_network_batch(batch)})[0]
+        batch = as_network_batch(batch)
+        out = self._session.run(self._output_names, {self.input_name: batch})[0]
+        return out if out.ndim == 4 else check_network_output(out, batch.shape, self.name, self.output_name)
+
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = as_network_batch(batch)
+        results = self._session.run(self._all_names, {self.input_name: batch})
+        roles = ["depth", "sky"][:len(results)]
+        return {role: check_network_output(out, batch.shape, self.name, name)
+                for role, name, out in zip(roles, self._all_names, results)}
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "precision": self.precision,
                 "providers": self._session.get_providers(), "model": str(self.model_path),
                 "intra_op_threads": self._threads,
-                "input": self.input_name, "output": self.output_name}
+                "input": self.input_name, "output": self.output_name,
+                **({"sky_output": self.sky_name} if self.sky_name else {})}

@@ -24,7 +24,7 @@ import numpy as np
 
 from mde_ros.atomic import write_bytes_atomically
 from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_network_output,
-                                    parse_device, resolve_io_name)
+                                    parse_device, resolve_extra_output, resolve_io_name)
 from mde_ros.inference.cache import file_sha256, onnx_for_model
 from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, INSTALL_HINT, BuildPlan, EnginePaths,
                                               ProfileShapes, TensorRTConfig, TrtFeatures, engine_cache_key,
@@ -205,6 +205,10 @@ class TensorRTBackend(Backend):
         self.features = TrtFeatures.probe(trt)
         self.plan = plan_build(self.features, config.precision, config.typing, config.dla_core)
         source = onnx_for_model(model_path)
+        # Names and output ranks are checked from the ONNX graph before minutes of engine building.
+        from mde_ros.models.onnx_io import check_model_io
+
+        check_model_io(source, self.card)
         self.onnx_path = model_for_precision(source, self.plan.model_variant, target="tensorrt",
                                              int8_model=int8_model, calibration=calibration, card=self.card)
         self.key_parts = engine_key_parts(file_sha256(self.onnx_path), trt.__version__, self.gpu, config,
@@ -250,6 +254,7 @@ class TensorRTBackend(Backend):
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.input_name = resolve_io_name(self.card.input_name, inputs, "input", self.onnx_path)
         self.output_name = resolve_io_name(self.card.output_name, outputs, "output", self.onnx_path)
+        self.sky_name = resolve_extra_output(self.card, outputs, self.onnx_path)
         if len(inputs) != 1:
             raise ValueError(f"{self.onnx_path}: the engine has inputs {inputs}; expected one image input")
         if not context.set_input_shape(self.input_name, self.profile.max):
@@ -273,7 +278,14 @@ class TensorRTBackend(Backend):
     # ---- inference --------------------------------------------------------------------------
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.infer_all(batch)[self.output_name]
+        return self.infer_outputs(batch)["depth"]
+
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The depth (and the card's sky output) by role, as (N,1,H,W); (N,H,W) outputs get the axis."""
+        results = self.infer_all(batch)
+        roles = {"depth": self.output_name, **({"sky": self.sky_name} if self.sky_name else {})}
+        return {role: check_network_output(results[name], np.shape(batch), self.name, name)
+                for role, name in roles.items()}
 
     def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the engine for one batch, as float32 host arrays (copies)."""
@@ -299,7 +311,6 @@ class TensorRTBackend(Backend):
         stream.synchronize()
         results = {name: self._bindings[name].buffer.host_view(shapes[name]).astype(np.float32, copy=True)
                    for name in self._outputs}
-        check_network_output(results[self.output_name], shape, self.name)
         return results
 
     def describe(self) -> dict[str, Any]:

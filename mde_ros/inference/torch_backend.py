@@ -1,4 +1,10 @@
-"""torch backend: runs a .pt bundle directly (training checkpoints, debugging, CPU or CUDA)."""
+"""torch backend: runs a .pt bundle directly (training checkpoints, debugging, CPU or CUDA).
+
+On CUDA it runs through `torch_cuda.TorchRunner` (cudnn.benchmark, channels_last, fp16/bf16 weights
+cast once, pinned staging, a CUDA graph per input shape) and offers the fused GPU pipeline to
+`DepthEstimator` (`fused_pipeline`). On the CPU it runs exactly as before: eager fp32, no runner,
+unless the `fast_path` option asks for the runner (tests, `mde-ros bench --device cpu`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +16,8 @@ from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batc
                                     check_network_output, check_precision, parse_device)
 from mde_ros.models.card import ModelCard
 
-OPTIONS = ()
+OPTIONS = ("fast_path", "graph_cache_size")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def import_torch():
@@ -42,28 +49,44 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model_path: str | Path, card: ModelCard, device: str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", fast_path: bool | None = None,
+                 graph_cache_size: int = 4) -> None:
         model_path = Path(model_path)
         if model_path.suffix != ".pt":
             raise BackendUnavailable(f"backend 'torch' needs a .pt bundle (weights + card), got "
                                      f"{model_path.name}: run ONNX files with backend "
                                      "'onnxruntime' or 'tensorrt'")
         torch = import_torch()
-        check_precision(precision, self.name, ("fp32", "fp16"))
+        check_precision(precision, self.name, PRECISIONS)
         self._device = torch_device(device)
-        if precision == "fp16" and self._device.type != "cuda":
-            raise ValueError("precision 'fp16' with backend 'torch' needs device 'cuda' (CPU half "
+        if precision != "fp32" and self._device.type != "cuda":
+            raise ValueError(f"precision {precision!r} with backend 'torch' needs device 'cuda' (CPU half "
                              "precision is slower than fp32); use fp32 on CPU")
         from mde_ros.models.bundle import load_bundle
 
         model, _ = load_bundle(model_path, map_location=self._device)
-        self._dtype = torch.float16 if precision == "fp16" else torch.float32
-        self._model = model.to(self._device, self._dtype).eval()
         self._torch = torch
         self.device, self.precision, self.card, self.model_path = device, precision, card, model_path
+        self._runner = None
+        if fast_path is None:
+            fast_path = self._device.type == "cuda"
+        if fast_path:
+            from mde_ros.inference.torch_cuda import TorchRunner
+
+            self._runner = TorchRunner(model, self._device, precision, cache_size=graph_cache_size)
+            return
+        self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self._model = model.to(self._device, self._dtype).eval()
+
+    def fused_pipeline(self):
+        """The runner that does pre -> network -> post on the device (DepthEstimator's fast path),
+        or None when this backend runs the plain CPU path."""
+        return self._runner
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = as_network_batch(batch)
+        if self._runner is not None:
+            return check_network_output(self._runner.infer(batch), batch.shape, self.name)
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(batch)  # shares memory with the numpy batch
@@ -74,5 +97,8 @@ class TorchBackend(Backend):
         return check_network_output(out, batch.shape, self.name)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": str(self._device), "precision": self.precision,
+        info = {"backend": self.name, "device": str(self._device), "precision": self.precision,
                 "model": str(self.model_path), "torch": self._torch.__version__}
+        if self._runner is not None:
+            info.update(self._runner.describe())
+        return info

@@ -15,7 +15,15 @@ import yaml
 
 from mde_ros.atomic import atomic_write
 
-OUTPUT_KINDS = ("metric_depth", "inverse_depth", "disparity")
+OUTPUT_KINDS = ("metric_depth", "inverse_depth", "disparity", "relative_inverse_depth")
+# Affine-invariant outputs: no metres without scale anchors (published as a relative image instead).
+RELATIVE_KINDS = ("relative_inverse_depth",)
+RESIZE_POLICIES = ("stretch", "letterbox", "keep_aspect")
+RESIZE_SIDES = ("shorter", "longer")
+INTERPOLATIONS = ("auto", "linear", "cubic", "area", "nearest")
+CHANNEL_ORDERS = ("RGB", "BGR")
+NORMALIZATIONS = ("outside", "inside")
+FOCAL_RULES = ("fx", "mean_fx_fy")
 ONNX_METADATA_KEY = "mde_ros.card"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,11 +56,40 @@ class ModelCard:
     output_name: str = "depth"
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # ---- the model's own pre/post-processing (defaults: this project's own models) ----
+    # stretch: to input size; letterbox: fit inside it, centred, padded; keep_aspect (dynamic-shape
+    # models): the `resize_side` side at the input size, both sides rounded to `size_multiple`.
+    resize_policy: str = "stretch"
+    resize_side: str = "shorter"
+    # Network input sides must be multiples of this (ViT patch 14, MiDaS 32); keep_aspect rounds to it.
+    size_multiple: int = 1
+    # Letterbox padding as an RGB pixel value (0..255, before normalisation); null: the mean colour.
+    pad_value: list | None = None
+    interpolation: str = "auto"        # auto: area when shrinking, linear otherwise; or an OpenCV mode
+    value_range: float = 1.0           # pixel 255 becomes this (1.0: [0, 1]; 255.0: raw pixel values)
+    channel_order: str = "RGB"
+    normalization: str = "outside"     # outside: the pipeline applies mean/std; inside: the graph does
+    # Camera-aware rescale: which camera focal (at network resolution) is compared with the card's.
+    focal_rule: str = "fx"
+    # Canonical-camera models (Metric3D, Depth-Anything-3): depth = raw * f / canonical_focal_px,
+    # always applied (the output is defined for that camera), unlike the optional train_focal_px.
+    canonical_focal_px: float | None = None
+    # An optional sky/mask output (e.g. Depth-Anything-3 'sky'): values >= sky_threshold are sky.
+    sky_output: str | None = None
+    sky_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
+        if self.pad_value is not None:
+            values = [self.pad_value] * 3 if isinstance(self.pad_value, (int, float)) else self.pad_value
+            self.pad_value = [float(v) for v in values]
         self.validate()
+
+    @property
+    def is_relative(self) -> bool:
+        """Affine-invariant output: metres only through scale anchors."""
+        return self.output in RELATIVE_KINDS
 
     def validate(self) -> None:
         if self.output not in OUTPUT_KINDS:
@@ -67,6 +104,35 @@ class ModelCard:
                             f"{self.min_depth}..{self.max_depth}")
         if self.train_focal_px is not None and not self.train_focal_px > 0:
             raise CardError(f"card {self.name!r}: train_focal_px must be > 0 or null")
+        self._validate_processing()
+
+    def _validate_processing(self) -> None:
+        name = self.name
+        for key, allowed in (("resize_policy", RESIZE_POLICIES), ("resize_side", RESIZE_SIDES),
+                             ("interpolation", INTERPOLATIONS), ("channel_order", CHANNEL_ORDERS),
+                             ("normalization", NORMALIZATIONS), ("focal_rule", FOCAL_RULES)):
+            if getattr(self, key) not in allowed:
+                raise CardError(f"card {name!r}: {key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.size_multiple < 1:
+            raise CardError(f"card {name!r}: size_multiple must be >= 1, got {self.size_multiple}")
+        if self.input_height % self.size_multiple or self.input_width % self.size_multiple:
+            raise CardError(f"card {name!r}: input size {self.input_height}x{self.input_width} is not a "
+                            f"multiple of the model's patch size (size_multiple {self.size_multiple}); use "
+                            f"e.g. {_nearest_multiple(self.input_height, self.size_multiple)}x"
+                            f"{_nearest_multiple(self.input_width, self.size_multiple)}")
+        if not self.value_range > 0:
+            raise CardError(f"card {name!r}: value_range must be > 0 (1.0 or 255.0), got {self.value_range}")
+        if self.pad_value is not None and not all(0 <= v <= 255 for v in self.pad_value):
+            raise CardError(f"card {name!r}: pad_value is an RGB pixel value in 0..255, got {self.pad_value}")
+        if self.canonical_focal_px is not None:
+            if not self.canonical_focal_px > 0:
+                raise CardError(f"card {name!r}: canonical_focal_px must be > 0 or null")
+            if self.train_focal_px is not None:
+                raise CardError(f"card {name!r}: give canonical_focal_px (output defined for a canonical "
+                                "camera) or train_focal_px (optional rescale), not both")
+        if self.sky_output is not None and self.sky_output in ("", self.output_name):
+            raise CardError(f"card {name!r}: sky_output must name another output than the depth "
+                            f"output {self.output_name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -108,6 +174,21 @@ class ModelCard:
         return cls.from_dict(data)
 
 
+def require_metres(card: ModelCard, anchored: bool, consumer: str) -> None:
+    """CardError when `consumer` must produce metres from a relative model that has no scale anchors.
+
+    A relative (affine-invariant) output has no metres of its own: never publish it as depth.
+    """
+    if card.is_relative and not anchored:
+        raise CardError(f"model {card.name!r} outputs {card.output} (affine-invariant, no metric scale): "
+                        f"{consumer} needs metres, which only scale anchors can give it (see the README's "
+                        "'Bring your own ONNX' and scale-anchoring sections), or use a metric model")
+
+
+def _nearest_multiple(value: int, multiple: int) -> int:
+    return max(multiple, round(value / multiple) * multiple)
+
+
 _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "name": ((str,), "a string"), "architecture": ((str,), "a string"),
@@ -117,6 +198,12 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "min_depth": (_NUMBER, "a number"), "max_depth": (_NUMBER, "a number"),
     "train_focal_px": ((*_NUMBER, type(None)), "a number or null"),
     "input_name": ((str,), "a string"), "output_name": ((str,), "a string"),
+    "resize_policy": ((str,), "a string"), "resize_side": ((str,), "a string"),
+    "size_multiple": ((int,), "an integer"), "interpolation": ((str,), "a string"),
+    "value_range": (_NUMBER, "a number"), "channel_order": ((str,), "a string"),
+    "normalization": ((str,), "a string"), "focal_rule": ((str,), "a string"),
+    "canonical_focal_px": ((*_NUMBER, type(None)), "a number or null"),
+    "sky_output": ((str, type(None)), "an output name or null"), "sky_threshold": (_NUMBER, "a number"),
 }
 
 
@@ -128,6 +215,11 @@ def _check_types(data: dict[str, Any]) -> None:
             ok = (isinstance(value, (list, tuple)) and len(value) == 3
                   and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value))
             expected = "a list of 3 numbers"
+        elif key == "pad_value":
+            ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool)) or (
+                isinstance(value, (list, tuple)) and len(value) == 3
+                and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value))
+            expected = "null, a number or 3 numbers (RGB, 0..255)"
         elif key in _FIELD_TYPES:
             types, expected = _FIELD_TYPES[key]
             ok = isinstance(value, types) and not isinstance(value, bool)

@@ -22,8 +22,10 @@ DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
 def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int = 17,
-                sample_hw: tuple[int, int] | None = None) -> Path:
+                sample_hw: tuple[int, int] | None = None, fp16_weights: bool = False) -> Path:
     """Export ``model`` (traced at ``sample_hw``, default the card's input size) to ``path``.
+
+    ``fp16_weights``: store the weights as fp16 with fp32 I/O and compute (``mde_ros.models.onnx_fp16``).
 
     The model is exported in eval mode and put back in its previous mode afterwards. The file is
     written atomically, checked with ``onnx.checker``, and ``card_path_for(path)`` is written too.
@@ -51,6 +53,10 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(card.to_dict())
+    if fp16_weights:
+        from mde_ros.models.onnx_fp16 import store_weights_fp16
+
+        store_weights_fp16(proto)
     proto.producer_name = "mde_ros"
     proto.doc_string = f"{card.name} ({card.architecture}): {card.input_name} (N,3,H,W) normalised RGB -> " \
                        f"{card.output_name} (N,1,H,W) {card.output}"

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.postprocess import relative_to_depth
 
 SOURCES = ("range", "points", "ground")
 # Reasons an anchor is not used (the throttled-warning kinds of the node, counters in summaries).
@@ -34,7 +35,9 @@ REJECT_REASONS = ("nan", "negative", "range_limits", "field_of_view", "outside_i
                   "frame", "no_prediction", "no_floor", "no_intrinsics", "bad_cloud")
 MAX_CONE_POINTS = 40_000  # predicted points examined per range reading (stride-subsampled)
 MAX_FLOOR_POINTS = 6_000  # predicted points the floor fit samples
-MIN_FLOOR_FRACTION = 0.03  # the floor must hold this share of the sampled points
+MIN_FLOOR_FRACTION = 0.03  # the floor must hold this share of the sampled points (attitude known)
+MIN_FLOOR_FRACTION_FREE = 0.10  # without pitch/roll a plane is easier to fake: demand a bigger floor
+FULL_FLOOR_FRACTION = 0.2  # a floor this big (share of the points) gets the ground anchor's full weight
 FLOOR_RANSAC_ITERATIONS = 200
 _RNG_SEED = 0  # fixed: the same frame gives the same factor (reproducible replays)
 
@@ -364,6 +367,8 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
             break
         normal, h = refined, float(refined @ centre)
     inliers = np.abs(points @ normal - h) <= band
+    if inliers.sum() < (MIN_FLOOR_FRACTION if known else MIN_FLOOR_FRACTION_FREE) * n_points:
+        return None  # checked on the refined plane, whose band follows the prediction's scatter
     return FloorFit(normal, h, us[inliers], vs[inliers], float(inliers.sum() / n_points))
 
 
@@ -503,10 +508,9 @@ def fit_frame(depth: np.ndarray | None, intr: Intrinsics | None, anchors: Anchor
 
 
 def relative_depth(relative: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """Metres from affine-invariant inverse depth: 1 / (scale * relative + shift); <= 0 -> NaN."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        inverse = np.asarray(relative, np.float32) * np.float32(scale) + np.float32(shift)
-        return np.where(inverse > 0, np.float32(1.0) / inverse, np.nan).astype(np.float32)
+    """Metres from affine-invariant inverse depth: 1 / (scale * relative + shift); <= 0 -> NaN
+    (postprocess.relative_to_depth, the one conversion)."""
+    return relative_to_depth(relative, scale, shift)
 
 
 def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, config: AnchoringConfig,
@@ -532,13 +536,14 @@ def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, conf
                 anchors.rejected["no_floor"] += 1
             else:
                 scale = anchors.ground.camera_height / floor.distance
+                weight = config.ground_weight * min(1.0, floor.inlier_fraction / FULL_FLOOR_FRACTION)
                 if relative is None:  # one constraint: every floor pixel says the same ratio
                     constraints.add("ground", floor.u[:1], floor.v[:1], scale * depth[floor.v[:1], floor.u[:1]],
-                                    config.ground_weight)
+                                    weight)
                 else:  # floor pixels at many distances also pin down the shift
                     pick = np.linspace(0, len(floor.u) - 1, min(len(floor.u), 50)).astype(np.intp)
                     uu, vv = floor.u[pick], floor.v[pick]
-                    constraints.add("ground", uu, vv, scale * depth[vv, uu], config.ground_weight / len(pick))
+                    constraints.add("ground", uu, vv, scale * depth[vv, uu], weight / len(pick))
     u, v, z, weight, which = constraints.arrays()
     if not len(u):
         return None

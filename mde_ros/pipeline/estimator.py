@@ -14,11 +14,14 @@ import numpy as np
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.postprocess import (camera_rescale_factor, network_intrinsics, raw_to_depth,
-                                          to_camera_resolution)
-from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError, preprocess
+                                          raw_to_relative, sky_mask, to_camera_resolution)
+from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError, preprocess, resize_info
 
 if TYPE_CHECKING:
     from mde_ros.inference import Backend
+
+
+SKY_DEPTHS = ("too_far", "invalid", "keep")  # +Inf, NaN (REP 117), the network's value
 
 
 @dataclass
@@ -26,11 +29,19 @@ class EstimatorConfig:
     min_depth: float | None = None  # None -> the card's
     max_depth: float | None = None
     camera_aware_rescale: bool = True
-    resize_policy: str = "stretch"
+    resize_policy: str | None = None  # None (or "card"): the model card's; else an override
+    sky_depth: str = "too_far"  # pixels the model's sky output marks: +Inf (REP 117 too far), NaN, or kept
+    # Pre/post-processing on the backend's device (fused pipeline, models/fused.py) when the backend
+    # offers one (torch on CUDA) and the card is one it reproduces; else, and by default, numpy.
+    device_pipeline: bool = False
 
     def __post_init__(self) -> None:
-        if self.resize_policy not in RESIZE_POLICIES:
-            raise ValueError(f"resize_policy must be one of {RESIZE_POLICIES}, got {self.resize_policy!r}")
+        if self.resize_policy == "card":
+            self.resize_policy = None
+        if self.resize_policy is not None and self.resize_policy not in RESIZE_POLICIES:
+            raise ValueError(f"resize_policy must be 'card' or one of {RESIZE_POLICIES}, got {self.resize_policy!r}")
+        if self.sky_depth not in SKY_DEPTHS:
+            raise ValueError(f"sky_depth must be one of {SKY_DEPTHS}, got {self.sky_depth!r}")
         if self.min_depth is not None and self.min_depth < 0:
             raise ValueError(f"min_depth must be >= 0, got {self.min_depth}")
         if self.min_depth is not None and self.max_depth is not None and not self.min_depth < self.max_depth:
@@ -44,6 +55,13 @@ class DepthResult:
     rescale: float  # camera-aware factor applied
     timings: dict[str, float]  # seconds: "preprocess", "network", "postprocess"
     warnings: list[str] = field(default_factory=list)  # why given intrinsics were not used
+    # Relative (affine-invariant) models: their inverse depth at the image's resolution, and `depth`
+    # all NaN (no metres until scale anchors fit scale and shift: postprocess.relative_to_depth).
+    relative: np.ndarray | None = None
+    sky: np.ndarray | None = None  # HxW bool where the model's sky output says sky (cards with sky_output)
+    # Whether `depth` holds metres: False for a relative model until scale anchoring fills `depth`
+    # (postprocess.relative_to_depth) and sets it True.
+    is_metric: bool = True
 
 
 class DepthEstimator:
@@ -101,23 +119,82 @@ class DepthEstimator:
         warnings: list[str] = []
         intrinsics = self._usable_intrinsics(intrinsics, height, width, warnings)
 
+        fused = self._fused_pipeline()
+        if fused is not None:
+            return self._estimate_fused(fused, rgb, intrinsics, warnings)
+        card = self.card
         start = time.perf_counter()
-        batch, info = preprocess(rgb, self.card, self.config.resize_policy)
+        batch, info = preprocess(rgb, card, self.config.resize_policy)
         after_preprocess = time.perf_counter()
-        raw = np.asarray(self.backend.infer(batch))
+        sky_raw = None
+        if card.sky_output is not None:
+            outputs = self.backend.infer_outputs(batch)
+            raw, sky_raw = np.asarray(outputs["depth"]), outputs.get("sky")
+        else:
+            raw = np.asarray(self.backend.infer(batch))
         after_network = time.perf_counter()
 
+        if raw.ndim == 3:  # (N,H,W) from a backend that left it so
+            raw = raw[:, None]
         if raw.ndim != 4 or raw.shape[:2] != (1, 1):
             raise RuntimeError(f"backend {self.backend.name!r} returned shape {raw.shape} for one image; "
-                               "expected (1,1,H,W)")
-        depth_net = raw_to_depth(raw[0, 0], self.card)
+                               "expected (1,1,H,W) or (1,H,W)")
+        relative = None
         rescale = 1.0
-        if self.config.camera_aware_rescale and intrinsics is not None:
-            rescale = camera_rescale_factor(network_intrinsics(intrinsics, info), self.card)
+        if card.is_relative:  # no metres without anchors: the relative image, depth all NaN
+            relative = to_camera_resolution(raw_to_relative(raw[0, 0], card), info)
+            depth = np.full(relative.shape, np.nan, np.float32)
+        else:
+            depth_net = raw_to_depth(raw[0, 0], card)
+            rescale = self._rescale_factor(intrinsics, info, warnings)
             if rescale != 1.0:
                 depth_net *= np.float32(rescale)
-        depth = to_camera_resolution(depth_net, info)  # bilinear: positive or NaN stays so
+            depth = to_camera_resolution(depth_net, info)  # bilinear: positive or NaN stays so
+        sky = None
+        if sky_raw is not None:
+            sky_raw = np.asarray(sky_raw)
+            sky = sky_mask(sky_raw.reshape(sky_raw.shape[-2:]), info, card.sky_threshold)
+            if self.config.sky_depth != "keep" and relative is None:
+                depth[sky] = np.inf if self.config.sky_depth == "too_far" else np.nan
         done = time.perf_counter()
         timings = {"preprocess": after_preprocess - start, "network": after_network - after_preprocess,
                    "postprocess": done - after_network}
+        return DepthResult(depth, intrinsics, rescale, timings, warnings, relative, sky, is_metric=relative is None)
+
+    def _rescale_factor(self, intrinsics: Intrinsics | None, info, warnings: list[str]) -> float:
+        """The camera-aware factor; a canonical-camera model's output is defined for that camera, so
+        it is always rescaled (and warned about when the intrinsics are missing)."""
+        card = self.card
+        if (self.config.camera_aware_rescale or card.canonical_focal_px) and intrinsics is not None:
+            return camera_rescale_factor(network_intrinsics(intrinsics, info), card)
+        if card.canonical_focal_px and intrinsics is None:
+            warnings.append(f"model {card.name!r} predicts depth for a canonical camera (f = "
+                            f"{card.canonical_focal_px:g} px at network resolution): without this camera's "
+                            "intrinsics its depth is not metric for it (send CameraInfo)")
+        return 1.0
+
+    def _fused_pipeline(self):
+        """The backend's device pipeline when asked for and able to reproduce this card/policy."""
+        if not self.config.device_pipeline:
+            return None
+        offer = getattr(self.backend, "fused_pipeline", None)
+        pipeline = offer() if offer is not None else None
+        if pipeline is None:
+            return None
+        from mde_ros.models.fused import fused_supports
+
+        return pipeline if fused_supports(self.card, self._policy()) else None
+
+    def _policy(self) -> str:
+        return self.card.resize_policy if self.config.resize_policy is None else self.config.resize_policy
+
+    def _estimate_fused(self, fused, rgb: np.ndarray, intrinsics: Intrinsics | None,
+                        warnings: list[str]) -> DepthResult:
+        """The same contract as the numpy path, with every pixel operation on the device."""
+        card, policy = self.card, self._policy()
+        height, width = rgb.shape[:2]
+        info = resize_info(height, width, card.input_height, card.input_width, policy, card.resize_side,
+                           card.size_multiple)
+        rescale = self._rescale_factor(intrinsics, info, warnings)
+        depth, timings = fused.estimate(np.ascontiguousarray(rgb), card, policy, rescale)
         return DepthResult(depth, intrinsics, rescale, timings, warnings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mde_ros.models.card import ModelCard
+from mde_ros.models.card import RELATIVE_KINDS, ModelCard
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.preprocess import ResizeInfo
 
@@ -32,9 +32,38 @@ def raw_to_depth(raw: np.ndarray, card: ModelCard) -> np.ndarray:
             depth = np.where(inverse > 0, 1.0 / inverse, np.nan).astype(np.float32)
         elif card.output == "disparity":
             depth = np.where(raw > 0, scale / raw, np.nan).astype(np.float32)
+        elif card.output in RELATIVE_KINDS:
+            raise ValueError(f"card {card.name!r}: output {card.output!r} is affine-invariant: it has no "
+                             "metres without scale anchors (use raw_to_relative and relative_to_depth)")
         else:  # ModelCard.validate rejects this; kept for cards built by hand
             raise ValueError(f"unknown output kind {card.output!r}")
     return invalid_to_nan(depth)
+
+
+def raw_to_relative(raw: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A relative model's affine-invariant inverse depth (scale * raw + shift); non-finite -> NaN.
+
+    Larger is nearer; the unknown scale and shift are what scale anchoring fits.
+    """
+    relative = np.asarray(raw, dtype=np.float32) * np.float32(card.output_scale) + np.float32(card.output_shift)
+    relative[~np.isfinite(relative)] = np.nan
+    return relative
+
+
+def relative_to_depth(relative: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """Metres from relative inverse depth once anchors fixed its affine ambiguity:
+    depth = 1 / (scale * relative + shift); non-positive inverse depth -> NaN."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inverse = np.asarray(relative, np.float32) * np.float32(scale) + np.float32(shift)
+        depth = np.where(inverse > 0, 1.0 / inverse, np.nan).astype(np.float32)
+    return invalid_to_nan(depth)
+
+
+def sky_mask(sky_raw: np.ndarray, info: ResizeInfo, threshold: float) -> np.ndarray:
+    """Bool HxW at the camera's resolution: the model's sky output >= threshold (Depth-Anything-3's
+    rule, as the ika-rwth-aachen node applies it), resized like the depth."""
+    sky = to_camera_resolution(np.asarray(sky_raw, np.float32), info)
+    return sky >= np.float32(threshold)
 
 
 def network_intrinsics(intr: Intrinsics, info: ResizeInfo) -> Intrinsics:
@@ -48,15 +77,23 @@ def network_intrinsics(intr: Intrinsics, info: ResizeInfo) -> Intrinsics:
                       width=info.net_width, height=info.net_height)
 
 
-def camera_rescale_factor(intr_net: Intrinsics | None, card: ModelCard) -> float:
-    """Metric3D-style canonical-camera rescale: f_cam / f_train, both fx at network resolution.
+def camera_focal(intr_net: Intrinsics, card: ModelCard) -> float:
+    """The camera's focal at network resolution by the card's rule: fx, or the mean of fx and fy
+    (Depth-Anything-3 / ika: they differ under an anisotropic resize)."""
+    return float(intr_net.fx) if card.focal_rule == "fx" else 0.5 * (float(intr_net.fx) + float(intr_net.fy))
 
-    A network learns its training camera's field of view: a longer lens makes things look bigger,
-    hence closer, so the prediction is scaled up by the focal ratio. 1.0 when either focal is unknown.
+
+def camera_rescale_factor(intr_net: Intrinsics | None, card: ModelCard) -> float:
+    """Camera-aware rescale: f_cam / f_ref, both at network resolution.
+
+    f_ref is the card's canonical_focal_px (Metric3D: 1000, Depth-Anything-3: 300; the output is
+    depth for that camera) or train_focal_px (the training camera: a longer lens makes things look
+    bigger, hence closer, so the prediction is scaled up by the focal ratio). 1.0 when unknown.
     """
-    if intr_net is None or not intr_net.is_valid() or not card.train_focal_px:
+    reference = card.canonical_focal_px or card.train_focal_px
+    if intr_net is None or not intr_net.is_valid() or not reference:
         return 1.0
-    return float(intr_net.fx / card.train_focal_px)
+    return float(camera_focal(intr_net, card) / reference)
 
 
 def to_camera_resolution(depth_net: np.ndarray, info: ResizeInfo) -> np.ndarray:

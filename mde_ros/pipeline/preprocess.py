@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mde_ros.models.card import ModelCard
+from mde_ros.models.card import RESIZE_POLICIES, RESIZE_SIDES, ModelCard
 from mde_ros.pipeline.text import clip_text
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
-RESIZE_POLICIES = ("stretch", "letterbox")
+_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
+                  "nearest": cv2.INTER_NEAREST}
 CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 MAX_SIDE = 16384  # larger than any camera; a bigger header is corruption, not an image
 
@@ -101,9 +102,45 @@ class ResizeInfo:
         return self.content_height / self.src_height
 
 
+def _to_multiple(value: float, multiple: int, min_val: int = 0, max_val: int | None = None) -> int:
+    """MiDaS / Depth-Anything `Resize.constrain_to_multiple_of`: round, floor above max, ceil below min."""
+    rounded = int(np.round(value / multiple) * multiple)
+    if max_val is not None and rounded > max_val:
+        rounded = int(np.floor(value / multiple) * multiple)
+    if rounded < min_val:
+        rounded = int(np.ceil(value / multiple) * multiple)
+    return max(rounded, multiple)
+
+
+def keep_aspect_size(src_height: int, src_width: int, height: int, width: int, side: str = "shorter",
+                     multiple: int = 1) -> tuple[int, int]:
+    """(h, w) of a dynamic-shape network input, as Depth-Anything / MiDaS size it.
+
+    side "shorter" (their resize_method 'lower_bound'): the image covers height x width, so with a square
+    size the shorter side is at it; "longer" ('upper_bound'): the image fits inside, the longer side at it.
+    Both sides are then rounded to `multiple` (14 for ViT patches) with their rounding rule.
+    """
+    if side not in RESIZE_SIDES:
+        raise InputError(f"unknown resize side {side!r}: expected one of {RESIZE_SIDES}")
+    scale_h, scale_w = height / src_height, width / src_width
+    if side == "shorter":
+        scale = max(scale_h, scale_w)
+        return (_to_multiple(scale * src_height, multiple, min_val=height),
+                _to_multiple(scale * src_width, multiple, min_val=width))
+    scale = min(scale_h, scale_w)
+    return (_to_multiple(scale * src_height, multiple, max_val=height),
+            _to_multiple(scale * src_width, multiple, max_val=width))
+
+
 def resize_info(src_height: int, src_width: int, net_height: int, net_width: int,
-                policy: str = "stretch") -> ResizeInfo:
-    """The geometry `preprocess` uses, without touching pixels."""
+                policy: str = "stretch", side: str = "shorter", multiple: int = 1) -> ResizeInfo:
+    """The geometry `preprocess` uses, without touching pixels.
+
+    keep_aspect: (net_height, net_width) is the card's size; the network input gets keep_aspect_size's.
+    """
+    if policy == "keep_aspect":
+        height, width = keep_aspect_size(src_height, src_width, net_height, net_width, side, multiple)
+        return ResizeInfo(src_height, src_width, height, width, policy, 0, 0, height, width)
     if policy == "stretch":
         return ResizeInfo(src_height, src_width, net_height, net_width, policy, 0, 0, net_height, net_width)
     if policy == "letterbox":
@@ -124,23 +161,68 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def preprocess(rgb: np.ndarray, card: ModelCard, policy: str = "stretch") -> tuple[np.ndarray, ResizeInfo]:
-    """(1,3,h,w) float32 C-contiguous, normalised with the card's mean/std on [0,1] RGB.
+def normalisation(card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, offset) per input channel: network value = pixel (0..255) * gain + offset.
 
-    Letterbox padding is zero after normalisation, i.e. the dataset's mean colour.
+    value_range scales pixels (1.0: [0, 1]; 255.0: raw); mean/std (in that range) apply only when the
+    card normalises outside the graph. Channels (and mean/std) are in the network's order (channel_order).
+    """
+    if card.normalization == "inside":
+        gain = np.full(3, card.value_range / 255.0, np.float32)
+        return gain, np.zeros(3, np.float32)
+    mean = np.asarray(card.mean, np.float32)
+    std = np.asarray(card.std, np.float32)
+    return (card.value_range / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+def pad_input(card: ModelCard) -> np.ndarray:
+    """The letterbox padding per network channel, in network input units.
+
+    card.pad_value is an RGB pixel (0..255) normalised like the image; without one, the mean colour
+    (0 after an outside normalisation; the graph's mean when it normalises inside).
+    """
+    gain, offset = normalisation(card)
+    if card.pad_value is None:
+        return np.asarray(card.mean, np.float32) if card.normalization == "inside" else np.zeros(3, np.float32)
+    order = _channel_sources(card)
+    return np.asarray([card.pad_value[order[c]] * gain[c] + offset[c] for c in range(3)], np.float32)
+
+
+def _channel_sources(card: ModelCard) -> tuple[int, int, int]:
+    """RGB channel feeding each network input channel."""
+    return (2, 1, 0) if card.channel_order == "BGR" else (0, 1, 2)
+
+
+def _resize(image: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:
+    if interpolation == "auto":
+        return resize_image(image, width, height)
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=_INTERPOLATION[interpolation])
+
+
+def preprocess(rgb: np.ndarray, card: ModelCard, policy: str | None = None) -> tuple[np.ndarray, ResizeInfo]:
+    """(1,3,h,w) float32 C-contiguous network input, prepared by the card's rules.
+
+    policy None: the card's resize_policy. Letterbox padding is the card's pad_value (a pixel value,
+    normalised like the image), by default the mean colour (zero after normalisation).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError(f"expected an HxWx3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
-    info = resize_info(rgb.shape[0], rgb.shape[1], card.input_height, card.input_width, policy)
-    resized = resize_image(rgb, info.content_width, info.content_height)
-    mean = np.asarray(card.mean, np.float32)
-    std = np.asarray(card.std, np.float32)
-    gain = 1.0 / (255.0 * std)
-    offset = -mean / std
+    policy = card.resize_policy if policy is None else policy
+    info = resize_info(rgb.shape[0], rgb.shape[1], card.input_height, card.input_width, policy,
+                       card.resize_side, card.size_multiple)
+    resized = _resize(rgb, info.content_width, info.content_height, card.interpolation)
+    gain, offset = normalisation(card)
+    order = _channel_sources(card)
     batch = np.zeros((1, 3, info.net_height, info.net_width), np.float32)
+    if (info.content_height, info.content_width) != (info.net_height, info.net_width):
+        pad = pad_input(card)
+        if np.any(pad):
+            batch[0] = pad[:, None, None]
     content = batch[0, :, info.content_top:info.content_top + info.content_height,
                     info.content_left:info.content_left + info.content_width]
-    for channel in range(3):
-        np.multiply(resized[:, :, channel], gain[channel], out=content[channel], dtype=np.float32)
+    for channel, source in enumerate(order):
+        np.multiply(resized[:, :, source], gain[channel], out=content[channel], dtype=np.float32)
         content[channel] += offset[channel]
     return batch, info

@@ -85,4 +85,7 @@ class Refiner:
         if depth is result.depth and not anchors.rejected and not anchors.count():
             return Refined(result, estimate, confidence, anchors)  # nothing to do: the same object
         timings = {**result.timings, "refine": time.perf_counter() - began}
-        return Refined(dataclasses.replace(result, depth=depth, timings=timings), estimate, confidence, anchors)
+        changes = {"depth": depth, "timings": timings}
+        if relative is not None and estimate.applied:
+            changes["is_metric"] = True  # a relative model's depth holds metres once anchored
+        return Refined(dataclasses.replace(result, **changes), estimate, confidence, anchors)

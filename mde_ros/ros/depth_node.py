@@ -35,13 +35,14 @@ from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
 from mde_ros.models.card import ModelCard
-from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
-from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
+from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs, pack_image
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
 from mde_ros.ros import messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
+from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
@@ -94,10 +95,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
               "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
     ParamSpec("qos.depth", 5, "history depth of subscriptions and publishers", read_only=True, low=1, high=1000),
-    ParamSpec("resize_policy", "stretch", "how the image is fitted to the network input",
-              choices=RESIZE_POLICIES),
+    ParamSpec("resize_policy", "card", "how the image is fitted to the network input; card: the model "
+              "card's rule", choices=("card", *RESIZE_POLICIES)),
     ParamSpec("camera_aware_rescale", True, "scale depth by f_camera / f_training (needs CameraInfo and a "
-              "card with train_focal_px)"),
+              "card with train_focal_px; canonical-focal models are always rescaled)"),
+    ParamSpec("sky_depth", "too_far", "depth of pixels the model's sky output marks: too_far (+Inf, REP 117), "
+              "invalid (NaN), or keep the network's", choices=SKY_DEPTHS),
     ParamSpec("min_depth", 0.0, "metres; closer is published as -Inf (32FC1) or 0 (16UC1); 0: the model "
               "card's", low=0.0, high=MAX_RANGE_M),
     ParamSpec("max_depth", 0.0, "metres; farther is published as +Inf (32FC1) or 0 (16UC1); 0: the model "
@@ -156,6 +159,7 @@ class Settings:
     qos_depth: int
     resize_policy: str
     camera_aware_rescale: bool
+    sky_depth: str
     min_depth: float
     max_depth: float
     depth_encoding: str
@@ -280,6 +284,13 @@ class DepthNode(Node):
         self._depth_pub = self.create_publisher(Image, naming.DEPTH_IMAGE, self._pub_qos)
         self._info_pub = self.create_publisher(CameraInfo, naming.DEPTH_CAMERA_INFO, self._pub_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._relative_pub = None
+        if self._estimator.card.is_relative:
+            self._relative_pub = self.create_publisher(Image, "depth/relative", self._pub_qos)
+            self.get_logger().warning(
+                f"model {self._estimator.card.name!r} outputs {self._estimator.card.output} (affine-invariant): "
+                "publishing it on depth/relative (32FC1, larger = nearer); depth, points and scan need "
+                "metres, which only scale anchors give it")
         self._optional_pubs: dict[str, Any] = {}
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
@@ -295,6 +306,11 @@ class DepthNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
                                                   self._on_camera_info, sub_qos)
         self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
+        try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
+            self._anchors = NodeAnchors(self, sub_qos, self._pub_qos, self._warnings.warn)
+        except ValueError as exc:
+            super().destroy_node()
+            raise StartupError(f"invalid parameters: {exc}") from exc
 
         add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -372,7 +388,7 @@ class DepthNode(Node):
         if not path.is_file():
             raise StartupError(f"model file not found: {path} (set the 'model' parameter to an .onnx or .pt file)")
         config = EstimatorConfig(camera_aware_rescale=settings.camera_aware_rescale,
-                                 resize_policy=settings.resize_policy)
+                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
         try:
             return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
                                              precision=settings.precision, config=config,
@@ -403,7 +419,8 @@ class DepthNode(Node):
         status = diagnostic_status(
             window, name=f"{self.get_fully_qualified_name()}: depth estimation", hardware_id=self._hardware_id,
             backend=self._backend_label, model=self._estimator.card.name, input_topic=self._image_topic,
-            intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted)
+            intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted,
+            extra=self._anchors.diagnostic_values())
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
@@ -442,10 +459,18 @@ class DepthNode(Node):
         min_depth, max_depth = settings.depth_range(self._estimator.card)
         self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
                                                  camera_aware_rescale=settings.camera_aware_rescale,
-                                                 resize_policy=settings.resize_policy)
+                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)
+        result = self._anchors.refine(self._estimator, result, rgb, header)
+        if result.relative is not None:  # a relative model: its own topic, never metres unanchored
+            self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
+            if not result.is_metric:
+                self._stats.frame_published({"queue": decode_start - frame.received, "decode": decode_s,
+                                             **result.timings}, source,
+                                            float(np.isfinite(result.relative).mean()))
+                return
 
         with self._pubs_lock:
             pubs = {topic: pub for topic, pub in self._optional_pubs.items() if pub.get_subscription_count() > 0}

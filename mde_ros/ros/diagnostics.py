@@ -157,7 +157,8 @@ class ThrottledWarnings:
 
 
 def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backend: str, model: str,
-                      input_topic: str, intrinsics_missing: bool) -> DiagnosticStatus:
+                      input_topic: str, intrinsics_missing: bool,
+                      extra: dict[str, str] | None = None) -> DiagnosticStatus:
     """One DiagnosticStatus: WARN when dropping heavily, without intrinsics, or after problems (bad input,
     failed inference) in this window."""
     reasons = []
@@ -186,7 +187,8 @@ def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backe
         "valid depth (%)": "n/a" if window.valid_fraction is None else f"{100.0 * window.valid_fraction:.1f}",
         "last warning": window.last_warning,
     }
-    for stage in STAGES:
+    values.update(extra or {})  # e.g. the scale anchoring's factor, source, confidence (ros/anchors)
+    for stage in (*STAGES, *sorted(set(window.latency_ms) - set(STAGES))):  # optional stages (refine) too
         if stage in window.latency_ms:
             values[f"latency {stage} (ms)"] = f"{window.latency_ms[stage]:.2f}"
     if window.latency_ms:

@@ -4,13 +4,14 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from training.datasets.base import (
-    SPLITS, DatasetError, DepthDataset, RawSample, chunk_indices, holdout_split,
+    SPLITS, DatasetError, DepthDataset, RawSample, chunk_indices, holdout_split, worker_init,
 )
 from training.datasets.cityscapes import CityscapesDataset
 from training.datasets.folder import FolderDataset
 from training.datasets.kitti import KittiDataset
 from training.datasets.nyu import NYUCsvDataset, NYUMatDataset
 from training.datasets.synthetic import SyntheticDataset
+from training.datasets.world import SyntheticWorldDataset
 
 DATASETS: dict[str, type[DepthDataset]] = {
     "nyu_mat": NYUMatDataset,
@@ -19,6 +20,7 @@ DATASETS: dict[str, type[DepthDataset]] = {
     "cityscapes": CityscapesDataset,
     "folder": FolderDataset,
     "synthetic": SyntheticDataset,
+    "synthetic_world": SyntheticWorldDataset,
 }
 
 
@@ -32,6 +34,6 @@ def build_dataset(cfg: dict, split: str) -> Dataset:
 
 __all__ = [
     "DATASETS", "SPLITS", "CityscapesDataset", "DatasetError", "DepthDataset", "FolderDataset", "KittiDataset",
-    "NYUCsvDataset", "NYUMatDataset", "RawSample", "SyntheticDataset", "build_dataset", "chunk_indices",
-    "holdout_split",
+    "NYUCsvDataset", "NYUMatDataset", "RawSample", "SyntheticDataset", "SyntheticWorldDataset", "build_dataset",
+    "chunk_indices", "holdout_split", "worker_init",
 ]

@@ -124,6 +124,12 @@ class DepthDataset(Dataset, abc.ABC):
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker_init_fn: one thread per worker (N workers x M OpenCV/torch threads oversubscribe)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def chunk_indices(n: int, chunk_size: int | None, seed: int, epoch: int) -> list[list[int]]:
     """The epoch's shuffled indices cut into chunks trained one after another (curriculum).
 

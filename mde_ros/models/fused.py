@@ -1,0 +1,214 @@
+"""The whole estimate as one network: uint8 camera image in, metres at camera resolution out.
+
+`DepthEstimator` on the CPU does pre- and post-processing in numpy (pipeline/preprocess.py,
+pipeline/postprocess.py). On a GPU those steps cost more in copies and launches than in work, so
+this module writes them as torch modules around the network:
+
+    FusedPreprocess   (N,H,W,3) uint8 RGB -> (N,3,h,w) normalised (the card's resize policy, the
+                      CPU path's interpolation as two matrix products, see pipeline/resample.py)
+    FusedPostprocess  (N,1,h',w') raw -> (N,H,W) float32 metres (the card's output kind, NaN for
+                      impossible values, the camera-aware factor, letterbox crop, bilinear resize)
+
+One design for every engine: the torch backend runs the three parts as CUDA graphs
+(inference/torch_cuda.py), and `export_fused_onnx` writes the same three as ONE ONNX model
+(`model.fused.onnx`: inputs `image` uint8 (N,H,W,3) and `rescale` float32 (N,), output `depth`
+(N,H,W)) for TensorRT or onnxruntime-CUDA, so an engine does a frame in one launch. A fused model is
+specific to one camera resolution and resize policy (the matrices are constants), which is what
+engines want anyway (static shapes).
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mde_ros.atomic import write_bytes_atomically
+from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
+from mde_ros.pipeline.preprocess import ResizeInfo, normalisation, pad_input, resize_info
+from mde_ros.pipeline.resample import resize_matrices
+
+FUSED_METADATA_KEY = "mde_ros.fused"
+FUSED_POLICIES = ("stretch", "letterbox", "keep_aspect")
+FUSED_OUTPUTS = ("metric_depth", "inverse_depth", "disparity")
+
+
+def fused_supports(card: ModelCard, policy: str | None) -> bool:
+    """Whether the fused path reproduces the CPU pipeline for this card and resize policy (None: the
+    card's); when not (relative or sky outputs, a fixed OpenCV interpolation, a policy or output kind
+    added later), callers keep the numpy path."""
+    policy = card.resize_policy if policy is None else policy
+    return (policy in FUSED_POLICIES and card.output in FUSED_OUTPUTS and card.sky_output is None
+            and card.interpolation == "auto")
+
+
+def card_resize_info(card: ModelCard, height: int, width: int, policy: str | None) -> ResizeInfo:
+    """preprocess's geometry for a height x width camera (policy None: the card's)."""
+    policy = card.resize_policy if policy is None else policy
+    return resize_info(height, width, card.input_height, card.input_width, policy, card.resize_side,
+                       card.size_multiple)
+
+
+def fused_path_for(model_path: str | Path) -> Path:
+    """'model.onnx' -> 'model.fused.onnx' (the fused model written beside the plain one)."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".fused.onnx")
+
+
+class FusedPreprocess(nn.Module):
+    """(N,H,W,3) uint8 RGB -> (N,3,net_h,net_w) float32, as pipeline.preprocess does on the CPU."""
+
+    def __init__(self, card: ModelCard, height: int, width: int, policy: str | None = None) -> None:
+        super().__init__()
+        self.info: ResizeInfo = card_resize_info(card, height, width, policy)
+        info = self.info
+        rows, cols = resize_matrices(info)
+        self.register_buffer("rows", torch.from_numpy(rows))
+        self.register_buffer("cols_t", torch.from_numpy(np.ascontiguousarray(cols.T)))
+        # The CPU path's exact float32 constants (preprocess.normalisation): x * gain + offset.
+        gain, offset = normalisation(card)
+        self.register_buffer("gain", torch.from_numpy(gain).view(1, 3, 1, 1))
+        self.register_buffer("offset", torch.from_numpy(offset).view(1, 3, 1, 1))
+        self.bgr = card.channel_order == "BGR"
+        self.identity = (height, width) == (info.content_height, info.content_width)
+        self.pad = (info.content_left, info.net_width - info.content_width - info.content_left,
+                    info.content_top, info.net_height - info.content_height - info.content_top)
+        fill = pad_input(card) if any(self.pad) else np.zeros(3, np.float32)
+        self.fill = bool(np.any(fill))
+        if self.fill:  # the padding value outside the content box, 0 inside (added after a zero pad)
+            canvas = np.broadcast_to(fill[:, None, None], (3, info.net_height, info.net_width)).copy()
+            canvas[:, info.content_top:info.content_top + info.content_height,
+                   info.content_left:info.content_left + info.content_width] = 0
+            self.register_buffer("canvas", torch.from_numpy(canvas[None]))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            image = torch.flip(image, dims=(3,))
+        x = image.permute(0, 3, 1, 2).float()
+        if not self.identity:
+            # OpenCV resizes the uint8 image to uint8: the same weights, then round and saturate.
+            x = torch.clamp(torch.round(torch.matmul(torch.matmul(self.rows, x), self.cols_t)), 0.0, 255.0)
+        x = x * self.gain + self.offset
+        if any(self.pad):
+            x = F.pad(x, self.pad)
+            if self.fill:
+                x = x + self.canvas
+        return x
+
+
+class FusedPostprocess(nn.Module):
+    """(N,1,h,w) raw network output + (N,) camera-aware factor -> (N,H,W) float32 metres, as
+    postprocess.raw_to_depth + to_camera_resolution do on the CPU."""
+
+    def __init__(self, card: ModelCard, info: ResizeInfo) -> None:
+        super().__init__()
+        if card.output not in FUSED_OUTPUTS:
+            raise ValueError(f"the fused path does not convert output kind {card.output!r}")
+        self.output, self.info = card.output, info
+        self.scale, self.shift = float(np.float32(card.output_scale)), float(np.float32(card.output_shift))
+
+    def forward(self, raw: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
+        raw = raw.float()
+        nan = torch.full((), float("nan"), dtype=torch.float32, device=raw.device)
+        if self.output == "metric_depth":
+            depth = raw * self.scale + self.shift
+        elif self.output == "inverse_depth":
+            inverse = raw * self.scale + self.shift
+            depth = torch.where(inverse > 0, 1.0 / inverse, nan)
+        else:  # disparity
+            depth = torch.where(raw > 0, self.scale / raw, nan)
+        depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, nan)
+        depth = depth * rescale.view(-1, 1, 1, 1)
+        info = self.info
+        out_h, out_w = int(raw.shape[2]), int(raw.shape[3])
+        ry, rx = out_h / info.net_height, out_w / info.net_width
+        top, left = round(info.content_top * ry), round(info.content_left * rx)
+        height = max(1, round(info.content_height * ry))
+        width = max(1, round(info.content_width * rx))
+        if (top, left, height, width) != (0, 0, out_h, out_w):
+            depth = depth[:, :, top:top + height, left:left + width]
+        if (height, width) != (info.src_height, info.src_width):
+            depth = F.interpolate(depth, size=(info.src_height, info.src_width), mode="bilinear",
+                                  align_corners=False)
+        return depth[:, 0]
+
+
+class FusedDepthModel(nn.Module):
+    """pre -> network -> post: `image` (N,H,W,3) uint8 and `rescale` (N,) -> `depth` (N,H,W) metres."""
+
+    def __init__(self, network: nn.Module, card: ModelCard, height: int, width: int,
+                 policy: str | None = None) -> None:
+        super().__init__()
+        self.pre = FusedPreprocess(card, height, width, policy)
+        self.network = network
+        self.post = FusedPostprocess(card, self.pre.info)
+
+    def forward(self, image: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
+        return self.post(self.network(self.pre(image)), rescale)
+
+
+def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, height: int, width: int,
+                      policy: str | None = None, opset: int = 17) -> Path:
+    """Write the fused model for a (height, width) camera to ``path`` (dynamic batch).
+
+    The card is embedded like in the plain export, plus ``mde_ros.fused`` = {height, width, policy,
+    inputs, output}. Uses the TorchScript exporter for the reasons given in models/export.py.
+    """
+    import onnx
+
+    policy = card.resize_policy if policy is None else policy
+    if not fused_supports(card, policy):
+        raise ValueError(f"cannot fuse this card: resize policy {policy!r}, output {card.output!r}, "
+                         f"sky output {card.sky_output!r}, interpolation {card.interpolation!r} (the fused "
+                         f"path does {FUSED_POLICIES}, {FUSED_OUTPUTS}, no sky output, interpolation 'auto')")
+    path = Path(path)
+    device = next(network.parameters()).device
+    fused = FusedDepthModel(network, card, height, width, policy).to(device)
+    was_training = network.training
+    fused.eval()
+    image = torch.zeros(1, height, width, 3, dtype=torch.uint8, device=device)
+    rescale = torch.ones(1, dtype=torch.float32, device=device)
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
+            torch.onnx.export(fused, (image, rescale), buffer, dynamo=False, opset_version=opset,
+                              input_names=["image", "rescale"], output_names=["depth"],
+                              dynamic_axes={"image": {0: "batch"}, "rescale": {0: "batch"},
+                                            "depth": {0: "batch"}},
+                              do_constant_folding=True)
+    finally:
+        network.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in ((ONNX_METADATA_KEY, json.dumps(card.to_dict())),
+                       (FUSED_METADATA_KEY, json.dumps(fused_metadata(height, width, policy)))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "mde_ros"
+    proto.doc_string = (f"{card.name} fused for a {width}x{height} camera ({policy}): image (N,H,W,3) uint8 RGB, "
+                        "rescale (N,) camera-aware factor -> depth (N,H,W) float32 metres, NaN invalid")
+    onnx.checker.check_model(proto)
+    write_bytes_atomically(path, proto.SerializeToString())
+    return path
+
+
+def fused_metadata(height: int, width: int, policy: str) -> dict:
+    return {"height": int(height), "width": int(width), "policy": policy,
+            "inputs": {"image": "(N,H,W,3) uint8 RGB", "rescale": "(N,) float32"},
+            "output": {"depth": "(N,H,W) float32 metres"}}
+
+
+def read_fused_metadata(path: str | Path) -> dict:
+    """The `mde_ros.fused` entry of a fused ONNX file (ValueError if it is a plain model)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for prop in proto.metadata_props:
+        if prop.key == FUSED_METADATA_KEY:
+            return json.loads(prop.value)
+    raise ValueError(f"{path} is not a fused mde_ros model (no {FUSED_METADATA_KEY} metadata)")

@@ -1,0 +1,237 @@
+"""Scale anchors in a live graph: a DepthNode fed by real rclpy publishers of Image, CameraInfo,
+Range and PointCloud2; it publishes anchored depth, depth/confidence and /diagnostics over rclpy.
+
+The model is mis-scaled on purpose: a test-double backend sees a wall 2 m away as 4 m (x2).
+"""
+import array
+import collections
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, Range
+
+from mde_ros.inference import Backend
+from mde_ros.models.card import ModelCard
+from mde_ros.pipeline.estimator import DepthEstimator
+from mde_ros.ros.depth_node import DepthNode, StartupError
+
+WIDTH, HEIGHT = 64, 48
+FX, FY, CX, CY = 40.0, 40.0, 31.5, 23.5
+TRUE_M, MODEL_FACTOR = 2.0, 2.0
+FRAME = "camera_optical_frame"
+CARD = ModelCard(name="wall", architecture="external", input_height=24, input_width=32, min_depth=0.1, max_depth=20.0)
+
+
+class MisScaledWall(Backend):
+    """Test double: a fronto-parallel wall at TRUE_M, reported x MODEL_FACTOR."""
+
+    name = "mis-scaled-wall"
+
+    def infer(self, batch):
+        n, _, h, w = batch.shape
+        return np.full((n, 1, h, w), TRUE_M * MODEL_FACTOR, np.float32)
+
+    def describe(self):
+        return {"backend": self.name, "device": "cpu", "precision": "fp32"}
+
+
+def stamp(t):
+    return rclpy.time.Time(nanoseconds=int(round(t * 1e9))).to_msg()
+
+
+def image(t):
+    rgb = np.random.default_rng(int(t * 1000)).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    msg = Image(height=HEIGHT, width=WIDTH, encoding="rgb8", step=WIDTH * 3, data=rgb.tobytes())
+    msg.header.stamp, msg.header.frame_id = stamp(t), FRAME
+    return msg
+
+
+def info(t):
+    msg = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob")
+    msg.header.stamp, msg.header.frame_id = stamp(t), FRAME
+    msg.k = [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]
+    msg.p = [FX, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def range_msg(t, reading=TRUE_M, frame="range_link", limits=(0.1, 8.0)):
+    msg = Range(radiation_type=Range.INFRARED, field_of_view=0.1, min_range=limits[0], max_range=limits[1],
+                range=float(reading))
+    msg.header.stamp, msg.header.frame_id = stamp(t), frame
+    return msg
+
+
+def cloud_msg(t, xyz, frame=FRAME):
+    xyz = np.asarray(xyz, "<f4")
+    msg = PointCloud2(height=1, width=len(xyz), is_bigendian=False, point_step=12, row_step=12 * len(xyz),
+                      is_dense=True)
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
+    msg.data = array.array("B", xyz.tobytes())
+    msg.header.stamp, msg.header.frame_id = stamp(t), frame
+    return msg
+
+
+def wall_points(n=20, z=TRUE_M):
+    rng = np.random.default_rng(0)
+    u, v = rng.uniform(2, WIDTH - 3, n), rng.uniform(2, HEIGHT - 3, n)
+    return np.stack([(u - CX) / FX * z, (v - CY) / FY * z, np.full(n, z)], axis=1)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {predicate}")
+
+
+class Graph:
+    def __init__(self, context, namespace, params):
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        self.node = DepthNode(estimator=DepthEstimator(MisScaledWall(), CARD), context=context, namespace=namespace,
+                              parameter_overrides=overrides)
+        self.probe = rclpy.create_node("camera", namespace=namespace, context=context)
+        self.fqn = f"/{namespace}/mde_depth"
+        self.received = collections.defaultdict(list)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, kind in (("depth/image", Image), ("depth/confidence", Image)):
+            self.probe.create_subscription(kind, topic, lambda m, t=topic: self.received[t].append(m), reliable)
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+        self.pubs = {"image": self.probe.create_publisher(Image, "image", reliable),
+                     "camera_info": self.probe.create_publisher(CameraInfo, "camera_info", reliable),
+                     "range": self.probe.create_publisher(Range, "range", reliable),
+                     "anchor_points": self.probe.create_publisher(PointCloud2, "anchor_points", reliable)}
+        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        wanted = ["image", "camera_info"] + [t for t, key in (("range", "scale.range.enabled"),
+                                                              ("anchor_points", "scale.points.enabled")) if params.get(key)]
+        wait_for(lambda: all(self.pubs[t].get_subscription_count() for t in wanted))
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name.startswith(self.fqn + ":"):
+                self.received["diagnostics"].append({kv.key: kv.value for kv in status.values})
+
+    def frame(self, t, ranges=(), clouds=()):
+        """Publish the anchors, then CameraInfo + image stamped t, until the depth for t arrives."""
+        for _ in range(20):
+            for msg in ranges:
+                self.pubs["range"].publish(msg)
+            for msg in clouds:
+                self.pubs["anchor_points"].publish(msg)
+            time.sleep(0.05)  # anchors are matched when the frame is processed: let them arrive first
+            self.pubs["camera_info"].publish(info(t))
+            self.pubs["image"].publish(image(t))
+            try:
+                return wait_for(lambda: [m for m in self.received["depth/image"]
+                                         if abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - t) < 1e-6],
+                                timeout=0.5)[-1]
+            except AssertionError:
+                continue
+        raise AssertionError(f"no depth for stamp {t}")
+
+    def diagnostics(self, predicate):
+        return wait_for(lambda: next((v for v in reversed(self.received["diagnostics"]) if predicate(v)), None))
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.probe.destroy_node()
+
+
+@pytest.fixture
+def graph(rclpy_context, request):
+    graphs = []
+
+    def make(params):
+        graphs.append(Graph(rclpy_context, f"anch_{request.node.name[5:30]}_{len(graphs)}", params))
+        return graphs[-1]
+    yield make
+    for g in graphs:
+        g.close()
+
+
+def depth_of(msg):
+    return np.frombuffer(msg.data, np.float32).reshape(msg.height, msg.width)
+
+
+ANCHORED = {"scale.range.enabled": True, "scale.points.enabled": True, "scale.time_constant": 0.0,
+            "scale.range.frame_id": "range_link"}
+
+
+def test_range_and_points_fix_a_misscaled_model_live(graph):
+    g = graph({**ANCHORED, "confidence.enabled": True})
+    depth = g.frame(1.0, ranges=[range_msg(1.0)], clouds=[cloud_msg(1.0, wall_points())])
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)  # 4 m from the model, anchored to 2 m
+    values = g.diagnostics(lambda v: v.get("scale source") == "range+points")
+    assert float(values["scale factor"]) == pytest.approx(1 / MODEL_FACTOR, rel=1e-3)
+    assert values["scale anchors"] == "21" and 0 < float(values["scale confidence"]) <= 1
+    confidence = wait_for(lambda: g.received["depth/confidence"])[-1]
+    assert confidence.encoding == "32FC1" and confidence.header.frame_id == FRAME
+    assert np.allclose(depth_of(confidence), 1.0)  # a uniform wall: the mirrored prediction agrees
+
+
+def test_points_in_another_frame_use_the_fixed_transform(graph):
+    # A lidar 0.5 m behind the camera (its points are 0.5 m farther in its own frame).
+    g = graph({"scale.points.enabled": True, "scale.time_constant": 0.0, "scale.points.frame_id": "lidar",
+               "scale.points.transform": [0.0, 0.0, -0.5, 0.0, 0.0, 0.0, 1.0]})
+    depth = g.frame(2.0, clouds=[cloud_msg(2.0, wall_points() + [0.0, 0.0, 0.5], frame="lidar")])
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+
+
+def test_bad_anchors_are_ignored_with_warnings_never_applied(graph):
+    g = graph(ANCHORED)
+    behind = wall_points(3) * [1.0, 1.0, -1.0]
+    outside = np.array([[5.0, 0.0, 1.0]])
+    cases = [  # (kind, ranges, clouds) for frames 3.0, 3.1, ...
+        ("anchor_nan", [range_msg(0, reading=float("nan"))], [cloud_msg(0, [[np.nan, 0.0, 1.0]])]),
+        ("anchor_negative", [range_msg(0, reading=-1.0)], []),
+        ("anchor_range_limits", [range_msg(0, reading=9.5)], []),  # beyond max_range: no return
+        ("anchor_frame", [range_msg(0, frame="sonar_7")], [cloud_msg(0, wall_points(), frame="map")]),
+        ("anchor_behind_camera", [], [cloud_msg(0, behind)]),
+        ("anchor_outside_image", [], [cloud_msg(0, outside)]),
+        ("anchor_stamp", [range_msg(1.0)], []),  # stamped 5 s after the image
+    ]
+    for i, (kind, ranges, clouds) in enumerate(cases):
+        t = 3.0 + 0.1 * i
+        for msg in (*ranges, *clouds):
+            msg.header.stamp = stamp(t if msg.header.stamp == stamp(0) else t + 5.0)
+        depth = g.frame(t, ranges=ranges, clouds=clouds)
+        np.testing.assert_array_equal(depth_of(depth), TRUE_M * MODEL_FACTOR)  # exactly the model's own metres
+        problems = g.node._stats.totals()[3]
+        assert problems[kind] >= 1, (kind, problems)
+    values = g.diagnostics(lambda v: "scale factor" in v)
+    assert values["scale factor"] == "1 (not anchored)" and values["scale anchors"] == "0"
+
+
+def test_without_anchor_parameters_nothing_is_subscribed(graph):
+    g = graph({})
+    assert not g.node._anchors.active
+    depth = g.frame(5.0, ranges=[range_msg(5.0)], clouds=[cloud_msg(5.0, wall_points())])
+    np.testing.assert_array_equal(depth_of(depth), TRUE_M * MODEL_FACTOR)
+    namespace = g.fqn.rsplit("/", 1)[0]
+    for topic in ("range", "anchor_points"):
+        assert not g.node.get_subscriptions_info_by_topic(f"{namespace}/{topic}")
+    assert not g.node.get_publishers_info_by_topic(f"{namespace}/depth/confidence")
+
+
+def test_bad_anchor_parameters_stop_the_start(rclpy_context):
+    with pytest.raises(StartupError, match="scale.range.direction"):
+        DepthNode(estimator=DepthEstimator(MisScaledWall(), CARD), context=rclpy_context, namespace="anch_bad",
+                  parameter_overrides=[Parameter("scale.range.direction", value=[0.0, 0.0])])
+    with pytest.raises(StartupError, match="confidence.threshold"):
+        DepthNode(estimator=DepthEstimator(MisScaledWall(), CARD), context=rclpy_context, namespace="anch_bad2",
+                  parameter_overrides=[Parameter("confidence.threshold", value=0.5)])
