@@ -46,7 +46,7 @@ def _share_dir() -> str:
     """share/mde_ros of the install; the source tree when run from a checkout or a pip install."""
     try:
         return get_package_share_directory("mde_ros")
-    except PackageNotFoundError:
+    except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all (a pip install)
         return str(Path(__file__).resolve().parents[1])
 
 

@@ -1,6 +1,9 @@
 """The node as ROS users know camera nodes: Humble's rclpy API, image_transport topic pairing, the
 scan in a body-convention frame, depthimage_to_laserscan's parameter names. Real rclpy traffic."""
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.ros.compat import POST_SET_PARAMETERS
 from mde_ros.ros.depth_node import DepthNode
+from mde_ros.ros.discovery import localhost_discovery_env
 from test_ros_node import (CARD, CX, FX, PLANE_M, PlaneBackend, depth_array, image_msg, info_msg,  # noqa: F401
                            rig, wait_for)
 
@@ -184,3 +188,20 @@ def test_depth_and_its_camera_info_are_image_transport_siblings(rclpy_context):
         assert "/front/depth" not in published
     finally:
         node.destroy_node()
+
+
+def test_discovery_stays_local_on_humble_and_iron_plus_without_deprecation_warnings():
+    assert localhost_discovery_env({"ROS_DISTRO": "humble"}) == {"ROS_LOCALHOST_ONLY": "1",
+                                                                 "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    for environ in ({"ROS_DISTRO": "jazzy"}, {"ROS_DISTRO": "kilted"}, {}):
+        assert localhost_discovery_env(environ) == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    # The installed (Iron+) rcl: what the suite sets starts a node silently; ROS_LOCALHOST_ONLY would warn.
+    code = "import rclpy; rclpy.init(); n = rclpy.create_node('discovery_probe'); n.destroy_node(); rclpy.shutdown()"
+    env = {k: v for k, v in os.environ.items() if k not in ("ROS_LOCALHOST_ONLY", "ROS_DISTRO")}
+    env.update(localhost_discovery_env(env))
+    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 0 and "[WARN]" not in ours.stderr, ours.stderr
+    if hasattr(rclpy.node.Node, POST_SET_PARAMETERS):  # Iron+ rcl: the Humble variable draws a warning
+        both = subprocess.run([sys.executable, "-c", code], env=dict(env, ROS_LOCALHOST_ONLY="1"),
+                              capture_output=True, text=True, timeout=60)
+        assert "ROS_LOCALHOST_ONLY is deprecated" in both.stderr

@@ -119,6 +119,54 @@ def test_launch_file_builds_a_launch_description():
     assert Path(arguments["params_file"].default_value[0].text).name == "depth.yaml"
 
 
+def launched_depth_node(given: dict):
+    """Evaluate the launch file as `ros2 launch mde_ros depth.launch.py k:=v ...` would, up to the
+    depth node's launch_ros Node action (its constructor arguments and expanded remappings)."""
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.utilities import perform_substitutions
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location("depth_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = []
+
+    class RecordingNode(Node):  # the real launch_ros Node, its arguments kept for the test
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+            super().__init__(**kwargs)
+
+    module.Node = RecordingNode
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    for entity in description.entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            context.launch_configurations[entity.name] = perform_substitutions(context, entity.default_value)
+    context.launch_configurations.update(given)
+    opaque = next(e for e in description.entities if isinstance(e, OpaqueFunction))
+    (node,) = opaque.execute(context)
+    node._perform_substitutions(context)  # what executing the action does first (Humble and Jazzy)
+    kwargs = made[-1]
+    return node, dict(node.expanded_remapping_rules), kwargs["parameters"][1]
+
+
+def test_launch_pairs_camera_info_with_the_image_and_passes_use_sim_time():
+    pytest.importorskip("launch_ros")
+    node, remaps, overrides = launched_depth_node({"image_topic": "/camera/color/image_raw"})
+    assert remaps == {"image": "/camera/color/image_raw"}  # camera_info: the image's sibling, in the node
+    assert node.node_name.endswith("/" + NODE_NAME) and overrides == {"use_sim_time": False}
+
+    node, remaps, overrides = launched_depth_node({
+        "image_topic": "/cam/image_raw", "camera_info_topic": "/cam/calib", "use_sim_time": "true",
+        "backend": "onnxruntime", "scan_output_frame": "base_scan", "image_transport": "compressed",
+        "node_name": "front_depth", "namespace": "front"})
+    assert remaps == {"image": "/cam/image_raw", "camera_info": "/cam/calib"}
+    assert node.node_name == "/front/front_depth"
+    assert overrides == {"use_sim_time": True, "backend": "onnxruntime", "scan.output_frame": "base_scan",
+                         "image_transport": "compressed"}
+
+
 def flatten(tree, prefix=""):
     flat = {}
     for key, value in tree.items():

@@ -372,8 +372,9 @@ def test_folder_split_layout_with_a_test_set_without_depth(tmp_path):
     write_png_rgb(tmp_path / "test" / "images" / "t1.png", rgb_pattern(2))
     cfg = {"name": "folder", "root": str(tmp_path), "input_size": [H, W], "max_depth": 10.0,
            "intrinsics": [500.0, 510.0, 3.5, 2.5]}
-    train = build_dataset(cfg, "train")
-    assert len(train) == 2 and float(train[1]["depth"][0, 0, 0]) == 1.5
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")   # no val/: held out of train/
+    assert len(train) == len(val) == 1 and {train.name(0), val.name(0)} == {"x1", "x2"}
+    assert float(train[0]["depth"][0, 0, 0]) == 1.5
     np.testing.assert_allclose(train[0]["intrinsics"].numpy(), [500, 510, 3.5, 2.5])
     test = build_dataset(cfg, "test")
     assert test.name(0) == "t1" and not test[0]["valid"].any()

@@ -336,3 +336,101 @@ def test_missing_imagenet_weights_hint_says_yaml_null(tmp_path, monkeypatch):
     assert "model.kwargs.encoder_weights=null" in str(excinfo.value)
     recipe = write_recipe(tmp_path / "tiny.yaml", tmp_path)           # and that override does what it says
     assert load_config(recipe, ["model.kwargs.encoder_weights=null"])["model"]["kwargs"]["encoder_weights"] is None
+
+
+# ------------------------------------------------------------------------------ recipes
+
+RECIPES = Path(__file__).resolve().parent.parent / "training" / "configs"
+
+
+def test_kaggle_recipe_trains_on_the_layout_it_documents(tmp_path):
+    """root/train/{images,depths} (8-bit, 255 = depth_max) + root/test/images, no val/ folder."""
+    from training.config import load_config
+    from training.train import train
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("test", 2)):
+        (tmp_path / split / "images").mkdir(parents=True)
+        if split == "train":
+            (tmp_path / split / "depths").mkdir()
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / split / "images" / f"{i:04d}.png"), rng.integers(0, 255, (72, 72, 3), np.uint8))
+            if split == "train":
+                cv2.imwrite(str(tmp_path / split / "depths" / f"{i:04d}.png"), rng.integers(1, 255, (72, 72), np.uint8))
+    cfg = load_config(RECIPES / "kaggle_resnet50.yaml", [
+        f"data.root={tmp_path}", "data.input_size=[64, 64]", "train.epochs=1", "train.batch_size=3",
+        "train.num_workers=0", "train.device=cpu", "train.tensorboard=false", "model.kwargs.encoder_weights=null",
+        f"output_dir={tmp_path / 'run'}"])
+    train_set, val_set = build_dataset(cfg["data"], "train"), build_dataset(cfg["data"], "val")
+    assert (len(train_set), len(val_set)) == (9, 1)                   # val_fraction 0.1 of train/
+    assert not {train_set.name(i) for i in range(9)} & {val_set.name(0)}
+    summary = train(cfg)
+    assert Path(summary["best_checkpoint"]).is_file() and math.isfinite(summary["best_metric"])
+
+
+def test_kitti_bts_split_lines_parse_and_load(tmp_path):
+    """BTS/AdaBins's eigen files: image path, GT path (or None), focal length."""
+    drive = "2011_09_26_drive_0002_sync"
+    gt = np.zeros((20, 30), np.uint16)
+    gt[3, 4] = int(7.25 * 256)
+    for camera, frame in (("image_02", 5), ("image_03", 6), ("image_02", 7)):
+        folder = tmp_path / "raw" / "2011_09_26" / drive / camera / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{frame:010d}.jpg"), np.full((20, 30, 3), 30 * frame, np.uint8))
+    for camera, frame, sub in (("image_02", 5, "train"), ("image_03", 6, "val")):
+        folder = tmp_path / "depth" / sub / drive / "proj_depth" / "groundtruth" / camera
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / f"{frame:010d}.png"), gt)
+    (tmp_path / "eigen_test_files_with_gt.txt").write_text(
+        f"2011_09_26/{drive}/image_02/data/0000000005.jpg {drive}/proj_depth/groundtruth/image_02/0000000005.png "
+        "721.5377\n"
+        f"2011_09_26/{drive}/image_03/data/0000000006.jpg {drive}/proj_depth/groundtruth/image_03/0000000006.png "
+        "721.5377\n"
+        f"2011_09_26/{drive}/image_02/data/0000000007.jpg None 721.5377\n")
+    cfg = {"name": "kitti", "root": str(tmp_path), "input_size": [20, 30], "max_depth": 80.0,
+           "split_files": {"test": "eigen_test_files_with_gt.txt"}}
+    test = build_dataset(cfg, "test")
+    assert len(test) == 2                                    # the None line has no ground truth: dropped
+    assert [test.name(i) for i in range(2)] == [f"{drive}/image_02/0000000005", f"{drive}/image_03/0000000006"]
+    sample = test[1]
+    assert float(sample["depth"][0, 3, 4]) == 7.25 and int(sample["valid"].sum()) == 1
+    assert abs(float(sample["image"].mean()) - 180 / 255) < 0.02              # the .jpg named by the line
+    every = build_dataset({**cfg, "require_depth": False}, "test")
+    assert len(every) == 3 and not every[2]["valid"].any()
+
+
+def test_dpt_recipe_matches_its_seed():
+    from training.config import load_config
+
+    cfg = load_config(RECIPES / "cityscapes_dpt.yaml")
+    assert cfg["data"]["input_size"] == [224, 224] and cfg["model"]["kwargs"]["img_size"] == 224
+    assert cfg["schedule"]["warmup_epochs"] == 3 and cfg["train"]["early_stopping_patience"] == 10
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_says_which_split_selects_checkpoints(path):
+    assert "selects checkpoints" in path.read_text() or "selected on" in path.read_text()
+
+
+def test_garg_crop_is_laid_on_the_full_frame_when_kitti_is_kb_cropped(tmp_path):
+    """BTS: the kb-cropped prediction goes back into the 375x1242 frame, then the Garg crop of that frame."""
+    drive = "2011_09_26_drive_0002_sync"
+    folder = tmp_path / "raw" / "2011_09_26" / drive / "image_02" / "data"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "0000000000.png"), np.zeros((375, 1242, 3), np.uint8))
+    gt = np.zeros((375, 1242), np.uint16)
+    # Garg on 375x1242: rows 153:371, cols 44:1197. Garg on the 352x1216 window would be full rows 166:372,
+    # cols 56:1185: the first two points are inside the frame's crop but outside the window's.
+    for row, col in ((160, 600), (300, 1190), (300, 600)):
+        gt[row, col] = 4 * 256
+    gt_folder = tmp_path / "depth" / drive / "proj_depth" / "groundtruth" / "image_02"
+    gt_folder.mkdir(parents=True)
+    cv2.imwrite(str(gt_folder / "0000000000.png"), gt)
+    (tmp_path / "split.txt").write_text(f"2011_09_26/{drive} 0 l\n")
+    cfg = {"data": {"name": "kitti", "root": str(tmp_path), "input_size": [22, 76], "max_depth": 80.0,
+                    "kb_crop": True, "split_files": {"test": "split.txt"}},
+           "eval": {"crop": "garg", "min_depth": 1e-3, "max_depth": 80.0}}
+    test_set = build_dataset(cfg["data"], "test")
+    assert test_set[0]["gt_window"].tolist() == [23, 13, 375, 1242]
+    result = evaluate(DepthModel(ConstantDepth(4.0, max_depth=80.0)), test_set, cfg, num_vis=0, verbose=False)
+    assert result["metrics"]["n_valid"] == 3 and result["metrics"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)

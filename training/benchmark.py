@@ -79,6 +79,7 @@ def loader_rate(dataset, batch: int, workers: int, seconds: float, pin: bool = F
             if time.perf_counter() - start >= seconds:
                 break
     elapsed = time.perf_counter() - start
+    del loader          # persistent workers stop here, not during the next measurement
     return {"workers": workers, "batch": batch, "first_batch_s": first, "images": n, "seconds": elapsed,
             "images_per_s": n / max(elapsed, 1e-9)}
 
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # key=value before or after options
     try:
         cfg = load_config(args.config, args.overrides)
         if args.what == "data":

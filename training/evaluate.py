@@ -6,7 +6,8 @@ Protocol (Eigen et al., as BTS / AdaBins / Depth-Anything-V2 metric_depth report
   (480x640 for NYU, the full or kb-cropped KITTI frame, ...), and the prediction, made at the network
   input size, is resized up to it bilinearly (the network-size GT is never what is scored);
 * valid pixels: ``eval.min_depth < gt < eval.max_depth`` (both strict, as the references), inside the
-  crop (``eval.crop``: eigen for NYU, garg for KITTI, none) and the reader's own validity (0 = no GT);
+  crop (``eval.crop``: eigen for NYU, garg for KITTI, none; laid on the FULL frame when the reader cut
+  the sample out of it, KITTI's kb_crop, as BTS does) and the reader's own validity (0 = no GT);
 * the prediction clipped to [min_depth, max_depth]; a non-finite prediction is scored, not dropped
   (NaN -> min_depth, +inf -> max_depth, -inf -> min_depth, as BTS's evaluation does);
 * NO median scaling; metrics per image, then averaged over images.
@@ -58,14 +59,20 @@ def eval_range(cfg: dict) -> tuple[float, float]:
     return float(eval_cfg.get("min_depth") or 1e-3), float(max_depth)
 
 
-def crop_mask(crop: str, height: int, width: int) -> np.ndarray | None:
+def crop_mask(crop: str, height: int, width: int,
+              window: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
+    """The evaluation crop for a (height, width) ground truth; with ``window`` (top, left, full_h, full_w)
+    the crop is laid on the full frame and the window cut out of it (KITTI kb_crop + garg, as BTS does)."""
     if crop in (None, "none"):
         return None
+    top, left, full_h, full_w = window or (0, 0, height, width)
     if crop == "eigen":
-        return eigen_crop_mask(height, width)
-    if crop == "garg":
-        return garg_crop_mask(height, width)
-    raise ValueError(f"eval.crop must be eigen, garg or none, got {crop!r}")
+        mask = eigen_crop_mask(full_h, full_w)
+    elif crop == "garg":
+        mask = garg_crop_mask(full_h, full_w)
+    else:
+        raise ValueError(f"eval.crop must be eigen, garg or none, got {crop!r}")
+    return mask[top:top + height, left:left + width]
 
 
 def load_for_eval(model_or_path: DepthModel | str | Path | tuple[nn.Module, Any],
@@ -109,8 +116,9 @@ def eval_collate(samples: list[dict]) -> dict[str, Any]:
 
 def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.device = "cpu", batch_size: int = 4,
                 num_workers: int = 0, amp_dtype: torch.dtype | None = None
-                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(image HxWx3 float [0,1], pred hxw, gt hxw, valid hxw) per sample at the GROUND TRUTH's own resolution.
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...] | None]]:
+    """(image HxWx3 float [0,1], pred hxw, gt hxw, valid hxw, window) per sample at the GROUND TRUTH's own
+    resolution; ``window`` is the sample's ``gt_window`` (see crop_mask) or None.
 
     The ground truth is the sample's ``gt_depth`` / ``gt_valid`` (native resolution, see DepthDataset)
     when it has them, else its network-size ``depth`` / ``valid``; the prediction is resized up to it
@@ -136,8 +144,9 @@ def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.devi
                     if sample_pred.shape[-2:] != gt.shape[-2:]:
                         sample_pred = F.interpolate(sample_pred, size=gt.shape[-2:], mode="bilinear",
                                                     align_corners=False)
+                    window = tuple(int(v) for v in batch["gt_window"][i]) if "gt_window" in batch else None
                     yield (batch["image"][i].permute(1, 2, 0).numpy(), sample_pred[0, 0].cpu().numpy(),
-                           gt[0].numpy(), valids[i][0].numpy().astype(bool))
+                           gt[0].numpy(), valids[i][0].numpy().astype(bool), window)
     finally:
         model.train(was_training)
 
@@ -157,9 +166,9 @@ def evaluate(model_or_bundle: DepthModel | str | Path | tuple[nn.Module, Any], d
     min_depth, max_depth = eval_range(cfg)
     crop = (cfg.get("eval") or {}).get("crop", "none")
     per_image, per_range, visuals = [], [], []
-    for image, pred, gt, valid in predictions(model, dataset, device=device, batch_size=batch_size,
-                                              num_workers=num_workers, amp_dtype=amp_dtype):
-        mask = crop_mask(crop, *gt.shape)
+    for image, pred, gt, valid, window in predictions(model, dataset, device=device, batch_size=batch_size,
+                                                      num_workers=num_workers, amp_dtype=amp_dtype):
+        mask = crop_mask(crop, *gt.shape, window=window)
         if mask is not None:
             valid = valid & mask
         per_image.append(depth_metrics(pred, gt, valid, min_depth, max_depth))

@@ -5,7 +5,7 @@ config.yaml while the optimizer state brought back the old lr). So the configs a
 key before anything is written:
 
 * keys that do not change what the run computes (:data:`FREE_KEYS`: where the data lives, loader
-  workers, logging) and the epoch counts (raising them extends the run, the documented use) may
+  workers, logging, the wall-clock budget) and the epoch counts (raising them extends the run, the documented use) may
   change freely;
 * keys that cannot change mid-run (:data:`FIXED_PREFIXES`: the network, the optimizer type, the
   metric that picked the best checkpoint, the phase plan) are refused, always;
@@ -23,7 +23,7 @@ import yaml
 
 FREE_KEYS = frozenset({
     "data.root", "train.num_workers", "train.log_every", "train.progress_every", "train.progress_seconds",
-    "train.tensorboard", "train.vis_samples", "train.device", "train.epochs",
+    "train.tensorboard", "train.vis_samples", "train.device", "train.epochs", "train.max_minutes",
 })
 _PHASE_EPOCHS = re.compile(r"^train\.phases\[\d+\]\.epochs$")
 FIXED_PREFIXES = ("model.", "optim.name", "train.best_metric", "train.best_mode", "output_dir")

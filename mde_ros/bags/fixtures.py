@@ -2,6 +2,7 @@
 
     python -m mde_ros.bags.fixtures              # (re)build test/fixtures/bags/approach_{mcap,sqlite3}
     python -m mde_ros.bags.fixtures --goldens    # replay them with the shipped model -> goldens.json
+    python -m mde_ros.bags.fixtures --test-model # (re)build test/fixtures/models/tiny_test_depth.onnx (torch)
 
 Each fixture is a rosbag2 folder (one per storage: mcap and sqlite3) holding a synthetic approach
 sequence (camera moving, an obstacle coming closer, mde_ros.synthetic) as a RealSense would record
@@ -50,6 +51,8 @@ PERIOD_NS = 100_000_000  # 10 Hz
 LATENCY_NS = {CAMERA_INFO_TOPIC: 4_000_000, IMAGE_TOPIC: 5_000_000, GROUND_TRUTH_TOPIC: 6_000_000}
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "bags"
 GOLDENS_FILE = "goldens.json"
+# A tiny random-weight ONNX + card, committed so runtime-only test runs (no torch) have a fast model.
+TEST_MODEL = FIXTURE_DIR.parent / "models" / "tiny_test_depth.onnx"
 GOLDEN_BACKEND = "onnxruntime"
 
 DEPTH_TOL_M = 1e-4
@@ -300,7 +303,19 @@ def compare_goldens(golden: dict[str, Any], current: dict[str, Any], same_backen
     return problems
 
 
-def export_test_model(path: str | Path, *, seed: int = 0) -> Path:
+def export_test_model(path: str | Path) -> Path:
+    """A copy of the committed tiny ONNX test model and its card at `path` (no torch needed)."""
+    import shutil
+
+    from mde_ros.models.card import card_path_for
+
+    path = Path(path)
+    shutil.copyfile(TEST_MODEL, path)
+    shutil.copyfile(card_path_for(TEST_MODEL), card_path_for(path))
+    return path
+
+
+def build_test_model(path: str | Path, *, seed: int = 0) -> Path:
     """A tiny, fast, deterministic ONNX depth model with its card (for tests, not for depth)."""
     import torch
     from torch import nn
@@ -330,7 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--goldens", action="store_true",
                         help=f"replay the fixtures with the shipped model on {GOLDEN_BACKEND} -> {GOLDENS_FILE}")
     parser.add_argument("--model", type=Path, help="model for --goldens (default: the shipped demo model)")
+    parser.add_argument("--test-model", action="store_true", help=f"rebuild {TEST_MODEL} (needs torch)")
     args = parser.parse_args(argv)
+    if args.test_model:
+        TEST_MODEL.parent.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {build_test_model(TEST_MODEL)}")
+        return 0
     if args.goldens:
         goldens = compute_goldens(args.out, args.model)
         path = args.out / GOLDENS_FILE

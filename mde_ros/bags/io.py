@@ -27,7 +27,11 @@ COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 STORAGES = ("mcap", "sqlite3")
-BAG_VERSION = 9  # what Jazzy's rosbag2 writes
+# rosbag2 metadata version 8: the newest that Humble's and Jazzy's `ros2 bag` both read. Humble reads
+# offered_qos_profiles as a YAML string (version >= 4) and ignores newer keys; Jazzy expects that string
+# below version 9 (a YAML list from 9 on, which Humble cannot parse) and a custom_data mapping from 6 on.
+BAG_VERSION = 8
+WRITER_CUSTOM_DATA = {"mde_ros.writer": "mde-ros"}  # never empty: Jazzy cannot read `custom_data: null`
 # Encodings of a colour camera vs. anything else a bag may carry as sensor_msgs/Image (depth, IR).
 COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 MONO_ENCODINGS = ("mono8",)
@@ -225,7 +229,8 @@ class OutputTopics:
 
 
 def create_writer(path: str | Path, storage: str) -> "Writer":
-    """An open rosbag2 Writer (Jazzy's bag version 9); the folder must not exist yet."""
+    """An open rosbag2 Writer (bag version 8, readable by Humble's and Jazzy's ros2 bag); the folder
+    must not exist yet."""
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
     if storage not in STORAGES:
@@ -236,6 +241,8 @@ def create_writer(path: str | Path, storage: str) -> "Writer":
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     try:
         writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
+        for key, value in WRITER_CUSTOM_DATA.items():
+            writer.set_custom_data(key, value)
         writer.open()
     except (WriterError, OSError) as exc:
         raise BagError(f"cannot create bag {path}: {exc}") from exc
@@ -263,8 +270,19 @@ class ConnectionCopier:
         return self._by_key[key]
 
 
+def publisher_qos_profile(depth: int = 5) -> Any:
+    """What the node's publishers offer (mde_ros.ros.qos.publisher_qos: reliable, volatile, keep last
+    `depth`), as rosbag2 records it: `ros2 bag play` offers the same to subscribers."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    unset = QosTime(0, 0)  # rmw's "default" duration: no deadline, lifespan or lease
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, QosDurability.VOLATILE, unset, unset,
+               QosLiveliness.SYSTEM_DEFAULT, unset, False)
+
+
 def add_connection(writer: "Writer", topic: str, msgtype: str) -> "Connection":
-    return writer.add_connection(topic, msgtype, typestore=typestore(), serialization_format="cdr")
+    return writer.add_connection(topic, msgtype, typestore=typestore(), serialization_format="cdr",
+                                 offered_qos_profiles=[publisher_qos_profile()])
 
 
 def serialize(msg: object) -> bytes:

@@ -235,6 +235,39 @@ def card_path_for(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.stem + ".card.json")
 
 
+def onnx_metadata(model_path: str | Path) -> dict[str, str]:
+    """The ONNX file's metadata_props, read through onnxruntime (the runtime has it; the `onnx` package
+    is only for export). `onnx` is the fallback where onnxruntime is absent (a TensorRT-only install)
+    or cannot open the graph on CPU (operators only another provider has)."""
+    first_error: Exception | None = None
+    try:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3  # a corrupt file is reported below, once
+        session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        return dict(session.get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # ImportError, or onnxruntime's several types for a corrupt/unsupported file
+        first_error = exc
+    try:
+        import onnx
+    except ImportError:
+        if isinstance(first_error, ImportError):
+            raise CardError(f"cannot read the card inside {model_path}: neither onnxruntime nor onnx is "
+                            "installed") from first_error
+        raise CardError(f"cannot read ONNX model {model_path}: {_first_line(first_error)}") from first_error
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # onnx raises several types for a corrupt file
+        raise CardError(f"cannot read ONNX model {model_path}: {_first_line(exc)}") from exc
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+
+
 def load_card_for(model_path: str | Path) -> ModelCard:
     """Find a model's card: a sidecar .card.json/.card.yaml, the ONNX metadata, or the .pt bundle."""
     model_path = Path(model_path)
@@ -245,15 +278,9 @@ def load_card_for(model_path: str | Path) -> ModelCard:
         if sidecar.exists():
             return ModelCard.load(sidecar)
     if model_path.suffix == ".onnx":
-        try:
-            import onnx
-
-            proto = onnx.load(str(model_path), load_external_data=False)
-        except Exception as exc:  # onnx raises several types for a corrupt file
-            raise CardError(f"cannot read ONNX model {model_path}: {exc}") from exc
-        for prop in proto.metadata_props:
-            if prop.key == ONNX_METADATA_KEY:
-                return ModelCard.from_dict(json.loads(prop.value))
+        metadata = onnx_metadata(model_path)
+        if ONNX_METADATA_KEY in metadata:
+            return ModelCard.from_dict(json.loads(metadata[ONNX_METADATA_KEY]))
         raise CardError(f"{model_path} has no model card: write {card_path_for(model_path)} "
                         "(see README, 'Bring your own ONNX model')")
     if model_path.suffix == ".pt":

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-scenes", type=int, default=64)
     parser.add_argument("--heldout-views", type=int, default=8)
     parser.add_argument("overrides", nargs="*", help="recipe overrides key=value (tiny CPU tests)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # key=value before or after options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import torch

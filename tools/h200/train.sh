@@ -20,7 +20,7 @@ LOG="$WORK/report/log.txt"
 export MDE_JOB_COMMAND="OUT=$OUT TRAIN_SECONDS=$TRAIN_SECONDS BENCH_SECONDS=$BENCH_SECONDS bash tools/h200/train.sh $*"
 
 {
-  echo "== mde_ros GPU job $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+  echo "== mde_ros GPU job $(date -u +%Y-%m-%dT%H:%M:%SZ) on ${HOSTNAME:-unknown host}"
   echo "command: $MDE_JOB_COMMAND"
   echo "work dir: $WORK   out: $OUT   git: $(git rev-parse HEAD 2>/dev/null || echo 'no git')"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "nvidia-smi: not available"

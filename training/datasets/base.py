@@ -31,6 +31,9 @@ class RawSample:
     image: np.ndarray                               # HxWx3 uint8 RGB
     depth: np.ndarray                               # HxW float metres; 0, NaN or inf = invalid
     intrinsics: Sequence[float] = NO_INTRINSICS     # fx, fy, cx, cy at this resolution
+    # (top, left, full_height, full_width) when the reader cut this sample out of a larger frame (KITTI's
+    # kb_crop): the evaluation crop (garg) is defined on the full frame, as BTS applies it.
+    window: tuple[int, int, int, int] | None = None
 
 
 class DepthDataset(Dataset, abc.ABC):
@@ -45,6 +48,7 @@ class DepthDataset(Dataset, abc.ABC):
         index       int
         gt_depth    float32 (1,h,w) val/test only: the ground truth at its OWN resolution (h, w), as
         gt_valid    bool    (1,h,w) read (and cropped by the reader), before any resize: what is scored
+        gt_window   int64   [top, left, full_h, full_w]: where (h, w) sits in the frame the eval crop is for
 
     (H, W) is ``input_size`` for every split. Random augmentation (train split only) draws from
     torch's generator, so ``torch.manual_seed`` and DataLoader worker seeding make runs repeatable.
@@ -104,6 +108,7 @@ class DepthDataset(Dataset, abc.ABC):
             # The evaluation protocol scores at the ground truth's own resolution (BTS/AdaBins/DA-V2).
             item["gt_depth"] = torch.from_numpy(np.ascontiguousarray(native.depth, dtype=np.float32)[None])
             item["gt_valid"] = torch.from_numpy(np.ascontiguousarray(native.valid)[None])
+            item["gt_window"] = torch.tensor(raw.window or (0, 0, *native.depth.shape), dtype=torch.int64)
         return item
 
     def to_frame(self, raw: RawSample) -> Frame:
@@ -157,7 +162,8 @@ def holdout_split(items: Sequence, split: str, val_fraction: float, seed: int = 
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if groups is None:
-        count = max(1, int(round(len(items) * val_fraction)))
+        # At least one val item, but never the whole list (a one-image folder still trains).
+        count = min(max(1, int(round(len(items) * val_fraction))), max(0, len(items) - 1))
         held = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
         keep = (lambda i: i in held) if split == "val" else (lambda i: i not in held)
         return [item for i, item in enumerate(items) if keep(i)]

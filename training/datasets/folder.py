@@ -5,6 +5,10 @@ Layouts (the first that exists wins)::
     root/<split>/images/*.{png,jpg,jpeg}   root/<split>/depths/<stem>.{png,npy,tif,tiff}
     root/images/...                        root/depths/...   (one pool; see split_files / val_fraction)
 
+In the split layout without a ``root/val/`` folder (the Kaggle competition's train/ + test/), val is
+carved out of ``root/train/`` exactly as out of a pool (``split_files.val`` or ``val_fraction``), and
+the train split is the rest of train/, so the two never share an image.
+
 A split without a ``depths/`` folder (a competition's test set) yields samples with no valid pixel;
 the train split must have depth. Keys:
 
@@ -13,12 +17,14 @@ the train split must have depth. Keys:
   Kaggle seed's 8-bit grayscale maps, brighter = farther), ``kitti256`` (value / 256).
 * ``depth_max``: metres that 255 stands for with normalized255 (default: max_depth).
 * ``intrinsics``: [fx, fy, cx, cy] of the camera at the images' native size (default unknown: NaN).
-* ``split_files: {split: txt}`` with one stem per line (pool layout), else ``val_fraction`` (default 0.1)
-  holds out a seeded share of the pool as val (``split_seed``); the pool layout has no test split
-  unless a split file names one.
+* ``split_files: {split: txt}`` with one stem per line (pool layout; a ``val`` list alone makes train
+  the rest), else ``val_fraction`` (default 0.1) holds out a seeded share of the pool as val
+  (``split_seed``; by frame: list val stems yourself when frames come in near-duplicate runs); the
+  pool layout has no test split unless a split file names one.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,8 @@ from training.datasets.base import (
     NO_INTRINSICS, DatasetError, DepthDataset, RawSample, holdout_split, read_rgb, read_unchanged, require_dir,
     require_file, root_of,
 )
+
+log = logging.getLogger("training.datasets.folder")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 DEPTH_EXTS = (".png", ".npy", ".tif", ".tiff")
@@ -48,15 +56,27 @@ class FolderDataset(DepthDataset):
             raise DatasetError(f"data.intrinsics must be [fx, fy, cx, cy], got {intrinsics!r}")
         self.intrinsics = tuple(float(v) for v in intrinsics) if intrinsics else NO_INTRINSICS
 
-        base = root / split if (root / split / "images").is_dir() else root
+        base, carve = self.layout(root, split)
         image_dir = require_dir(base / "images", f"folder dataset images for split '{split}'")
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not images:
             raise DatasetError(f"no {'/'.join(IMAGE_EXTS)} images in {image_dir}")
-        if base == root:
+        if carve:
             images = self._pool_split(images, root, cfg, split)
         self.images = images
         self.depths = self._match_depths(base / "depths", images, split)
+
+    @staticmethod
+    def layout(root: Path, split: str) -> tuple[Path, bool]:
+        """(folder holding images/ and depths/, whether ``split`` is carved out of it)."""
+        has = lambda name: (root / name / "images").is_dir()  # noqa: E731
+        if not has("train"):
+            return (root / split, False) if has(split) else (root, True)      # pool layout
+        if split in ("train", "val") and not has("val"):
+            if split == "val":
+                log.info("folder: no %s: val is held out of %s", root / "val", root / "train")
+            return root / "train", True
+        return root / split, False
 
     @staticmethod
     def _pool_split(images: list[Path], root: Path, cfg: dict, split: str) -> list[Path]:
@@ -71,6 +91,9 @@ class FolderDataset(DepthDataset):
         if split == "test":
             raise DatasetError(f"no test split in {root}: make {root}/test/images (and depths) or set "
                                "data.split_files.test")
+        if split == "train" and "val" in files:   # the val list is held out; train is the rest
+            held = set(require_file(root / files["val"], "folder val split file").read_text().split())
+            return [p for p in images if p.stem not in held]
         return holdout_split(images, split, float(cfg.get("val_fraction", 0.1)), int(cfg.get("split_seed", 0)))
 
     @staticmethod

@@ -7,7 +7,11 @@ Layout under ``root``::
     depth/{train,val}/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png
         (or depth/2011_09_26_drive_0002_sync/proj_depth/...; uint16 PNG, metres = value / 256, 0 = no point)
 
-Split files use monodepth2's line format ``2011_09_26/2011_09_26_drive_0002_sync 0000000069 l``.
+Split files use monodepth2's line format ``2011_09_26/2011_09_26_drive_0002_sync 0000000069 l`` or
+BTS/AdaBins's ``2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png
+2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377`` (image path under
+the raw folder, GT path under the depth folder or its train/ val/ subfolders, or ``None``, then the
+focal length, which is ignored: the intrinsics come from the calibration file).
 Keys: ``split_files: {train, val, test}`` (paths relative to root), ``image_dir`` (raw), ``depth_dir``
 (depth), ``image_ext`` (png; jpg for monodepth2's converted copies), ``kb_crop`` (crop every frame to the
 352x1216 bottom-centre window of the KITTI benchmark, as BTS/AdaBins do), ``require_depth`` (true: lines
@@ -37,19 +41,40 @@ class KittiItem:
     date: str
     drive: str
     frame: str
-    camera: str   # image_02 | image_03
+    camera: str                   # image_02 | image_03
+    image_ext: str | None = None  # from a BTS line's image path (else data.image_ext)
+    depth_rel: str | None = None  # a BTS line's GT path, relative to the depth folder ("None": no GT)
 
 
 def parse_split_line(line: str, where: str) -> KittiItem:
+    """One line of a monodepth2 (``date/drive frame l|r``) or BTS (``image_path gt_path focal``) split file."""
     parts = line.split()
+    if len(parts) == 3 and "/data/" in parts[0]:
+        return _parse_bts_line(parts, line, where)
     if len(parts) != 3 or parts[2] not in SIDES or "/" not in parts[0]:
-        raise DatasetError(f"{where}: expected '<date>/<drive>_sync <frame> l|r', got {line!r}")
+        raise DatasetError(f"{where}: expected '<date>/<drive>_sync <frame> l|r' (monodepth2) or "
+                           f"'<date>/<drive>/image_0X/data/<frame>.png <gt path or None> <focal>' (BTS), got {line!r}")
     date, drive = parts[0].split("/", 1)
     try:
         frame = f"{int(parts[1]):010d}"
     except ValueError:
         raise DatasetError(f"{where}: frame {parts[1]!r} is not an integer") from None
     return KittiItem(date, drive, frame, SIDES[parts[2]])
+
+
+def _parse_bts_line(parts: list[str], line: str, where: str) -> KittiItem:
+    image = Path(parts[0])
+    pieces = image.parts
+    if len(pieces) != 5 or pieces[2] not in CAMERA_OF or pieces[3] != "data":
+        raise DatasetError(f"{where}: BTS image path must be '<date>/<drive>/image_02|image_03/data/<frame>.<ext>', "
+                           f"got {parts[0]!r}")
+    try:
+        frame = f"{int(image.stem):010d}"
+        float(parts[2])
+    except ValueError:
+        raise DatasetError(f"{where}: expected an integer frame and a focal length in {line!r}") from None
+    return KittiItem(pieces[0], pieces[1], frame, pieces[2], image_ext=image.suffix.lstrip(".") or None,
+                     depth_rel=parts[1])
 
 
 def read_calib_intrinsics(path: Path, camera: str) -> tuple[float, float, float, float]:
@@ -89,10 +114,14 @@ class KittiDataset(DepthDataset):
         self._calib: dict[tuple[str, str], tuple[float, float, float, float]] = {}
 
     def image_path(self, item: KittiItem) -> Path:
-        return self.image_root / item.date / item.drive / item.camera / "data" / f"{item.frame}.{self.image_ext}"
+        ext = item.image_ext or self.image_ext
+        return self.image_root / item.date / item.drive / item.camera / "data" / f"{item.frame}.{ext}"
 
     def depth_path(self, item: KittiItem) -> Path | None:
-        tail = Path(item.drive) / "proj_depth" / "groundtruth" / item.camera / f"{item.frame}.png"
+        if item.depth_rel == "None":
+            return None
+        tail = (Path(item.depth_rel) if item.depth_rel else
+                Path(item.drive) / "proj_depth" / "groundtruth" / item.camera / f"{item.frame}.png")
         for candidate in (self.depth_root / "train" / tail, self.depth_root / "val" / tail, self.depth_root / tail):
             if candidate.is_file():
                 return candidate
@@ -135,4 +164,5 @@ class KittiDataset(DepthDataset):
         top, left = height - KB_CROP_HEIGHT, (width - KB_CROP_WIDTH) // 2
         frame = crop(Frame(image, depth, depth > 0, np.asarray(intrinsics, np.float64)),
                      top, left, KB_CROP_HEIGHT, KB_CROP_WIDTH)
-        return RawSample(np.ascontiguousarray(frame.image), np.ascontiguousarray(frame.depth), tuple(frame.intrinsics))
+        return RawSample(np.ascontiguousarray(frame.image), np.ascontiguousarray(frame.depth), tuple(frame.intrinsics),
+                         window=(top, left, height, width))
