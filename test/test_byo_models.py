@@ -9,6 +9,7 @@ Depth-Anything-3 in the ika layout, stretch for MiDaS).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -239,6 +240,12 @@ def test_relative_model_without_anchors_is_refused_where_metres_are_required(exp
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "affine-invariant" in err and len(err.splitlines()) == 1
+    bag = Path(__file__).parent / "fixtures" / "bags" / "approach_mcap"
+    code = cli_main(["replay", str(bag), "--model", str(path), "--backend", "onnxruntime", "--out",
+                     str(tmp_path / "out_bag")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "affine-invariant" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out_bag").exists()
 
 
 def test_rank3_and_rank4_outputs_are_one_depth_channel_for_every_backend():
@@ -249,3 +256,36 @@ def test_rank3_and_rank4_outputs_are_one_depth_channel_for_every_backend():
     assert check_network_output(np.zeros((2, 1, 28, 28), np.float32), batch_shape, "tensorrt").shape == (2, 1, 28, 28)
     with pytest.raises(RuntimeError, match=r"\(N,1,H,W\) or \(N,H,W\).*output_name"):
         check_network_output(np.zeros((2, 2, 28, 28), np.float32), batch_shape, "tensorrt")
+
+
+def test_tensorrt_profile_of_a_keep_aspect_card_spans_the_sizes_it_produces():
+    """Pure part of the TensorRT backend (no GPU here): the engine profile must admit every input
+    size keep_aspect gives a 4:3, 16:9 or 3:4 camera, not just the card's square."""
+    from mde_ros.inference.tensorrt_build import TensorRTConfig, optimization_profile
+    from mde_ros.pipeline.preprocess import keep_aspect_size
+
+    card = ModelCard(name="da2", architecture="external", input_height=518, input_width=518, size_multiple=14,
+                     resize_policy="keep_aspect")
+    profile = optimization_profile(card, TensorRTConfig())
+    for src in ((480, 640), (720, 1280), (640, 480), (518, 518)):
+        h, w = keep_aspect_size(*src, 518, 518, "shorter", 14)
+        assert profile.contains((1, 3, h, w)), (src, (h, w), profile)
+    stretch = optimization_profile(ModelCard(name="s", architecture="external", input_height=280,
+                                             input_width=504), TensorRTConfig())
+    assert stretch.min == stretch.max[:1] + (3, 280, 504)
+
+
+def test_card_command_and_presets_need_neither_torch_nor_onnx(exports, tmp_path):
+    """The runtime install has neither (requirements.txt): the graph is read through onnxruntime."""
+    from test_runtime_deps import run_without_torch_and_onnx
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(exports["da3"].read_bytes())
+    result = run_without_torch_and_onnx(f"""
+        from mde_ros.cli import main
+        assert main(["card", "--preset", "depth-anything-3-metric-ika", {str(path)!r}]) == 0
+        assert main(["card", "--check", {str(path)!r}]) == 0
+        print("modules:", sorted(m for m in ("torch", "onnx") if m in sys.modules))
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "modules: []" in result.stdout

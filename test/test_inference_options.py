@@ -152,3 +152,22 @@ def test_param_table_matches_the_node_parameter_specs():
     for spec in PARAMETERS:
         if spec.name in BY_PARAM:
             assert spec.read_only and spec.default == BY_PARAM[spec.name].unset
+
+
+def test_onnxruntime_tensorrt_provider_gets_profile_shapes_and_a_versioned_cache(tmp_path):
+    from mde_ros.inference.onnxruntime_backend import select_providers
+    from mde_ros.inference.tensorrt_build import ort_trt_cache_dir
+
+    cache = ort_trt_cache_dir("1.31.1", "cuda0", root=tmp_path)
+    assert cache == tmp_path / "ort-tensorrt" / "ort1.31.1-cuda0"
+    profile = {"trt_profile_min_shapes": "image:1x3x240x320", "trt_profile_opt_shapes": "image:1x3x240x320",
+               "trt_profile_max_shapes": "image:2x3x480x640"}
+    providers = select_providers("cuda:0", ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                            "CPUExecutionProvider"], trt_provider=True, fp16=True,
+                                 engine_cache=cache, profile_options=profile)
+    name, options = providers[0]
+    assert name == "TensorrtExecutionProvider" and options["trt_fp16_enable"] is True
+    assert {k: options[k] for k in profile} == profile
+    assert options["trt_engine_cache_path"] == str(cache) and options["trt_timing_cache_path"] == str(cache)
+    assert [p if isinstance(p, str) else p[0] for p in providers[1:]] == ["CUDAExecutionProvider",
+                                                                        "CPUExecutionProvider"]

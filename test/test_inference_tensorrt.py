@@ -358,3 +358,22 @@ def test_config_errors_come_before_the_tensorrt_import(tmp_path):
         TensorRTBackend(tmp_path / "m.onnx", CARD, dla_core=0)
     with pytest.raises(ValueError, match="device 'cuda'"):
         TensorRTBackend(tmp_path / "m.onnx", CARD, device="cpu")
+
+
+def test_bench_times_tensorrt_on_cuda_when_it_is_present(model, monkeypatch, capsys):
+    """TensorRT API stand-in (10.16) + CUDA runtime stand-in: `mde-ros bench` creates the tensorrt
+    backend on cuda (not on the cpu) and prints its rows; no backend failure ends the bench."""
+    import argparse
+
+    from mde_ros.commands import bench
+
+    install(monkeypatch, TensorRTStandIn("10.16.0"), CudaRuntimeStandIn())
+    runs = bench.backend_runs()
+    assert ("tensorrt", "cuda", "fp32") in runs and ("tensorrt", "cuda", "fp16") in runs
+    assert ("onnxruntime", "cpu", "fp32") in runs
+    args = argparse.Namespace(iters=2, warmup=0, threads=1, model=None, _default_network=(model, model))
+    bench.bench_backends(args)
+    rows = {line[:26].strip(): line[26:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("tensorrt", "onnxruntime", "torch"))}
+    for label in ("tensorrt cuda fp32", "tensorrt cuda fp16", "onnxruntime cpu fp32"):
+        assert len(rows[label].split()) == 4, (label, rows[label])  # pre, network, post, total

@@ -1,5 +1,4 @@
 """REP 117/118 depth encoding, colour maps and the per-frame output bundle."""
-import time
 
 import numpy as np
 import pytest
@@ -165,23 +164,3 @@ def test_without_usable_intrinsics_there_is_no_cloud_or_scan():
         out = build_outputs(wall_result(intrinsics=intrinsics), None, OutputConfig(), 0.1, 10.0)
         assert out.cloud is None and out.scan is None
         assert out.depth is not None and out.colorized is not None
-
-
-def test_outputs_cost_little_next_to_a_network_call():
-    """At 640x480 the whole bundle must stay far below a ~100 ms network call (typically ~4 ms here).
-
-    The bound is loose because this CPU is shared; a per-pixel Python loop would take seconds.
-    """
-    intr = Intrinsics.nyu()
-    rng = np.random.default_rng(0)
-    depth = rng.uniform(0.05, 12.0, (480, 640)).astype(np.float32)
-    depth[::7, ::5] = np.nan
-    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    result = DepthResult(depth, intr, 1.0, {})
-    build_outputs(result, rgb, OutputConfig(), 0.1, 10.0)
-    durations = []
-    for _ in range(7):
-        start = time.perf_counter()
-        build_outputs(result, rgb, OutputConfig(), 0.1, 10.0)
-        durations.append(time.perf_counter() - start)
-    assert sorted(durations)[3] < 0.03, durations

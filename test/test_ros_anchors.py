@@ -5,6 +5,7 @@ The model is mis-scaled on purpose: a test-double backend sees a wall 2 m away a
 """
 import array
 import collections
+import dataclasses
 import math
 import threading
 import time
@@ -95,11 +96,24 @@ def wait_for(predicate, timeout=10.0):
     raise AssertionError(f"timed out waiting for {predicate}")
 
 
+class RelativeWall(Backend):
+    """Test double with an affine-invariant output (relative inverse depth): 3 / TRUE_M - 0.2 everywhere."""
+
+    name = "relative-wall"
+
+    def infer(self, batch):
+        n, _, h, w = batch.shape
+        return np.full((n, 1, h, w), 3.0 / TRUE_M - 0.2, np.float32)
+
+    def describe(self):
+        return {"backend": self.name, "device": "cpu", "precision": "fp32"}
+
+
 class Graph:
-    def __init__(self, context, namespace, params):
+    def __init__(self, context, namespace, params, backend=None, card=CARD):
         overrides = [Parameter(k, value=v) for k, v in params.items()]
-        self.node = DepthNode(estimator=DepthEstimator(MisScaledWall(), CARD), context=context, namespace=namespace,
-                              parameter_overrides=overrides)
+        self.node = DepthNode(estimator=DepthEstimator(backend or MisScaledWall(), card), context=context,
+                              namespace=namespace, parameter_overrides=overrides)
         self.probe = rclpy.create_node("camera", namespace=namespace, context=context)
         self.fqn = f"/{namespace}/mde_depth"
         self.received = collections.defaultdict(list)
@@ -156,8 +170,8 @@ class Graph:
 def graph(rclpy_context, request):
     graphs = []
 
-    def make(params):
-        graphs.append(Graph(rclpy_context, f"anch_{request.node.name[5:30]}_{len(graphs)}", params))
+    def make(params, **kwargs):
+        graphs.append(Graph(rclpy_context, f"anch_{request.node.name[5:30]}_{len(graphs)}", params, **kwargs))
         return graphs[-1]
     yield make
     for g in graphs:
@@ -182,6 +196,13 @@ def test_range_and_points_fix_a_misscaled_model_live(graph):
     confidence = wait_for(lambda: g.received["depth/confidence"])[-1]
     assert confidence.encoding == "32FC1" and confidence.header.frame_id == FRAME
     assert np.allclose(depth_of(confidence), 1.0)  # a uniform wall: the mirrored prediction agrees
+
+
+def test_a_relative_model_publishes_metres_once_anchored(graph):
+    card = dataclasses.replace(CARD, output="relative_inverse_depth")
+    g = graph(ANCHORED, backend=RelativeWall(), card=card)
+    depth = g.frame(1.5, ranges=[range_msg(1.5)])  # one reading: scale only (shift 0)
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
 
 
 def test_points_in_another_frame_use_the_fixed_transform(graph):

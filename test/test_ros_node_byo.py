@@ -54,3 +54,16 @@ def test_the_sky_output_marks_depth_as_the_parameter_says(rig, tmp_path, sky_dep
     depth = depth_array(out["depth/image"])
     assert check(depth[:HEIGHT // 3 - 3, 3:-3]).all()  # the stand-in's sky head blurs the image border
     assert not check(depth[HEIGHT // 3 + 3:]).any()
+
+
+def test_a_card_that_does_not_fit_its_model_stops_the_node_with_one_clear_message(tmp_path):
+    from test_ros_node import start_node_process
+
+    path = bx.export_da3_ika(tmp_path / "DA3METRIC-LARGE.onnx", size=(28, 42))
+    card = card_for_preset("depth-anything-3-metric-ika", path)
+    card.sky_output = "sky_mask"
+    card.save(card_path_for(path))
+    process = start_node_process("-p", f"model:={path}", "-p", "backend:=onnxruntime")
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert "sky_output 'sky_mask'" in output and "Traceback" not in output

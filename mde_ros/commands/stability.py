@@ -11,6 +11,8 @@ Sections:
   anchoring  the model deliberately mis-scaled (card output_scale x0.5 and x2) on held-out synthetic
              scenes seen from a robot-mounted camera: AbsRel raw, per-image median-scaled (the best one factor can do), anchored with 20
              sparse metric points, and anchored with the known camera height (with and without pitch/roll).
+  cost       milliseconds per 640x480 frame (median of 10) of the per-frame fit for each anchor source and
+             of the temporal filter: what anchoring adds to the node's frame time.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("temporal", "anchoring")
+SECTIONS = ("temporal", "anchoring", "cost")
 WIDTH, HEIGHT = 160, 120
 NOISE_LEVELS = 3.0
 PERIOD_S = 0.1
@@ -162,6 +164,38 @@ def anchoring_section(estimator, scenes: int, seed: int) -> dict[str, dict[str, 
     return results
 
 
+def cost_section(repeats: int = 10) -> dict[str, float]:
+    import time
+
+    from mde_ros.pipeline.anchoring import Anchors, GroundPrior, RangeReading, fit_frame
+    from mde_ros.pipeline.temporal import TemporalFilter
+    from mde_ros.synthetic import render_frame
+
+    frame = render_frame(3, 640, 480)
+    depth, intr, pose = frame.depth * 2.0, frame.intrinsics, frame.pose
+    points = _anchor_points(frame.depth, intr, np.random.default_rng(0))
+    cases = {"20 points": lambda: fit_frame(depth, intr, Anchors(points=points)),
+             "range (offset sensor)": lambda: fit_frame(depth, intr, Anchors(
+                 ranges=[RangeReading(2.0, 0.1, (0.05, 0.0, 0.0), (0.0, 0.0, 1.0))])),
+             "camera height + pitch/roll": lambda: fit_frame(depth, intr, Anchors(
+                 ground=GroundPrior(pose.position[2], pose.pitch, pose.roll))),
+             "camera height only": lambda: fit_frame(depth, intr, Anchors(ground=GroundPrior(pose.position[2])))}
+    filt = TemporalFilter()
+    filt.update(depth, 0.0)
+    ticks = iter(range(1, 10 * repeats + 100))
+    cases["temporal filter"] = lambda: filt.update(depth, 0.1 * next(ticks))
+    results = {}
+    for name, call in cases.items():
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        results[name] = 1000.0 * float(np.median(times))
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     from mde_ros.bags.replay import load_estimator
 
@@ -196,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
             for key, label in (("ground_pose", "camera height+pitch/roll"), ("ground_height", "camera height only")):
                 print(f"       {label}: floor found in {row[key + '_found']}/{args.scenes} views; there AbsRel "
                       f"{row[key]:.3f} vs median-scaled {row[key + '_median_scaled']:.3f}")
+    if "cost" in sections:
+        print("\ncost per 640x480 frame (median of 10)")
+        for name, ms in cost_section().items():
+            print(f"  {name:28s} {ms:7.2f} ms")
     return 0
 
 

@@ -206,9 +206,12 @@ class TensorRTBackend(Backend):
         self.plan = plan_build(self.features, config.precision, config.typing, config.dla_core)
         source = onnx_for_model(model_path)
         # Names and output ranks are checked from the ONNX graph before minutes of engine building.
-        from mde_ros.models.onnx_io import check_model_io
+        from mde_ros.models.onnx_io import ModelIOUnavailable, check_model_io
 
-        check_model_io(source, self.card)
+        try:
+            check_model_io(source, self.card)
+        except ModelIOUnavailable as exc:  # neither onnxruntime nor onnx here: TensorRT's parser checks
+            log.info("tensorrt: %s; the card is checked against the engine instead", exc)
         self.onnx_path = model_for_precision(source, self.plan.model_variant, target="tensorrt",
                                              int8_model=int8_model, calibration=calibration, card=self.card)
         self.key_parts = engine_key_parts(file_sha256(self.onnx_path), trt.__version__, self.gpu, config,

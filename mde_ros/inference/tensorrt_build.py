@@ -153,6 +153,17 @@ class ProfileShapes(NamedTuple):
                 "trt_profile_max_shapes": text(self.max)}
 
 
+def _keep_aspect_range(card: ModelCard) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(min, max) (H, W) a keep_aspect card produces for cameras up to 2:1 either way (min_size /
+    max_size override it): the fixed side at the card's size, the other up to twice (shorter side
+    fixed) or down to half (longer side fixed), in multiples of size_multiple."""
+    m = card.size_multiple
+    h, w = card.input_height, card.input_width
+    if card.resize_side == "shorter":
+        return (h, w), (-(-2 * h // m) * m, -(-2 * w // m) * m)
+    return (max(m, h // 2 // m * m), max(m, w // 2 // m * m)), (h, w)
+
+
 def optimization_profile(card: ModelCard, config: TensorRTConfig) -> ProfileShapes:
     """min/opt/max input shapes: opt is one image at the card's size (what the node sends).
 
@@ -162,7 +173,8 @@ def optimization_profile(card: ModelCard, config: TensorRTConfig) -> ProfileShap
     if config.dla_core is not None:
         static = (1, 3, *(config.max_size or size))
         return ProfileShapes(static, static, static)
-    low, high = config.min_size or size, config.max_size or size
+    default_low, default_high = _keep_aspect_range(card) if card.resize_policy == "keep_aspect" else (size, size)
+    low, high = config.min_size or default_low, config.max_size or default_high
     if not (low[0] <= size[0] <= high[0] and low[1] <= size[1] <= high[1]):
         raise ValueError(f"min_size {low} <= card input size {size} <= max_size {high} must hold")
     return ProfileShapes(min=(1, 3, *low), opt=(1, 3, *size), max=(config.max_batch, 3, *high))

@@ -1,7 +1,7 @@
 """What an ONNX file's inputs and outputs are, and whether a model card matches them.
 
-Read from the graph with the `onnx` package (no session, no torch), so a wrong card is refused in a
-second by `mde-ros card` and before a TensorRT engine build that takes minutes, with one message
+Read from the graph's declared I/O (onnxruntime with nothing run, else the `onnx` package; no torch),
+so a wrong card is refused in a second by `mde-ros card` and before a TensorRT engine build that takes minutes, with one message
 that says what to change.
 """
 from __future__ import annotations
@@ -45,12 +45,52 @@ class ModelIO:
         return tensor.static(2), tensor.static(3)
 
 
+class ModelIOUnavailable(CardError):
+    """Neither onnxruntime nor onnx is installed: the graph cannot be read here."""
+
+
+_ORT_TYPES = {"tensor(float)": "float", "tensor(float16)": "float16", "tensor(double)": "double",
+              "tensor(uint8)": "uint8", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
 def read_model_io(path: str | Path) -> ModelIO:
-    """Graph inputs (initialisers excluded) and outputs of an ONNX file; CardError if unreadable."""
+    """Graph inputs (initialisers excluded) and outputs of an ONNX file; CardError if unreadable.
+
+    Read through onnxruntime (the runtime has it; optimisations off, nothing run); the `onnx` package
+    is the fallback where onnxruntime is absent (a TensorRT-only install).
+    """
     path = Path(path)
+    if not path.is_file():
+        raise CardError(f"ONNX model not found: {path}")
+    try:
+        import onnxruntime
+    except ImportError:
+        return _read_with_onnx(path)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # corrupt file, or operators only another provider has: try the graph itself
+        try:
+            return _read_with_onnx(path)
+        except ModelIOUnavailable:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise CardError(f"cannot read ONNX model {path}: {first}") from exc
+
+    def info(arg) -> TensorInfo:
+        shape = tuple(d if isinstance(d, (int, str)) or d is None else None for d in (arg.shape or ()))
+        return TensorInfo(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+    return ModelIO(path, tuple(info(a) for a in session.get_inputs()), tuple(info(a) for a in session.get_outputs()))
+
+
+def _read_with_onnx(path: Path) -> ModelIO:
     try:
         import onnx
-
+    except ImportError as exc:
+        raise ModelIOUnavailable(f"cannot read {path}: neither onnxruntime nor onnx is installed") from exc
+    try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises several types for a missing or corrupt file
         raise CardError(f"cannot read ONNX model {path}: {exc}") from exc

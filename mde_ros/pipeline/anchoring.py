@@ -33,7 +33,7 @@ SOURCES = ("range", "points", "ground")
 # Reasons an anchor is not used (the throttled-warning kinds of the node, counters in summaries).
 REJECT_REASONS = ("nan", "negative", "range_limits", "field_of_view", "outside_image", "behind_camera", "stamp",
                   "frame", "no_prediction", "no_floor", "no_intrinsics", "bad_cloud")
-MAX_CONE_POINTS = 40_000  # predicted points examined per range reading (stride-subsampled)
+MAX_CONE_POINTS = 20_000  # predicted points examined per range reading (stride-subsampled)
 MAX_FLOOR_POINTS = 6_000  # predicted points the floor fit samples
 MIN_FLOOR_FRACTION = 0.03  # the floor must hold this share of the sampled points (attitude known)
 MIN_FLOOR_FRACTION_FREE = 0.10  # without pitch/roll a plane is easier to fake: demand a bigger floor
@@ -230,6 +230,14 @@ def range_scale(reading: RangeReading, depth: np.ndarray, intr: Intrinsics) -> t
     if not len(points):
         return "no_prediction"
     cos_half = math.cos(max(reading.field_of_view, 1e-3) / 2)
+    # Only points near the cone can enter it while the scale moves (none can for a sensor at the
+    # camera's centre, whose cone does not depend on the scale): keep those, with a 20 degree margin.
+    rays = points - origin
+    near = rays @ axis >= math.cos(min(reading.field_of_view / 2 + math.radians(20.0), math.pi / 2)) * \
+        np.linalg.norm(rays, axis=1)
+    points, us, vs = points[near], us[near], vs[near]
+    if not len(points):
+        return "no_prediction"
     scale = 1.0
     best = -1
     for _ in range(8):
@@ -320,28 +328,22 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
     if len(below) < 3:
         return None
     if known:
-        for i in rng.choice(below, size=min(len(below), 64), replace=False):
-            h = heights[i]
-            count = int((np.abs(heights - h) <= tol * h).sum())
-            candidates.append((count, float(h), nominal))
-    else:
-        cos_tilt = math.cos(prior.max_tilt)
-        for _ in range(FLOOR_RANSAC_ITERATIONS):
-            a, b, c = points[rng.choice(below, size=3, replace=False)]
-            normal = np.cross(b - a, c - a)
-            norm = np.linalg.norm(normal)
-            if norm < 1e-12:
-                continue
-            normal /= norm
-            if normal @ nominal < 0:
-                normal = -normal
-            if normal @ nominal < cos_tilt:
-                continue
-            h = float(normal @ a)
-            if h <= 0:
-                continue
-            count = int((np.abs(points @ normal - h) <= tol * h).sum())
-            candidates.append((count, h, normal))
+        levels = heights[rng.choice(below, size=min(len(below), 64), replace=False)]
+        counts = (np.abs(heights[:, None] - levels[None, :]) <= tol * levels[None, :]).sum(axis=0)
+        candidates = [(int(n), float(h), nominal) for n, h in zip(counts, levels)]
+    else:  # all hypotheses at once: three points each, normals within max_tilt of level
+        a, b, c = (points[i] for i in rng.choice(below, size=(FLOOR_RANSAC_ITERATIONS, 3)).T)
+        normals = np.cross(b - a, c - a)
+        norms = np.linalg.norm(normals, axis=1)
+        ok = norms > 1e-12
+        normals = normals[ok] / norms[ok, None]
+        normals *= np.where(normals @ nominal < 0, -1.0, 1.0)[:, None]
+        levels = np.einsum("ij,ij->i", normals, a[ok])
+        ok = (normals @ nominal >= math.cos(prior.max_tilt)) & (levels > 0)
+        normals, levels = normals[ok], levels[ok]
+        if len(levels):
+            counts = (np.abs(points @ normals.T - levels[None, :]) <= tol * levels[None, :]).sum(axis=0)
+            candidates = [(int(n), float(h), normal) for n, h, normal in zip(counts, levels, normals)]
     if not candidates:
         return None
     best_count, _, best_normal = max(candidates, key=lambda c: c[0])

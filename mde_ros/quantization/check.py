@@ -19,15 +19,22 @@ class SpeedComparison:
     int8_ms: float
     threads: int
     shape: tuple[int, ...]
+    fp32_cpu_ms: float = 0.0   # process CPU time per run: on a shared machine less noisy than wall time
+    int8_cpu_ms: float = 0.0
 
     @property
     def ratio(self) -> float:
         return self.int8_ms / self.fp32_ms
 
+    @property
+    def cpu_ratio(self) -> float:
+        return self.int8_cpu_ms / self.fp32_cpu_ms if self.fp32_cpu_ms else float("nan")
+
     def summary(self) -> str:
         threads = self.threads or "default"
         return (f"onnxruntime CPU ({threads} threads), input {'x'.join(map(str, self.shape))}: fp32 {self.fp32_ms:.2f} ms, "
-                f"int8 {self.int8_ms:.2f} ms: ratio {self.ratio:.3f} (goal <= 0.50)")
+                f"int8 {self.int8_ms:.2f} ms: ratio {self.ratio:.3f} (goal <= 0.50); CPU time fp32 "
+                f"{self.fp32_cpu_ms:.2f} ms, int8 {self.int8_cpu_ms:.2f} ms: ratio {self.cpu_ratio:.3f}")
 
 
 def _session(path: Path, threads: int):
@@ -50,17 +57,19 @@ def compare_speed(fp32: str | Path, int8: str | Path, *, iters: int = 20, warmup
     sessions = {"fp32": _session(Path(fp32), threads), "int8": _session(Path(int8), threads)}
     feeds = {k: {s.get_inputs()[0].name: batch} for k, s in sessions.items()}
     samples: dict[str, list[float]] = {"fp32": [], "int8": []}
+    cpu: dict[str, list[float]] = {"fp32": [], "int8": []}
     per_block = max(1, iters // blocks)
     for _ in range(blocks):
         for key, session in sessions.items():
             for _ in range(warmup):
                 session.run(None, feeds[key])
             for _ in range(per_block):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 session.run(None, feeds[key])
                 samples[key].append(time.perf_counter() - start)
-    return SpeedComparison(1000 * statistics.median(samples["fp32"]), 1000 * statistics.median(samples["int8"]),
-                           threads, batch.shape)
+                cpu[key].append(time.process_time() - start_cpu)
+    return SpeedComparison(*(1000 * statistics.median(samples[k]) for k in ("fp32", "int8")), threads, batch.shape,
+                           *(1000 * statistics.median(cpu[k]) for k in ("fp32", "int8")))
 
 
 def fixture_accuracy(fp32: str | Path, int8: str | Path, fixture_dir: str | Path | None = None) -> dict[str, dict]:

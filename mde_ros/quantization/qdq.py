@@ -5,9 +5,9 @@ Targets differ in what their int8 kernels want, so each gets its own recipe (rec
 
 - onnxruntime (x86 CPU): uint8 activations (asymmetric) with int8 weights (U8S8), the layout MLAS
   is fastest with; `reduce_range` (7-bit weights) avoids the int16 saturation of AVX2's
-  vpmaddubsw on CPUs without VNNI and is what makes int8 pay off there. Only Conv (+ its Relu, fused
-  into QLinearConv) is quantised: on this U-Net Resize/Concat/Add in uint8 cost more in
-  transposes and requantisation than they save, and the depth head keeps float output.
+  vpmaddubsw on CPUs without VNNI. Conv (+ its Relu, fused into QLinearConv) and the decoder's
+  Resize/Concat are quantised, so the skip path stays uint8 between convolutions; residual Adds,
+  MaxPool and the Sigmoid head stay float (quantising them measured slower or no faster here).
 - tensorrt: symmetric int8 activations and weights (S8S8, zero point 0), the only int8 Q/DQ
   TensorRT builds; float biases (TensorRT fuses them itself); residual Adds quantised too so
   TensorRT can fuse them into the int8 convolutions (NVIDIA's Q/DQ placement guidance).
@@ -50,7 +50,8 @@ class Recipe:
 
 
 RECIPES = {
-    "onnxruntime": Recipe("onnxruntime", activations="uint8", reduce_range=True, op_types=("Conv", "Relu")),
+    "onnxruntime": Recipe("onnxruntime", activations="uint8", reduce_range=True,
+                          op_types=("Conv", "Relu", "Resize", "Concat")),
     "tensorrt": Recipe("tensorrt", activations="int8", op_types=("Conv", "Relu", "Add", "MaxPool"),
                        quantize_bias=False, extra_options={"ActivationSymmetric": True}),
 }

@@ -90,6 +90,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
               read_only=True, choices=PRECISIONS),
+    ParamSpec("device_pipeline", False, "torch backend on CUDA: resize, normalisation and the depth's "
+              "conversion on the GPU too (only the image goes up, only the depth comes back)", read_only=True),
     ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
     ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
@@ -159,6 +161,7 @@ class Settings:
     qos_depth: int
     resize_policy: str
     camera_aware_rescale: bool
+    device_pipeline: bool
     sky_depth: str
     min_depth: float
     max_depth: float
@@ -290,7 +293,7 @@ class DepthNode(Node):
             self.get_logger().warning(
                 f"model {self._estimator.card.name!r} outputs {self._estimator.card.output} (affine-invariant): "
                 "publishing it on depth/relative (32FC1, larger = nearer); depth, points and scan need "
-                "metres, which only scale anchors give it")
+                "metres, which only scale anchors give it (scale.range.*, scale.points.*, scale.ground.*)")
         self._optional_pubs: dict[str, Any] = {}
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
@@ -388,7 +391,8 @@ class DepthNode(Node):
         if not path.is_file():
             raise StartupError(f"model file not found: {path} (set the 'model' parameter to an .onnx or .pt file)")
         config = EstimatorConfig(camera_aware_rescale=settings.camera_aware_rescale,
-                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
+                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth,
+                                 device_pipeline=settings.device_pipeline)
         try:
             return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
                                              precision=settings.precision, config=config,
@@ -459,7 +463,8 @@ class DepthNode(Node):
         min_depth, max_depth = settings.depth_range(self._estimator.card)
         self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
                                                  camera_aware_rescale=settings.camera_aware_rescale,
-                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth)
+                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth,
+                                                 device_pipeline=settings.device_pipeline)
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)

@@ -153,7 +153,12 @@ def world_pose(scene: Scene, kind: str, rng: np.random.Generator, intrinsics: In
     """A camera pose for ``kind``: rooms and halls as scenes.Scene.random_pose; a table-top camera
     0.1-0.6 m above the tallest object, looking down at an object from 0.2-1 m."""
     if kind != "tabletop":
-        return scene.random_pose(rng, intrinsics)
+        try:
+            return scene.random_pose(rng, intrinsics)
+        except RuntimeError:
+            # A crowded room can leave no free, far-enough spot in random_pose's 40 tries; a training
+            # worker must not die for it (seen on the H200 benchmark): search ten times longer.
+            return scene.random_pose(rng, intrinsics, attempts=400)
     sx, sy, sz = scene.size
     top = max([item.bounds()[1][2] for item in scene.items] + [0.0])
     targets = [0.5 * (lo + hi) for lo, hi in (item.bounds() for item in scene.items)] or [np.array([sx / 2, sy / 2, 0.0])]

@@ -181,8 +181,10 @@ def _packers():
     except ImportError:
         pass
     try:
-        from mde_ros.bags.io import serialize
+        from mde_ros.bags.io import serialize, typestore
         from mde_ros.bags.messages import make_header, output_messages
+
+        typestore()  # imports rosbags: fails here, not inside the timed loop
 
         def pack_cdr(outputs, index):
             header = make_header(index, 0, "camera_color_optical_frame")
