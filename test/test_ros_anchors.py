@@ -146,8 +146,10 @@ class Graph:
                 self.pubs["range"].publish(msg)
             for msg in clouds:
                 self.pubs["anchor_points"].publish(msg)
-            time.sleep(0.05)  # anchors are matched when the frame is processed: let them arrive first
             self.pubs["camera_info"].publish(info(t))
+            # Anchors (and the CameraInfo that places them: the node does not wait for a camera's first
+            # CameraInfo) are matched when the frame is processed: let them arrive first.
+            time.sleep(0.05)
             self.pubs["image"].publish(image(t))
             try:
                 return wait_for(lambda: [m for m in self.received["depth/image"]
