@@ -337,6 +337,7 @@ def test_memory_returns_to_the_steady_state_after_rejected_and_accepted_large_fr
             process.wait()
     figures = dict(steady=steady, steady_peak=steady_peak, rejected=rejected, rejected_peak=rejected_peak,
                    large_peak=large_peak, after=after)
+    print("node memory (MiB):", {k: round(v, 1) for k, v in figures.items()})  # README figures (pytest -s)
     # Rejected frames cost no more than their message: the peak does not move beyond noise.
     assert rejected_peak - steady_peak < 20, figures
     assert rejected - steady < 20, figures

@@ -58,7 +58,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
 
     from mde_ros.pipeline.intrinsics import Intrinsics
     from mde_ros.pipeline.outputs import pack_image
-    from mde_ros.ros import messages
+    from mde_ros.ros import messages, naming
     from mde_ros.synthetic import render_frame
 
     namespace = f"/mde_overload_{os.getpid()}_{qos}"
@@ -88,7 +88,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
                     with lock:
                         network_ms.append(float(values["latency network (ms)"]))
 
-    client.create_subscription(Image, "depth", on_depth, reliable)
+    client.create_subscription(Image, naming.DEPTH_IMAGE, on_depth, reliable)
     client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
@@ -106,7 +106,8 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
 
     try:
         deadline = time.monotonic() + 60.0
-        while image_pub.get_subscription_count() == 0 or client.count_publishers(f"{namespace}/depth") == 0:
+        depth_topic = f"{namespace}/{naming.DEPTH_IMAGE}"
+        while image_pub.get_subscription_count() == 0 or client.count_publishers(depth_topic) == 0:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the node did not start: {process.stderr.read()[-2000:]}")
             time.sleep(0.1)
