@@ -6,9 +6,9 @@ whose stamp is within `tolerance_s` of its own, whichever arrived first. When th
 the frame may wait for its CameraInfo, bounded and adaptive:
 
 * the bound is the camera's measured lag (CameraInfo arrival - image arrival of the same stamp,
-  recent worst case) x LAG_MARGIN + LAG_SLACK_S (DDS delivery jitter on a loaded machine is tens of ms), at least MIN_WAIT_S, never more than `tolerance_s`;
+  recent worst case) x LAG_MARGIN + LAG_SLACK_S, at least MIN_WAIT_S, never more than `tolerance_s`;
   before any lag is measured it is `tolerance_s` (the first frame of a CameraPublisher pairs too).
-  A lag that jumps beyond the bound costs that one frame, then the bound follows it;
+  A lag that jumps beyond 1.5x the recent worst costs that one frame, then the bound follows it;
 * no wait when waiting cannot help: no CameraInfo publisher, a CameraInfo stream silent for
   longer than STREAM_SILENCE_S (or 4 of its periods), or a CameraInfo newer than the image has
   already arrived (the image is the late side).
@@ -29,9 +29,9 @@ from typing import Callable, Generic, TypeVar
 T = TypeVar("T")
 HISTORY = 16  # CameraInfos kept (about half a second at 30 Hz)
 LAG_WINDOW = 16  # measured lags kept
-LAG_MARGIN = 3.0
-LAG_SLACK_S = 0.05
-MIN_WAIT_S = 0.02  # DDS jitter on a loaded machine: never wait less for a CameraInfo that may come
+LAG_MARGIN = 1.5
+LAG_SLACK_S = 0.005
+MIN_WAIT_S = 0.04  # DDS jitter on a loaded machine: never wait less for a CameraInfo that may come
 STREAM_SILENCE_S = 1.0
 
 
