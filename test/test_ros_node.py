@@ -254,14 +254,16 @@ def test_camera_info_sent_just_after_its_image_is_still_paired(rig):
 
 
 def test_a_camera_info_stream_that_stops_does_not_delay_every_frame(rig):
-    r = rig()
+    tolerance = 0.6  # far above the lag bound, so "waited the whole tolerance" cannot pass for "waited the bound"
+    r = rig(params={"sync_tolerance": tolerance})
     r.exchange(1.0, need=("points",))  # CameraInfo before its image: the measured lag is 0
     for t in (2.0, 3.0, 4.0, 5.0):  # CameraInfo stopped: depth only
         r.exchange(t, info=None)
     assert not r.with_stamp("points", 5.0)
-    # Each frame waited at most the bound the camera's lag allows (20 ms here), not sync_tolerance, and said so.
+    # Each frame waited at most the bound the camera's lag allows (MIN_WAIT_S, 40 ms, here), not
+    # sync_tolerance, and said so. Decode latency = wait + decode; the margin is for a loaded machine.
     assert r.problems()["camera_info_late"] >= 1
-    r.diagnostics(lambda values: float(values["latency decode (ms)"]) < 1000 * 0.05)
+    r.diagnostics(lambda values: float(values["latency decode (ms)"]) < 1000 * tolerance / 2)
     r.exchange(6.0, need=("points",))  # and the stream coming back pairs at once
 
 
