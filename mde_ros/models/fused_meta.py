@@ -91,18 +91,20 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def read_fused_metadata(path: str | Path) -> dict:
-    """The `mde_ros.fused` entry of a fused ONNX file (ValueError if it is a plain model).
-
-    Read with the `onnx` package (no session), else through onnxruntime (nothing run)."""
-    path = Path(path)
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's metadata_props as a dict: with the `onnx` package (no session), else through
+    onnxruntime (nothing run), so a TensorRT-only or an onnxruntime-only install can read it."""
     try:
         import onnx
     except ImportError:
-        metadata = _ort_metadata(path)
-    else:
-        proto = onnx.load(str(path), load_external_data=False)
-        metadata = {prop.key: prop.value for prop in proto.metadata_props}
+        return _ort_metadata(Path(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def read_fused_metadata(path: str | Path) -> dict:
+    """The `mde_ros.fused` entry of a fused ONNX file (ValueError if it is a plain model)."""
+    metadata = read_onnx_metadata(path)
     if FUSED_METADATA_KEY not in metadata:
         raise ValueError(f"{path} is not a fused mde_ros model (no {FUSED_METADATA_KEY} metadata)")
     return json.loads(metadata[FUSED_METADATA_KEY])
