@@ -338,6 +338,20 @@ def test_onnxruntime_without_device_pipeline_or_fused_model_stays_the_numpy_path
     assert int8.fused_pipeline() is None
 
 
+@pytest.mark.parametrize("changes", [{}, {"channel_order": "BGR", "resize_policy": "letterbox"}])
+def test_fused_onnx_casts_the_uint8_image_before_anything_else(small, tmp_path, changes):
+    """TensorRT takes a uint8 network input only into a Cast (its Cast / Identity layer docs): the fused
+    graph's `image` feeds nothing but one Cast, BGR flip and letterbox included."""
+    import onnx
+
+    from mde_ros.models.fused import export_fused_onnx
+
+    model, base, _, _ = small
+    card = ModelCard.from_dict({**base.to_dict(), **changes})
+    proto = onnx.load(str(export_fused_onnx(model, card, tmp_path / "m.fused.onnx", 60, 80)))
+    assert [n.op_type for n in proto.graph.node if "image" in n.input] == ["Cast"]
+
+
 def test_export_cli_writes_the_fused_model_beside_the_plain_one(small, tmp_path, capsys):
     from mde_ros.cli import main
     from mde_ros.models.fused import read_fused_metadata
