@@ -7,7 +7,6 @@ real node process with the onnxruntime backend on a tiny ONNX model.
 import collections
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard, card_path_for
 from mde_ros.pipeline.estimator import DepthEstimator
+from mde_ros.processes import interrupt
 from mde_ros.ros.depth_node import DepthNode
 from mde_ros.ros.diagnostics import STAGES
 
@@ -490,12 +490,10 @@ def test_the_node_process_runs_an_onnx_model_with_the_shipped_params_file(rclpy_
         assert process.poll() is None
         assert depth.encoding == "32FC1" and (depth.height, depth.width) == (HEIGHT, WIDTH)
         np.testing.assert_allclose(depth_array(depth), 3.5, rtol=1e-6)
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=TIMEOUT_S)
+        output = interrupt(process, timeout=TIMEOUT_S)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            interrupt(process)
     assert process.returncode == 0, output
     assert "tiny-plane" in output and "onnxruntime" in output
 

@@ -33,7 +33,7 @@ from std_msgs.msg import Header
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
-from mde_ros.memory import LargeFrameTrim
+from mde_ros.memory import LargeFrameTrim, map_large_arrays
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
@@ -336,6 +336,7 @@ class DepthNode(Node):
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
 
         self._pending: _Frame | None = None
+        map_large_arrays()  # a large frame's arrays are unmapped when freed (process-wide, idempotent)
         self._memory = LargeFrameTrim()
         self._stopping = False
         self._wake = threading.Condition()
