@@ -366,6 +366,33 @@ def test_export_cli_writes_the_fused_model_beside_the_plain_one(small, tmp_path,
     assert "--fused wants WIDTHxHEIGHT" in capsys.readouterr().err
 
 
+def test_predict_and_replay_take_device_pipeline_from_the_command_line(fused_ort, tmp_path):
+    """`predict --device-pipeline` runs the fused model beside the ONNX for images of its size."""
+    import cv2
+
+    from mde_ros.cli import main
+
+    _, plain_path = fused_ort
+    frame = render_frame(5, 160, 120)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+    common = [str(image), "--model", str(plain_path), "--backend", "onnxruntime", "--fx", "140"]
+    assert main(["predict", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["predict", *common, "--out", str(tmp_path / "fused"), "--device-pipeline"]) == 0
+    plain = np.load(tmp_path / "plain" / "frame_depth.npy")
+    fused = np.load(tmp_path / "fused" / "frame_depth.npy")
+    assert not np.array_equal(plain, fused)  # another graph ran (float matrices vs OpenCV's fixed point)
+    np.testing.assert_allclose(fused, plain, rtol=FUSED_ORT_RTOL, atol=FUSED_ORT_ATOL_M)
+
+    import argparse
+
+    from mde_ros.bags.replay import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["bag", "--device-pipeline"]).device_pipeline
+
+
 # ---------------------------------------------------------------- bench CLI and the H200 script on CPU
 
 def test_bench_gpu_section_runs_on_cpu_and_says_cuda_is_skipped(capsys, one_thread):
