@@ -16,18 +16,39 @@ import statistics
 
 RECENT_FRAMES = 30
 LARGE_FACTOR = 2.0  # pixels > 2 x the recent median: a one-off large frame
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+LARGE_ARRAY_BYTES = 8 << 20  # 8 MiB: a 4K frame's arrays are mmap'd; a 640x480 frame's (<= 4.9 MB) are not
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def release_free_memory() -> bool:
     """glibc malloc_trim(0): free heap pages of every arena go back to the OS. False where unavailable."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:  # not glibc (musl, macOS)
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
+
+
+def map_large_arrays(threshold_bytes: int = LARGE_ARRAY_BYTES) -> bool:
+    """Serve allocations >= threshold from mmap, so they go back to the system when freed.
+
+    glibc raises its mmap threshold (up to 32 MB) after the first large array is freed; a 4K frame's
+    arrays then land in the arena heaps and leave them fragmented: ~27 MiB stayed resident after one
+    4K JPEG in a 320x240 stream even after malloc_trim. A fixed threshold (what MALLOC_MMAP_THRESHOLD_
+    sets; it also stops the adjustment) returned it all in the same measurement. Call once, at start-up."""
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)) == 1
 
 
 class LargeFrameTrim:

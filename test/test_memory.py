@@ -1,5 +1,5 @@
 """Returning a one-off large frame's memory (the node-level measurement is in test_ros_reliability)."""
-from mde_ros.memory import LargeFrameTrim, release_free_memory
+from mde_ros.memory import LargeFrameTrim, map_large_arrays, release_free_memory
 
 
 def test_memory_is_returned_once_after_a_run_of_large_frames():
@@ -19,3 +19,19 @@ def test_memory_is_returned_once_after_a_run_of_large_frames():
 def test_release_free_memory_runs_on_glibc():
     assert release_free_memory() in (True, False)
     assert release_free_memory()  # this project's machines are glibc Linux
+
+
+def test_large_arrays_are_mapped_and_returned_when_freed():
+    """After map_large_arrays a freed 64 MB array leaves the resident set at once (no trim needed)."""
+    import numpy as np
+
+    def resident_mb():
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024
+
+    assert map_large_arrays()
+    before = resident_mb()
+    big = np.ones(64 << 20, np.uint8)
+    assert resident_mb() - before > 60
+    del big
+    assert resident_mb() - before < 8

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import threading
 import time
 
 import numpy as np
+
+from mde_ros.processes import interrupt
 
 QOS_CHOICES = ("best_effort", "reliable")
 # 320x240: in this project's CI machine Fast DDS loses best-effort samples over ~512 KB (640x480 rgb8 is 921 KB)
@@ -142,12 +143,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
         executor.shutdown()
         client.destroy_node()
         rclpy.shutdown(context=context)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process)
     p99 = _percentile(got, 99)
     goal = 2 * network + period_s * 1000.0
     return {"qos": qos, "single_frame_ms": per_frame_ms, "rate_hz": 1.0 / period_s, "sent": len(sent),
