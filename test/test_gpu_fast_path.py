@@ -252,6 +252,106 @@ def test_fused_onnx_matches_the_plain_model_and_numpy_pipeline(small, tmp_path, 
         np.testing.assert_allclose(depth, want.depth, atol=1e-3, rtol=1e-4)
 
 
+# Measured (20 synthetic frames, 160x120, onnxruntime 1.23 CPU, fp32): the fused graph's depth differs
+# from the numpy pipeline's by at most 1.8e-4 m, 3.4e-5 relative (a resized pixel that rounds to the other
+# uint8 level where OpenCV's fixed-point weights and the float matrices straddle .5); NaN pixels agree
+# exactly. The bounds leave about 6x room.
+FUSED_ORT_RTOL, FUSED_ORT_ATOL_M = 2e-4, 1e-4
+
+
+@pytest.fixture()
+def fused_ort(small, tmp_path):
+    """The small network's plain ONNX with its fused model (160x120, stretch) beside it."""
+    model, card, _, _ = small
+    from mde_ros.models import export_onnx
+    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+
+    plain_path = export_onnx(model, card, tmp_path / "m.onnx")
+    export_fused_onnx(model, card, fused_path_for(plain_path), 120, 160, policy="stretch")
+    return card, plain_path
+
+
+def test_onnxruntime_device_pipeline_runs_the_fused_model_beside_it(fused_ort):
+    """DepthEstimator + onnxruntime (CPU provider) + device_pipeline: frames of the fused model's camera
+    size run the fused graph (one session.run), others the numpy path; device_pipeline off is the numpy
+    path, to the bit."""
+    card, plain_path = fused_ort
+    backend = create_backend("onnxruntime", plain_path, card, intra_op_threads=1)
+    fast = DepthEstimator(backend, card, EstimatorConfig(device_pipeline=True))
+    plain = DepthEstimator(create_backend("onnxruntime", plain_path, card, intra_op_threads=1), card)
+    pipeline = backend.fused_pipeline()
+    assert pipeline is not None and pipeline.accepts(120, 160, "stretch")
+    assert not pipeline.accepts(120, 160, "letterbox") and not pipeline.accepts(240, 320, "stretch")
+    assert backend.describe()["fused"]["width"] == 160
+
+    calls = []
+    run = pipeline.estimate
+    pipeline.estimate = lambda *a, **k: calls.append(1) or run(*a, **k)  # counts, runs the real thing
+    for seed in (1, 2):
+        frame = render_frame(seed, 160, 120)
+        got, want = fast.estimate(frame.rgb, frame.intrinsics), plain.estimate(frame.rgb, frame.intrinsics)
+        assert got.rescale == want.rescale != 1.0 and got.depth.shape == (120, 160)
+        assert got.depth.dtype == np.float32 and set(got.timings) == {"preprocess", "network", "postprocess"}
+        assert all(v >= 0 for v in got.timings.values()) and got.is_metric and got.relative is None
+        np.testing.assert_array_equal(np.isnan(got.depth), np.isnan(want.depth))
+        np.testing.assert_allclose(got.depth, want.depth, rtol=FUSED_ORT_RTOL, atol=FUSED_ORT_ATOL_M)
+    assert len(calls) == 2
+
+    other = render_frame(3, 200, 150)  # another camera size: the numpy path, the same bits as without
+    np.testing.assert_array_equal(fast.estimate(other.rgb, other.intrinsics).depth,
+                                  plain.estimate(other.rgb, other.intrinsics).depth)
+    letterbox = DepthEstimator(backend, card, EstimatorConfig(device_pipeline=True, resize_policy="letterbox"))
+    frame = render_frame(4, 160, 120)  # the fused model's size but another policy: numpy as well
+    np.testing.assert_array_equal(
+        letterbox.estimate(frame.rgb).depth,
+        DepthEstimator(plain.backend, card, EstimatorConfig(resize_policy="letterbox")).estimate(frame.rgb).depth)
+    assert len(calls) == 2
+
+
+def test_onnxruntime_without_device_pipeline_or_fused_model_stays_the_numpy_path(fused_ort, tmp_path):
+    """device_pipeline False never starts the fused session and is bit-identical to a backend with no
+    fused model at all; device_pipeline True without one (or with one for another card, or at another
+    precision) falls back to numpy."""
+    import shutil
+
+    card, plain_path = fused_ort
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(plain_path, bare / "m.onnx")
+    frame = render_frame(5, 160, 120)
+    with_fused = create_backend("onnxruntime", plain_path, card, intra_op_threads=1)
+    off = DepthEstimator(with_fused, card).estimate(frame.rgb, frame.intrinsics)
+    assert with_fused._fused is None and "fused" not in with_fused.describe()
+    bare_backend = create_backend("onnxruntime", bare / "m.onnx", card, intra_op_threads=1)
+    assert bare_backend.fused_pipeline() is None
+    on_bare = DepthEstimator(bare_backend, card, EstimatorConfig(device_pipeline=True)).estimate(frame.rgb,
+                                                                                                 frame.intrinsics)
+    np.testing.assert_array_equal(off.depth, on_bare.depth)
+    other_card = ModelCard.from_dict({**card.to_dict(), "output_scale": 2.0})
+    assert create_backend("onnxruntime", plain_path, other_card).fused_pipeline() is None
+    # A Q/DQ model's card (the plain graph stands in for its weights): int8 runs keep the numpy path.
+    qdq = tmp_path / "m.int8.onnx"
+    shutil.copyfile(plain_path, qdq)
+    ModelCard.from_dict({**card.to_dict(), "provenance": {"quantization": {"format": "QDQ", "scheme": "U8S8"}}}
+                        ).save(tmp_path / "m.int8.card.json")
+    int8 = create_backend("onnxruntime", plain_path, card, precision="int8", int8_model=qdq)
+    assert int8.fused_pipeline() is None
+
+
+@pytest.mark.parametrize("changes", [{}, {"channel_order": "BGR", "resize_policy": "letterbox"}])
+def test_fused_onnx_casts_the_uint8_image_before_anything_else(small, tmp_path, changes):
+    """TensorRT takes a uint8 network input only into a Cast (its Cast / Identity layer docs): the fused
+    graph's `image` feeds nothing but one Cast, BGR flip and letterbox included."""
+    import onnx
+
+    from mde_ros.models.fused import export_fused_onnx
+
+    model, base, _, _ = small
+    card = ModelCard.from_dict({**base.to_dict(), **changes})
+    proto = onnx.load(str(export_fused_onnx(model, card, tmp_path / "m.fused.onnx", 60, 80)))
+    assert [n.op_type for n in proto.graph.node if "image" in n.input] == ["Cast"]
+
+
 def test_export_cli_writes_the_fused_model_beside_the_plain_one(small, tmp_path, capsys):
     from mde_ros.cli import main
     from mde_ros.models.fused import read_fused_metadata
@@ -264,6 +364,33 @@ def test_export_cli_writes_the_fused_model_beside_the_plain_one(small, tmp_path,
     assert (meta["width"], meta["height"], meta["policy"]) == (64, 40, "letterbox")
     assert main(["export", str(bundle), "--out", str(out), "--fused", "wide"]) == 1
     assert "--fused wants WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_predict_and_replay_take_device_pipeline_from_the_command_line(fused_ort, tmp_path):
+    """`predict --device-pipeline` runs the fused model beside the ONNX for images of its size."""
+    import cv2
+
+    from mde_ros.cli import main
+
+    _, plain_path = fused_ort
+    frame = render_frame(5, 160, 120)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+    common = [str(image), "--model", str(plain_path), "--backend", "onnxruntime", "--fx", "140"]
+    assert main(["predict", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["predict", *common, "--out", str(tmp_path / "fused"), "--device-pipeline"]) == 0
+    plain = np.load(tmp_path / "plain" / "frame_depth.npy")
+    fused = np.load(tmp_path / "fused" / "frame_depth.npy")
+    assert not np.array_equal(plain, fused)  # another graph ran (float matrices vs OpenCV's fixed point)
+    np.testing.assert_allclose(fused, plain, rtol=FUSED_ORT_RTOL, atol=FUSED_ORT_ATOL_M)
+
+    import argparse
+
+    from mde_ros.bags.replay import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["bag", "--device-pipeline"]).device_pipeline
 
 
 # ---------------------------------------------------------------- bench CLI and the H200 script on CPU

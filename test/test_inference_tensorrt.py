@@ -14,7 +14,7 @@ import pytest
 from mde_ros.inference import BackendUnavailable, create_backend
 from mde_ros.inference.tensorrt_backend import (TensorRTBackend, attach_timing_cache, save_build,
                                                 tensorrt_unavailable_reason)
-from mde_ros.inference.tensorrt_build import (GpuInfo, TensorRTConfig, TrtFeatures, engine_cache_key,
+from mde_ros.inference.tensorrt_build import (GpuInfo, ProfileShapes, TensorRTConfig, TrtFeatures, engine_cache_key,
                                               engine_key_parts, engine_paths, network_creation_flags,
                                               optimization_profile, parse_version, plan_build, sanitize,
                                               version_problem)
@@ -377,3 +377,113 @@ def test_bench_times_tensorrt_on_cuda_when_it_is_present(model, monkeypatch, cap
             if line.startswith(("tensorrt", "onnxruntime", "torch"))}
     for label in ("tensorrt cuda fp32", "tensorrt cuda fp16", "onnxruntime cpu fp32"):
         assert len(rows[label].split()) == 4, (label, rows[label])  # pre, network, post, total
+
+
+# ---------------------------------------------------------------- fused model (models/fused.py) as an engine
+
+def test_fused_engine_key_and_build_problems():
+    """Pure: a fused engine's key names its camera and differs per size / policy from the plain one's;
+    strongly typed fp16 / int8 and DLA builds keep the numpy path."""
+    from mde_ros.inference.tensorrt_build import fused_build_problem, fused_profile_shapes
+
+    cfg = TensorRTConfig()
+    plan = plan_build(features("10.3.0"), "fp32")
+    shapes = fused_profile_shapes(120, 160)
+    assert shapes == {"image": ((1, 120, 160, 3),) * 3, "rescale": ((1,),) * 3}
+
+    def key(height, width, policy):
+        parts = engine_key_parts(SHA, "10.3.0", ORIN16, cfg, plan, ProfileShapes(*fused_profile_shapes(
+            height, width)["image"]), fused_shapes=fused_profile_shapes(height, width),
+            fused={"height": height, "width": width, "policy": policy})
+        assert parts["fused"]["inputs"]["rescale"] == [[1], [1], [1]]
+        return engine_cache_key(parts)
+
+    assert "-fused160x120-stretch-" in key(120, 160, "stretch")
+    assert len({key(120, 160, "stretch"), key(120, 160, "letterbox"), key(240, 320, "stretch"), key_for()}) == 4
+    assert fused_build_problem(plan) is None
+    assert fused_build_problem(plan_build(features("10.3.0"), "fp16", "weak")) is None  # FP16 flag, fp32 ONNX
+    assert "fp16" in fused_build_problem(plan_build(features("11.1.0"), "fp16"))
+    assert "int8" in fused_build_problem(plan_build(features("10.16.0"), "int8"))
+    assert "DLA" in fused_build_problem(plan_build(TrtFeatures.probe(TensorRTStandIn("10.3.0", dla_cores=2)),
+                                                   "fp16", dla_core=0))
+
+
+@pytest.fixture
+def fused_model(tmp_path, monkeypatch):
+    """A small network's plain ONNX with its fused model (160x120, stretch) beside it (export needs torch)."""
+    torch = pytest.importorskip("torch")
+    from mde_ros.models import build_model, export_onnx
+    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+
+    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
+                     input_height=32, input_width=48, train_focal_px=40.0)
+    with torch.no_grad():
+        network = build_model(card.architecture, **card.arch_kwargs).eval()
+        plain = export_onnx(network, card, tmp_path / "m.onnx")
+        export_fused_onnx(network, card, fused_path_for(plain), 120, 160, policy="stretch")
+    return card, plain
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fused_engine_runs_device_pipeline_frames_against_each_version_stand_in(version, fused_model, tmp_path,
+                                                                                monkeypatch):
+    """TensorRT API stand-in + CUDA runtime stand-in (NOT TensorRT, never verification; the stand-in's
+    "engine" is onnxruntime on the fused ONNX): the fused engine is built once with static uint8 image and
+    float32 rescale shapes from the fused metadata, cached beside the plain engine under its own key, and
+    frames of its camera size go through it (one upload of each input, one enqueue, one download); other
+    sizes take the numpy path, identical to device_pipeline off."""
+    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+    from mde_ros.synthetic import render_frame
+
+    card, plain = fused_model
+    trt, cudart = TensorRTStandIn(version), CudaRuntimeStandIn()
+    install(monkeypatch, trt, cudart)
+    backend = TensorRTBackend(plain, card, "cuda", "fp32")
+    fast = DepthEstimator(backend, card, EstimatorConfig(device_pipeline=True))
+    off = DepthEstimator(backend, card)
+    reference = DepthEstimator(create_backend("onnxruntime", plain, card), card)
+    frame = render_frame(1, 160, 120)
+    assert len(trt.built) == 1
+    copies = len(cudart.copies)
+    got = fast.estimate(frame.rgb, frame.intrinsics)
+    assert len(trt.built) == 2 and trt.built[1]["onnx"].endswith("m.fused.onnx")
+    assert trt.built[1]["profiles"][0] == {"image": ((1, 120, 160, 3),) * 3, "rescale": ((1,),) * 3}
+    assert trt.built[1]["strongly_typed"] and trt.built[1]["flags"] == []
+    assert [kind for kind, _, _ in cudart.copies[copies:]] == ["cudaMemcpyHostToDevice"] * 2 + \
+        ["cudaMemcpyDeviceToHost"]
+    want = reference.estimate(frame.rgb, frame.intrinsics)
+    assert got.rescale == want.rescale != 1.0 and got.depth.shape == (120, 160) and got.depth.dtype == np.float32
+    assert set(got.timings) == {"preprocess", "network", "postprocess"}
+    np.testing.assert_array_equal(np.isnan(got.depth), np.isnan(want.depth))
+    np.testing.assert_allclose(got.depth, want.depth, rtol=2e-4, atol=1e-4)  # as test_gpu_fast_path's ORT bound
+    engines = engine_files(tmp_path / "cache")
+    assert len(engines) == 2 and sum("-fused160x120-stretch-" in e.name for e in engines) == 1
+    assert backend.describe()["fused"]["width"] == 160
+
+    other = render_frame(2, 200, 150)
+    np.testing.assert_array_equal(fast.estimate(other.rgb, other.intrinsics).depth,
+                                  off.estimate(other.rgb, other.intrinsics).depth)
+    again = TensorRTBackend(plain, card, "cuda", "fp32")  # both engines come from the cache
+    assert again.fused_pipeline() is not None and len(trt.built) == 2
+    again.close()
+    backend.close()
+
+
+def test_fused_engine_is_not_used_for_strongly_typed_fp16_or_without_a_fused_model(fused_model, tmp_path,
+                                                                                   monkeypatch):
+    """TensorRT API stand-in (not verification): a strongly typed fp16 build keeps the numpy path (the
+    fused model is fp32); weak typing (10.x) builds it with the FP16 flag; no fused model, no pipeline."""
+    import shutil
+
+    card, plain = fused_model
+    trt = TensorRTStandIn("10.16.0")
+    install(monkeypatch, trt, CudaRuntimeStandIn())
+    assert TensorRTBackend(plain, card, "cuda", "fp16").fused_pipeline() is None
+    weak = TensorRTBackend(plain, card, "cuda", "fp16", typing="weak")
+    assert weak.fused_pipeline() is not None and trt.built[-1]["flags"] == ["FP16"]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(plain, bare / "m.onnx")
+    assert TensorRTBackend(bare / "m.onnx", card, "cuda", "fp32").fused_pipeline() is None

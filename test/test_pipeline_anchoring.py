@@ -108,9 +108,10 @@ def test_twenty_sparse_points_match_median_scaling_on_a_misscaled_wrapper(views,
 @pytest.mark.parametrize("factor", [0.5, 2.0])
 @pytest.mark.parametrize("attitude", [True, False], ids=["height+pitch/roll", "height-only"])
 def test_known_camera_height_matches_median_scaling(views, factor, attitude):
-    """Known height and pitch/roll: every view within 0.03 of median scaling. Height alone: the floor's
-    tilt comes from the (distorted) prediction too, and a 1 degree tilt error moves a floor 3 m away by
-    5 cm: measured 0.02-0.06 worse than median scaling here, so the bound is 0.06 (README says so)."""
+    """Every view within 0.03 of median scaling, with or without pitch/roll. Measured here: <= 0.006
+    with pitch/roll, <= 0.020 height alone (the floor's tilt comes from the distorted prediction; on
+    12 other views with a floor big enough, mean 0.018, max 0.037). Was <= 0.056 height alone before
+    the tilt was fitted in inverse depth along the pixel rays (README)."""
     backend = ExactDepthBackend(factor)
     estimator = DepthEstimator(backend, WRAPPER_CARD)
     gaps = []
@@ -122,7 +123,41 @@ def test_known_camera_height_matches_median_scaling(views, factor, attitude):
         fit = fit_frame(pred, frame.intrinsics, Anchors(ground=prior))
         assert fit is not None and fit.sources == ("ground",)
         gaps.append(depth_metrics(pred * fit.scale, frame.depth)["abs_rel"] - median_scaled_abs_rel(pred, frame.depth))
-    assert max(gaps) <= (0.03 if attitude else 0.06)
+    assert max(gaps) <= 0.03
+
+
+def _other_views(first_seed, n):
+    """Robot-camera views from other scenes than `robot_views`, with no selection by the floor fit."""
+    return [(lambda scene, s: scene.render(camera_path(scene, 1, seed=s)[0], INTR))(make_scene(first_seed + i), 100 + i)
+            for i in range(n)]
+
+
+def test_table_top_hiding_the_floor_is_no_floor():
+    """Views where a table or box top below the camera hides nearly all of the floor: the plane found
+    there made the factor x5 and x10 (a floor out of view must be "no floor", not a guess); with the
+    floor's "nothing below it" check they are rejected, with or without pitch/roll."""
+    for seed, path_seed in ((7006, 106), (7027, 127)):
+        scene = make_scene(seed)
+        pose = camera_path(scene, 1, seed=path_seed)[0]
+        depth = scene.render(pose, INTR).depth
+        for prior in (GroundPrior(pose.position[2], pose.pitch, pose.roll), GroundPrior(pose.position[2])):
+            floor = fit_floor(depth, INTR, prior)
+            assert floor is None or floor.distance == pytest.approx(pose.position[2], rel=0.05)
+
+
+def test_depth_noise_does_not_tilt_the_floor():
+    """A depth error moves a far floor point along its ray, mostly sideways: the 3D (total least-squares)
+    plane fit tilted the floor by ~0.3-1 deg at 3 % noise. Fitted in inverse depth on the exact pixel
+    rays, the camera height comes back from noisy exact depth without pitch/roll with a mean error of
+    1.2 %, max 3.3 % (12 floors found in 40 views); the 3D fit: 2.2 %, max 5.9 % (and one table top, x9)."""
+    errors = []
+    for i, frame in enumerate(_other_views(7000, 40)):
+        noisy = frame.depth * np.exp(np.random.default_rng(i).normal(0.0, 0.03, frame.depth.shape))
+        floor = fit_floor(noisy.astype(np.float32), INTR, GroundPrior(frame.pose.position[2]))
+        if floor is not None:
+            errors.append(frame.pose.position[2] / floor.distance - 1.0)
+    assert len(errors) >= 8
+    assert np.mean(np.abs(errors)) <= 0.02 and np.max(np.abs(errors)) <= 0.05
 
 
 @pytest.mark.parametrize("factor", [0.5, 2.0])

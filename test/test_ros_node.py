@@ -19,7 +19,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
@@ -123,12 +123,16 @@ class Rig:
                                    else (Image, "image"))
         self.image_pub = self.probe.create_publisher(image_type, image_topic, reliable)
         self.info_pub = self.probe.create_publisher(CameraInfo, "camera_info", reliable)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
-        for node in (self.node, self.probe):
-            if node is not None:
-                self.executor.add_node(node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        # The node on its own single-threaded executor, as `ros2 run` spins it (rclpy.spin); the probe on
+        # another, so the probe's output callbacks never delay the node's image/CameraInfo callbacks.
+        self.executors = [SingleThreadedExecutor(context=context)] if self.node is not None else []
+        self.executors.append(MultiThreadedExecutor(num_threads=2, context=context))
+        if self.node is not None:
+            self.executors[0].add_node(self.node)
+        self.executors[-1].add_node(self.probe)
+        self.threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
+        for thread in self.threads:
+            thread.start()
         wait_for(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count(),
                  timeout=discovery_timeout, alive=alive)
 
@@ -138,7 +142,8 @@ class Rig:
                 self.received["diagnostics"].append(status)
 
     def close(self):
-        self.executor.shutdown()
+        for executor in self.executors:
+            executor.shutdown()
         if self.node is not None:
             self.node.destroy_node()
         self.probe.destroy_node()

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BLOCK = """
@@ -65,6 +67,37 @@ def test_node_predict_and_replay_run_without_torch_or_onnx(tmp_path):
                                               Parameter("backend", value="onnxruntime")])
         node.destroy_node()
         rclpy.shutdown()
+        print("modules:", sorted(m for m in ("torch", "onnx") if m in sys.modules))
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "modules: []" in result.stdout
+
+
+def test_onnxruntime_fused_pipeline_runs_without_torch_or_onnx(tmp_path):
+    """device_pipeline on onnxruntime with a fused model beside the model: the fused metadata and card
+    come from onnxruntime, so neither torch nor onnx is imported (the export itself needs torch, here)."""
+    torch = pytest.importorskip("torch")
+    from mde_ros.models import build_model, export_onnx
+    from mde_ros.models.card import ModelCard
+    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+
+    torch.manual_seed(0)
+    card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
+                     input_height=32, input_width=48, train_focal_px=40.0)
+    network = build_model(card.architecture, **card.arch_kwargs).eval()
+    plain = export_onnx(network, card, tmp_path / "m.onnx")
+    export_fused_onnx(network, card, fused_path_for(plain), 48, 64)
+    result = run_without_torch_and_onnx(f"""
+        import numpy as np
+        from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+        from mde_ros.models.fused_meta import read_fused_metadata
+
+        assert read_fused_metadata({str(tmp_path / "m.fused.onnx")!r})["width"] == 64
+        estimator = DepthEstimator.from_model({str(plain)!r}, backend="onnxruntime",
+                                              config=EstimatorConfig(device_pipeline=True))
+        assert estimator.backend.fused_pipeline().accepts(48, 64, "stretch")
+        depth = estimator.estimate(np.full((48, 64, 3), 90, np.uint8), None).depth
+        assert depth.shape == (48, 64) and np.isfinite(depth).all()
         print("modules:", sorted(m for m in ("torch", "onnx") if m in sys.modules))
     """, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -141,6 +141,7 @@ API = {
                 "SPARSE_WEIGHTS", "DIRECT_IO", "ERROR_ON_TIMING_CACHE_MISS", "STRIP_PLAN")),
     "8.6.1": (("EXPLICIT_BATCH", "EXPLICIT_PRECISION"), ("FP16", "INT8", "GPU_FALLBACK", "TF32")),
 }
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 10: "float16"}  # onnx.TensorProto elem types
 PRECISION_FLAGS = {"FP16", "BF16", "INT8", "FP8", "INT4", "FP4"}
 
 
@@ -160,8 +161,9 @@ class TensorRTStandIn(types.ModuleType):
         self.MemoryPoolType = _enum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
         self.DeviceType = _enum("DeviceType", ["GPU", "DLA"])
         self.TensorIOMode = _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
-        self.DataType = _enum("DataType", ["FLOAT", "HALF", "INT8", "INT32"])
-        self.float32, self.float16 = self.DataType.FLOAT, self.DataType.HALF
+        # The order of nvinfer1::DataType (kFLOAT, kHALF, kINT8, kINT32, kBOOL, kUINT8, ...).
+        self.DataType = _enum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"])
+        self.float32, self.float16, self.uint8 = self.DataType.FLOAT, self.DataType.HALF, self.DataType.UINT8
         self.dla_cores, self.timing_device = dla_cores, timing_device
         self.built: list[dict] = []          # what each build_serialized_network call was asked for
         self.runtimes: list["_Runtime"] = []
@@ -184,8 +186,8 @@ class TensorRTStandIn(types.ModuleType):
         return runtime
 
     def nptype(self, dtype):
-        return {self.DataType.FLOAT: np.float32, self.DataType.HALF: np.float16,
-                self.DataType.INT8: np.int8, self.DataType.INT32: np.int32}[dtype]
+        return {self.DataType.FLOAT: np.float32, self.DataType.HALF: np.float16, self.DataType.INT8: np.int8,
+                self.DataType.INT32: np.int32, self.DataType.BOOL: np.bool_, self.DataType.UINT8: np.uint8}[dtype]
 
 
 class _Network:
@@ -216,8 +218,15 @@ class _Parser:
             self.errors.append(f"stand-in parser: {exc}")
             return False
         self.network.onnx = path
-        self.network.inputs = [types.SimpleNamespace(name=i.name) for i in model.graph.input]
+        self.network.inputs = [types.SimpleNamespace(name=i.name, dtype=_ONNX_DTYPES.get(
+            i.type.tensor_type.elem_type, "?")) for i in model.graph.input]
         self.network.outputs = [o.name for o in model.graph.output]
+        # TensorRT 10 takes a uint8 network input only into a Cast (IIdentity / ICast layer docs).
+        for tensor in self.network.inputs:
+            users = [n.op_type for n in model.graph.node if tensor.name in n.input]
+            if tensor.dtype == "uint8" and any(op != "Cast" for op in users):
+                self.errors.append(f"stand-in parser: uint8 input {tensor.name!r} feeds {users}, not only Cast")
+                return False
         return True
 
     @property
@@ -315,6 +324,7 @@ class _Builder:
         if config._timing is not None:
             config._timing.entries += 1
         return b"engine:" + json.dumps({"onnx": network.onnx, "inputs": [i.name for i in network.inputs],
+                                        "dtypes": {i.name: i.dtype for i in network.inputs},
                                         "outputs": network.outputs, "version": trt.__version__}).encode()
 
 
@@ -349,7 +359,8 @@ class _Engine:
         return modes.INPUT if name in self.info["inputs"] else modes.OUTPUT
 
     def get_tensor_dtype(self, name):
-        return self._trt.DataType.FLOAT
+        kind = self.info.get("dtypes", {}).get(name, "float32")
+        return {"uint8": self._trt.DataType.UINT8}.get(kind, self._trt.DataType.FLOAT)
 
     def create_execution_context(self):
         return _Context(self)
@@ -374,8 +385,19 @@ class _Context:
     def get_tensor_shape(self, name):
         if name in self.engine.info["inputs"]:
             return self.shapes[name]
+        if len(self.engine.info["inputs"]) > 1:  # e.g. the fused model: ask onnxruntime for the shape
+            return self._run(self._zeros())[self.engine.info["outputs"].index(name)].shape
         n, _, h, w = self.shapes[self.engine.info["inputs"][0]]
         return (n, 1, h, w)
+
+    def _dtype(self, name):
+        return np.dtype(self.engine._trt.nptype(self.engine.get_tensor_dtype(name)))
+
+    def _zeros(self):
+        return {name: np.zeros(self.shapes[name], self._dtype(name)) for name in self.engine.info["inputs"]}
+
+    def _run(self, feeds):
+        return self.session.run(None, feeds)
 
     def set_tensor_address(self, name, address):
         self.addresses[name] = int(address)
@@ -383,11 +405,12 @@ class _Context:
 
     def execute_async_v3(self, stream_handle):
         assert isinstance(stream_handle, int), "TensorRT's binding takes the stream as an int (size_t)"
-        name = self.engine.info["inputs"][0]
-        shape = self.shapes[name]
-        count = int(np.prod(shape))
-        batch = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addresses[name])).reshape(shape)
-        outputs = self.session.run(None, {name: batch.copy()})
+        feeds = {}
+        for name in self.engine.info["inputs"]:
+            shape, dtype = self.shapes[name], self._dtype(name)
+            raw = (ctypes.c_ubyte * (int(np.prod(shape)) * dtype.itemsize)).from_address(self.addresses[name])
+            feeds[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        outputs = self._run(feeds)
         for out_name, value in zip(self.engine.info["outputs"], outputs):
             value = np.ascontiguousarray(value, dtype=np.float32)
             ctypes.memmove(self.addresses[out_name], value.ctypes.data, value.nbytes)

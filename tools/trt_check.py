@@ -16,6 +16,9 @@ Checks (all with a private engine cache folder, so nothing of the user's is touc
   dla           only where TensorRT sees DLA cores: fp16 on DLA core 0, static profile, GPU fallback
   ort-trt-ep    onnxruntime's TensorRT provider (if installed): profile shapes, versioned cache folder,
                 first frame not paying for the engine build
+  fused         (needs torch for the export) a small network's model.fused.onnx for 640x480: the TensorRT
+                fused engine (uint8 input, static shapes) and onnxruntime CUDA / TensorRT EP fused sessions
+                with device_pipeline vs the numpy path on onnxruntime CPU (max |diff| m), median estimate ms
   bench         `mde-ros bench --sections backends` rows for every backend on its own device
 """
 from __future__ import annotations
@@ -238,6 +241,52 @@ def ort_trt_ep(model: Path, card) -> None:
            network_ms=ms, cache=options.get("trt_engine_cache_path"), profile=options.get("trt_profile_opt_shapes"))
 
 
+@check("fused")
+def fused(tmp: Path) -> None:
+    try:
+        import torch
+    except ImportError:
+        report("fused", "SKIP", reason="the fused export needs torch")
+        return
+    import onnxruntime as ort
+
+    from mde_ros.inference import create_backend
+    from mde_ros.models import build_model, export_onnx
+    from mde_ros.models.card import ModelCard
+    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+    from mde_ros.synthetic import render_frame
+
+    torch.manual_seed(0)
+    card = ModelCard(name="fused-check", architecture="unet_resnet18", input_height=240, input_width=320,
+                     train_focal_px=250.0)
+    network = build_model(card.architecture).eval()
+    plain = export_onnx(network, card, tmp / "fused_check.onnx")
+    export_fused_onnx(network, card, fused_path_for(plain), 480, 640)
+    frame = render_frame(7, 640, 480)
+    want = DepthEstimator(create_backend("onnxruntime", plain, card), card).estimate(frame.rgb, frame.intrinsics)
+    figures = {}
+    runs = [("tensorrt", {})]
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" in providers:
+        runs.append(("onnxruntime", {}))
+    if "TensorrtExecutionProvider" in providers:
+        runs.append(("onnxruntime", {"trt_provider": True}))
+    ok = True
+    for name, options in runs:
+        label = name + ("-trt-ep" if options else "")
+        backend = create_backend(name, plain, card, device="cuda", **options)
+        estimator = DepthEstimator(backend, card, EstimatorConfig(device_pipeline=True))
+        got = estimator.estimate(frame.rgb, frame.intrinsics)
+        used = backend.fused_pipeline() is not None
+        diff = float(np.nanmax(np.abs(got.depth - want.depth)))
+        same_nan = bool((np.isnan(got.depth) == np.isnan(want.depth)).all())
+        ok = ok and used and same_nan and diff < 1e-2
+        figures[label] = {"fused_used": used, "max_abs_diff_m": round(diff, 6), "nan_agree": same_nan,
+                          "estimate_ms": median_ms(lambda: estimator.estimate(frame.rgb, frame.intrinsics), iters=20)}
+    report("fused", "PASS" if ok else "FAIL", **figures)
+
+
 @check("bench")
 def bench() -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -286,6 +335,7 @@ def main() -> int:
             two_outputs(tmp)
             dla(model, card)
             ort_trt_ep(model, card)
+            fused(tmp)
             if not args.skip_bench:
                 bench()
     args.out.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")

@@ -387,7 +387,6 @@ def _path_problem(out: Path, summary: Path | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
     from mde_ros.models.card import CardError, require_metres
-    from mde_ros.pipeline.estimator import EstimatorConfig
 
     bag = args.bag.resolve()  # `replay .` names the folder by its real name
     out = args.out or bag.with_name(bag.name + "_depth")
@@ -401,12 +400,11 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # before the bag is processed, not after
         print(f"mde-ros replay: {problem}", file=sys.stderr)
         return 1
-    from mde_ros.commands.common import CommandError, backend_options_of
+    from mde_ros.commands.common import CommandError, backend_options_of, estimator_config_of
 
     try:
         estimator = load_estimator(args.model, args.backend, device=args.device, precision=args.precision,
-                                   config=EstimatorConfig(camera_aware_rescale=not args.no_rescale,
-                                                          resize_policy=args.resize_policy),
+                                   config=estimator_config_of(args),
                                    intra_op_threads=args.threads, **backend_options_of(args))
     except CommandError as exc:
         print(f"mde-ros replay: {exc}", file=sys.stderr)

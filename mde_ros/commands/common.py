@@ -30,7 +30,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, skip_options: tuple[str
                        help="override the model card's resize policy (default: the card's)")
     group.add_argument("--no-rescale", action="store_true",
                        help="disable the camera-aware metric rescale (depth x f_camera / f_training)")
+    group.add_argument("--device-pipeline", action="store_true",
+                       help="pre/post-processing on the backend's device, as the node's device_pipeline: torch on "
+                            "CUDA (CUDA graphs), onnxruntime / tensorrt (MODEL.fused.onnx beside the model, for "
+                            "images of its camera size); other images and backends: numpy")
     add_cli_arguments(parser, skip=skip_options)
+
+
+def estimator_config_of(args: argparse.Namespace):
+    """The EstimatorConfig of add_model_arguments' flags (predict, replay)."""
+    from mde_ros.pipeline.estimator import EstimatorConfig
+
+    return EstimatorConfig(camera_aware_rescale=not args.no_rescale, resize_policy=args.resize_policy,
+                           device_pipeline=args.device_pipeline)
 
 
 def backend_options_of(args: argparse.Namespace) -> dict:
@@ -46,7 +58,7 @@ def backend_options_of(args: argparse.Namespace) -> dict:
 def build_estimator(args: argparse.Namespace, **backend_options):
     """The DepthEstimator that add_model_arguments' options name; CommandError says why it cannot load."""
     from mde_ros.models.card import CardError
-    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+    from mde_ros.pipeline.estimator import DepthEstimator
     from mde_ros.resources import default_model_path
 
     try:
@@ -55,7 +67,7 @@ def build_estimator(args: argparse.Namespace, **backend_options):
         raise CommandError(str(exc)) from exc
     if not Path(model).exists():
         raise CommandError(f"model file not found: {model}")
-    config = EstimatorConfig(camera_aware_rescale=not args.no_rescale, resize_policy=args.resize_policy)
+    config = estimator_config_of(args)
     options = {**backend_options_of(args), **backend_options}
     try:
         return DepthEstimator.from_model(model, backend=args.backend, device=args.device,

@@ -42,10 +42,9 @@ def _percentile(values: list[float], q: float) -> float:
 def _start_node(model: str, qos: str, namespace: str, threads: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args", "-r", f"__ns:={namespace}",
                "-p", f"model:={model}", "-p", "backend:=onnxruntime", "-p", f"qos.reliability:={qos}"]
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if threads:  # onnxruntime's own thread pool (OMP_NUM_THREADS does not reach it)
+        command += ["-p", f"onnxruntime.intra_op_threads:={threads}"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def run_overload(model: str, qos: str, seconds: float, factor: float, threads: int = 0) -> dict:

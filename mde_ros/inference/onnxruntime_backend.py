@@ -2,9 +2,18 @@
 
 `infer` is a bare `session.run` plus a dtype/layout check: everything else (names, providers,
 shape checks) is settled once in the constructor.
+
+With a fused model beside the model (`model.fused.onnx`, `mde-ros export --fused WxH`) the backend
+offers `DepthEstimator` a fused pipeline (`fused_pipeline`): the whole estimate (uint8 image in,
+metres at camera resolution out) in one `session.run` of its own session, with the same providers
+and session options, for frames of the camera size and resize policy it was exported for.
 """
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +23,11 @@ from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batc
                                     check_precision, output_rank_ok, parse_device, resolve_io_name,
                                     resolve_extra_output)
 from mde_ros.inference.cache import onnx_for_model
-from mde_ros.models.card import ModelCard
+from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
+from mde_ros.models.fused_meta import (FUSED_INPUTS, FUSED_OUTPUT, FusedSpec, card_mismatch, fused_path_for,
+                                       fused_spec_from_map)
+
+log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -102,6 +115,12 @@ class OnnxRuntimeBackend(Backend):
         providers = select_providers(device, ort.get_available_providers(), trt_provider,
                                      fp16=precision == "fp16", engine_cache=engine_cache,
                                      profile_options=profile_options)
+        # What a fused session needs to start like this one (fused_pipeline, on first use).
+        self._ort, self._trt_provider, self._engine_cache = ort, trt_provider, engine_cache
+        self._fused_path = fused_path_for(model_path)
+        self._fused: OrtFusedPipeline | None = None
+        self._fused_checked = False
+        self._fused_lock = threading.Lock()
         from mde_ros.quantization.variants import model_for_precision
 
         source = onnx_for_model(model_path)
@@ -114,6 +133,7 @@ class OnnxRuntimeBackend(Backend):
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         self._threads = intra_op_threads or 0
+        self._options = options
         self._session = ort.InferenceSession(str(self.model_path), sess_options=options,
                                              providers=providers)
         self._check_providers_loaded(providers)
@@ -128,6 +148,51 @@ class OnnxRuntimeBackend(Backend):
                               [o for o in outputs if o.name in (self.output_name, self.sky_name)])
         self._output_names = [self.output_name]
         self._all_names = [self.output_name] + ([self.sky_name] if self.sky_name else [])
+
+    def fused_pipeline(self) -> "OrtFusedPipeline | None":
+        """The fused model beside the model in its own session (same providers and options), or None:
+        no `MODEL.fused.onnx`, precision other than fp32 (the fused model carries fp32 weights), or a
+        fused model exported for another card (logged once). Started on first use and kept."""
+        if self._fused_checked:
+            return self._fused
+        with self._fused_lock:
+            if not self._fused_checked:
+                self._fused = self._start_fused()
+                self._fused_checked = True
+        return self._fused
+
+    def _start_fused(self) -> "OrtFusedPipeline | None":
+        path = self._fused_path
+        if not path.is_file():
+            log.info("device_pipeline: no fused model %s beside the model (mde-ros export --fused WxH writes "
+                     "it); pre/post-processing stay in numpy", path)
+            return None
+        if self.precision != "fp32":
+            log.warning("device_pipeline: the fused model %s is fp32; precision %s keeps the numpy "
+                        "pre/post-processing around the %s model", path, self.precision, self.precision)
+            return None
+        ort = self._ort
+        profile = None
+        if self._trt_provider:
+            meta = read_session_spec(path, ort)
+            profile = fused_trt_ep_options(meta)
+        providers = select_providers(self.device, ort.get_available_providers(), self._trt_provider,
+                                     engine_cache=self._engine_cache, profile_options=profile)
+        session = ort.InferenceSession(str(path), sess_options=self._options, providers=providers)
+        dropped = [p[0] if isinstance(p, tuple) else p for p in providers]
+        dropped = [p for p in dropped if p not in session.get_providers()]
+        if dropped:
+            raise BackendUnavailable(f"onnxruntime could not start {dropped} for the fused model {path}")
+        metadata = session.get_modelmeta().custom_metadata_map
+        spec = fused_spec_from_map(metadata, path)
+        embedded = json.loads(metadata[ONNX_METADATA_KEY]) if ONNX_METADATA_KEY in metadata else None
+        differs = card_mismatch(embedded, self.card)
+        if differs:
+            log.warning("device_pipeline: the fused model %s was exported for another card (%s differ); "
+                        "pre/post-processing stay in numpy: re-export with mde-ros export --fused", path,
+                        ", ".join(differs))
+            return None
+        return OrtFusedPipeline(session, spec, path)
 
     def _check_providers_loaded(self, providers: list) -> None:
         # onnxruntime-gpu lists CUDA even when its CUDA/cuDNN libraries fail to load, then quietly
@@ -167,4 +232,61 @@ class OnnxRuntimeBackend(Backend):
                 "providers": self._session.get_providers(), "model": str(self.model_path),
                 "intra_op_threads": self._threads,
                 "input": self.input_name, "output": self.output_name,
-                **({"sky_output": self.sky_name} if self.sky_name else {})}
+                **({"sky_output": self.sky_name} if self.sky_name else {}),
+                **({"fused": self._fused.describe()} if self._fused is not None else {})}
+
+
+def read_session_spec(path: Path, ort) -> FusedSpec:
+    """The fused model's camera, read through onnxruntime with nothing run (no `onnx` package)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=[CPU_PROVIDER])
+    return fused_spec_from_map(session.get_modelmeta().custom_metadata_map, path)
+
+
+def fused_trt_ep_options(spec: FusedSpec) -> dict[str, str]:
+    """The TensorRT EP's profile for a fused model: static, one image of its camera, one factor."""
+    shapes = f"image:1x{spec.height}x{spec.width}x3,rescale:1"
+    return {"trt_profile_min_shapes": shapes, "trt_profile_opt_shapes": shapes, "trt_profile_max_shapes": shapes}
+
+
+class OrtFusedPipeline:
+    """`DepthEstimator`'s fused pipeline on onnxruntime: one `session.run` per frame.
+
+    Timings: "preprocess" and "postprocess" are the host-side staging around the run; "network" is
+    the run itself, which includes the graph's resize, normalisation and depth conversion.
+    """
+
+    def __init__(self, session, spec: FusedSpec, path: Path) -> None:
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = [o.name for o in session.get_outputs()]
+        image, rescale = (inputs.get(name) for name in FUSED_INPUTS)
+        if image is None or rescale is None or FUSED_OUTPUT not in outputs or image.type != "tensor(uint8)" \
+                or rescale.type != "tensor(float)":
+            raise ValueError(f"{path}: a fused model has inputs image uint8 (N,H,W,3) and rescale float32 (N,), "
+                             f"output depth; this one has {[(i.name, i.type) for i in inputs.values()]} -> {outputs}")
+        self.session, self.spec, self.path = session, spec, path
+
+    def accepts(self, height: int, width: int, policy: str | None) -> bool:
+        """Only the camera size and resize policy the model was exported for (its matrices are constants)."""
+        return self.spec.accepts(height, width, policy)
+
+    def estimate(self, rgb: np.ndarray, card: ModelCard, policy: str | None,
+                 rescale: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
+        """HxWx3 uint8 RGB -> (HxW float32 metres, stage seconds)."""
+        if not self.accepts(rgb.shape[0], rgb.shape[1], policy):
+            raise ValueError(f"fused model {self.path.name} is for {self.spec.width}x{self.spec.height} "
+                             f"({self.spec.policy}), not {rgb.shape[1]}x{rgb.shape[0]} ({policy})")
+        start = time.perf_counter()
+        feeds = {"image": np.ascontiguousarray(rgb)[None], "rescale": np.array([rescale], np.float32)}
+        staged = time.perf_counter()
+        (depth,) = self.session.run([FUSED_OUTPUT], feeds)
+        ran = time.perf_counter()
+        depth = np.asarray(depth[0], dtype=np.float32)
+        done = time.perf_counter()
+        return depth, {"preprocess": staged - start, "network": ran - staged, "postprocess": done - ran}
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": str(self.path), "height": self.spec.height, "width": self.spec.width,
+                "policy": self.spec.policy, "providers": self.session.get_providers()}

@@ -12,11 +12,19 @@ that could fail.
 
 Memory and streams come from cuda-python (no torch): input and every output get a pinned host
 buffer and a device buffer, allocated once for the profile's largest shape.
+
+With a fused model beside the model (`model.fused.onnx`, `mde-ros export --fused WxH`) the backend
+offers `DepthEstimator` a fused pipeline (`fused_pipeline`, built on first use): a second engine with
+static shapes from the fused model's metadata (uint8 image (1,H,W,3) + float32 rescale (1,) -> depth
+(1,H,W) metres), cached like the plain one with the fused camera in its key, so a frame of that
+camera is one upload, one enqueue and one download.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +34,14 @@ from mde_ros.atomic import write_bytes_atomically
 from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_network_output,
                                     parse_device, resolve_extra_output, resolve_io_name)
 from mde_ros.inference.cache import file_sha256, onnx_for_model
-from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, INSTALL_HINT, BuildPlan, EnginePaths,
-                                              ProfileShapes, TensorRTConfig, TrtFeatures, engine_cache_key,
-                                              engine_key_parts, engine_paths, network_creation_flags,
+from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, FUSED_IMAGE, FUSED_RESCALE, INSTALL_HINT,
+                                              BuildPlan, EnginePaths, ProfileShapes, TensorRTConfig, TrtFeatures,
+                                              engine_cache_key, engine_key_parts, engine_paths,
+                                              fused_build_problem, fused_profile_shapes, network_creation_flags,
                                               optimization_profile, plan_build, version_problem)
-from mde_ros.models.card import ModelCard
+from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
+from mde_ros.models.fused_meta import (FUSED_OUTPUT, FusedSpec, card_mismatch, fused_path_for, fused_spec_from_map,
+                                       read_onnx_metadata)
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +128,12 @@ def save_build(serialized: Any, build_config: Any, paths: EnginePaths, key_parts
         log.warning("engine %s saved; the timing cache was not (%s)", paths.engine, exc)
 
 
-def build_engine(trt: Any, logger: Any, onnx_path: Path, input_name: str, plan: BuildPlan,
-                 profile: ProfileShapes, config: TensorRTConfig, paths: EnginePaths, key_parts: dict) -> None:
-    """Parse `onnx_path` into a network as `plan` says, build it and save it (see save_build)."""
+def build_engine(trt: Any, logger: Any, onnx_path: Path, input_name: str | None, plan: BuildPlan,
+                 profile: ProfileShapes, config: TensorRTConfig, paths: EnginePaths, key_parts: dict,
+                 shapes: dict[str, tuple] | None = None) -> None:
+    """Parse `onnx_path` into a network as `plan` says, build it and save it (see save_build).
+
+    `shapes` ({input name: (min, opt, max)}, the fused model's inputs) replaces the one-input profile."""
     builder = trt.Builder(logger)
     network = builder.create_network(network_creation_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
@@ -127,14 +141,18 @@ def build_engine(trt: Any, logger: Any, onnx_path: Path, input_name: str, plan: 
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT {trt.__version__} could not parse {onnx_path}: {errors}")
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    input_name = resolve_io_name(input_name, inputs, "input", onnx_path)
+    if shapes is None:
+        shapes = {resolve_io_name(input_name, inputs, "input", onnx_path): tuple(profile)}
+    elif sorted(shapes) != sorted(inputs):
+        raise ValueError(f"{onnx_path}: the network's inputs are {inputs}; expected {sorted(shapes)}")
 
     build = builder.create_builder_config()
     build.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_bytes)
     for flag in plan.builder_flags:
         build.set_flag(getattr(trt.BuilderFlag, flag))
     trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(input_name, profile.min, profile.opt, profile.max)
+    for name, (low, opt, high) in shapes.items():
+        trt_profile.set_shape(name, low, opt, high)
     build.add_optimization_profile(trt_profile)
     if plan.dla_core is not None:
         cores = builder.num_DLA_cores
@@ -180,6 +198,11 @@ class TensorRTBackend(Backend):
         self.device, self.precision, self.card = device, precision, card
         self._trt, self._cudart, self._index = trt, cudart, index
         self._buffers: list = []
+        self._rebuild = rebuild
+        self._fused_path = fused_path_for(model_path)
+        self._fused: TensorRTFusedPipeline | None = None
+        self._fused_checked = False
+        self._fused_lock = threading.Lock()
         try:
             self._setup(model_path, rebuild, int8_model, calibration)
         except AttributeError as exc:
@@ -278,6 +301,44 @@ class TensorRTBackend(Backend):
         self._outputs = outputs
         self._input_shape: tuple[int, ...] | None = None
 
+    # ---- fused pipeline -----------------------------------------------------------------------
+
+    def fused_pipeline(self) -> "TensorRTFusedPipeline | None":
+        """The fused model beside the model as its own engine (built and cached on first use), or None:
+        no `MODEL.fused.onnx`, a build that cannot take it (tensorrt_build.fused_build_problem), or a fused
+        model exported for another card (each logged once)."""
+        if self._fused_checked:
+            return self._fused
+        with self._fused_lock:
+            if not self._fused_checked:
+                try:
+                    self._fused = self._start_fused()
+                finally:
+                    self._fused_checked = True
+        return self._fused
+
+    def _start_fused(self) -> "TensorRTFusedPipeline | None":
+        path = self._fused_path
+        if not path.is_file():
+            log.info("device_pipeline: no fused model %s beside the model (mde-ros export --fused WxH writes "
+                     "it); pre/post-processing stay in numpy", path)
+            return None
+        problem = fused_build_problem(self.plan)
+        if problem:
+            log.warning("device_pipeline: not using the fused model %s: %s; pre/post-processing stay in numpy",
+                        path, problem)
+            return None
+        metadata = read_onnx_metadata(path)
+        spec = fused_spec_from_map(metadata, path)
+        embedded = json.loads(metadata[ONNX_METADATA_KEY]) if ONNX_METADATA_KEY in metadata else None
+        differs = card_mismatch(embedded, self.card)
+        if differs:
+            log.warning("device_pipeline: the fused model %s was exported for another card (%s differ); "
+                        "pre/post-processing stay in numpy: re-export with mde-ros export --fused", path,
+                        ", ".join(differs))
+            return None
+        return TensorRTFusedPipeline(self, path, spec)
+
     # ---- inference --------------------------------------------------------------------------
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -323,12 +384,123 @@ class TensorRTBackend(Backend):
                 "strongly_typed": self.plan.strongly_typed, "builder_flags": list(self.plan.builder_flags),
                 "dla_core": self.config.dla_core,
                 "dla_gpu_fallback": self.config.dla_core is not None,
-                "profile": {k: list(v) for k, v in self.profile._asdict().items()}}
+                "profile": {k: list(v) for k, v in self.profile._asdict().items()},
+                **({"fused": self._fused.describe()} if self._fused is not None else {})}
 
     def close(self) -> None:
         """Free the CUDA buffers and stream now (otherwise when the backend is collected)."""
+        if self._fused is not None:
+            self._fused.close()
         for buffer in self._buffers:
             buffer.free()
         self._buffers = []
         if getattr(self, "_stream", None) is not None:
             self._stream.destroy()
+
+
+# --------------------------------------------------------------------------- fused pipeline
+
+FUSED_DTYPES = {FUSED_IMAGE: np.dtype(np.uint8), FUSED_RESCALE: np.dtype(np.float32),
+                FUSED_OUTPUT: np.dtype(np.float32)}
+
+
+class TensorRTFusedPipeline:
+    """`DepthEstimator`'s fused pipeline on TensorRT: the fused model as an engine of static shapes
+    (one frame of its camera), on the plain engine's runtime, stream and build settings.
+
+    Timings (host clock): "preprocess" is the copy into the pinned image buffer, "network" the upload,
+    the enqueue and the download until the stream is done (the graph's own pre/post-processing
+    included), "postprocess" the copy out of the pinned depth buffer.
+    """
+
+    def __init__(self, backend: TensorRTBackend, path: Path, spec: FusedSpec) -> None:
+        from mde_ros.inference.cuda_memory import PinnedBuffer
+
+        trt = backend._trt
+        self.path, self.spec, self._stream, self._buffers = path, spec, backend._stream, []
+        shapes = fused_profile_shapes(spec.height, spec.width)
+        profile = ProfileShapes(*shapes[FUSED_IMAGE])
+        self.key_parts = engine_key_parts(file_sha256(path), trt.__version__, backend.gpu, backend.config,
+                                          backend.plan, profile, fused_shapes=shapes,
+                                          fused={"height": spec.height, "width": spec.width, "policy": spec.policy})
+        self.paths = engine_paths(engine_cache_key(self.key_parts), trt.__version__, backend.gpu)
+
+        def build() -> None:
+            log.warning("building the fused TensorRT engine for %s (%dx%d %s; cached as %s)", path, spec.width,
+                        spec.height, spec.policy, self.paths.engine)
+            build_engine(trt, backend._logger, path, None, backend.plan, profile, backend.config, self.paths,
+                         self.key_parts, shapes=shapes)
+
+        built = backend._rebuild or not self.paths.engine.is_file()
+        if built:
+            build()
+        self._engine = backend._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
+        if self._engine is None and not built:
+            log.warning("cached fused engine %s did not load; rebuilding", self.paths.engine)
+            build()
+            self._engine = backend._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
+        if self._engine is None:
+            raise RuntimeError(f"TensorRT could not load the fused engine {self.paths.engine}; see its log")
+        engine, context = self._engine, self._engine.create_execution_context()
+        self._context = context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        if sorted(names) != sorted(FUSED_DTYPES):
+            raise ValueError(f"{path}: the fused engine's tensors are {names}; expected {sorted(FUSED_DTYPES)}")
+        for name, (shape, _, _) in shapes.items():
+            if not context.set_input_shape(name, shape):
+                raise RuntimeError(f"TensorRT rejected the fused input {name!r} shape {shape}")
+        self._bindings: dict[str, _Binding] = {}
+        for name, want in FUSED_DTYPES.items():
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            if dtype != want:
+                raise ValueError(f"{path}: fused tensor {name!r} is {dtype}; expected {want}")
+            shape = tuple(context.get_tensor_shape(name))
+            if any(v < 0 for v in shape):
+                raise RuntimeError(f"TensorRT cannot size the fused tensor {name!r} ({shape})")
+            buffer = PinnedBuffer(backend._cudart, shape, dtype)
+            self._buffers.append(buffer)
+            if not context.set_tensor_address(name, buffer.device_ptr):
+                raise RuntimeError(f"TensorRT rejected the address of fused tensor {name!r}")
+            self._bindings[name] = _Binding(name, buffer, dtype)
+        self._shapes = {name: tuple(context.get_tensor_shape(name)) for name in FUSED_DTYPES}
+        if self._shapes[FUSED_OUTPUT] != (1, spec.height, spec.width):
+            raise ValueError(f"{path}: the fused engine's depth is {self._shapes[FUSED_OUTPUT]}; expected "
+                             f"(1, {spec.height}, {spec.width})")
+        self._lock = threading.Lock()
+
+    def accepts(self, height: int, width: int, policy: str | None) -> bool:
+        """Only the camera size and resize policy the model was exported for (static engine shapes)."""
+        return self.spec.accepts(height, width, policy)
+
+    def estimate(self, rgb: np.ndarray, card: ModelCard, policy: str | None,
+                 rescale: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
+        """HxWx3 uint8 RGB -> (HxW float32 metres, stage seconds)."""
+        if not self.accepts(rgb.shape[0], rgb.shape[1], policy):
+            raise ValueError(f"fused engine {self.path.name} is for {self.spec.width}x{self.spec.height} "
+                             f"({self.spec.policy}), not {rgb.shape[1]}x{rgb.shape[0]} ({policy})")
+        image, factor, depth = (self._bindings[n] for n in (FUSED_IMAGE, FUSED_RESCALE, FUSED_OUTPUT))
+        shapes, stream = self._shapes, self._stream
+        with self._lock:
+            start = time.perf_counter()
+            np.copyto(image.buffer.host_view(shapes[FUSED_IMAGE]), rgb[None], casting="no")
+            factor.buffer.host_view((1,))[0] = np.float32(rescale)
+            staged = time.perf_counter()
+            image.buffer.to_device(image.buffer.nbytes, stream.handle)
+            factor.buffer.to_device(factor.buffer.nbytes, stream.handle)
+            if not self._context.execute_async_v3(int(stream)):
+                raise RuntimeError("TensorRT execute_async_v3 (fused engine) failed; see the TensorRT log")
+            depth.buffer.to_host(depth.buffer.nbytes, stream.handle)
+            stream.synchronize()
+            ran = time.perf_counter()
+            out = depth.buffer.host_view(shapes[FUSED_OUTPUT])[0].copy()
+            done = time.perf_counter()
+        return out, {"preprocess": staged - start, "network": ran - staged, "postprocess": done - ran}
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": str(self.paths.engine), "onnx": str(self.path), "height": self.spec.height,
+                "width": self.spec.width, "policy": self.spec.policy}
+
+    def close(self) -> None:
+        for buffer in self._buffers:
+            buffer.free()
+        self._buffers = []

@@ -285,18 +285,26 @@ def sanitize(text: str) -> str:
 
 
 def engine_key_parts(onnx_sha256: str, trt_version: str, gpu: GpuInfo, config: TensorRTConfig,
-                     plan: BuildPlan, profile: ProfileShapes) -> dict[str, Any]:
+                     plan: BuildPlan, profile: ProfileShapes,
+                     fused_shapes: dict[str, tuple] | None = None,
+                     fused: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything an engine depends on, as plain JSON types (also written as the sidecar).
 
     `onnx_sha256` is the hash of the ONNX actually parsed (the fp16 / Q/DQ variant, not its source).
+    A fused engine (models/fused.py) also records its camera (`fused`: height, width, policy) and the
+    static shape of each of its inputs (`fused_shapes`, fused_profile_shapes).
     """
-    return {
+    parts = {
         "onnx_sha256": onnx_sha256, "tensorrt": trt_version, "gpu": gpu.to_dict(),
         "precision": config.precision, "model_variant": plan.model_variant,
         "strongly_typed": plan.strongly_typed, "builder_flags": list(plan.builder_flags),
         "dla_core": config.dla_core, "workspace_bytes": config.workspace_bytes,
         "profile": {"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)},
     }
+    if fused is not None:
+        parts["fused"] = {"height": int(fused["height"]), "width": int(fused["width"]), "policy": fused["policy"],
+                          "inputs": {name: [list(s) for s in shapes] for name, shapes in (fused_shapes or {}).items()}}
+    return parts
 
 
 def engine_cache_key(parts: dict[str, Any]) -> str:
@@ -307,8 +315,36 @@ def engine_cache_key(parts: dict[str, Any]) -> str:
            f"-trt{sanitize(parts['tensorrt'])}-{parts['precision']}")
     if parts.get("dla_core") is not None:
         key += f"-dla{parts['dla_core']}"
+    if parts.get("fused") is not None:
+        fused = parts["fused"]
+        key += f"-fused{fused['width']}x{fused['height']}-{sanitize(fused['policy'])}"
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
     return f"{key}-{digest}"
+
+
+# --------------------------------------------------------------------------- fused engine (models/fused.py)
+
+FUSED_IMAGE, FUSED_RESCALE = "image", "rescale"
+
+
+def fused_profile_shapes(height: int, width: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) of each fused-model input: static, one uint8 HxWx3 image and one factor (the
+    model's batch axis is dynamic, so TensorRT needs a profile for both inputs)."""
+    image, rescale = (1, int(height), int(width), 3), (1,)
+    return {FUSED_IMAGE: (image, image, image), FUSED_RESCALE: (rescale, rescale, rescale)}
+
+
+def fused_build_problem(plan: BuildPlan) -> str | None:
+    """Why this build cannot use the fused model (None: it can). The fused ONNX carries fp32 weights:
+    a strongly typed build of it is fp32, so strongly typed fp16 / int8 builds (whose precision lives in
+    the fp16 / Q/DQ model) keep the numpy path; weak typing's FP16 flag applies to it as to the plain
+    model. DLA engines keep the numpy path too (the resize matrices and uint8 input are GPU work)."""
+    if plan.dla_core is not None:
+        return "DLA engines run the plain network (the fused pre/post-processing is GPU work)"
+    if plan.model_variant != "fp32":
+        return (f"the fused model is fp32 and a strongly typed build takes its precision from the ONNX "
+                f"(precision {plan.model_variant} runs the {plan.model_variant} model)")
+    return None
 
 
 @dataclass(frozen=True)

@@ -30,21 +30,11 @@ from torch import nn
 
 from mde_ros.atomic import write_bytes_atomically
 from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
+# Torch-free (the runtime reads them without torch); re-exported here for existing callers.
+from mde_ros.models.fused_meta import (FUSED_METADATA_KEY, FUSED_OUTPUTS, FUSED_POLICIES,  # noqa: F401
+                                       fused_metadata, fused_path_for, fused_supports, read_fused_metadata)
 from mde_ros.pipeline.preprocess import ResizeInfo, normalisation, pad_input, resize_info
 from mde_ros.pipeline.resample import resize_matrices
-
-FUSED_METADATA_KEY = "mde_ros.fused"
-FUSED_POLICIES = ("stretch", "letterbox", "keep_aspect")
-FUSED_OUTPUTS = ("metric_depth", "inverse_depth", "disparity")
-
-
-def fused_supports(card: ModelCard, policy: str | None) -> bool:
-    """Whether the fused path reproduces the CPU pipeline for this card and resize policy (None: the
-    card's); when not (relative or sky outputs, a fixed OpenCV interpolation, a policy or output kind
-    added later), callers keep the numpy path."""
-    policy = card.resize_policy if policy is None else policy
-    return (policy in FUSED_POLICIES and card.output in FUSED_OUTPUTS and card.sky_output is None
-            and card.interpolation == "auto")
 
 
 def card_resize_info(card: ModelCard, height: int, width: int, policy: str | None) -> ResizeInfo:
@@ -52,12 +42,6 @@ def card_resize_info(card: ModelCard, height: int, width: int, policy: str | Non
     policy = card.resize_policy if policy is None else policy
     return resize_info(height, width, card.input_height, card.input_width, policy, card.resize_side,
                        card.size_multiple)
-
-
-def fused_path_for(model_path: str | Path) -> Path:
-    """'model.onnx' -> 'model.fused.onnx' (the fused model written beside the plain one)."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.stem + ".fused.onnx")
 
 
 class FusedPreprocess(nn.Module):
@@ -87,9 +71,12 @@ class FusedPreprocess(nn.Module):
             self.register_buffer("canvas", torch.from_numpy(canvas[None]))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # Cast first: TensorRT takes a uint8 network input only into a Cast (no Slice/Transpose on uint8);
+        # uint8 -> float32 is exact, so the order changes no value.
+        x = image.float()
         if self.bgr:
-            image = torch.flip(image, dims=(3,))
-        x = image.permute(0, 3, 1, 2).float()
+            x = torch.flip(x, dims=(3,))
+        x = x.permute(0, 3, 1, 2)
         if not self.identity:
             # OpenCV resizes the uint8 image to uint8: the same weights, then round and saturate.
             x = torch.clamp(torch.round(torch.matmul(torch.matmul(self.rows, x), self.cols_t)), 0.0, 255.0)
@@ -195,20 +182,3 @@ def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, hei
     onnx.checker.check_model(proto)
     write_bytes_atomically(path, proto.SerializeToString())
     return path
-
-
-def fused_metadata(height: int, width: int, policy: str) -> dict:
-    return {"height": int(height), "width": int(width), "policy": policy,
-            "inputs": {"image": "(N,H,W,3) uint8 RGB", "rescale": "(N,) float32"},
-            "output": {"depth": "(N,H,W) float32 metres"}}
-
-
-def read_fused_metadata(path: str | Path) -> dict:
-    """The `mde_ros.fused` entry of a fused ONNX file (ValueError if it is a plain model)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    for prop in proto.metadata_props:
-        if prop.key == FUSED_METADATA_KEY:
-            return json.loads(prop.value)
-    raise ValueError(f"{path} is not a fused mde_ros model (no {FUSED_METADATA_KEY} metadata)")

@@ -32,7 +32,9 @@ class EstimatorConfig:
     resize_policy: str | None = None  # None (or "card"): the model card's; else an override
     sky_depth: str = "too_far"  # pixels the model's sky output marks: +Inf (REP 117 too far), NaN, or kept
     # Pre/post-processing on the backend's device (fused pipeline, models/fused.py) when the backend
-    # offers one (torch on CUDA) and the card is one it reproduces; else, and by default, numpy.
+    # offers one and the card is one it reproduces: torch on CUDA (CUDA graphs, any size); onnxruntime
+    # and TensorRT run the fused ONNX beside the model for frames of its camera size and policy.
+    # Else, and by default, numpy.
     device_pipeline: bool = False
 
     def __post_init__(self) -> None:
@@ -119,7 +121,7 @@ class DepthEstimator:
         warnings: list[str] = []
         intrinsics = self._usable_intrinsics(intrinsics, height, width, warnings)
 
-        fused = self._fused_pipeline()
+        fused = self._fused_pipeline(height, width)
         if fused is not None:
             return self._estimate_fused(fused, rgb, intrinsics, warnings)
         card = self.card
@@ -173,17 +175,23 @@ class DepthEstimator:
                             "intrinsics its depth is not metric for it (send CameraInfo)")
         return 1.0
 
-    def _fused_pipeline(self):
-        """The backend's device pipeline when asked for and able to reproduce this card/policy."""
+    def _fused_pipeline(self, height: int, width: int):
+        """The backend's device pipeline when asked for and able to reproduce this card/policy for a
+        height x width frame; None: the numpy path (decided per frame: a fused ONNX model runs only
+        the camera size and policy it was exported for, the pipeline's `accepts` says which)."""
         if not self.config.device_pipeline:
             return None
         offer = getattr(self.backend, "fused_pipeline", None)
         pipeline = offer() if offer is not None else None
         if pipeline is None:
             return None
-        from mde_ros.models.fused import fused_supports
+        from mde_ros.models.fused_meta import fused_supports  # torch-free
 
-        return pipeline if fused_supports(self.card, self._policy()) else None
+        policy = self._policy()
+        if not fused_supports(self.card, policy):
+            return None
+        accepts = getattr(pipeline, "accepts", None)  # absent: any size (torch's per-shape CUDA graphs)
+        return pipeline if accepts is None or accepts(height, width, policy) else None
 
     def _policy(self) -> str:
         return self.card.resize_policy if self.config.resize_policy is None else self.config.resize_policy

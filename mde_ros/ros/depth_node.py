@@ -92,8 +92,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
               read_only=True, choices=PRECISIONS),
-    ParamSpec("device_pipeline", False, "torch backend on CUDA: resize, normalisation and the depth's "
-              "conversion on the GPU too (only the image goes up, only the depth comes back)", read_only=True),
+    ParamSpec("device_pipeline", False, "resize, normalisation and the depth's conversion on the device too "
+              "(only the image goes up, only the depth comes back): torch on CUDA with CUDA graphs, any size; "
+              "onnxruntime / tensorrt run MODEL.fused.onnx beside the model (mde-ros export --fused WxH) for "
+              "frames of its camera size and resize policy, other frames numpy", read_only=True),
     ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
     ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
