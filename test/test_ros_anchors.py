@@ -9,12 +9,13 @@ import dataclasses
 import math
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, Range
@@ -125,11 +126,13 @@ class Graph:
                      "camera_info": self.probe.create_publisher(CameraInfo, "camera_info", reliable),
                      "range": self.probe.create_publisher(Range, "range", reliable),
                      "anchor_points": self.probe.create_publisher(PointCloud2, "anchor_points", reliable)}
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.probe)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        # The node on its own single-threaded executor (as rclpy.spin runs it), the probe on another.
+        self.executors = [SingleThreadedExecutor(context=context), MultiThreadedExecutor(num_threads=2, context=context)]
+        self.executors[0].add_node(self.node)
+        self.executors[1].add_node(self.probe)
+        self.threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
+        for thread in self.threads:
+            thread.start()
         wanted = ["image", "camera_info"] + [t for t, key in (("range", "scale.range.enabled"),
                                                               ("anchor_points", "scale.points.enabled")) if params.get(key)]
         wait_for(lambda: all(self.pubs[t].get_subscription_count() for t in wanted))
@@ -163,7 +166,8 @@ class Graph:
         return wait_for(lambda: next((v for v in reversed(self.received["diagnostics"]) if predicate(v)), None))
 
     def close(self):
-        self.executor.shutdown()
+        for executor in self.executors:
+            executor.shutdown()
         self.node.destroy_node()
         self.probe.destroy_node()
 
@@ -213,6 +217,60 @@ def test_points_in_another_frame_use_the_fixed_transform(graph):
                "scale.points.transform": [0.0, 0.0, -0.5, 0.0, 0.0, 0.0, 1.0]})
     depth = g.frame(2.0, clouds=[cloud_msg(2.0, wall_points() + [0.0, 0.0, 0.5], frame="lidar")])
     np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+
+
+class Tf2RosStandIn:
+    """STAND-IN for the tf2_ros module, which cannot be installed here (no PyPI wheel; the node
+    feature-detects it). A Buffer answering fixed transforms as tf2's lookup_transform(target, source,
+    time) does (TransformStamped-shaped: .transform.rotation x y z w, .transform.translation), raising
+    for unknown frames, and a TransformListener that does nothing. It checks the node's side of the
+    lookup (which frames, which stamp, quaternion order, the fall-back on a failed lookup); it says
+    nothing about tf2 itself, which only a ROS install shows."""
+
+    def __init__(self, transforms):
+        standin = self
+
+        class Buffer:
+            def lookup_transform(self, target, source, time):
+                standin.calls.append((target, source, time.nanoseconds))
+                if (target, source) not in transforms:
+                    raise LookupError(f"no transform {source} -> {target}")  # tf2's LookupException
+                (x, y, z, w), (tx, ty, tz) = transforms[(target, source)]
+                return SimpleNamespace(transform=SimpleNamespace(rotation=SimpleNamespace(x=x, y=y, z=z, w=w),
+                                                                 translation=SimpleNamespace(x=tx, y=ty, z=tz)))
+
+        class TransformListener:
+            def __init__(self, buffer, node):
+                standin.listeners.append(node)
+
+        self.Buffer, self.TransformListener = Buffer, TransformListener
+        self.calls, self.listeners = [], []
+
+
+def test_points_in_another_frame_are_placed_through_tf_where_tf2_ros_imports(graph, monkeypatch):
+    import mde_ros.ros.anchors as node_anchors
+
+    # The lidar pitched 0.5 rad about the camera's x axis, 0.3 m to the side and 0.5 m behind: p_cam = R p_lidar + t
+    # (a rotation that changes z, so a wrong quaternion order or a dropped rotation would show in the scale).
+    angle = 0.5
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(angle), -math.sin(angle)], [0.0, math.sin(angle), math.cos(angle)]])
+    translation = np.array([0.3, 0.0, -0.5])
+    tf2 = Tf2RosStandIn({(FRAME, "lidar"): ((math.sin(angle / 2), 0.0, 0.0, math.cos(angle / 2)), tuple(translation))})
+    monkeypatch.setattr(node_anchors, "tf2_ros", tf2)
+    g = graph({"scale.points.enabled": True, "scale.time_constant": 0.0})
+    assert tf2.listeners == [g.node]
+    in_lidar = (wall_points() - translation) @ rotation  # R^T (p - t), row-wise
+    depth = g.frame(2.5, clouds=[cloud_msg(2.5, in_lidar, frame="lidar")])
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)  # placed by TF, anchored to 2 m
+    assert (FRAME, "lidar", int(2.5e9)) in tf2.calls  # looked up at the cloud's own stamp
+
+    # A frame TF does not know, and no fixed pose for it: rejected (anchor_frame), never applied (taken
+    # as camera-frame points they would scale the wall to 5 m); the factor TF gave is held meanwhile.
+    before = g.node._stats.totals()[3]["anchor_frame"]
+    depth = g.frame(3.0, clouds=[cloud_msg(3.0, wall_points(z=5.0), frame="map")])
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+    assert g.node._stats.totals()[3]["anchor_frame"] > before
+    assert (FRAME, "map", int(3.0e9)) in tf2.calls
 
 
 def test_bad_anchors_are_ignored_with_warnings_never_applied(graph):
