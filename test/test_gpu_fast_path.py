@@ -321,7 +321,7 @@ def test_onnxruntime_without_device_pipeline_or_fused_model_stays_the_numpy_path
     frame = render_frame(5, 160, 120)
     with_fused = create_backend("onnxruntime", plain_path, card, intra_op_threads=1)
     off = DepthEstimator(with_fused, card).estimate(frame.rgb, frame.intrinsics)
-    assert with_fused._fused is None and "fused" not in with_fused.describe()
+    assert with_fused._fused.value is None and "fused" not in with_fused.describe()
     bare_backend = create_backend("onnxruntime", bare / "m.onnx", card, intra_op_threads=1)
     assert bare_backend.fused_pipeline() is None
     on_bare = DepthEstimator(bare_backend, card, EstimatorConfig(device_pipeline=True)).estimate(frame.rgb,

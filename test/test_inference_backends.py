@@ -257,3 +257,27 @@ def test_available_backends_reports_each_backend():
     assert status["onnxruntime"] is None and status["torch"] is None
     if not HAS_TENSORRT:
         assert "tensorrt" in status["tensorrt"]
+
+
+def test_first_use_makes_once_and_a_failure_falls_back_to_none():
+    """Backends start their fused pipeline with FirstUse: made once under concurrent calls; a start that
+    fails reports its error to the first caller and leaves later frames on the numpy path (None)."""
+    import threading
+
+    from mde_ros.inference.base import FirstUse
+
+    made = []
+    lazy = FirstUse(lambda: made.append(1) or "pipeline")
+    threads = [threading.Thread(target=lazy.get) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert lazy.get() == "pipeline" and made == [1]
+
+    def broken():
+        raise RuntimeError("engine build failed")
+    failing = FirstUse(broken)
+    with pytest.raises(RuntimeError, match="engine build failed"):
+        failing.get()
+    assert failing.get() is None and failing.value is None

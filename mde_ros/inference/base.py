@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -119,3 +120,25 @@ def resolve_extra_output(card, offered: list[str], model: str | Path) -> str | N
         raise ValueError(f"{model}: the card names sky_output {card.sky_output!r}, which is not among the "
                          f"model's outputs {offered}; fix sky_output in the model card (or set it to null)")
     return card.sky_output
+
+
+class FirstUse:
+    """A value made by `make()` on first use, once, thread-safe (the inference thread and a describe()
+    call may race). If `make` raises, that first call sees the error and every later one gets None."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._done = False
+        self.value: Any = None
+
+    def get(self) -> Any:
+        if self._done:
+            return self.value
+        with self._lock:
+            if not self._done:
+                try:
+                    self.value = self._make()
+                finally:
+                    self._done = True
+        return self.value

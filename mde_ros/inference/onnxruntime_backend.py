@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_network_output,
+from mde_ros.inference.base import (Backend, BackendUnavailable, FirstUse, as_network_batch, check_network_output,
                                     check_precision, output_rank_ok, parse_device, resolve_io_name,
                                     resolve_extra_output)
 from mde_ros.inference.cache import onnx_for_model
@@ -118,9 +117,7 @@ class OnnxRuntimeBackend(Backend):
         # What a fused session needs to start like this one (fused_pipeline, on first use).
         self._ort, self._trt_provider, self._engine_cache = ort, trt_provider, engine_cache
         self._fused_path = fused_path_for(model_path)
-        self._fused: OrtFusedPipeline | None = None
-        self._fused_checked = False
-        self._fused_lock = threading.Lock()
+        self._fused = FirstUse(self._start_fused)  # the fused pipeline, started on first use
         from mde_ros.quantization.variants import model_for_precision
 
         source = onnx_for_model(model_path)
@@ -153,13 +150,7 @@ class OnnxRuntimeBackend(Backend):
         """The fused model beside the model in its own session (same providers and options), or None:
         no `MODEL.fused.onnx`, precision other than fp32 (the fused model carries fp32 weights), or a
         fused model exported for another card (logged once). Started on first use and kept."""
-        if self._fused_checked:
-            return self._fused
-        with self._fused_lock:
-            if not self._fused_checked:
-                self._fused = self._start_fused()
-                self._fused_checked = True
-        return self._fused
+        return self._fused.get()
 
     def _start_fused(self) -> "OrtFusedPipeline | None":
         path = self._fused_path
@@ -233,7 +224,7 @@ class OnnxRuntimeBackend(Backend):
                 "intra_op_threads": self._threads,
                 "input": self.input_name, "output": self.output_name,
                 **({"sky_output": self.sky_name} if self.sky_name else {}),
-                **({"fused": self._fused.describe()} if self._fused is not None else {})}
+                **({"fused": self._fused.value.describe()} if self._fused.value is not None else {})}
 
 
 def read_session_spec(path: Path, ort) -> FusedSpec:
@@ -275,9 +266,7 @@ class OrtFusedPipeline:
     def estimate(self, rgb: np.ndarray, card: ModelCard, policy: str | None,
                  rescale: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
         """HxWx3 uint8 RGB -> (HxW float32 metres, stage seconds)."""
-        if not self.accepts(rgb.shape[0], rgb.shape[1], policy):
-            raise ValueError(f"fused model {self.path.name} is for {self.spec.width}x{self.spec.height} "
-                             f"({self.spec.policy}), not {rgb.shape[1]}x{rgb.shape[0]} ({policy})")
+        self.spec.check(rgb.shape, policy, f"fused model {self.path.name}")
         start = time.perf_counter()
         feeds = {"image": np.ascontiguousarray(rgb)[None], "rescale": np.array([rescale], np.float32)}
         staged = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mde_ros.atomic import write_bytes_atomically
-from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch, check_network_output,
+from mde_ros.inference.base import (Backend, BackendUnavailable, FirstUse, as_network_batch, check_network_output,
                                     parse_device, resolve_extra_output, resolve_io_name)
 from mde_ros.inference.cache import file_sha256, onnx_for_model
 from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, FUSED_IMAGE, FUSED_RESCALE, INSTALL_HINT,
@@ -200,9 +200,7 @@ class TensorRTBackend(Backend):
         self._buffers: list = []
         self._rebuild = rebuild
         self._fused_path = fused_path_for(model_path)
-        self._fused: TensorRTFusedPipeline | None = None
-        self._fused_checked = False
-        self._fused_lock = threading.Lock()
+        self._fused = FirstUse(self._start_fused)  # the fused pipeline, started on first use
         try:
             self._setup(model_path, rebuild, int8_model, calibration)
         except AttributeError as exc:
@@ -307,15 +305,7 @@ class TensorRTBackend(Backend):
         """The fused model beside the model as its own engine (built and cached on first use), or None:
         no `MODEL.fused.onnx`, a build that cannot take it (tensorrt_build.fused_build_problem), or a fused
         model exported for another card (each logged once)."""
-        if self._fused_checked:
-            return self._fused
-        with self._fused_lock:
-            if not self._fused_checked:
-                try:
-                    self._fused = self._start_fused()
-                finally:
-                    self._fused_checked = True
-        return self._fused
+        return self._fused.get()
 
     def _start_fused(self) -> "TensorRTFusedPipeline | None":
         path = self._fused_path
@@ -385,12 +375,12 @@ class TensorRTBackend(Backend):
                 "dla_core": self.config.dla_core,
                 "dla_gpu_fallback": self.config.dla_core is not None,
                 "profile": {k: list(v) for k, v in self.profile._asdict().items()},
-                **({"fused": self._fused.describe()} if self._fused is not None else {})}
+                **({"fused": self._fused.value.describe()} if self._fused.value is not None else {})}
 
     def close(self) -> None:
         """Free the CUDA buffers and stream now (otherwise when the backend is collected)."""
-        if self._fused is not None:
-            self._fused.close()
+        if self._fused.value is not None:
+            self._fused.value.close()
         for buffer in self._buffers:
             buffer.free()
         self._buffers = []
@@ -475,9 +465,7 @@ class TensorRTFusedPipeline:
     def estimate(self, rgb: np.ndarray, card: ModelCard, policy: str | None,
                  rescale: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
         """HxWx3 uint8 RGB -> (HxW float32 metres, stage seconds)."""
-        if not self.accepts(rgb.shape[0], rgb.shape[1], policy):
-            raise ValueError(f"fused engine {self.path.name} is for {self.spec.width}x{self.spec.height} "
-                             f"({self.spec.policy}), not {rgb.shape[1]}x{rgb.shape[0]} ({policy})")
+        self.spec.check(rgb.shape, policy, f"fused engine {self.path.name}")
         image, factor, depth = (self._bindings[n] for n in (FUSED_IMAGE, FUSED_RESCALE, FUSED_OUTPUT))
         shapes, stream = self._shapes, self._stream
         with self._lock:

@@ -59,6 +59,12 @@ class FusedSpec:
     def accepts(self, height: int, width: int, policy: str | None) -> bool:
         return (int(height), int(width), policy) == (self.height, self.width, self.policy)
 
+    def check(self, rgb_shape: tuple[int, ...], policy: str | None, what: str) -> None:
+        """ValueError naming `what` (the fused model or engine) when a frame is not its kind."""
+        if not self.accepts(rgb_shape[0], rgb_shape[1], policy):
+            raise ValueError(f"{what} is for {self.width}x{self.height} ({self.policy}), "
+                             f"not {rgb_shape[1]}x{rgb_shape[0]} ({policy})")
+
     @classmethod
     def from_metadata(cls, meta: Mapping) -> "FusedSpec":
         try:
