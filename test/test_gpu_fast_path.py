@@ -393,6 +393,66 @@ def test_predict_and_replay_take_device_pipeline_from_the_command_line(fused_ort
     assert parser.parse_args(["bag", "--device-pipeline"]).device_pipeline
 
 
+def test_export_fuses_an_existing_onnx_model_the_shipped_one_included(tmp_path, capsys):
+    """`mde-ros export MODEL.onnx --fused WxH` (no torch network: the pre/post graphs are joined around
+    the ONNX network) writes MODEL.fused.onnx beside it, and device_pipeline runs it."""
+    import shutil
+
+    from mde_ros.cli import main
+    from mde_ros.models.card import card_path_for, load_card_for
+    from mde_ros.models.fused import read_fused_metadata
+    from mde_ros.resources import default_model_path
+
+    shipped = default_model_path()
+    model = tmp_path / "shipped.onnx"
+    shutil.copy(shipped, model)
+    shutil.copy(card_path_for(shipped), card_path_for(model))
+    card = load_card_for(model)
+    assert main(["export", str(model)]) == 1 and "give --fused WxH" in capsys.readouterr().err
+    for policy, size in (("letterbox", (120, 160)), ("stretch", (240, 320))):
+        assert main(["export", str(model), "--fused", f"{size[1]}x{size[0]}", "--fused-policy", policy]) == 0
+        assert "max |diff|" in capsys.readouterr().out
+        meta = read_fused_metadata(tmp_path / "shipped.fused.onnx")
+        assert (meta["height"], meta["width"], meta["policy"]) == (*size, policy)
+        backend = create_backend("onnxruntime", model, card, intra_op_threads=1)
+        fast = DepthEstimator(backend, card, EstimatorConfig(device_pipeline=True, resize_policy=policy))
+        plain = DepthEstimator(backend, card, EstimatorConfig(resize_policy=policy))
+        assert backend.fused_pipeline() is not None
+        frame = render_frame(7, size[1], size[0])
+        got, want = fast.estimate(frame.rgb, frame.intrinsics), plain.estimate(frame.rgb, frame.intrinsics)
+        np.testing.assert_array_equal(np.isnan(got.depth), np.isnan(want.depth))
+        # 160x120 into the 160x128 letterbox: no resize, the same numbers. 320x240 stretched to 160x128:
+        # OpenCV's fixed-point INTER_AREA and the float matrices differ by one level in a few pixels, which
+        # the network turns into millimetres (measured 1.5e-3 to 7.9e-3 m max on synthetic frames).
+        atol = 1e-5 if policy == "letterbox" else 1e-2
+        np.testing.assert_allclose(got.depth, want.depth, rtol=0, atol=atol)
+
+
+def test_fusing_an_onnx_model_with_a_rank3_depth_output(tmp_path):
+    """A Depth-Anything-V2-layout export ((N,H,W) depth, keep-aspect to a multiple of 14) fuses as well
+    (its preset's bicubic resize is not one the fused graph reproduces: the card asks for 'auto' here)."""
+    import dataclasses
+
+    import byo_exports as bx
+
+    from mde_ros.cli import main
+    from mde_ros.models.card import card_path_for, load_card_for
+
+    path = bx.export_da2(tmp_path / "depth_anything_v2_vits_indoor.onnx", "metric", max_depth=20.0)
+    assert main(["card", "--preset", "depth-anything-v2-metric-indoor", str(path), "--force"]) == 0
+    assert main(["export", str(path), "--fused", "150x100", "--no-verify"]) == 1  # bicubic: refused, said why
+    card = dataclasses.replace(load_card_for(path), interpolation="auto")
+    card.save(card_path_for(path))
+    assert main(["export", str(path), "--fused", "150x100", "--no-verify"]) == 0
+    backend = create_backend("onnxruntime", path, card, intra_op_threads=1)
+    fast = DepthEstimator(backend, card, EstimatorConfig(device_pipeline=True))
+    assert backend.fused_pipeline() is not None
+    frame = render_frame(8, 150, 100)
+    got, want = fast.estimate(frame.rgb).depth, DepthEstimator(backend, card).estimate(frame.rgb).depth
+    assert got.shape == (100, 150)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+
+
 # ---------------------------------------------------------------- bench CLI and the H200 script on CPU
 
 def test_bench_gpu_section_runs_on_cpu_and_says_cuda_is_skipped(capsys, one_thread):

@@ -171,7 +171,14 @@ def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, hei
                               do_constant_folding=True)
     finally:
         network.train(was_training)
-    proto = onnx.load_from_string(buffer.getvalue())
+    return _write_fused(onnx.load_from_string(buffer.getvalue()), card, path, height, width, policy)
+
+
+def _write_fused(proto, card: ModelCard, path: Path, height: int, width: int, policy: str) -> Path:
+    """Embed the card and the fused camera, check, write atomically."""
+    import onnx
+
+    del proto.metadata_props[:]
     for key, value in ((ONNX_METADATA_KEY, json.dumps(card.to_dict())),
                        (FUSED_METADATA_KEY, json.dumps(fused_metadata(height, width, policy)))):
         entry = proto.metadata_props.add()
@@ -182,3 +189,93 @@ def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, hei
     onnx.checker.check_model(proto)
     write_bytes_atomically(path, proto.SerializeToString())
     return path
+
+
+class _PostOfRank3(nn.Module):
+    """FusedPostprocess for networks whose depth is (N,h,w) (Depth-Anything-V2, MiDaS exports)."""
+
+    def __init__(self, post: FusedPostprocess) -> None:
+        super().__init__()
+        self.post = post
+
+    def forward(self, raw: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
+        return self.post(raw.unsqueeze(1), rescale)
+
+
+def _traced_onnx(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str], opset: int):
+    import onnx
+
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), args, buffer, dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, do_constant_folding=True,
+                          dynamic_axes={name: {0: "batch"} for name in (*input_names, *output_names)})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _rename_tensor(graph, old: str, new: str) -> None:
+    for value in (*graph.input, *graph.output):
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def fuse_onnx_model(model_path: str | Path, card: ModelCard, path: str | Path, height: int, width: int,
+                    policy: str | None = None) -> Path:
+    """The fused model of an existing ONNX network (the shipped model, a bring-your-own export): the
+    pre- and post-processing graphs (traced from FusedPreprocess / FusedPostprocess, no network in
+    torch) joined around the ONNX network with onnx.compose. Same contract as export_fused_onnx."""
+    import onnx
+    import onnx.compose
+    import onnxruntime as ort
+
+    from mde_ros.inference.base import resolve_io_name
+
+    policy = card.resize_policy if policy is None else policy
+    if not fused_supports(card, policy):
+        raise ValueError(f"cannot fuse this card: resize policy {policy!r}, output {card.output!r}, "
+                         f"sky output {card.sky_output!r}, interpolation {card.interpolation!r} (the fused "
+                         f"path does {FUSED_POLICIES}, {FUSED_OUTPUTS}, no sky output, interpolation 'auto')")
+    model_path, path = Path(model_path), Path(path)
+    network = onnx.load(str(model_path))
+    opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise ValueError(f"{model_path}: no default-domain opset in the model")
+    input_name = resolve_io_name(card.input_name, [i.name for i in network.graph.input
+                                                   if i.name not in {t.name for t in network.graph.initializer}],
+                                 "input", model_path)
+    output_name = resolve_io_name(card.output_name, [o.name for o in network.graph.output], "output", model_path)
+
+    pre = FusedPreprocess(card, height, width, policy)
+    info = pre.info
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    raw = session.run([output_name], {input_name: np.zeros((1, 3, info.net_height, info.net_width), np.float32)})[0]
+    if raw.ndim not in (3, 4) or (raw.ndim == 4 and raw.shape[1] != 1):
+        raise ValueError(f"{model_path}: depth output {output_name!r} has shape {raw.shape} for one image; "
+                         "the fused path takes (N,1,h,w) or (N,h,w)")
+    post = FusedPostprocess(card, info)
+    post_module = post if raw.ndim == 4 else _PostOfRank3(post)
+    try:
+        pre_proto = _traced_onnx(pre, (torch.zeros(1, height, width, 3, dtype=torch.uint8),), ["image"],
+                                 ["network_input"], opset)
+        post_proto = _traced_onnx(post_module, (torch.from_numpy(raw), torch.ones(1)), ["raw", "rescale"],
+                                  ["depth"], opset)
+    except Exception as exc:  # torch's exporter: an opset it cannot write these ops in
+        raise ValueError(f"cannot write the pre/post-processing graphs at the model's opset {opset}: {exc}") from exc
+    ir_version = max(network.ir_version, pre_proto.ir_version, post_proto.ir_version)
+    for proto in (network, pre_proto, post_proto):
+        proto.ir_version = ir_version
+        del proto.metadata_props[:]
+    pre_proto = onnx.compose.add_prefix(pre_proto, "pre/")
+    network = onnx.compose.add_prefix(network, "net/")
+    post_proto = onnx.compose.add_prefix(post_proto, "post/")
+    fused = onnx.compose.merge_models(pre_proto, network, io_map=[("pre/network_input", f"net/{input_name}")])
+    fused = onnx.compose.merge_models(fused, post_proto, io_map=[(f"net/{output_name}", "post/raw")],
+                                      outputs=["post/depth"])
+    for old, new in (("pre/image", "image"), ("post/rescale", "rescale"), ("post/depth", "depth")):
+        _rename_tensor(fused.graph, old, new)
+    fused.graph.name = f"{card.name}_fused"
+    return _write_fused(fused, card, path, height, width, policy)
