@@ -17,7 +17,9 @@ import statistics
 RECENT_FRAMES = 30
 LARGE_FACTOR = 2.0  # pixels > 2 x the recent median: a one-off large frame
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-LARGE_ARRAY_BYTES = 8 << 20  # 8 MiB: a 4K frame's arrays are mmap'd; a 640x480 frame's (<= 4.9 MB) are not
+# 32 MiB, glibc's own upper bound for its dynamic threshold: a 1080p frame's arrays (cloud 33.2 MB) stay
+# in the heap as before (no per-frame page faults); what matters is that the threshold is fixed.
+LARGE_ARRAY_BYTES = 32 << 20
 
 
 def _libc():
@@ -38,12 +40,14 @@ def release_free_memory() -> bool:
 
 
 def map_large_arrays(threshold_bytes: int = LARGE_ARRAY_BYTES) -> bool:
-    """Serve allocations >= threshold from mmap, so they go back to the system when freed.
+    """Fix glibc's mmap threshold, so a one-off large frame's memory goes back to the system.
 
-    glibc raises its mmap threshold (up to 32 MB) after the first large array is freed; a 4K frame's
-    arrays then land in the arena heaps and leave them fragmented: ~27 MiB stayed resident after one
-    4K JPEG in a 320x240 stream even after malloc_trim. A fixed threshold (what MALLOC_MMAP_THRESHOLD_
-    sets; it also stops the adjustment) returned it all in the same measurement. Call once, at start-up."""
+    By default glibc raises its mmap threshold (up to 32 MiB) after the first large array is freed,
+    and with it the heap trim threshold (to twice that): a 4K frame's arrays then land in arena heaps
+    that are never trimmed, and ~27 MiB stayed resident after one 4K JPEG in a 320x240 stream, even
+    after malloc_trim. Setting the threshold (what MALLOC_MMAP_THRESHOLD_ does) stops both adjustments;
+    in the same measurement RSS then ended below the steady state (8, 16 and 32 MiB alike). Call once,
+    at start-up."""
     mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
