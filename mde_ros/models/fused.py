@@ -10,9 +10,10 @@ this module writes them as torch modules around the network:
                       impossible values, the camera-aware factor, letterbox crop, bilinear resize)
 
 One design for every engine: the torch backend runs the three parts as CUDA graphs
-(inference/torch_cuda.py), and `export_fused_onnx` writes the same three as ONE ONNX model
-(`model.fused.onnx`: inputs `image` uint8 (N,H,W,3) and `rescale` float32 (N,), output `depth`
-(N,H,W)) for TensorRT or onnxruntime-CUDA, so an engine does a frame in one launch. A fused model is
+(inference/torch_cuda.py), and `fuse_onnx_model` joins the pre/post modules, traced to ONNX, around
+an ONNX network as ONE ONNX model (`model.fused.onnx`: inputs `image` uint8 (N,H,W,3) and `rescale`
+float32 (N,), output `depth` (N,H,W)) for TensorRT or onnxruntime, so an engine does a frame in one
+launch (`export_fused_onnx`: a torch network's plain ONNX export, then the same). A fused model is
 specific to one camera resolution and resize policy (the matrices are constants), which is what
 engines want anyway (static shapes).
 """
@@ -125,53 +126,21 @@ class FusedPostprocess(nn.Module):
         return depth[:, 0]
 
 
-class FusedDepthModel(nn.Module):
-    """pre -> network -> post: `image` (N,H,W,3) uint8 and `rescale` (N,) -> `depth` (N,H,W) metres."""
-
-    def __init__(self, network: nn.Module, card: ModelCard, height: int, width: int,
-                 policy: str | None = None) -> None:
-        super().__init__()
-        self.pre = FusedPreprocess(card, height, width, policy)
-        self.network = network
-        self.post = FusedPostprocess(card, self.pre.info)
-
-    def forward(self, image: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
-        return self.post(self.network(self.pre(image)), rescale)
-
-
 def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, height: int, width: int,
                       policy: str | None = None, opset: int = 17) -> Path:
-    """Write the fused model for a (height, width) camera to ``path`` (dynamic batch).
+    """Write the fused model of a torch network for a (height, width) camera to ``path`` (dynamic batch).
 
-    The card is embedded like in the plain export, plus ``mde_ros.fused`` = {height, width, policy,
-    inputs, output}. Uses the TorchScript exporter for the reasons given in models/export.py.
+    One way to fuse: the network is exported as its plain ONNX (models/export.py, TorchScript exporter)
+    and fused around it like any ONNX model (fuse_onnx_model). The card is embedded like in the plain
+    export, plus ``mde_ros.fused`` = {height, width, policy, inputs, output}.
     """
-    import onnx
+    import tempfile
 
-    policy = card.resize_policy if policy is None else policy
-    if not fused_supports(card, policy):
-        raise ValueError(f"cannot fuse this card: resize policy {policy!r}, output {card.output!r}, "
-                         f"sky output {card.sky_output!r}, interpolation {card.interpolation!r} (the fused "
-                         f"path does {FUSED_POLICIES}, {FUSED_OUTPUTS}, no sky output, interpolation 'auto')")
-    path = Path(path)
-    device = next(network.parameters()).device
-    fused = FusedDepthModel(network, card, height, width, policy).to(device)
-    was_training = network.training
-    fused.eval()
-    image = torch.zeros(1, height, width, 3, dtype=torch.uint8, device=device)
-    rescale = torch.ones(1, dtype=torch.float32, device=device)
-    buffer = io.BytesIO()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
-            torch.onnx.export(fused, (image, rescale), buffer, dynamo=False, opset_version=opset,
-                              input_names=["image", "rescale"], output_names=["depth"],
-                              dynamic_axes={"image": {0: "batch"}, "rescale": {0: "batch"},
-                                            "depth": {0: "batch"}},
-                              do_constant_folding=True)
-    finally:
-        network.train(was_training)
-    return _write_fused(onnx.load_from_string(buffer.getvalue()), card, path, height, width, policy)
+    from mde_ros.models.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = export_onnx(network, card, Path(tmp) / "network.onnx", opset=opset)
+        return fuse_onnx_model(plain, card, path, height, width, policy)
 
 
 def _write_fused(proto, card: ModelCard, path: Path, height: int, width: int, policy: str) -> Path:
