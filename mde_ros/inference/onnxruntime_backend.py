@@ -10,7 +10,6 @@ and session options, for frames of the camera size and resize policy it was expo
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,8 +21,8 @@ from mde_ros.inference.base import (Backend, BackendUnavailable, FirstUse, as_ne
                                     check_precision, output_rank_ok, parse_device, resolve_io_name,
                                     resolve_extra_output)
 from mde_ros.inference.cache import onnx_for_model
-from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
-from mde_ros.models.fused_meta import (FUSED_INPUTS, FUSED_OUTPUT, FusedSpec, card_mismatch, fused_path_for,
+from mde_ros.models.card import ModelCard
+from mde_ros.models.fused_meta import (FUSED_INPUTS, FUSED_OUTPUT, FusedSpec, fused_path_for, fused_spec_for_card,
                                        fused_spec_from_map)
 
 log = logging.getLogger(__name__)
@@ -175,13 +174,8 @@ class OnnxRuntimeBackend(Backend):
         if dropped:
             raise BackendUnavailable(f"onnxruntime could not start {dropped} for the fused model {path}")
         metadata = session.get_modelmeta().custom_metadata_map
-        spec = fused_spec_from_map(metadata, path)
-        embedded = json.loads(metadata[ONNX_METADATA_KEY]) if ONNX_METADATA_KEY in metadata else None
-        differs = card_mismatch(embedded, self.card)
-        if differs:
-            log.warning("device_pipeline: the fused model %s was exported for another card (%s differ); "
-                        "pre/post-processing stay in numpy: re-export with mde-ros export --fused", path,
-                        ", ".join(differs))
+        spec = fused_spec_for_card(metadata, path, self.card)
+        if spec is None:
             return None
         return OrtFusedPipeline(session, spec, path)
 

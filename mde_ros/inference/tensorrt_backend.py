@@ -39,8 +39,8 @@ from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, FUSED_IMA
                                               engine_cache_key, engine_key_parts, engine_paths,
                                               fused_build_problem, fused_profile_shapes, network_creation_flags,
                                               optimization_profile, plan_build, version_problem)
-from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
-from mde_ros.models.fused_meta import (FUSED_OUTPUT, FusedSpec, card_mismatch, fused_path_for, fused_spec_from_map,
+from mde_ros.models.card import ModelCard
+from mde_ros.models.fused_meta import (FUSED_OUTPUT, FusedSpec, fused_path_for, fused_spec_for_card,
                                        read_onnx_metadata)
 
 log = logging.getLogger(__name__)
@@ -319,13 +319,8 @@ class TensorRTBackend(Backend):
                         path, problem)
             return None
         metadata = read_onnx_metadata(path)
-        spec = fused_spec_from_map(metadata, path)
-        embedded = json.loads(metadata[ONNX_METADATA_KEY]) if ONNX_METADATA_KEY in metadata else None
-        differs = card_mismatch(embedded, self.card)
-        if differs:
-            log.warning("device_pipeline: the fused model %s was exported for another card (%s differ); "
-                        "pre/post-processing stay in numpy: re-export with mde-ros export --fused", path,
-                        ", ".join(differs))
+        spec = fused_spec_for_card(metadata, path, self.card)
+        if spec is None:
             return None
         return TensorRTFusedPipeline(self, path, spec)
 

@@ -9,11 +9,12 @@ onnxruntime path not even the `onnx` package, see test/test_runtime_deps.py).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from mde_ros.models.card import ModelCard
+from mde_ros.models.card import ONNX_METADATA_KEY, ModelCard
 
 FUSED_METADATA_KEY = "mde_ros.fused"
 FUSED_POLICIES = ("stretch", "letterbox", "keep_aspect")
@@ -124,3 +125,17 @@ def _ort_metadata(path: Path) -> dict[str, str]:
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def fused_spec_for_card(metadata: Mapping[str, str], path: str | Path, card: ModelCard) -> FusedSpec | None:
+    """The fused model's camera from its ONNX metadata, or None (logged once, by the caller's single
+    start) when it was exported for another card: its baked-in pre/post-processing would be wrong."""
+    spec = fused_spec_from_map(metadata, path)
+    embedded = json.loads(metadata[ONNX_METADATA_KEY]) if ONNX_METADATA_KEY in metadata else None
+    differs = card_mismatch(embedded, card)
+    if differs:
+        logging.getLogger("mde_ros.inference").warning(
+            "device_pipeline: the fused model %s was exported for another card (%s differ); pre/post-processing "
+            "stay in numpy: re-export with mde-ros export --fused", path, ", ".join(differs))
+        return None
+    return spec
