@@ -178,6 +178,24 @@ class _Binding:
         self.name, self.buffer, self.dtype = name, buffer, dtype
 
 
+def _bind_tensor(trt, engine, context, cudart, name: str, allowed: tuple, source: Path, what: str) -> _Binding:
+    """A pinned host + device buffer for one engine tensor at the context's current shapes, its address
+    set once (a frame then only copies and enqueues); `what` names the tensor in errors."""
+    from mde_ros.inference.cuda_memory import PinnedBuffer
+
+    dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+    if dtype not in allowed:
+        raise ValueError(f"{source}: {what} {name!r} is {dtype}; expected {' or '.join(map(str, allowed))}")
+    shape = tuple(context.get_tensor_shape(name))
+    if any(v < 0 for v in shape):
+        raise RuntimeError(f"TensorRT cannot size {what} {name!r} ({shape})")
+    buffer = PinnedBuffer(cudart, shape, dtype)
+    if not context.set_tensor_address(name, buffer.device_ptr):
+        buffer.free()
+        raise RuntimeError(f"TensorRT rejected the address of {what} {name!r}")
+    return _Binding(name, buffer, dtype)
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
@@ -270,8 +288,6 @@ class TensorRTBackend(Backend):
     def _bind(self) -> None:
         """Every I/O tensor gets a pinned host + device buffer for the profile's largest shape, and its
         address is set once; a frame then only copies, sets its input shape and enqueues."""
-        from mde_ros.inference.cuda_memory import PinnedBuffer
-
         trt, engine, context = self._trt, self._engine, self._context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -285,17 +301,11 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"TensorRT rejected the profile's largest input {self.profile.max}")
         self._bindings: dict[str, _Binding] = {}
         for name in [self.input_name, *outputs]:
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            if dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
-                raise ValueError(f"{self.onnx_path}: tensor {name!r} is {dtype}; expected float32/16 I/O")
-            shape = tuple(context.get_tensor_shape(name))
-            if any(v < 0 for v in shape):
-                raise RuntimeError(f"TensorRT cannot size output {name!r} ({shape}) for the largest input")
-            buffer = PinnedBuffer(self._cudart, shape, dtype)
-            self._buffers.append(buffer)
-            if not context.set_tensor_address(name, buffer.device_ptr):
-                raise RuntimeError(f"TensorRT rejected the address of tensor {name!r}")
-            self._bindings[name] = _Binding(name, buffer, dtype)
+            binding = _bind_tensor(trt, engine, context, self._cudart, name,
+                                   (np.dtype(np.float32), np.dtype(np.float16)), self.onnx_path,
+                                   "tensor (at the profile's largest input)")
+            self._buffers.append(binding.buffer)
+            self._bindings[name] = binding
         self._outputs = outputs
         self._input_shape: tuple[int, ...] | None = None
 
@@ -399,8 +409,6 @@ class TensorRTFusedPipeline:
     """
 
     def __init__(self, backend: TensorRTBackend, path: Path, spec: FusedSpec) -> None:
-        from mde_ros.inference.cuda_memory import PinnedBuffer
-
         trt = backend._trt
         self.path, self.spec, self._stream, self._buffers = path, spec, backend._stream, []
         shapes = fused_profile_shapes(spec.height, spec.width)
@@ -436,17 +444,10 @@ class TensorRTFusedPipeline:
                 raise RuntimeError(f"TensorRT rejected the fused input {name!r} shape {shape}")
         self._bindings: dict[str, _Binding] = {}
         for name, want in FUSED_DTYPES.items():
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            if dtype != want:
-                raise ValueError(f"{path}: fused tensor {name!r} is {dtype}; expected {want}")
-            shape = tuple(context.get_tensor_shape(name))
-            if any(v < 0 for v in shape):
-                raise RuntimeError(f"TensorRT cannot size the fused tensor {name!r} ({shape})")
-            buffer = PinnedBuffer(backend._cudart, shape, dtype)
-            self._buffers.append(buffer)
-            if not context.set_tensor_address(name, buffer.device_ptr):
-                raise RuntimeError(f"TensorRT rejected the address of fused tensor {name!r}")
-            self._bindings[name] = _Binding(name, buffer, dtype)
+            binding = _bind_tensor(trt, engine, context, backend._cudart, name, (np.dtype(want),), path,
+                                   "fused tensor")
+            self._buffers.append(binding.buffer)
+            self._bindings[name] = binding
         self._shapes = {name: tuple(context.get_tensor_shape(name)) for name in FUSED_DTYPES}
         if self._shapes[FUSED_OUTPUT] != (1, spec.height, spec.width):
             raise ValueError(f"{path}: the fused engine's depth is {self._shapes[FUSED_OUTPUT]}; expected "
