@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -173,6 +173,24 @@ def build_engine(trt: Any, logger: Any, onnx_path: Path, input_name: str | None,
 
 # --------------------------------------------------------------------------- backend
 
+def load_or_build_engine(runtime: Any, paths: EnginePaths, build: Callable[[], None], rebuild: bool,
+                         what: str = "engine") -> Any:
+    """The cached engine at `paths`, built first when it is missing or `rebuild`, and rebuilt once when
+    the cached file does not load (damaged, or another TensorRT build)."""
+    built = rebuild or not paths.engine.is_file()
+    if built:
+        build()
+    engine = runtime.deserialize_cuda_engine(paths.engine.read_bytes())
+    if engine is None and not built:
+        log.warning("cached %s %s did not load (damaged, or another TensorRT build?); rebuilding", what, paths.engine)
+        build()
+        engine = runtime.deserialize_cuda_engine(paths.engine.read_bytes())
+    if engine is None:
+        raise RuntimeError(f"TensorRT could not load the {what} {paths.engine} it just built; "
+                           "see the TensorRT log above")
+    return engine
+
+
 class _Binding:
     def __init__(self, name: str, buffer, dtype: np.dtype) -> None:
         self.name, self.buffer, self.dtype = name, buffer, dtype
@@ -260,28 +278,17 @@ class TensorRTBackend(Backend):
         for note in self.plan.notes:
             log.info("tensorrt: %s", note)
 
-        built = rebuild or not self.paths.engine.is_file()
-        if built:
-            log.warning("building a TensorRT %s %s engine for %s on %s (minutes on a Jetson; cached as %s)",
-                        trt.__version__, config.precision, self.onnx_path, self.gpu.name, self.paths.engine)
-            self._build()
         self._runtime = trt.Runtime(self._logger)  # must outlive the engine
         if config.dla_core is not None:
             self._runtime.DLA_core = config.dla_core  # before deserialising: the engine runs on this core
-        self._engine = self._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
-        if self._engine is None and not built:
-            log.warning("cached engine %s did not load (damaged, or another TensorRT build?); rebuilding",
-                        self.paths.engine)
-            self._build()
-            self._engine = self._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
-        if self._engine is None:
-            raise RuntimeError(f"TensorRT could not load the engine {self.paths.engine} it just built; "
-                               "see the TensorRT log above")
+        self._engine = load_or_build_engine(self._runtime, self.paths, self._build, rebuild)
         self._context = self._engine.create_execution_context()
         self._stream = Stream(cudart)
         self._bind()
 
     def _build(self) -> None:
+        log.warning("building a TensorRT %s %s engine for %s on %s (minutes on a Jetson; cached as %s)",
+                    self._trt.__version__, self.config.precision, self.onnx_path, self.gpu.name, self.paths.engine)
         build_engine(self._trt, self._logger, self.onnx_path, self.card.input_name, self.plan, self.profile,
                      self.config, self.paths, self.key_parts)
 
@@ -424,16 +431,7 @@ class TensorRTFusedPipeline:
             build_engine(trt, backend._logger, path, None, backend.plan, profile, backend.config, self.paths,
                          self.key_parts, shapes=shapes)
 
-        built = backend._rebuild or not self.paths.engine.is_file()
-        if built:
-            build()
-        self._engine = backend._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
-        if self._engine is None and not built:
-            log.warning("cached fused engine %s did not load; rebuilding", self.paths.engine)
-            build()
-            self._engine = backend._runtime.deserialize_cuda_engine(self.paths.engine.read_bytes())
-        if self._engine is None:
-            raise RuntimeError(f"TensorRT could not load the fused engine {self.paths.engine}; see its log")
+        self._engine = load_or_build_engine(backend._runtime, self.paths, build, backend._rebuild, "fused engine")
         engine, context = self._engine, self._engine.create_execution_context()
         self._context = context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
