@@ -22,8 +22,8 @@ from mde_ros.inference.base import (Backend, BackendUnavailable, FirstUse, as_ne
                                     resolve_extra_output)
 from mde_ros.inference.cache import onnx_for_model
 from mde_ros.models.card import ModelCard
-from mde_ros.models.fused_meta import (FUSED_INPUTS, FUSED_OUTPUT, FusedSpec, fused_path_for, fused_spec_for_card,
-                                       fused_spec_from_map)
+from mde_ros.models.fused_meta import (FUSED_INPUTS, FUSED_OUTPUT, FusedSpec, existing_fused_model,
+                                       fused_spec_for_card, read_ort_metadata)
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class OnnxRuntimeBackend(Backend):
                                      profile_options=profile_options)
         # What a fused session needs to start like this one (fused_pipeline, on first use).
         self._ort, self._trt_provider, self._engine_cache = ort, trt_provider, engine_cache
-        self._fused_path = fused_path_for(model_path)
+        self._model_path = model_path  # its fused model is looked for beside it (not beside a variant)
         self._fused = FirstUse(self._start_fused)  # the fused pipeline, started on first use
         from mde_ros.quantization.variants import model_for_precision
 
@@ -152,38 +152,30 @@ class OnnxRuntimeBackend(Backend):
         return self._fused.get()
 
     def _start_fused(self) -> "OrtFusedPipeline | None":
-        path = self._fused_path
-        if not path.is_file():
-            log.info("device_pipeline: no fused model %s beside the model (mde-ros export --fused WxH writes "
-                     "it); pre/post-processing stay in numpy", path)
+        path = existing_fused_model(self._model_path)
+        if path is None:
             return None
         if self.precision != "fp32":
             log.warning("device_pipeline: the fused model %s is fp32; precision %s keeps the numpy "
                         "pre/post-processing around the %s model", path, self.precision, self.precision)
             return None
+        spec = fused_spec_for_card(read_ort_metadata(path), path, self.card)
+        if spec is None:
+            return None
         ort = self._ort
-        profile = None
-        if self._trt_provider:
-            meta = read_session_spec(path, ort)
-            profile = fused_trt_ep_options(meta)
+        profile = fused_trt_ep_options(spec) if self._trt_provider else None
         providers = select_providers(self.device, ort.get_available_providers(), self._trt_provider,
                                      engine_cache=self._engine_cache, profile_options=profile)
         session = ort.InferenceSession(str(path), sess_options=self._options, providers=providers)
-        dropped = [p[0] if isinstance(p, tuple) else p for p in providers]
-        dropped = [p for p in dropped if p not in session.get_providers()]
+        dropped = providers_not_started(providers, session)
         if dropped:
             raise BackendUnavailable(f"onnxruntime could not start {dropped} for the fused model {path}")
-        metadata = session.get_modelmeta().custom_metadata_map
-        spec = fused_spec_for_card(metadata, path, self.card)
-        if spec is None:
-            return None
         return OrtFusedPipeline(session, spec, path)
 
     def _check_providers_loaded(self, providers: list) -> None:
         # onnxruntime-gpu lists CUDA even when its CUDA/cuDNN libraries fail to load, then quietly
         # runs on CPU: a robot would silently lose its frame rate. Say so instead.
-        requested = [p[0] if isinstance(p, tuple) else p for p in providers]
-        dropped = [p for p in requested if p not in self._session.get_providers()]
+        dropped = providers_not_started(providers, self._session)
         if dropped:
             raise BackendUnavailable(
                 f"onnxruntime could not start {dropped} (its CUDA / cuDNN / TensorRT libraries did "
@@ -221,13 +213,10 @@ class OnnxRuntimeBackend(Backend):
                 **({"fused": self._fused.value.describe()} if self._fused.value is not None else {})}
 
 
-def read_session_spec(path: Path, ort) -> FusedSpec:
-    """The fused model's camera, read through onnxruntime with nothing run (no `onnx` package)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=[CPU_PROVIDER])
-    return fused_spec_from_map(session.get_modelmeta().custom_metadata_map, path)
+def providers_not_started(providers: list, session) -> list[str]:
+    """Requested execution providers the session does not run (their libraries did not load)."""
+    requested = [p[0] if isinstance(p, tuple) else p for p in providers]
+    return [p for p in requested if p not in session.get_providers()]
 
 
 def fused_trt_ep_options(spec: FusedSpec) -> dict[str, str]:

@@ -40,7 +40,7 @@ from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, FUSED_IMA
                                               fused_build_problem, fused_profile_shapes, network_creation_flags,
                                               optimization_profile, plan_build, version_problem)
 from mde_ros.models.card import ModelCard
-from mde_ros.models.fused_meta import (FUSED_OUTPUT, FusedSpec, fused_path_for, fused_spec_for_card,
+from mde_ros.models.fused_meta import (FUSED_OUTPUT, FusedSpec, existing_fused_model, fused_spec_for_card,
                                        read_onnx_metadata)
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class TensorRTBackend(Backend):
         self._trt, self._cudart, self._index = trt, cudart, index
         self._buffers: list = []
         self._rebuild = rebuild
-        self._fused_path = fused_path_for(model_path)
+        self._model_path = model_path  # its fused model is looked for beside it (not beside a variant)
         self._fused = FirstUse(self._start_fused)  # the fused pipeline, started on first use
         try:
             self._setup(model_path, rebuild, int8_model, calibration)
@@ -325,10 +325,8 @@ class TensorRTBackend(Backend):
         return self._fused.get()
 
     def _start_fused(self) -> "TensorRTFusedPipeline | None":
-        path = self._fused_path
-        if not path.is_file():
-            log.info("device_pipeline: no fused model %s beside the model (mde-ros export --fused WxH writes "
-                     "it); pre/post-processing stay in numpy", path)
+        path = existing_fused_model(self._model_path)
+        if path is None:
             return None
         problem = fused_build_problem(self.plan)
         if problem:

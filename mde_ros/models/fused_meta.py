@@ -104,7 +104,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     try:
         import onnx
     except ImportError:
-        return _ort_metadata(Path(path))
+        return read_ort_metadata(path)
     proto = onnx.load(str(path), load_external_data=False)
     return {prop.key: prop.value for prop in proto.metadata_props}
 
@@ -117,7 +117,9 @@ def read_fused_metadata(path: str | Path) -> dict:
     return json.loads(metadata[FUSED_METADATA_KEY])
 
 
-def _ort_metadata(path: Path) -> dict[str, str]:
+def read_ort_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's metadata through onnxruntime (a CPU session, nothing optimised or run): what the
+    onnxruntime path reads, without the `onnx` package."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -125,6 +127,17 @@ def _ort_metadata(path: Path) -> dict[str, str]:
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def existing_fused_model(model_path: str | Path) -> Path | None:
+    """MODEL.fused.onnx beside the model, or None (said once, at the backend's fused start)."""
+    path = fused_path_for(model_path)
+    if path.is_file():
+        return path
+    logging.getLogger("mde_ros.inference").info(
+        "device_pipeline: no fused model %s beside the model (mde-ros export MODEL --fused WxH writes it); "
+        "pre/post-processing stay in numpy", path)
+    return None
 
 
 def fused_spec_for_card(metadata: Mapping[str, str], path: str | Path, card: ModelCard) -> FusedSpec | None:
