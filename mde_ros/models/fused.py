@@ -144,10 +144,10 @@ def export_fused_onnx(network: nn.Module, card: ModelCard, path: str | Path, hei
 
 
 def _write_fused(proto, card: ModelCard, path: Path, height: int, width: int, policy: str) -> Path:
-    """Embed the card and the fused camera, check, write atomically."""
+    """Embed the card and the fused camera (the parts' own metadata was dropped before joining), check,
+    write atomically."""
     import onnx
 
-    del proto.metadata_props[:]
     for key, value in ((ONNX_METADATA_KEY, json.dumps(card.to_dict())),
                        (FUSED_METADATA_KEY, json.dumps(fused_metadata(height, width, policy)))):
         entry = proto.metadata_props.add()
