@@ -193,3 +193,36 @@ def test_the_error_bound_covers_the_true_error_and_tightens_with_evidence():
     assert all(c >= 0.9 for c in coverage.values()), coverage
     assert bounds["1 point"] > bounds["3 points"] > bounds["20 points"] >= bounds["200 points"], bounds
     assert bounds["lidar 16 rows"] < bounds["range 2deg"], bounds
+
+
+def test_the_error_bound_covers_the_shipped_models_true_error():
+    """The same check through a real network: the shipped ONNX model on onnxruntime, its card's output
+    scaled x0.5 / x2 / x1 per sequence, on held-out walks (scenes 8100-8105). The bound must cover
+    the true error of the scale in >= 90 % of frames per anchor kind and tighten with more anchors."""
+    import dataclasses
+
+    from mde_ros.bags.replay import load_estimator
+
+    estimator = load_estimator(None, "onnxruntime")
+    original = estimator.card
+    sequences = []
+    for seq in range(6):
+        scene = make_scene(8100 + seq)
+        estimator.card = dataclasses.replace(original, output_scale=original.output_scale * (0.5, 2.0, 1.0)[seq % 3])
+        frames = [scene.render(pose, INTR) for pose in camera_path(scene, 8, step=0.15, seed=seq)]
+        sequences.append([(f.depth, estimator.estimate(f.rgb, INTR).depth) for f in frames])
+    estimator.card = original
+    coverage, bounds = {}, {}
+    for name, make in coverage_cases().items():
+        covered, widths = [], []
+        for seq, frames in enumerate(sequences):
+            rng = np.random.default_rng(seq)
+            anchoring = ScaleAnchoring()
+            for i, (truth, pred) in enumerate(frames):
+                _, estimate = anchoring.anchor(pred, INTR, make(truth, rng), i * PERIOD)
+                if estimate.applied:
+                    covered.append(abs(estimate.scale / best_scale(pred, truth) - 1.0) <= estimate.error_bound)
+                    widths.append(estimate.error_bound)
+        coverage[name], bounds[name] = float(np.mean(covered)), float(np.mean(widths))
+    assert all(c >= 0.9 for c in coverage.values()), coverage
+    assert bounds["1 point"] > bounds["3 points"] > bounds["20 points"] >= bounds["200 points"], bounds
