@@ -460,11 +460,16 @@ class DepthNode(Node):
                     return
                 frame, self._pending = self._pending, None
             pixels = 0
+            message_bytes = len(getattr(frame.msg, "data", b""))
             try:
                 pixels = self._process(frame)
             except Exception as exc:  # a bug or backend failure must not stop the node
+                if self._stopping or not self.context.ok():  # shutting down: the publishers are gone
+                    return
                 self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
-            self._memory.after_frame(pixels)  # a one-off large frame's memory goes back to the system
+            del frame  # the message (up to budget.max_message_bytes) must not outlive its frame
+            # a one-off large frame's (or a rejected large message's) memory goes back to the system
+            self._memory.after_frame(pixels, message_bytes)
 
     def _process(self, frame: _Frame) -> int:
         """Decode, pair, estimate, publish one frame; the pixels it processed (0: rejected)."""
@@ -593,9 +598,10 @@ class DepthNode(Node):
             except messages.CameraInfoError as exc:
                 self._warnings.warn(exc.kind, str(exc))
             else:
-                if (info.width, info.height) != (width, height):
-                    self._warnings.warn("camera_info_scaled", f"CameraInfo is for {info.width}x{info.height}, "
-                                        f"the image is {width}x{height}: K scaled per axis", count=False)
+                described = messages.camera_info_image_size(info)  # its ROI / binning (REP 104)
+                if described != (width, height):
+                    self._warnings.warn("camera_info_scaled", f"CameraInfo describes a {described[0]}x{described[1]}"
+                                        f" image, the image is {width}x{height}: K scaled per axis", count=False)
                 return intr, info, "camera_info"
         elif pairing.problem[0] != "no_camera_info":
             kind, message = pairing.problem
