@@ -122,7 +122,9 @@ def anchor_image(args: argparse.Namespace, estimator, result, rgb, intr):
     if not s.applied:
         return result, f"not anchored (no usable anchor{ignored})"
     anchored = dataclasses.replace(refined.result, intrinsics=result.intrinsics)
-    return anchored, f"scale x{s.scale:.4f} ({s.source}, {s.n_anchors} anchors, confidence {s.confidence:.2f}{ignored})"
+    only = "; scale only: one anchor cannot fix a relative model's shift" if s.scale_only else ""
+    return anchored, (f"scale x{s.scale:.4f} ({s.source}, {s.n_anchors} anchors, predicted error <= "
+                      f"{100 * s.error_bound:.0f} % (90 %), confidence {s.confidence:.2f}{only}{ignored})")
 
 
 def output_stems(paths: list[Path]) -> list[str]:

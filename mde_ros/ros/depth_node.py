@@ -530,7 +530,12 @@ class DepthNode(Node):
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)
-        result = self._anchors.refine(self._estimator, result, rgb, header)
+        refined = self._anchors.refine(self._estimator, result, rgb, header)
+        if refined is None:  # the scale expired and scale.on_expiry is 'stop': depth/scale says so
+            if result.relative is not None:
+                self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
+            return width * height
+        result = refined
         if result.relative is not None:  # a relative model: its own topic, never metres unanchored
             self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
             if not result.is_metric:
