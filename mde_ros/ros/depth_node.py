@@ -12,6 +12,7 @@ and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.r
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from std_msgs.msg import Header
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
-from mde_ros.memory import LargeFrameTrim, map_large_arrays
+from mde_ros.memory import DDS_PROFILE, LargeFrameTrim, low_memory_dds_environment, map_large_arrays
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
@@ -49,6 +50,7 @@ from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
+from mde_ros.resources import find_shared
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
 NODE_NAME = "mde_depth"
@@ -635,6 +637,8 @@ def main(args: list[str] | None = None) -> int:
     if problem:  # rcl would raise it from rclpy.init as a traceback
         print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
         return 1
+    # Before rclpy.init: Fast DDS then returns a large sample's memory (mde_ros.memory, README Reliability).
+    os.environ.update(low_memory_dds_environment(os.environ, find_shared(DDS_PROFILE)))
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rcl's RCLError for other bad --ros-args
