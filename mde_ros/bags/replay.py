@@ -225,6 +225,9 @@ class _FramePipeline:
         confidence = None
         if self.refine is not None:
             result, confidence = self.refine(self.estimator, result, rgb, msg.header)
+            if result is None:  # the scale expired (on_expiry stop): nothing is written for this image
+                stats.outputs_skipped["scale_expired"] += 1
+                return None
         outputs = build_outputs(result, rgb, config, self.estimator.min_depth, self.estimator.max_depth)
         stats.processed += 1
         for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():

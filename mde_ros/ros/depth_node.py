@@ -12,6 +12,7 @@ and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.r
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
 from mde_ros.inference.registry import auto_description
-from mde_ros.memory import LargeFrameTrim, map_large_arrays
+from mde_ros.memory import DDS_PROFILE, LargeFrameTrim, low_memory_dds_environment, map_large_arrays
 from mde_ros.modelfiles import load_estimator
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
@@ -51,6 +52,7 @@ from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
+from mde_ros.resources import find_shared
 from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
 
 NODE_NAME = "mde_depth"
@@ -460,11 +462,16 @@ class DepthNode(Node):
                     return
                 frame, self._pending = self._pending, None
             pixels = 0
+            message_bytes = len(getattr(frame.msg, "data", b""))
             try:
                 pixels = self._process(frame)
             except Exception as exc:  # a bug or backend failure must not stop the node
+                if self._stopping or not self.context.ok():  # shutting down: the publishers are gone
+                    return
                 self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
-            self._memory.after_frame(pixels)  # a one-off large frame's memory goes back to the system
+            del frame  # the message (up to budget.max_message_bytes) must not outlive its frame
+            # a one-off large frame's (or a rejected large message's) memory goes back to the system
+            self._memory.after_frame(pixels, message_bytes)
 
     def _process(self, frame: _Frame) -> int:
         """Decode, pair, estimate, publish one frame; the pixels it processed (0: rejected)."""
@@ -523,7 +530,12 @@ class DepthNode(Node):
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)
-        result = self._anchors.refine(self._estimator, result, rgb, header)
+        refined = self._anchors.refine(self._estimator, result, rgb, header)
+        if refined is None:  # the scale expired and scale.on_expiry is 'stop': depth/scale says so
+            if result.relative is not None:
+                self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
+            return width * height
+        result = refined
         if result.relative is not None:  # a relative model: its own topic, never metres unanchored
             self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
             if not result.is_metric:
@@ -588,9 +600,10 @@ class DepthNode(Node):
             except messages.CameraInfoError as exc:
                 self._warnings.warn(exc.kind, str(exc))
             else:
-                if (info.width, info.height) != (width, height):
-                    self._warnings.warn("camera_info_scaled", f"CameraInfo is for {info.width}x{info.height}, "
-                                        f"the image is {width}x{height}: K scaled per axis", count=False)
+                described = messages.camera_info_image_size(info)  # its ROI / binning (REP 104)
+                if described != (width, height):
+                    self._warnings.warn("camera_info_scaled", f"CameraInfo describes a {described[0]}x{described[1]}"
+                                        f" image, the image is {width}x{height}: K scaled per axis", count=False)
                 return intr, info, "camera_info"
         elif pairing.problem[0] != "no_camera_info":
             kind, message = pairing.problem
@@ -624,6 +637,8 @@ def main(args: list[str] | None = None) -> int:
     if problem:  # rcl would raise it from rclpy.init as a traceback
         print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
         return 1
+    # Before rclpy.init: Fast DDS then returns a large sample's memory (mde_ros.memory, README Reliability).
+    os.environ.update(low_memory_dds_environment(os.environ, find_shared(DDS_PROFILE)))
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rcl's RCLError for other bad --ros-args
