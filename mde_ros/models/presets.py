@@ -20,7 +20,15 @@ sidecar card. Sources (each project's inference/export code):
   `pred_depth` (N,1,H,W) in a canonical camera of focal 1000 px: metres = depth * fx_net / 1000.
 - MiDaS v2.1 small (github.com/isl-org/MiDaS `tf/make_onnx_model.py`, `tf/run_onnx.py`): RGB in
   [0, 1] normalised inside the graph, stretched to 256x256 with INTER_CUBIC, output (N,H,W) relative
-  inverse depth.
+  inverse depth, resized back with INTER_CUBIC.
+- MiDaS v3.1 DPT (`midas/model_loader.py`, `run.py`): Resize(384, keep aspect, multiple of 32,
+  resize_method 'minimal', INTER_CUBIC), NormalizeImage(mean = std = 0.5) outside the graph; the output
+  is resized back bicubic (align_corners=False); fixed-size exports are stretched (run.py --square).
+
+Output resizes as each demo does (card `output_interpolation`): DA-V2 bilinear align_corners=True, MiDaS
+and the ika DA3 node bicubic, Metric3D bilinear. Beyond names and shapes a preset checks the graph where
+the `onnx` package reads it (attention or not; a sigmoid-bounded metric head or a relative one) and probes
+the output once on a synthetic image (finite, >= 0, a sigmoid x max_depth family within max_depth).
 """
 from __future__ import annotations
 
@@ -45,10 +53,16 @@ class Preset:
     export: str  # the exact export command (README)
     source: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the family's graph looks like (checked where the `onnx` package can read the graph):
+    transformer: bool | None = None  # attention (Softmax) in the graph: ViT/DPT families; None: either
+    output_tail: str | None = None  # "sigmoid": the depth output ends in a sigmoid (x max_depth);
+    #                                 "no_sigmoid": it must not (a relative head); None: not checked
+    bounded_output: bool = False  # raw output never exceeds max_depth (sigmoid x max_depth): probed
 
 
 _DA2 = dict(architecture="external", mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="cubic",
-            size_multiple=14, resize_side="shorter", input_name="image", output_name="depth")
+            size_multiple=14, resize_side="shorter", input_name="image", output_name="depth",
+            output_interpolation="linear_align_corners")
 _DA2_EXPORT = ("git clone https://github.com/fabio-sim/Depth-Anything-ONNX && cd Depth-Anything-ONNX && "
                "python dynamo.py export --encoder vits{metric} -h 0 -w 0 -o depth_anything_v2_vits{suffix}.onnx")
 
@@ -57,29 +71,33 @@ PRESETS: dict[str, Preset] = {
         "Depth-Anything-V2 (relative, affine-invariant inverse depth; needs scale anchors for metres)",
         dict(_DA2, output="relative_inverse_depth", min_depth=0.1, max_depth=80.0),
         (518, 518), "keep_aspect", _DA2_EXPORT.format(metric="", suffix=""),
-        "DepthAnything/Depth-Anything-V2 image2tensor; fabio-sim/Depth-Anything-ONNX dynamo.py"),
+        "DepthAnything/Depth-Anything-V2 image2tensor; fabio-sim/Depth-Anything-ONNX dynamo.py",
+        transformer=True, output_tail="no_sigmoid"),
     "depth-anything-v2-metric-indoor": Preset(
         "Depth-Anything-V2 metric, Hypersim (indoor, 0..20 m)",
         dict(_DA2, output="metric_depth", min_depth=0.1, max_depth=20.0),
         (518, 518), "keep_aspect", _DA2_EXPORT.format(metric=" --metric indoor", suffix="_indoor"),
-        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py"),
+        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py",
+        transformer=True, output_tail="sigmoid", bounded_output=True),
     "depth-anything-v2-metric-outdoor": Preset(
         "Depth-Anything-V2 metric, Virtual KITTI 2 (outdoor, 0..80 m)",
         dict(_DA2, output="metric_depth", min_depth=0.1, max_depth=80.0),
         (518, 518), "keep_aspect", _DA2_EXPORT.format(metric=" --metric outdoor", suffix="_outdoor"),
-        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py"),
+        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py",
+        transformer=True, output_tail="sigmoid", bounded_output=True),
     "depth-anything-3-metric-ika": Preset(
         "Depth-Anything-3 metric (DA3METRIC) in the ika-rwth-aachen ROS 2 TensorRT node's ONNX layout",
         dict(architecture="external", mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="cubic",
              size_multiple=14, input_name="image", output_name="depth", output="metric_depth",
              focal_rule="mean_fx_fy", canonical_focal_px=300.0, sky_output="sky", sky_threshold=0.3,
-             min_depth=0.1, max_depth=200.0),
+             min_depth=0.1, max_depth=200.0, output_interpolation="cubic"),
         (280, 504), "stretch",
         "git clone https://github.com/ika-rwth-aachen/ros2-depth-anything-v3-trt && "
         "cp ros2-depth-anything-v3-trt/onnx/export.py depth-anything-3/src/depth_anything_3/ && "
         "cd depth-anything-3/src/depth_anything_3 && "
         "python export.py --model-dir DA3METRIC-LARGE --height 280 --width 504 --output-dir .",
-        "ika-rwth-aachen/ros2-depth-anything-v3-trt onnx/export.py, tensorrt_depth_anything.cpp"),
+        "ika-rwth-aachen/ros2-depth-anything-v3-trt onnx/export.py, tensorrt_depth_anything.cpp",
+        transformer=True),
     "metric3d-v2": Preset(
         "Metric3D v2 (ViT; canonical camera f = 1000 px, normalisation inside the graph)",
         dict(architecture="external", mean=METRIC3D_MEAN, std=METRIC3D_STD, value_range=255.0,
@@ -90,17 +108,31 @@ PRESETS: dict[str, Preset] = {
         "git clone https://github.com/YvanYin/Metric3D && cd Metric3D && "
         "python3 onnx/metric3d_onnx_export.py metric3d_vit_small",
         "YvanYin/Metric3D onnx/metric3d_onnx_export.py, onnx/test_onnx.py, hubconf.py",
-        extra={"static_policy": "letterbox"}),
+        extra={"static_policy": "letterbox"}, transformer=True),
     "midas-v2.1-small": Preset(
         "MiDaS v2.1 small (relative inverse depth, 256x256, normalisation inside the graph)",
         dict(architecture="external", mean=IMAGENET_MEAN, std=IMAGENET_STD, normalization="inside",
              interpolation="cubic", size_multiple=32, output="relative_inverse_depth",
-             min_depth=0.1, max_depth=80.0),
+             min_depth=0.1, max_depth=80.0, output_interpolation="cubic"),
         (256, 256), "stretch",
         "git clone https://github.com/isl-org/MiDaS && cd MiDaS/tf && "
         "python make_onnx_model.py  # with MidasNet_small and a (1,3,256,256) input; or use the v2_1 "
         "release's model-small.onnx",
-        "isl-org/MiDaS tf/make_onnx_model.py, tf/run_onnx.py"),
+        "isl-org/MiDaS tf/make_onnx_model.py, tf/run_onnx.py", transformer=False),
+    "midas-v3.1-dpt": Preset(
+        "MiDaS v3.1 DPT (dpt_hybrid_384, dpt_large_384, dpt_beit_large_384/512, dpt_next_vit_large_384; "
+        "relative inverse depth, mean = std = 0.5 outside the graph)",
+        dict(architecture="external", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="cubic",
+             size_multiple=32, resize_side="minimal", input_name="image", output_name="depth",
+             output="relative_inverse_depth", min_depth=0.1, max_depth=80.0, output_interpolation="cubic"),
+        (384, 384), "keep_aspect",
+        "git clone https://github.com/isl-org/MiDaS && cd MiDaS && python -c \"import torch; "
+        "from midas.model_loader import load_model; "
+        "m = load_model('cpu', 'weights/dpt_hybrid_384.pt', 'dpt_hybrid_384', optimize=False)[0]; "
+        "torch.onnx.export(m, torch.rand(1, 3, 384, 384), 'dpt_hybrid_384.onnx', input_names=['image'], "
+        "output_names=['depth'], opset_version=17, dynamo=False)\"",
+        "isl-org/MiDaS midas/model_loader.py (Resize minimal, multiple 32, NormalizeImage 0.5), run.py "
+        "(bicubic output resize; --square for fixed-size inputs)", transformer=True),
 }
 
 
@@ -140,4 +172,116 @@ def card_for_preset(name: str, model_path: str | Path, card_name: str | None = N
                             "notes": preset.description}
     card = ModelCard(name=card_name or Path(model_path).stem, **fields)
     check_model_io(io, card)
+    graph = verify_graph(model_path, preset, name)
+    if graph:
+        card.provenance["graph"] = graph
+    probe = probe_output(model_path, card, preset, name)
+    if probe:
+        card.provenance["probe"] = probe
     return card
+
+
+def _graph_summary(model_path: str | Path) -> dict[str, Any] | None:
+    """Opset, producer, operator counts and the operators just before each output, read with the `onnx`
+    package (None where it is not installed: the runtime install reads only the graph's I/O)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # read_model_io already accepted the file through onnxruntime
+        return None
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    tails: dict[str, list[str]] = {}
+    for output in proto.graph.output:  # breadth-first, 8 operators back from the output
+        seen, frontier, ops = set(), [output.name], []
+        while frontier and len(ops) < 8:
+            name = frontier.pop(0)
+            node = producers.get(name)
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            ops.append(node.op_type)
+            frontier.extend(node.input)
+        tails[output.name] = ops
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"opset": opset, "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+            "operators": sum(counts.values()), "attention": counts.get("Softmax", 0) > 0, "tails": tails}
+
+
+def verify_graph(model_path: str | Path, preset: Preset, name: str) -> dict[str, Any] | None:
+    """CardError when the graph is not the preset's family's: attention where the family has none (a
+    DPT export given the MiDaS v2.1 small preset) or none where it has it, a sigmoid-bounded output given a
+    relative preset or the reverse (DA-V2 metric and relative exports share their names and shapes).
+    Returns the graph's fingerprint for the card's provenance (None without the `onnx` package)."""
+    summary = _graph_summary(model_path)
+    if summary is None:
+        return None
+    where = f"{Path(model_path).name} does not look like a {name} export"
+    if preset.transformer is not None and summary["attention"] != preset.transformer:
+        family = [n for n, p in PRESETS.items() if p.transformer == summary["attention"]]
+        raise CardError(f"{where}: its graph {'has' if summary['attention'] else 'has no'} attention (Softmax), "
+                        f"the family's {'has none' if summary['attention'] else 'has'}; presets that fit: "
+                        f"{', '.join(family)}")
+    output = preset.fields.get("output_name")
+    tail = summary["tails"].get(output) or (next(iter(summary["tails"].values())) if len(summary["tails"]) == 1
+                                            else [])
+    sigmoid = "Sigmoid" in tail
+    if preset.output_tail == "sigmoid" and not sigmoid:
+        raise CardError(f"{where}: its depth output does not end in a sigmoid (x max depth) as the family's metric "
+                        f"head does (last operators {tail[:4]}); a relative export? try depth-anything-v2-relative")
+    if preset.output_tail == "no_sigmoid" and sigmoid:
+        raise CardError(f"{where}: its depth output ends in a sigmoid (a metric head, last operators {tail[:4]}); "
+                        "try depth-anything-v2-metric-indoor or -outdoor")
+    return {"opset": summary["opset"], "producer": summary["producer"], "operators": summary["operators"],
+            "attention": summary["attention"]}
+
+
+def probe_image(height: int = 240, width: int = 320) -> "np.ndarray":
+    """A deterministic synthetic RGB image (a lit floor-and-wall gradient with texture) for output probes."""
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = 60 + 150 * (y / height) + 20 * np.sin(x / 7.0) * np.cos(y / 11.0)
+    rgb = np.stack([base, 0.9 * base + 10, 0.8 * base + 25], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def probe_output(model_path: str | Path, card: ModelCard, preset: Preset, name: str) -> dict[str, float] | None:
+    """Run the export once on probe_image through the card's preprocessing (onnxruntime, CPU): CardError
+    for non-finite output, a negative one from a positive family, or one above max_depth from a sigmoid x
+    max_depth family (an outdoor 80 m export given the indoor 20 m preset). Returns the output's range;
+    None where onnxruntime cannot run the model here (a TensorRT-only install, another provider's ops)."""
+    import numpy as np
+
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from mde_ros.pipeline.preprocess import preprocess
+
+    try:
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        batch, _ = preprocess(probe_image(), card)
+        outputs = [o.name for o in session.get_outputs()]
+        wanted = card.output_name if card.output_name in outputs else outputs[0]
+        raw = np.asarray(session.run([wanted], {session.get_inputs()[0].name: batch})[0], np.float64)
+    except Exception:  # the probe is an extra check: a model this host cannot run is checked elsewhere
+        return None
+    where = f"{Path(model_path).name} does not look like a {name} export"
+    if not np.isfinite(raw).all():
+        raise CardError(f"{where}: it gives non-finite output on a plain synthetic image")
+    low, high = float(raw.min()), float(raw.max())
+    if low < -1e-6:
+        raise CardError(f"{where}: it gives negative output ({low:.3g}) where the family's is >= 0")
+    if preset.bounded_output and high * card.output_scale > card.max_depth * (1 + 1e-3):
+        others = [n for n, p in PRESETS.items() if p.bounded_output and p.fields["max_depth"] >= high]
+        raise CardError(f"{where}: it outputs up to {high:.3g} m, beyond the family's {card.max_depth:g} m "
+                        f"(sigmoid x max depth){'; try ' + ', '.join(others) if others else ''}")
+    return {"min": round(low, 6), "max": round(high, 6)}
