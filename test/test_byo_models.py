@@ -343,7 +343,9 @@ def test_presets_refuse_another_familys_export_with_the_same_names_and_shapes(ex
 
 
 def test_a_preset_card_records_the_graphs_fingerprint_and_probe(exports):
-    card = card_for_preset("depth-anything-v2-metric-outdoor", exports["da2-outdoor"])
+    from mde_ros.models.preset_checks import checked_card_for_preset
+
+    card = checked_card_for_preset("depth-anything-v2-metric-outdoor", exports["da2-outdoor"])
     graph, probe = card.provenance["graph"], card.provenance["probe"]
     assert graph["opset"] == 17 and graph["attention"] and graph["operators"] > 5
     assert 0 <= probe["min"] <= probe["max"] <= 80.0
