@@ -265,3 +265,23 @@ def test_cli_replays_and_reports(bag, model, tmp_path, capsys):
     assert json.loads(summary.read_text())["processed"] == N_FRAMES
     assert main(["replay", str(tmp_path / "nope"), "--model", str(model), "--no-progress"]) == 1
     assert "bag not found" in capsys.readouterr().err
+
+
+def test_replay_records_the_node_health_findings(bag, model, tmp_path):
+    """The node's per-frame health (pipeline.health, via the shared frame step) lands in the summary: a
+    depth range the scene is mostly outside of is `depth_mostly_invalid` on every frame."""
+    from mde_ros.pipeline.estimator import EstimatorConfig
+    from mde_ros.pipeline.health import frame_findings
+
+    narrow = load_estimator(model, "onnxruntime", config=EstimatorConfig(min_depth=0.1, max_depth=0.2))
+    summary = run_replay(bag, tmp_path / "out", estimator=narrow, progress=False)
+    assert summary["findings"] == {"depth_mostly_invalid": N_FRAMES}
+    assert summary["valid_fraction"]["mean"] < 0.5
+    assert any("depth_mostly_invalid" in w for w in summary["warnings"])
+    # ... and exactly the node's finding for the same depth
+    depth = image_array(read_topic(tmp_path / "out", OUTPUTS["depth"])[0][1])
+    fraction, findings = frame_findings(depth, 0.1, 0.2, 1.0, None, narrow.card)
+    assert [f.kind for f in findings] == ["depth_mostly_invalid"]
+
+    normal = run_replay(bag, tmp_path / "normal", estimator=load_estimator(model, "onnxruntime"), progress=False)
+    assert normal["findings"] == {} and normal["valid_fraction"]["mean"] > 0.9

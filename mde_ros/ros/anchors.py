@@ -3,32 +3,29 @@
 Glue only (the algorithms are mde_ros.pipeline.anchoring / anchor_inputs / temporal / confidence /
 refine): declares the parameters, subscribes `range` (sensor_msgs/Range) and `anchor_points`
 (sensor_msgs/PointCloud2) when enabled, looks sensor poses up in TF where tf2_ros is importable
-(else the fixed poses in the parameters), publishes `depth/confidence` (32FC1, 0..1) when
-enabled, warns (throttled) about every rejected anchor and reports the applied factor to
-/diagnostics. With no anchor source enabled nothing is subscribed and the depth is untouched.
+(else the fixed poses in the parameters), hands the frame step (pipeline.frame_step) its refiner and
+anchors, and reports the applied factor to /diagnostics. The step's notes (rejected anchors) and the
+`depth/confidence` output row are the node's, as for every other output. With no anchor source enabled nothing is subscribed and the depth is untouched.
 """
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
-from sensor_msgs.msg import Image, PointCloud2, Range
+from sensor_msgs.msg import PointCloud2, Range
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings, TransformLookup
-from mde_ros.pipeline.anchoring import AnchoringConfig, GroundPrior, quaternion_matrix
-from mde_ros.pipeline.outputs import pack_image
+from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, GroundPrior, quaternion_matrix
 from mde_ros.pipeline.refine import RefineConfig, Refined, Refiner
 from mde_ros.pipeline.temporal import TemporalConfig
 from mde_ros.ros import messages
 
 if TYPE_CHECKING:
     from rclpy.node import Node
-
-    from mde_ros.pipeline.estimator import DepthEstimator, DepthResult
 
 try:  # feature-detected: not every install has tf2_ros (the PyPI wheels here do not)
     import tf2_ros
@@ -37,15 +34,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 RANGE_TOPIC = "range"
 POINTS_TOPIC = "anchor_points"
-CONFIDENCE_TOPIC = "depth/confidence"
-REJECTION_HINTS = {
-    "nan": "NaN values", "negative": "negative depth", "range_limits": "reading outside its min_range..max_range",
-    "field_of_view": "invalid field_of_view", "outside_image": "outside the image",
-    "behind_camera": "behind the camera", "stamp": "stamp too far from the image's (scale.stamp_tolerance)",
-    "frame": "frame unknown (no TF and not scale.range.frame_id / scale.points.frame_id)",
-    "no_prediction": "no valid predicted depth there", "no_floor": "no floor found in the predicted depth",
-    "no_intrinsics": "no camera intrinsics", "bad_cloud": "unreadable PointCloud2 (needs FLOAT32/64 x, y, z)",
-}
+CONFIDENCE_TOPIC = "depth/confidence"  # the output row "confidence" (pipeline.outputs.OUTPUTS)
 
 # (name, default, description, (low, high) or None); all read-only: they shape subscriptions and filters.
 PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
@@ -141,11 +130,10 @@ def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSet
 class NodeAnchors:
     """Everything the node needs for anchoring, the temporal filter and confidence (see module doc).
 
-    `refine(estimator, result, rgb, header)` runs on the inference thread once per frame."""
+    `anchors_for(header)` and `record(refined)` run on the inference thread once per frame."""
 
-    def __init__(self, node: "Node", sub_qos: Any, pub_qos: Any, warn: Callable[[str, str], None]) -> None:
+    def __init__(self, node: "Node", sub_qos: Any) -> None:
         self._node = node
-        self._warn = warn
         try:
             declared = node.declare_parameters("", [(name, default, _descriptor(name, text, limits))
                                                     for name, default, text, limits in PARAMETERS])
@@ -166,7 +154,6 @@ class NodeAnchors:
         if values["scale.use_tf"] and tf2_ros is not None and (range_on or points_on):
             self._tf = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf, node)
-        self._confidence_pub = node.create_publisher(Image, CONFIDENCE_TOPIC, pub_qos) if config.confidence else None
         self.active = range_on or points_on or settings.ground is not None or config.temporal is not None \
             or config.confidence
         sources = [name for name, on in (("range", range_on), ("points", points_on),
@@ -194,21 +181,24 @@ class NodeAnchors:
 
         return lookup
 
-    def refine(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray, header: Header) -> "DepthResult":
-        """The frame's depth after anchoring, the temporal filter and confidence marking."""
-        if not self.active:
-            return result
-        image_ns = messages.stamp_ns(header)
-        anchors = self._buffer.anchors_for(image_ns, header.frame_id, self._lookup())
-        refined = self._refiner.refine(estimator, result, rgb, anchors, image_ns * 1e-9)
-        for reason, count in sorted(refined.anchors.rejected.items()):
-            self._warn(f"anchor_{reason}", f"ignored {count} scale anchor(s) for the image at "
-                       f"{image_ns * 1e-9:.3f} s: {REJECTION_HINTS.get(reason, reason)}")
-        if self._confidence_pub is not None and refined.confidence is not None:
-            self._confidence_pub.publish(messages.image_msg(pack_image(refined.confidence, "32FC1"), header))
-        with self._lock:
-            self._last = refined
-        return refined.result
+    @property
+    def refiner(self) -> Refiner | None:
+        """The refiner the frame step runs (None with nothing enabled: the depth stays the estimator's)."""
+        return self._refiner if self.active else None
+
+    @property
+    def confidence(self) -> bool:
+        return self._refiner.config.confidence
+
+    def anchors_for(self, header: Header) -> Anchors:
+        """The anchors received for the image with this header (inference thread)."""
+        return self._buffer.anchors_for(messages.stamp_ns(header), header.frame_id, self._lookup())
+
+    def record(self, refined: Refined | None) -> None:
+        """Keep the frame's scale estimate for /diagnostics."""
+        if refined is not None:
+            with self._lock:
+                self._last = refined
 
     def diagnostic_values(self) -> dict[str, str]:
         """Applied factor, source, confidence and anchor count of the latest frame (empty when off)."""

@@ -27,7 +27,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from mde_ros.inference import BACKEND_NAMES
@@ -36,12 +36,11 @@ from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
 from mde_ros.memory import LargeFrameTrim, map_large_arrays
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
-from mde_ros.pipeline.geometry import scan_fits
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.budget import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS,
-                                     BudgetError, FrameBudget, output_bytes)
-from mde_ros.pipeline.health import frame_findings
-from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs, pack_image
+                                     BudgetError, FrameBudget)
+from mde_ros.pipeline.frame_step import StepConfig, run_frame
+from mde_ros.pipeline.outputs import BY_KEY, DEPTH_ENCODINGS, OutputConfig, outputs_for
 from mde_ros.pipeline.pairing import SyncedCameraInfos
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
 from mde_ros.ros import messages, naming, paramcheck
@@ -245,6 +244,22 @@ class Settings:
             return f"cloud.min_range ({self.cloud_min_range}) must be < cloud.max_range ({self.cloud_max_range})"
         return None
 
+    def estimator_config(self, card: ModelCard) -> EstimatorConfig:
+        min_depth, max_depth = self.depth_range(card)
+        return EstimatorConfig(min_depth=min_depth, max_depth=max_depth, camera_aware_rescale=self.camera_aware_rescale,
+                               resize_policy=self.resize_policy, sky_depth=self.sky_depth,
+                               device_pipeline=self.device_pipeline)
+
+    def step_config(self, card: ModelCard) -> StepConfig:
+        """The frame step's settings (the optional outputs on; the step keeps those nobody wants off)."""
+        min_depth, max_depth = self.depth_range(card)
+        outputs = OutputConfig(
+            depth_encoding=self.depth_encoding, cloud_decimation=self.cloud_decimation,
+            cloud_min_range=self.cloud_min_range, cloud_max_range=self.cloud_max_range or float("inf"),
+            cloud_organized=self.cloud_organized, cloud_rgb=self.cloud_rgb, scan_height=self.scan_scan_height,
+            scan_range_min=self.scan_range_min, scan_range_max=self.scan_range_max)
+        return StepConfig(outputs, min_depth, max_depth, self.budget())
+
     def budget(self) -> FrameBudget:
         return FrameBudget(self.budget_max_pixels, self.budget_max_message_bytes, self.budget_max_output_bytes)
 
@@ -267,6 +282,15 @@ class Settings:
 class _Frame:
     msg: Image | CompressedImage
     received: float  # time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _AdapterContext:
+    """What the message adapters need besides the packed outputs (mde_ros.ros.adapters.AdapterContext)."""
+
+    camera_info: CameraInfo | None
+    scan_frame: str
+    scan_time: float
 
 
 class DepthNode(Node):
@@ -298,21 +322,25 @@ class DepthNode(Node):
         self._camera_infos: SyncedCameraInfos[CameraInfo] = SyncedCameraInfos(settings.sync_tolerance)
 
         self._pub_qos = publisher_qos(settings.qos_depth)
-        self._depth_pub = self.create_publisher(Image, naming.DEPTH_IMAGE, self._pub_qos)
-        self._info_pub = self.create_publisher(CameraInfo, naming.DEPTH_CAMERA_INFO, self._pub_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._relative_pub = None
-        if self._estimator.card.is_relative:
-            self._relative_pub = self.create_publisher(Image, "depth/relative", self._pub_qos)
+        sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
+        try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
+            self._anchors = NodeAnchors(self, sub_qos)
+        except ValueError as exc:
+            super().destroy_node()
+            raise StartupError(f"invalid parameters: {exc}") from exc
+        card = self._estimator.card
+        # The output table's rows this node has (pipeline.outputs.OUTPUTS): publishers for those switched on.
+        self._outputs = outputs_for(card.is_relative, self._anchors.confidence)
+        if card.is_relative:
             self.get_logger().warning(
-                f"model {self._estimator.card.name!r} outputs {self._estimator.card.output} (affine-invariant): "
-                "publishing it on depth/relative (32FC1, larger = nearer); depth, points and scan need "
-                "metres, which only scale anchors give it (scale.range.*, scale.points.*, scale.ground.*)")
-        self._optional_pubs: dict[str, Any] = {}
+                f"model {card.name!r} outputs {card.output} (affine-invariant): publishing it on depth/relative "
+                "(32FC1, larger = nearer); depth, points and scan need metres, which only scale anchors give it "
+                "(scale.range.*, scale.points.*, scale.ground.*)")
+        self._pubs: dict[str, Any] = {}
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
 
-        sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
         # Depth 1 for images: only the newest frame is processed, so an older one waiting in a
         # queue is pure latency (issue 9: p99 781 ms under 2x overload with a reliable depth-5 queue).
         image_qos = subscription_qos(settings.qos_reliability, 1)
@@ -326,11 +354,6 @@ class DepthNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
                                                   self._on_camera_info, sub_qos)
         self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
-        try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
-            self._anchors = NodeAnchors(self, sub_qos, self._pub_qos, self._warnings.warn)
-        except ValueError as exc:
-            super().destroy_node()
-            raise StartupError(f"invalid parameters: {exc}") from exc
 
         add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -388,15 +411,16 @@ class DepthNode(Node):
             self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in ours.items()))
 
     def _sync_publishers(self, settings: Settings) -> None:
-        """Publishers exist only for enabled outputs, so `ros2 topic list` shows what is produced."""
-        wanted = {"points": (settings.publish_points, PointCloud2), "scan": (settings.publish_scan, LaserScan),
-                  "depth/colorized": (settings.publish_colorized, Image)}
+        """Publishers exist only for enabled outputs (OutputSpec.switch), so `ros2 topic list` shows what
+        is produced."""
         with self._pubs_lock:
-            for topic, (enabled, msg_type) in wanted.items():
-                if enabled and topic not in self._optional_pubs:
-                    self._optional_pubs[topic] = self.create_publisher(msg_type, topic, self._pub_qos)
-                elif not enabled and topic in self._optional_pubs:
-                    self.destroy_publisher(self._optional_pubs.pop(topic))
+            for spec in self._outputs:
+                enabled = spec.switch is None or getattr(settings, _field(spec.switch))
+                if enabled and spec.key not in self._pubs:
+                    self._pubs[spec.key] = self.create_publisher(messages.message_class(spec.msgtype), spec.topic,
+                                                                 self._pub_qos)
+                elif not enabled and spec.key in self._pubs:
+                    self.destroy_publisher(self._pubs.pop(spec.key))
 
     def _load_estimator(self, settings: Settings) -> DepthEstimator:
         model = settings.model
@@ -467,108 +491,81 @@ class DepthNode(Node):
             self._memory.after_frame(pixels)  # a one-off large frame's memory goes back to the system
 
     def _process(self, frame: _Frame) -> int:
-        """Decode, pair, estimate, publish one frame; the pixels it processed (0: rejected)."""
+        """Decode, pair, run the frame step, publish one frame; the pixels it processed (0: rejected)."""
         settings = self._settings
         header = frame.msg.header
         decode_start = time.perf_counter()
-        budget = settings.budget()
-        notes: list[str] = []
-        try:
-            if isinstance(frame.msg, CompressedImage):
-                rgb = messages.compressed_msg_to_rgb(frame.msg, budget, notes)
-            else:
-                rgb = messages.image_msg_to_rgb(frame.msg, budget)
-        except BudgetError as exc:  # checked from the message fields / JPEG-PNG header: nothing decoded
-            self._warnings.warn("over_budget", f"image on {self._image_topic} rejected: {exc}")
+        rgb = self._decode(frame.msg, settings.budget())
+        if rgb is None:
             return 0
-        except InputError as exc:
-            self._warnings.warn("bad_image", f"image on {self._image_topic} rejected: {exc}")
-            return 0
-        for note in notes:  # harmless codec messages (libjpeg's), throttled with the rest
-            self._warnings.warn("image_codec_note", f"image on {self._image_topic}: {note}", count=False)
         height, width = rgb.shape[:2]
         intr, template, source = self._match_intrinsics(header, frame.received, width, height, settings)
         decode_s = time.perf_counter() - decode_start
 
-        with self._pubs_lock:
-            pubs = {topic: pub for topic, pub in self._optional_pubs.items() if pub.get_subscription_count() > 0}
-        has_geometry = intr is not None
-        scan_possible = has_geometry and scan_fits(intr, settings.scan_scan_height)
-        if "scan" in pubs and has_geometry and not scan_possible:
-            self._warnings.warn("scan_height", f"scan.scan_height {settings.scan_scan_height} does not fit the "
-                                f"{height}-row image around cy={intr.cy:.1f}: no scan")
-        config = OutputConfig(
-            depth_encoding=settings.depth_encoding,
-            cloud_enabled="points" in pubs and has_geometry, cloud_decimation=settings.cloud_decimation,
-            cloud_min_range=settings.cloud_min_range, cloud_max_range=settings.cloud_max_range or float("inf"),
-            cloud_organized=settings.cloud_organized, cloud_rgb=settings.cloud_rgb,
-            scan_enabled="scan" in pubs and scan_possible, scan_height=settings.scan_scan_height,
-            scan_range_min=settings.scan_range_min, scan_range_max=settings.scan_range_max,
-            colorized_enabled="depth/colorized" in pubs)
-        try:
-            budget.check_outputs(output_bytes(width, height, depth_bytes_per_pixel=2 if config.depth_encoding == "16UC1"
-                                              else 4, cloud=config.cloud_enabled,
-                                              cloud_decimation=config.cloud_decimation,
-                                              colorized=config.colorized_enabled))
-        except BudgetError as exc:
-            self._warnings.warn("over_budget", f"image on {self._image_topic} rejected: {exc}")
-            return 0
-
+        with self._pubs_lock:  # on-demand outputs only while someone subscribes (depth_image_proc's way)
+            wanted = {key for key, pub in self._pubs.items()
+                      if not BY_KEY[key].on_demand or pub.get_subscription_count() > 0}
         card = self._estimator.card
-        min_depth, max_depth = settings.depth_range(card)
-        self._estimator.config = EstimatorConfig(min_depth=min_depth, max_depth=max_depth,
-                                                 camera_aware_rescale=settings.camera_aware_rescale,
-                                                 resize_policy=settings.resize_policy, sky_depth=settings.sky_depth,
-                                                 device_pipeline=settings.device_pipeline)
-        result = self._estimator.estimate(rgb, intr)
-        for warning in result.warnings:
-            self._warnings.warn("intrinsics_ignored", warning)
-        result = self._anchors.refine(self._estimator, result, rgb, header)
-        if result.relative is not None:  # a relative model: its own topic, never metres unanchored
-            self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
-            if not result.is_metric:
-                self._stats.frame_published({"queue": decode_start - frame.received, "decode": decode_s,
-                                             **result.timings}, source,
-                                            float(np.isfinite(result.relative).mean()))
-                return width * height
-        outputs = build_outputs(result, rgb, config, min_depth, max_depth)
+        self._estimator.config = settings.estimator_config(card)
+        refiner = self._anchors.refiner
+        step = run_frame(self._estimator, rgb, intr, wanted, settings.step_config(card), refiner=refiner,
+                         anchors=None if refiner is None else self._anchors.anchors_for(header),
+                         stamp_s=messages.stamp_ns(header) * 1e-9)
+        for note in step.notes:
+            text = f"image on {self._image_topic} rejected: {note.message}" if note.kind == "over_budget" \
+                else note.message
+            self._warnings.warn(note.kind, text, count=note.counted)
+        if step.outputs is None:
+            return 0
+        self._anchors.record(step.refined)
 
         publish_start = time.perf_counter()
-        self._depth_pub.publish(messages.image_msg(outputs.depth, header))
-        if outputs.depth_intrinsics is not None:
-            self._info_pub.publish(messages.camera_info_msg(outputs.depth_intrinsics, header, template))
-        optional: dict[str, Any] = {}
-        if outputs.cloud is not None:
-            optional["points"] = messages.point_cloud_msg(outputs.cloud, header)
-        if outputs.scan is not None:
-            optional["scan"] = messages.laser_scan_msg(outputs.scan, self._scan_header(header, settings),
-                                                       settings.scan_scan_time)
-        if outputs.colorized is not None:
-            optional["depth/colorized"] = messages.image_msg(outputs.colorized, header)
+        context = _AdapterContext(template, self._scan_frame(header, settings) if "scan" in step.outputs.parts
+                                  else "", settings.scan_scan_time)
+        # Relative and confidence first, then depth and the rest (table order within each).
+        parts = sorted(step.outputs.parts.items(), key=lambda item: BY_KEY[item[0]].metric)
+        msgs = [(key, messages.output_msg(BY_KEY[key], value, header, context)) for key, value in parts]
         # Under the lock: a parameter change (executor thread) may have destroyed a publisher since
-        # `pubs` was taken, and publishing on a destroyed one raises.
+        # `wanted` was taken, and publishing on a destroyed one raises.
         with self._pubs_lock:
-            for topic, msg in optional.items():
-                if topic in self._optional_pubs:
-                    self._optional_pubs[topic].publish(msg)
+            for key, msg in msgs:
+                if key in self._pubs:
+                    self._pubs[key].publish(msg)
 
-        timings = {"queue": decode_start - frame.received, "decode": decode_s, **result.timings,
-                   "outputs": sum(outputs.timings.values()), "publish": time.perf_counter() - publish_start}
-        valid, findings = frame_findings(result.depth, min_depth, max_depth, result.rescale, result.intrinsics, card)
-        for finding in findings:  # states of the output, not rejected frames: logged, not counted
+        timings = {"queue": decode_start - frame.received, "decode": decode_s, **step.result.timings,
+                   "outputs": sum(step.outputs.timings.values()), "publish": time.perf_counter() - publish_start}
+        for finding in step.findings:  # states of the output, not rejected frames: logged, not counted
             self._warnings.warn(finding.kind, finding.message, count=False)
-        self._stats.frame_published(timings, source, valid, findings)
+        self._stats.frame_published(timings, source, step.valid, step.findings)
         return width * height
 
-    def _scan_header(self, header: Header, settings: Settings) -> Header:
-        """The scan's header: the image's stamp, a body-convention frame (never the optical one)."""
+    def _decode(self, msg: Image | CompressedImage, budget: FrameBudget) -> np.ndarray | None:
+        """HxWx3 RGB of the image message, or None when it is rejected (warned)."""
+        notes: list[str] = []
+        try:
+            if isinstance(msg, CompressedImage):
+                rgb = messages.compressed_msg_to_rgb(msg, budget, notes)
+            else:
+                rgb = messages.image_msg_to_rgb(msg, budget)
+        except BudgetError as exc:  # checked from the message fields / JPEG-PNG header: nothing decoded
+            self._warnings.warn("over_budget", f"image on {self._image_topic} rejected: {exc}")
+            return None
+        except InputError as exc:
+            self._warnings.warn("bad_image", f"image on {self._image_topic} rejected: {exc}")
+            return None
+        for note in notes:  # harmless codec messages (libjpeg's), throttled with the rest
+            self._warnings.warn("image_codec_note", f"image on {self._image_topic}: {note}", count=False)
+        return rgb
+
+    def _scan_frame(self, header: Header, settings: Settings) -> str:
+        """The scan's frame: a body-convention frame (never the optical one)."""
         frame, guessed = naming.scan_frame(header.frame_id, settings.scan_output_frame)
         if guessed and self._scan_frame_guessed != frame:
             self._scan_frame_guessed = frame  # once per frame name, not per period: it is a setup issue
             self.get_logger().warning(
                 f"image frame_id {frame!r} has no '_optical' part: publishing 'scan' in {frame!r}, assumed to "
                 "be a body-convention frame (x forward, z up); set scan.output_frame if it is an optical frame")
-        return Header(stamp=header.stamp, frame_id=frame)
+        return frame
 
     def _match_intrinsics(self, header: Header, received: float, width: int, height: int,
                           settings: Settings) -> tuple[Intrinsics | None, CameraInfo | None, str]:
