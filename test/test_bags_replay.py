@@ -285,3 +285,25 @@ def test_replay_records_the_node_health_findings(bag, model, tmp_path):
 
     normal = run_replay(bag, tmp_path / "normal", estimator=load_estimator(model, "onnxruntime"), progress=False)
     assert normal["findings"] == {} and normal["valid_fraction"]["mean"] > 0.9
+
+
+def test_a_new_output_is_one_row_of_the_output_table(bag, estimator, tmp_path, monkeypatch):
+    """Issue 19's measure: an output = its algorithm + one OUTPUTS row (+ an adapter for a new message type).
+    A row added here (a mono8 mask of usable depth) reaches the replayed bag with no other change."""
+    from mde_ros.pipeline import outputs
+
+    def valid_mask(frame):
+        return outputs.pack_image((np.isfinite(frame.marked) * 255).astype(np.uint8), "mono8")
+
+    row = outputs.OutputSpec("valid_mask", "depth/valid_mask", outputs.IMAGE, "image", valid_mask, "usable depth")
+    monkeypatch.setattr(outputs, "OUTPUTS", (*outputs.OUTPUTS, row))
+    monkeypatch.setitem(outputs.BY_KEY, row.key, row)
+    summary = run_replay(bag, tmp_path / "out", estimator=estimator, progress=False)
+    assert summary["output_topics"]["valid_mask"] == "/camera/depth/valid_mask"
+    masks = read_topic(tmp_path / "out", "/camera/depth/valid_mask")
+    depths = read_topic(tmp_path / "out", OUTPUTS["depth"])
+    assert len(masks) == len(depths) == N_FRAMES
+    for (_, mask, _), (_, depth, _) in zip(masks, depths):
+        assert mask.encoding == "mono8" and mask.header == depth.header
+        assert np.array_equal(np.asarray(mask.data).reshape(depth.height, depth.width) > 0,
+                              np.isfinite(image_array(depth)))

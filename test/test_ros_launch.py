@@ -19,8 +19,8 @@ import yaml
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator
-from mde_ros.ros.anchors import PARAMETERS as ANCHOR_PARAMETERS
-from mde_ros.ros.depth_node import NODE_NAME, PARAMETERS, DepthNode
+from mde_ros.ros.depth_node import NODE_NAME, DepthNode
+from mde_ros.ros.parameters import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "depth.launch.py"
@@ -183,18 +183,51 @@ def shipped_parameters():
     return flatten(data[YAML_NODE_KEY]["ros__parameters"])
 
 
-def test_params_file_lists_every_parameter_with_its_default_and_a_comment():
-    values = shipped_parameters()
-    assert set(values) == {spec.name for spec in PARAMETERS} | {name for name, *_ in ANCHOR_PARAMETERS}
+def leaf_comments():
+    """Parameter name -> the comment lines right above its leaf line in config/depth.yaml."""
+    comments, path, lines = {}, [], PARAMS.read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.fullmatch(r"(\s*)(\w+):(.*)", line.split(" #")[0] if not line.lstrip().startswith("#") else "")
+        if not match or match.group(2) == "ros__parameters":
+            continue
+        depth = (len(match.group(1)) - 4) // 2  # '/**:' 0, 'ros__parameters:' 2, parameters from 4
+        path[depth:] = [match.group(2)]
+        if match.group(3).strip():  # a leaf "key: value" line
+            above = []
+            for previous in reversed(lines[:number]):
+                if not previous.strip().startswith("#"):
+                    break
+                above.insert(0, previous.strip().lstrip("#").strip())
+            comments[".".join(path)] = " ".join(above)
+    return comments
+
+
+def test_params_file_lists_every_parameter_of_the_table_with_its_default_and_a_comment():
+    """config/depth.yaml is the documentation of the one parameter table (ros/parameters): every row
+    with its default and type, a comment above each, naming every choice a row allows."""
+    values, comments = shipped_parameters(), leaf_comments()
+    assert set(values) == {spec.name for spec in PARAMETERS} == set(comments)
     for spec in PARAMETERS:
         assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
-    for name, default, *_ in ANCHOR_PARAMETERS:
-        assert values[name] == default and type(values[name]) is type(default), name
-    lines = PARAMS.read_text().splitlines()
-    for number, line in enumerate(lines):
-        match = re.fullmatch(r"(\s*)(\w+): \S.*", line)  # a leaf "key: value" line
-        if match and match.group(2) != "ros__parameters":
-            assert lines[number - 1].strip().startswith("#"), f"undocumented parameter line: {line.strip()}"
+        assert comments[spec.name], f"undocumented parameter: {spec.name}"
+        for choice in spec.choices:
+            assert re.search(rf"\b{re.escape(choice)}\b", comments[spec.name]), (spec.name, choice)
+
+
+def test_the_node_declares_the_table_with_its_descriptors(rclpy_context):
+    """Every row declared once, with the table's description, read-only flag and range."""
+    node = start_node(rclpy_context, PARAMS, "table")
+    try:
+        names = [spec.name for spec in PARAMETERS]
+        for spec, descriptor in zip(PARAMETERS, node.describe_parameters(names)):
+            assert (descriptor.description, descriptor.read_only) == (spec.description, spec.read_only), spec.name
+            ranges = [*descriptor.floating_point_range, *descriptor.integer_range]
+            assert [(r.from_value, r.to_value) for r in ranges] == ([] if spec.low is None else
+                                                                    [(spec.low, spec.high)]), spec.name
+            if spec.choices:
+                assert descriptor.additional_constraints == "one of: " + ", ".join(spec.choices)
+    finally:
+        node.destroy_node()
 
 
 def start_node(context, params_file, namespace):

@@ -1,7 +1,7 @@
 """The node's metric anchors and depth refinement: `scale.*`, `temporal.*` and `confidence.*`.
 
 Glue only (the algorithms are mde_ros.pipeline.anchoring / anchor_inputs / temporal / confidence /
-refine): declares the parameters, subscribes `range` (sensor_msgs/Range) and `anchor_points`
+refine): reads the parameters (declared by the node from ros/parameters' table), subscribes `range` (sensor_msgs/Range) and `anchor_points`
 (sensor_msgs/PointCloud2) when enabled, looks sensor poses up in TF where tf2_ros is importable
 (else the fixed poses in the parameters), hands the frame step (pipeline.frame_step) its refiner and
 anchors, and reports the applied factor to /diagnostics. The step's notes (rejected anchors) and the
@@ -13,8 +13,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
 from sensor_msgs.msg import PointCloud2, Range
 from std_msgs.msg import Header
 
@@ -35,59 +33,6 @@ except ImportError:  # pragma: no cover - depends on the install
 RANGE_TOPIC = "range"
 POINTS_TOPIC = "anchor_points"
 CONFIDENCE_TOPIC = "depth/confidence"  # the output row "confidence" (pipeline.outputs.OUTPUTS)
-
-# (name, default, description, (low, high) or None); all read-only: they shape subscriptions and filters.
-PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
-    ("scale.range.enabled", False, f"subscribe sensor_msgs/Range on '{RANGE_TOPIC}' and anchor the scale to it", None),
-    ("scale.range.frame_id", "", "the fixed pose below is for Range messages in this frame (empty: any frame); "
-     "TF is used first where tf2_ros is available", None),
-    ("scale.range.position", [0.0, 0.0, 0.0], "rangefinder position in the camera's optical frame (x right, "
-     "y down, z forward), metres", None),
-    ("scale.range.direction", [0.0, 0.0, 1.0], "rangefinder beam axis (the Range frame's x) in the camera's "
-     "optical frame", None),
-    ("scale.points.enabled", False, f"subscribe sensor_msgs/PointCloud2 on '{POINTS_TOPIC}' (metric points: "
-     "lidar, VIO/SLAM map points, a stereo/ToF patch) and anchor the scale to them", None),
-    ("scale.points.frame_id", "", "clouds in this frame use scale.points.transform (empty: only clouds in the "
-     "image's frame, or resolvable by TF, are used)", None),
-    ("scale.points.transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "x y z qx qy qz qw of scale.points.frame_id "
-     "in the camera's optical frame", None),
-    ("scale.ground.camera_height", 0.0, "metres from the camera to a flat floor; > 0 anchors the scale to the "
-     "floor fitted in the predicted cloud; 0: off", (0.0, 100.0)),
-    ("scale.ground.attitude_known", False, "use scale.ground.pitch/roll (strongly recommended: the floor's tilt "
-     "fitted from the prediction alone is far less accurate)", None),
-    ("scale.ground.pitch", 0.0, "radians, > 0 looks down (REP 103 body convention)", (-1.5, 1.5)),
-    ("scale.ground.roll", 0.0, "radians, > 0 turns the image clockwise", (-1.5, 1.5)),
-    ("scale.use_tf", True, "look sensor poses up in TF when tf2_ros is importable", None),
-    ("scale.stamp_tolerance", 0.1, "seconds; an anchor farther than this from the image stamp is not used",
-     (0.0, 10.0)),
-    ("scale.time_constant", 0.5, "seconds of exponential smoothing of the scale factor; 0: none", (0.0, 3600.0)),
-    ("scale.jump_threshold", 0.3, "relative change of the factor that is a jump: applied only when the next "
-     "frame confirms it", (0.001, 100.0)),
-    ("scale.max_age", 2.0, "seconds the last factor is held after anchors stop; then the model's own metres",
-     (0.0, 3600.0)),
-    ("scale.min_confidence", 0.0, "per-frame fits less confident than this (0..1) are not used", (0.0, 1.0)),
-    ("scale.range_weight", 5.0, "a Range reading counts as this many metric points", (0.0, 1e6)),
-    ("scale.ground_weight", 5.0, "the ground plane counts as this many metric points", (0.0, 1e6)),
-    ("temporal.enabled", False, "damp frame-to-frame flicker of static structure (follows motion)", None),
-    ("temporal.time_constant", 0.3, "seconds of per-pixel smoothing", (0.001, 3600.0)),
-    ("temporal.threshold", 0.03, "relative change of a pixel that counts as real (the pixel follows at once)",
-     (0.0001, 10.0)),
-    ("temporal.scene_change", 0.1, "share of changed pixels that means the camera moved (all pixels follow)",
-     (0.001, 1.0)),
-    ("confidence.enabled", False, f"publish per-pixel confidence (flip consistency, 32FC1 0..1) on "
-     f"'{CONFIDENCE_TOPIC}'; costs one more network run per frame", None),
-    ("confidence.tolerance", 0.1, "relative disagreement of the mirrored prediction that gives confidence 0.37",
-     (0.001, 10.0)),
-    ("confidence.threshold", 0.0, "depth whose confidence is below this becomes NaN (invalid); 0: none",
-     (0.0, 1.0)),
-)
-
-
-def _descriptor(name: str, description: str, limits: tuple[float, float] | None) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(name=name, description=description, read_only=True)
-    if limits is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=limits[0], to_value=limits[1], step=0.0)]
-    return descriptor
 
 
 def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSettings, bool, bool]:
@@ -132,14 +77,10 @@ class NodeAnchors:
 
     `anchors_for(header)` and `record(refined)` run on the inference thread once per frame."""
 
-    def __init__(self, node: "Node", sub_qos: Any) -> None:
+    def __init__(self, node: "Node", values: dict[str, Any], sub_qos: Any) -> None:
+        """`values`: the scale.* / temporal.* / confidence.* parameters (ros/parameters, declared by the node);
+        ValueError names a bad one."""
         self._node = node
-        try:
-            declared = node.declare_parameters("", [(name, default, _descriptor(name, text, limits))
-                                                    for name, default, text, limits in PARAMETERS])
-        except ParameterException as exc:
-            raise ValueError(f"invalid parameter: {exc}") from exc
-        values = {p.name: p.value for p in declared}
         config, settings, range_on, points_on = configs_from_values(values)
         self._refiner = Refiner(config)
         self._buffer = AnchorBuffer(settings)

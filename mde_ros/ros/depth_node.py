@@ -11,7 +11,6 @@ and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.r
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -30,17 +29,13 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from mde_ros.inference import BACKEND_NAMES
-from mde_ros.inference.base import PRECISIONS
-from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
 from mde_ros.memory import LargeFrameTrim, map_large_arrays
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.intrinsics import Intrinsics
-from mde_ros.pipeline.budget import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS,
-                                     BudgetError, FrameBudget)
-from mde_ros.pipeline.frame_step import StepConfig, run_frame
-from mde_ros.pipeline.outputs import BY_KEY, DEPTH_ENCODINGS, OutputConfig, outputs_for
+from mde_ros.pipeline.budget import BudgetError, FrameBudget
+from mde_ros.pipeline.frame_step import run_frame
+from mde_ros.pipeline.outputs import BY_KEY, outputs_for
 from mde_ros.pipeline.pairing import SyncedCameraInfos
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
 from mde_ros.ros import messages, naming, paramcheck
@@ -48,234 +43,16 @@ from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
-from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
+from mde_ros.ros.parameters import PARAMETERS, SPECS, TRANSPORTS, ParamSpec, Settings  # noqa: F401 (re-export)
+from mde_ros.ros.qos import publisher_qos, subscription_qos
 
 NODE_NAME = "mde_depth"
-TRANSPORTS = ("raw", "compressed")
 DIAGNOSTICS_PERIOD_S = 1.0
 WARN_THROTTLE_S = 5.0
-MAX_RANGE_M = 1000.0
 
 
 class StartupError(RuntimeError):
     """The node cannot start with this configuration; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
-    read_only: bool = False
-    low: float | None = None  # inclusive range, enforced by rclpy
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-
-    def descriptor(self) -> ParameterDescriptor:
-        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
-        if self.choices:
-            descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
-        if self.low is not None and isinstance(self.default, float):
-            descriptor.floating_point_range = [FloatingPointRange(from_value=self.low, to_value=self.high, step=0.0)]
-        elif self.low is not None:
-            descriptor.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=1)]
-        return descriptor
-
-
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "", "model file (.onnx with card, or .pt bundle); empty: the shipped demo model "
-              "($MDE_ROS_MODEL overrides)", read_only=True),
-    ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
-              read_only=True, choices=BACKEND_NAMES),
-    ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
-    ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
-              "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
-              read_only=True, choices=PRECISIONS),
-    ParamSpec("device_pipeline", False, "resize, normalisation and the depth's conversion on the device too "
-              "(only the image goes up, only the depth comes back): torch on CUDA with CUDA graphs, any size; "
-              "onnxruntime / tensorrt run MODEL.fused.onnx beside the model (mde-ros export --fused WxH) for "
-              "frames of its camera size and resize policy, other frames numpy", read_only=True),
-    ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
-              "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
-    ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
-              "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
-    ParamSpec("qos.depth", 5, "history depth of the camera_info subscription and the publishers (the image "
-              "subscription keeps 1: only the newest frame is processed)", read_only=True, low=1, high=1000),
-    ParamSpec("resize_policy", "card", "how the image is fitted to the network input; card: the model "
-              "card's rule", choices=("card", *RESIZE_POLICIES)),
-    ParamSpec("camera_aware_rescale", True, "scale depth by f_camera / f_training (needs CameraInfo and a "
-              "card with train_focal_px; canonical-focal models are always rescaled)"),
-    ParamSpec("sky_depth", "too_far", "depth of pixels the model's sky output marks: too_far (+Inf, REP 117), "
-              "invalid (NaN), or keep the network's", choices=SKY_DEPTHS),
-    ParamSpec("min_depth", 0.0, "metres; closer is published as -Inf (32FC1) or 0 (16UC1); 0: the model "
-              "card's", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("max_depth", 0.0, "metres; farther is published as +Inf (32FC1) or 0 (16UC1); 0: the model "
-              "card's", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("depth_encoding", "32FC1", "32FC1 metres (REP 118 canonical) or 16UC1 millimetres, 0 invalid",
-              choices=DEPTH_ENCODINGS),
-    ParamSpec("cloud.decimation", 1, "use every n-th pixel in both axes for 'points'", low=1, high=64),
-    ParamSpec("cloud.min_range", 0.0, "metres; closer points are dropped (NaN when organized)",
-              low=0.0, high=MAX_RANGE_M),
-    ParamSpec("cloud.max_range", 0.0, "metres; farther points are dropped; 0: no limit", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("cloud.organized", True, "keep the image layout with NaN points (like depth_image_proc) "
-              "instead of a dense list"),
-    ParamSpec("cloud.rgb", True, "add the camera colour as a PCL-style float 'rgb' field"),
-    ParamSpec("scan.scan_height", 1, "image rows around cy used for 'scan' (depthimage_to_laserscan)",
-              low=1, high=4096),
-    ParamSpec("scan.range_min", 0.45, "metres; shorter ranges are not returns", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("scan.range_max", 10.0, "metres; longer ranges are not returns", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("scan.scan_time", 0.033, "seconds between scans, copied into LaserScan.scan_time "
-              "(depthimage_to_laserscan's default)", low=0.0, high=3600.0),
-    ParamSpec("scan.output_frame", "", "frame_id of 'scan' (a body-convention frame, x forward, z up); "
-              "empty: the image's optical frame without '_optical' (camera_color_optical_frame -> "
-              "camera_color_frame)"),
-    ParamSpec("publish.points", True, "publish sensor_msgs/PointCloud2 on 'points'"),
-    ParamSpec("publish.scan", True, "publish sensor_msgs/LaserScan on 'scan'"),
-    ParamSpec("publish.colorized", True, "publish an rgb8 preview on 'depth/colorized'"),
-    ParamSpec("sync_tolerance", 0.05, "seconds; the newest CameraInfo whose stamp is this close to the "
-              "image's is used", low=0.0, high=10.0),
-    ParamSpec("budget.max_pixels", DEFAULT_MAX_PIXELS, "largest image (width x height, read from the message or "
-              "the JPEG/PNG header before decoding) that is processed; larger frames are rejected; 0: no limit",
-              low=0, high=2**31 - 1),
-    ParamSpec("budget.max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, "largest image message payload processed; "
-              "0: no limit", low=0, high=2**31 - 1),
-    ParamSpec("budget.max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES, "largest total of one frame's outputs (depth, "
-              "cloud, preview), estimated before building them; 0: no limit", low=0, high=2**31 - 1),
-    ParamSpec("fallback_intrinsics.fx", 0.0, "pixels at the image's resolution, used while no CameraInfo "
-              "matches; all four > 0 to enable", low=0.0, high=1e6),
-    ParamSpec("fallback_intrinsics.fy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
-    ParamSpec("fallback_intrinsics.cx", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
-    ParamSpec("fallback_intrinsics.cy", 0.0, "see fallback_intrinsics.fx", low=0.0, high=1e6),
-)
-# Backend options (read-only), from the one table the CLI and the launch file use too.
-BACKEND_PARAMETERS = tuple(ParamSpec(o.param, o.unset, o.help, read_only=True, low=o.low, high=o.high,
-                                     choices=o.choices) for o in BACKEND_OPTIONS)
-PARAMETERS += BACKEND_PARAMETERS
-BACKEND_PARAMS = frozenset(spec.name for spec in BACKEND_PARAMETERS)
-SPECS = {spec.name: spec for spec in PARAMETERS}
-
-
-def _field(param_name: str) -> str:
-    return param_name.replace(".", "_")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One consistent snapshot of every parameter (the inference thread reads it once per frame)."""
-
-    model: str
-    backend: str
-    device: str
-    precision: str
-    image_transport: str
-    qos_reliability: str
-    qos_depth: int
-    resize_policy: str
-    camera_aware_rescale: bool
-    device_pipeline: bool
-    sky_depth: str
-    min_depth: float
-    max_depth: float
-    depth_encoding: str
-    cloud_decimation: int
-    cloud_min_range: float
-    cloud_max_range: float
-    cloud_organized: bool
-    cloud_rgb: bool
-    scan_scan_height: int
-    scan_range_min: float
-    scan_range_max: float
-    scan_scan_time: float
-    scan_output_frame: str
-    publish_points: bool
-    publish_scan: bool
-    publish_colorized: bool
-    sync_tolerance: float
-    budget_max_pixels: int
-    budget_max_message_bytes: int
-    budget_max_output_bytes: int
-    fallback_intrinsics_fx: float
-    fallback_intrinsics_fy: float
-    fallback_intrinsics_cx: float
-    fallback_intrinsics_cy: float
-    backend_params: tuple[tuple[str, Any], ...] = ()  # (ROS name, value) of BACKEND_PARAMETERS
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> "Settings":
-        backend = tuple(sorted((k, v) for k, v in values.items() if k in BACKEND_PARAMS))
-        return cls(**{_field(name): value for name, value in values.items() if name not in BACKEND_PARAMS},
-                   backend_params=backend)
-
-    def with_values(self, values: dict[str, Any]) -> "Settings":
-        backend = dict(self.backend_params, **{k: v for k, v in values.items() if k in BACKEND_PARAMS})
-        return dataclasses.replace(self, **{_field(name): value for name, value in values.items()
-                                            if name not in BACKEND_PARAMS},
-                                   backend_params=tuple(sorted(backend.items())))
-
-    def backend_options(self) -> dict[str, Any]:
-        """create_backend options of the backend parameters (ValueError names a bad one)."""
-        return options_from_params(dict(self.backend_params), self.backend, self.precision)
-
-    def depth_range(self, card: ModelCard) -> tuple[float, float]:
-        """(min_depth, max_depth) in metres: the parameters, or the card's where they are 0."""
-        return self.min_depth or card.min_depth, self.max_depth or card.max_depth
-
-    def problem(self, card: ModelCard | None = None) -> str | None:
-        """Why these settings cannot work together (with this model, if given), or None."""
-        for spec in PARAMETERS:
-            if spec.name in BACKEND_PARAMS:
-                continue
-            value = getattr(self, _field(spec.name))
-            if spec.choices and value not in spec.choices:
-                return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
-        try:
-            self.backend_options()
-        except ValueError as exc:
-            return str(exc)
-        if self.min_depth > 0 and self.max_depth > 0 and self.min_depth >= self.max_depth:
-            return f"min_depth ({self.min_depth}) must be < max_depth ({self.max_depth})"
-        if card is not None and self.depth_range(card)[0] >= self.depth_range(card)[1]:
-            low, high = self.depth_range(card)
-            return (f"min_depth {low} must be < max_depth {high} (0 means the model card's: "
-                    f"{card.min_depth}..{card.max_depth})")
-        if self.scan_range_min >= self.scan_range_max:
-            return f"scan.range_min ({self.scan_range_min}) must be < scan.range_max ({self.scan_range_max})"
-        if self.cloud_max_range > 0 and self.cloud_min_range >= self.cloud_max_range:
-            return f"cloud.min_range ({self.cloud_min_range}) must be < cloud.max_range ({self.cloud_max_range})"
-        return None
-
-    def estimator_config(self, card: ModelCard) -> EstimatorConfig:
-        min_depth, max_depth = self.depth_range(card)
-        return EstimatorConfig(min_depth=min_depth, max_depth=max_depth, camera_aware_rescale=self.camera_aware_rescale,
-                               resize_policy=self.resize_policy, sky_depth=self.sky_depth,
-                               device_pipeline=self.device_pipeline)
-
-    def step_config(self, card: ModelCard) -> StepConfig:
-        """The frame step's settings (the optional outputs on; the step keeps those nobody wants off)."""
-        min_depth, max_depth = self.depth_range(card)
-        outputs = OutputConfig(
-            depth_encoding=self.depth_encoding, cloud_decimation=self.cloud_decimation,
-            cloud_min_range=self.cloud_min_range, cloud_max_range=self.cloud_max_range or float("inf"),
-            cloud_organized=self.cloud_organized, cloud_rgb=self.cloud_rgb, scan_height=self.scan_scan_height,
-            scan_range_min=self.scan_range_min, scan_range_max=self.scan_range_max)
-        return StepConfig(outputs, min_depth, max_depth, self.budget())
-
-    def budget(self) -> FrameBudget:
-        return FrameBudget(self.budget_max_pixels, self.budget_max_message_bytes, self.budget_max_output_bytes)
-
-    def _fallback_values(self) -> tuple[float, float, float, float]:
-        return (self.fallback_intrinsics_fx, self.fallback_intrinsics_fy,
-                self.fallback_intrinsics_cx, self.fallback_intrinsics_cy)
-
-    def fallback_incomplete(self) -> bool:
-        """Some but not all fallback_intrinsics set: allowed at run time (`ros2 param set` sets one
-        at a time), refused in a start-up configuration."""
-        return any(self._fallback_values()) and not all(self._fallback_values())
-
-    def fallback_intrinsics(self, width: int, height: int) -> Intrinsics | None:
-        if not all(self._fallback_values()):
-            return None
-        return Intrinsics(*self._fallback_values(), width, height)
 
 
 @dataclass
@@ -325,7 +102,7 @@ class DepthNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
         try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
-            self._anchors = NodeAnchors(self, sub_qos)
+            self._anchors = NodeAnchors(self, settings.values("anchors"), sub_qos)
         except ValueError as exc:
             super().destroy_node()
             raise StartupError(f"invalid parameters: {exc}") from exc
@@ -387,7 +164,9 @@ class DepthNode(Node):
             raise StartupError(f"invalid parameter: {exc}") from exc
         values, warnings = resolve_aliases({p.name: p.value for p in declared}, {p.name: p.value for p in aliases},
                                            {s.name: s.default for s in PARAMETERS})
-        known = [*SPECS, *(a.name for a in ALIASES)]
+        # Every name declared by now (the whole table, the aliases, rclpy's own such as use_sim_time):
+        # what a misspelt key is matched against.
+        known = list(self._parameters)
         for warning in warnings + paramcheck.unknown_parameters(getattr(self, "_parameter_overrides", {}), known):
             self.get_logger().warning(warning)
         settings = Settings.from_values(values)
@@ -415,7 +194,7 @@ class DepthNode(Node):
         is produced."""
         with self._pubs_lock:
             for spec in self._outputs:
-                enabled = spec.switch is None or getattr(settings, _field(spec.switch))
+                enabled = spec.switch is None or settings.value(spec.switch)
                 if enabled and spec.key not in self._pubs:
                     self._pubs[spec.key] = self.create_publisher(messages.message_class(spec.msgtype), spec.topic,
                                                                  self._pub_qos)
