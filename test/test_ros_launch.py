@@ -307,3 +307,56 @@ def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(rclpy_context):
     finally:
         probe.destroy_node()
         node.destroy_node()
+
+
+def start_and_read_startup(params_file, *ros_args, timeout=90.0):
+    """`python -m mde_ros.ros.depth_node --ros-args --params-file F` as `ros2 run` starts it (a tiny ONNX
+    model, onnxruntime); its output up to "listening on" (the end of start-up), then Ctrl-C."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    from mde_ros.processes import interrupt
+    from test_ros_node import tiny_onnx_model
+
+    model = tiny_onnx_model(Path(params_file).parent, 2.0)
+    process = subprocess.Popen([sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args", "--params-file",
+                                str(params_file), "-p", f"model:={model}", "-p", "backend:=onnxruntime", *ros_args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    lines, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if select.select([process.stdout], [], [], 1.0)[0]:
+                lines.append(process.stdout.readline())
+                if "listening on" in lines[-1]:
+                    break
+    finally:
+        lines.append(interrupt(process) or "")
+    output = "".join(lines)
+    assert "listening on" in output, output
+    return output
+
+
+def test_a_clean_first_launch_warns_nothing_about_the_shipped_params_file(tmp_path):
+    """Issue 18: every scale.* / temporal.* / confidence.* key of config/depth.yaml was warned "unknown
+    parameter ... ignored" (the known names were taken before the anchors declared theirs)."""
+    shipped = tmp_path / "depth.yaml"
+    shipped.write_text(PARAMS.read_text())
+    output = start_and_read_startup(shipped)
+    assert "unknown parameter" not in output and "WARN" not in output, output
+
+
+def test_a_real_unknown_key_is_still_warned_with_a_hint_from_every_declared_name(tmp_path):
+    data = yaml.safe_load(PARAMS.read_text())
+    params = data[YAML_NODE_KEY]["ros__parameters"]
+    params["scale"]["range"]["enabeld"] = True  # misspelt anchor parameter
+    params["temporal"]["time_constnat"] = 0.5  # another
+    params["zzz_unrelated"] = 1
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump(data))
+    output = start_and_read_startup(custom)
+    assert "unknown parameter 'scale.range.enabeld' ignored: did you mean scale.range.enabled?" in output, output
+    assert "unknown parameter 'temporal.time_constnat' ignored: did you mean temporal.time_constant?" in output
+    assert "unknown parameter 'zzz_unrelated' ignored (not a parameter of this node)" in output
+    assert output.count("unknown parameter") == 3, output
