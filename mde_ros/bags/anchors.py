@@ -19,7 +19,7 @@ from rosbags.serde import SerdeError
 
 from mde_ros.bags.io import BagError, deserialize, stamp_ns
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings
-from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, GroundPrior
+from mde_ros.pipeline.anchoring import EXPIRY_CHOICES, AnchoringConfig, Anchors, GroundPrior
 from mde_ros.pipeline.refine import RefineConfig, Refined, Refiner
 from mde_ros.pipeline.temporal import TemporalConfig
 
@@ -36,6 +36,11 @@ class ReplayAnchors:
     points_topic: str | None = None
     settings: AnchorSettings = AnchorSettings()
     refine: RefineConfig = RefineConfig()
+
+    @property
+    def anchoring(self) -> bool:
+        """A scale anchor source is given (the bag then gets depth/scale, as the node publishes it)."""
+        return bool(self.range_topic or self.points_topic or self.settings.ground)
 
     @property
     def active(self) -> bool:
@@ -147,6 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--camera-roll", type=float, help="radians, > 0 turns the image clockwise")
     group.add_argument("--anchor-stamp-tolerance", type=float, default=0.1, metavar="SECONDS")
     group.add_argument("--scale-time-constant", type=float, default=AnchoringConfig.time_constant, metavar="SECONDS")
+    group.add_argument("--scale-max-age", type=float, default=AnchoringConfig.max_age, metavar="SECONDS",
+                       help="seconds the factor is held without anchors (default %(default)s)")
+    group.add_argument("--scale-on-expiry", choices=EXPIRY_CHOICES, default=AnchoringConfig.on_expiry,
+                       help="after --scale-max-age: hold, decay, stop (write no depth) or nan (default %(default)s)")
     group.add_argument("--temporal", action="store_true", help="temporal stability filter")
     group.add_argument("--confidence", action="store_true", help="write per-pixel confidence (flip consistency) "
                                                                   "on <depth namespace>/confidence")
@@ -169,7 +178,8 @@ def from_args(args: argparse.Namespace) -> ReplayAnchors | None:
                               range_direction=tuple(args.range_direction), points_frame=args.points_frame,
                               points_transform=tuple(args.points_transform), ground=ground,
                               stamp_tolerance=args.anchor_stamp_tolerance)
-    refine = RefineConfig(anchoring=AnchoringConfig(time_constant=args.scale_time_constant),
+    refine = RefineConfig(anchoring=AnchoringConfig(time_constant=args.scale_time_constant, max_age=args.scale_max_age,
+                                                    on_expiry=args.scale_on_expiry),
                           temporal=TemporalConfig() if args.temporal else None, confidence=args.confidence,
                           confidence_threshold=args.confidence_threshold)
     anchors = ReplayAnchors(args.range_topic, args.points_topic, settings, refine)

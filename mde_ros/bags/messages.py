@@ -50,6 +50,9 @@ class _RosbagsWorld:
     def float64s(self, values: Any) -> np.ndarray:
         return np.array(values, dtype=np.float64)
 
+    def byte(self, value: int) -> int:
+        return int(value)
+
 
 ROSBAGS = _RosbagsWorld()
 

@@ -74,10 +74,11 @@ class _Stats:
     findings: Counter = field(default_factory=Counter)  # frames per health finding / note kind (as the node's)
     valid: list[float] = field(default_factory=list)  # per frame: share of usable depth pixels
 
-    def frame_notes(self, notes: list[Note], findings: list[Finding], valid: float) -> None:
+    def frame_notes(self, notes: list[Note], findings: list[Finding], valid: float | None) -> None:
         """One frame's notes and health findings (mde_ros.pipeline.frame_step), counted; each kind's
-        first message is warned."""
-        self.valid.append(valid)
+        first message is warned. `valid`: None for a frame without depth."""
+        if valid is not None:
+            self.valid.append(valid)
         for kind, message in [(n.kind, n.message) for n in notes if not n.kind.startswith("anchor_")] + \
                 [(f.kind, f.message) for f in findings]:
             if kind == "scan_height":  # the frame has depth but no scan
@@ -170,8 +171,9 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
         image_topic, info_topic = detect_topics(topics, image_topic, camera_info_topic)
         if estimator is None:
             estimator = load_estimator(model, backend)
-        confidence = anchors is not None and anchors.active and anchors.refine.confidence
-        rows = outputs_for(estimator.card.is_relative, confidence)
+        active = anchors is not None and anchors.active
+        rows = outputs_for(estimator.card.is_relative, active and anchors.refine.confidence,
+                           active and anchors.anchoring)
         out_topics = OutputTopics.for_image_topic(image_topic, output_prefix, [spec.key for spec in rows])
         clashes = sorted(set(out_topics.as_dict().values()) & {t.name for t in topics})
         if clashes:
@@ -252,9 +254,12 @@ class _FramePipeline:
                          stamp_s=stamp_ns(msg.header) * 1e-9)
         if refine is not None:
             refine.record(step.refined, msg.header)
-        stats.frame_notes(step.notes, step.findings, step.valid)
-        stats.processed += 1
+        stats.frame_notes(step.notes, step.findings, None if step.stopped else step.valid)
         outputs = step.outputs
+        if step.stopped:  # the scale expired (on_expiry stop): no depth for this image, as the node
+            stats.outputs_skipped["scale_expired"] += 1
+        else:
+            stats.processed += 1
         for stage, seconds in {"decode": decoded - began, **step.result.timings, **outputs.timings}.items():
             stats.latencies[stage].append(seconds)
         frame, guessed = naming.scan_frame(msg.header.frame_id, self.scan_frame or "")

@@ -32,6 +32,10 @@ REJECTION_HINTS = {
     "no_prediction": "no valid predicted depth there", "no_floor": "no floor found in the predicted depth",
     "no_intrinsics": "no camera intrinsics", "bad_cloud": "unreadable PointCloud2 (needs FLOAT32/64 x, y, z)",
 }
+# Scale regimes after scale.max_age without anchors (pipeline.scale_filter), as the warning says them.
+EXPIRY_TEXT = {"decaying": "returning to the model's own metres", "stopped": "not published",
+               "invalid": "published as NaN"}
+EXPIRED_REGIMES = tuple(EXPIRY_TEXT)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class FrameResult:
     valid: float = 0.0  # share of usable depth pixels (of the relative image for an unanchored relative model)
     findings: list[Finding] = field(default_factory=list)  # health of the published depth (pipeline.health)
     notes: list[Note] = field(default_factory=list)
+    stopped: bool = False  # the scale expired with scale.on_expiry 'stop': no metric output for this frame
 
 
 def output_config_for(config: OutputConfig, wanted: Collection[str], intrinsics: "Intrinsics | None",
@@ -106,9 +111,17 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
                                            f"{REJECTION_HINTS.get(reason, reason)}")
                   for reason, count in sorted(refined.anchors.rejected.items())]
         result = refined.result
+        scale = refined.scale
+        if scale.regime in EXPIRED_REGIMES:
+            notes.append(Note("scale_expired", f"no usable scale anchor for {scale.age:.1f} s (> scale.max_age): "
+                                               f"depth is {EXPIRY_TEXT[scale.regime]} (scale.on_expiry)"))
+    stopped = refined is not None and not refined.publish
     frame = FrameData(result, rgb, out_config, config.min_depth, config.max_depth,
-                      confidence=None if refined is None else refined.confidence)
-    outputs = build_parts(frame, wanted)
+                      confidence=None if refined is None else refined.confidence,
+                      scale=None if refined is None else refined.scale)
+    outputs = build_parts(frame, wanted, metric=result.is_metric and not stopped)
+    if stopped:  # nothing metric published: no health to judge
+        return FrameResult(outputs, result, refined, 0.0, [], notes, stopped=True)
     if result.is_metric:
         valid, findings = frame_findings(result.depth, config.min_depth, config.max_depth, result.rescale,
                                          result.intrinsics, estimator.card)

@@ -105,6 +105,7 @@ IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
 LASER_SCAN = "sensor_msgs/msg/LaserScan"
+DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 
 
 @dataclass
@@ -117,6 +118,7 @@ class FrameData:
     min_depth: float
     max_depth: float
     confidence: np.ndarray | None = None  # HxW 0..1 (pipeline.refine) when computed
+    scale: Any = None  # the frame's pipeline.scale_filter.ScaleEstimate when refined
     _marked: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -184,6 +186,7 @@ class OutputSpec:
     on_demand: bool = False  # built only while someone subscribes (depth_image_proc's way)
     metric: bool = True  # needs metres: not built for an unanchored relative model's frame
     when: str = "always"  # "always" | "relative" (relative models) | "confidence" (confidence enabled)
+    #                       | "anchoring" (a scale anchor source enabled)
     stage: str | None = None  # timing name (None: not timed)
 
 
@@ -202,14 +205,18 @@ OUTPUTS: tuple[OutputSpec, ...] = (
                "a relative model's affine-invariant output, 32FC1, larger = nearer", metric=False, when="relative"),
     OutputSpec("confidence", "depth/confidence", IMAGE, "image", _confidence,
                "per-pixel confidence 0..1 (flip consistency)", metric=False, when="confidence"),
+    OutputSpec("scale", "depth/scale", DIAGNOSTIC_ARRAY, "scale", lambda f: f.scale,
+               "each frame's scale: factor, regime, error bound, confidence, source (scale anchors)", metric=False,
+               when="anchoring"),
 )
 BY_KEY = {spec.key: spec for spec in OUTPUTS}
 METRIC_KEYS = tuple(spec.key for spec in OUTPUTS if spec.when == "always")  # every metric model's outputs
 
 
-def outputs_for(relative: bool, confidence: bool) -> tuple[OutputSpec, ...]:
-    """The rows a run has: the metric ones, depth/relative for a relative model, depth/confidence when on."""
-    present = {"always": True, "relative": relative, "confidence": confidence}
+def outputs_for(relative: bool, confidence: bool, anchoring: bool = False) -> tuple[OutputSpec, ...]:
+    """The rows a run has: the metric ones, depth/relative for a relative model, depth/confidence when on,
+    depth/scale with a scale anchor source."""
+    present = {"always": True, "relative": relative, "confidence": confidence, "anchoring": anchoring}
     return tuple(spec for spec in OUTPUTS if present[spec.when])
 
 
@@ -241,14 +248,15 @@ class FrameOutputs:
         return self.parts.get("colorized")
 
 
-def build_parts(frame: FrameData, keys: Iterable[str]) -> FrameOutputs:
-    """Build the outputs named by `keys` that this frame can have (table order, metres only when the
-    result holds metres, OutputConfig flags respected)."""
+def build_parts(frame: FrameData, keys: Iterable[str], metric: bool | None = None) -> FrameOutputs:
+    """Build the outputs named by `keys` that this frame can have (table order; the rows that need metres
+    only when `metric`, by default when the result holds metres; OutputConfig flags respected)."""
     parts: dict[str, Any] = {}
     timings: dict[str, float] = {}
     wanted = set(keys)
+    metric = getattr(frame.result, "is_metric", True) if metric is None else metric
     for spec in OUTPUTS:
-        if spec.key not in wanted or (spec.metric and not getattr(frame.result, "is_metric", True)):
+        if spec.key not in wanted or (spec.metric and not metric):
             continue
         if spec.config_flag is not None and not getattr(frame.config, spec.config_flag):
             continue

@@ -8,6 +8,7 @@ mde_ros.pipeline.outputs.OUTPUTS), not one per world.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
@@ -17,6 +18,7 @@ from mde_ros.pipeline.intrinsics import Intrinsics, camera_info_matrices
 if TYPE_CHECKING:
     from mde_ros.pipeline.geometry import PackedCloud, Scan
     from mde_ros.pipeline.outputs import PackedImage
+    from mde_ros.pipeline.scale_filter import ScaleEstimate
 
 
 class MessageWorld(Protocol):
@@ -26,6 +28,7 @@ class MessageWorld(Protocol):
     def uint8s(self, data: bytes) -> Any: ...  # a uint8[] field
     def float32s(self, values: np.ndarray) -> Any: ...  # a float32[] field
     def float64s(self, values: Any) -> Any: ...  # a float64[] / float64[N] field
+    def byte(self, value: int) -> Any: ...  # a `byte` field (rclpy: bytes of one, rosbags: int)
 
 
 class AdapterContext(Protocol):
@@ -50,7 +53,9 @@ def image(world: MessageWorld, packed: "PackedImage", header: Any, context: Adap
 def camera_info(world: MessageWorld, intr: Intrinsics, header: Any, context: AdapterContext | None = None,
                 template: Any | None = None) -> Any:
     """CameraInfo of a published depth image: D, R, model from the camera's CameraInfo (the context's, or
-    `template`), K and P scaled per axis to the depth resolution; an undistorted pinhole without one."""
+    `template`), K and P for the image it describes (ROI, binning: REP 104) scaled per axis to the depth
+    resolution; an undistorted pinhole without one. Binning 0 and no ROI: K and P are already the
+    published image's, so copying the camera's would make consumers apply them twice."""
     if template is None and context is not None:
         template = context.camera_info
     k, p = camera_info_matrices(intr, template)
@@ -61,11 +66,9 @@ def camera_info(world: MessageWorld, intr: Intrinsics, header: Any, context: Ada
                           distortion_model="plumb_bob", d=world.float64s([0.0] * 5), k=world.float64s(k),
                           r=world.float64s([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]), p=world.float64s(p),
                           binning_x=0, binning_y=0, roi=empty_roi)
-    same_size = (template.width, template.height) == (intr.width, intr.height)
     return world.make("sensor_msgs/msg/CameraInfo", header=header, height=intr.height, width=intr.width,
                       distortion_model=template.distortion_model, d=world.float64s(template.d), k=world.float64s(k),
-                      r=world.float64s(template.r), p=world.float64s(p), binning_x=template.binning_x,
-                      binning_y=template.binning_y, roi=template.roi if same_size else empty_roi)
+                      r=world.float64s(template.r), p=world.float64s(p), binning_x=0, binning_y=0, roi=empty_roi)
 
 
 def cloud(world: MessageWorld, packed: "PackedCloud", header: Any, context: AdapterContext | None = None) -> Any:
@@ -89,7 +92,29 @@ def scan(world: MessageWorld, packed: "Scan", header: Any, context: AdapterConte
                       intensities=world.float32s(np.zeros(0, np.float32)))
 
 
-ADAPTERS: dict[str, Callable[..., Any]] = {"image": image, "camera_info": camera_info, "cloud": cloud, "scan": scan}
+# diagnostic_msgs/DiagnosticStatus levels
+OK, WARN, ERROR = 0, 1, 2
+
+
+def scale(world: MessageWorld, estimate: "ScaleEstimate", header: Any, context: AdapterContext | None = None) -> Any:
+    """The `depth/scale` message of one frame: the image's header, one status named 'scale' whose message
+    is the regime (level OK anchored, WARN held/unanchored, ERROR expired) and whose values are the factor,
+    shift, error bound, confidence, source, anchors, age and event."""
+    level = {"anchored": OK, "held": WARN, "unanchored": WARN}.get(estimate.regime, ERROR)
+    values = {"factor": f"{estimate.scale:.6g}" if estimate.applied else "1", "shift": f"{estimate.shift:.6g}",
+              "regime": estimate.regime,
+              "error_bound": f"{estimate.error_bound:.4f}" if math.isfinite(estimate.error_bound) else "inf",
+              "confidence": f"{estimate.confidence:.4f}", "source": estimate.source,
+              "anchors": str(estimate.n_anchors), "age": f"{estimate.age:.3f}", "event": estimate.event,
+              "scale_only": str(estimate.scale_only).lower()}
+    status = world.make("diagnostic_msgs/msg/DiagnosticStatus", level=world.byte(level), name="scale",
+                        message=estimate.regime, hardware_id="",
+                        values=[world.make("diagnostic_msgs/msg/KeyValue", key=k, value=v) for k, v in values.items()])
+    return world.make("diagnostic_msgs/msg/DiagnosticArray", header=header, status=[status])
+
+
+ADAPTERS: dict[str, Callable[..., Any]] = {"image": image, "camera_info": camera_info, "cloud": cloud, "scan": scan,
+                                           "scale": scale}
 
 
 def output_message(world: MessageWorld, adapter: str, packed: Any, header: Any, context: AdapterContext) -> Any:

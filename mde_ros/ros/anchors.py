@@ -1,11 +1,13 @@
 """The node's metric anchors and depth refinement: `scale.*`, `temporal.*` and `confidence.*`.
 
 Glue only (the algorithms are mde_ros.pipeline.anchoring / anchor_inputs / temporal / confidence /
-refine): reads the parameters (declared by the node from ros/parameters' table), subscribes `range` (sensor_msgs/Range) and `anchor_points`
-(sensor_msgs/PointCloud2) when enabled, looks sensor poses up in TF where tf2_ros is importable
-(else the fixed poses in the parameters), hands the frame step (pipeline.frame_step) its refiner and
-anchors, and reports the applied factor to /diagnostics. The step's notes (rejected anchors) and the
-`depth/confidence` output row are the node's, as for every other output. With no anchor source enabled nothing is subscribed and the depth is untouched.
+refine): reads the parameters (declared by the node from ros/parameters' table), subscribes `range`
+(sensor_msgs/Range) and `anchor_points` (sensor_msgs/PointCloud2) when enabled, looks sensor poses up
+in TF where tf2_ros is importable (else the fixed poses in the parameters), hands the frame step
+(pipeline.frame_step) its refiner and anchors, and reports the applied factor to /diagnostics. The
+step's notes (rejected anchors, an expired scale) and the `depth/confidence` and `depth/scale` output
+rows are the node's, as for every other output. With no anchor source enabled nothing is subscribed
+and the depth is untouched.
 """
 from __future__ import annotations
 
@@ -59,7 +61,10 @@ def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSet
         raise ValueError(f"scale.*: {exc}") from exc
     anchoring = AnchoringConfig(range_weight=v["scale.range_weight"], ground_weight=v["scale.ground_weight"],
                                 time_constant=v["scale.time_constant"], jump_threshold=v["scale.jump_threshold"],
-                                max_age=v["scale.max_age"], min_confidence=v["scale.min_confidence"])
+                                max_age=v["scale.max_age"], min_confidence=v["scale.min_confidence"],
+                                on_expiry=v["scale.on_expiry"], glitch_frames=int(v["scale.glitch_frames"]),
+                                scene_change=v["scale.scene_change"], model_error=v["scale.model_error"],
+                                drift=v["scale.drift"])
     temporal = None
     if v["temporal.enabled"]:
         temporal = TemporalConfig(time_constant=v["temporal.time_constant"], threshold=v["temporal.threshold"],
@@ -95,8 +100,8 @@ class NodeAnchors:
         if values["scale.use_tf"] and tf2_ros is not None and (range_on or points_on):
             self._tf = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf, node)
-        self.active = range_on or points_on or settings.ground is not None or config.temporal is not None \
-            or config.confidence
+        self.anchoring = range_on or points_on or settings.ground is not None  # depth/scale is published
+        self.active = self.anchoring or config.temporal is not None or config.confidence
         sources = [name for name, on in (("range", range_on), ("points", points_on),
                                          ("ground", settings.ground is not None)) if on]
         if self.active:
@@ -151,9 +156,12 @@ class NodeAnchors:
             return {"scale source": "none yet"}
         s = last.scale
         values = {"scale factor": f"{s.scale:.4f}" if s.applied else "1 (not anchored)",
-                  "scale source": s.source, "scale confidence": f"{s.confidence:.3f}",
+                  "scale regime": s.regime, "scale source": s.source, "scale confidence": f"{s.confidence:.3f}",
+                  "scale error bound (90 %)": "n/a" if not s.applied else f"{s.error_bound:.3f}",
                   "scale anchors": str(s.n_anchors),
                   "scale frame factor": "n/a" if s.frame_scale is None else f"{s.frame_scale:.4f}"}
+        if s.scale_only:
+            values["scale fit"] = "scale only (one anchor cannot fix a relative model's shift: held)"
         if s.shift:
             values["scale shift"] = f"{s.shift:.6f}"
         if s.event:

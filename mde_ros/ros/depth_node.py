@@ -11,6 +11,7 @@ and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.r
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -29,20 +30,20 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from mde_ros.memory import LargeFrameTrim, map_large_arrays
-from mde_ros.models.card import ModelCard
-from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
+from mde_ros.memory import DDS_PROFILE, LargeFrameTrim, low_memory_dds_environment, map_large_arrays
+from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.budget import BudgetError, FrameBudget
 from mde_ros.pipeline.frame_step import run_frame
 from mde_ros.pipeline.outputs import BY_KEY, outputs_for
 from mde_ros.pipeline.pairing import SyncedCameraInfos
-from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
+from mde_ros.pipeline.preprocess import InputError
 from mde_ros.ros import messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
+from mde_ros.resources import find_shared
 from mde_ros.ros.parameters import PARAMETERS, SPECS, TRANSPORTS, ParamSpec, Settings  # noqa: F401 (re-export)
 from mde_ros.ros.qos import publisher_qos, subscription_qos
 
@@ -108,7 +109,7 @@ class DepthNode(Node):
             raise StartupError(f"invalid parameters: {exc}") from exc
         card = self._estimator.card
         # The output table's rows this node has (pipeline.outputs.OUTPUTS): publishers for those switched on.
-        self._outputs = outputs_for(card.is_relative, self._anchors.confidence)
+        self._outputs = outputs_for(card.is_relative, self._anchors.confidence, self._anchors.anchoring)
         if card.is_relative:
             self.get_logger().warning(
                 f"model {card.name!r} outputs {card.output} (affine-invariant): publishing it on depth/relative "
@@ -263,11 +264,16 @@ class DepthNode(Node):
                     return
                 frame, self._pending = self._pending, None
             pixels = 0
+            message_bytes = len(getattr(frame.msg, "data", b""))
             try:
                 pixels = self._process(frame)
             except Exception as exc:  # a bug or backend failure must not stop the node
+                if self._stopping or not self.context.ok():  # shutting down: the publishers are gone
+                    return
                 self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
-            self._memory.after_frame(pixels)  # a one-off large frame's memory goes back to the system
+            del frame  # the message (up to budget.max_message_bytes) must not outlive its frame
+            # a one-off large frame's (or a rejected large message's) memory goes back to the system
+            self._memory.after_frame(pixels, message_bytes)
 
     def _process(self, frame: _Frame) -> int:
         """Decode, pair, run the frame step, publish one frame; the pixels it processed (0: rejected)."""
@@ -311,6 +317,8 @@ class DepthNode(Node):
                 if key in self._pubs:
                     self._pubs[key].publish(msg)
 
+        if step.stopped:  # the scale expired and scale.on_expiry is 'stop': depth/scale says so
+            return width * height
         timings = {"queue": decode_start - frame.received, "decode": decode_s, **step.result.timings,
                    "outputs": sum(step.outputs.timings.values()), "publish": time.perf_counter() - publish_start}
         for finding in step.findings:  # states of the output, not rejected frames: logged, not counted
@@ -364,9 +372,10 @@ class DepthNode(Node):
             except messages.CameraInfoError as exc:
                 self._warnings.warn(exc.kind, str(exc))
             else:
-                if (info.width, info.height) != (width, height):
-                    self._warnings.warn("camera_info_scaled", f"CameraInfo is for {info.width}x{info.height}, "
-                                        f"the image is {width}x{height}: K scaled per axis", count=False)
+                described = messages.camera_info_image_size(info)  # its ROI / binning (REP 104)
+                if described != (width, height):
+                    self._warnings.warn("camera_info_scaled", f"CameraInfo describes a {described[0]}x{described[1]}"
+                                        f" image, the image is {width}x{height}: K scaled per axis", count=False)
                 return intr, info, "camera_info"
         elif pairing.problem[0] != "no_camera_info":
             kind, message = pairing.problem
@@ -400,6 +409,8 @@ def main(args: list[str] | None = None) -> int:
     if problem:  # rcl would raise it from rclpy.init as a traceback
         print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
         return 1
+    # Before rclpy.init: Fast DDS then returns a large sample's memory (mde_ros.memory, README Reliability).
+    os.environ.update(low_memory_dds_environment(os.environ, find_shared(DDS_PROFILE)))
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rcl's RCLError for other bad --ros-args

@@ -14,7 +14,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.geometry import PackedCloud, Scan
-from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, intrinsics_from_camera_info  # noqa: F401
+from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_image_size,  # noqa: F401
+                                         intrinsics_from_camera_info)
 from mde_ros.pipeline.outputs import OutputSpec, PackedImage
 from mde_ros.pipeline.budget import FrameBudget
 from mde_ros.pipeline.imagecodec import message_to_rgb
@@ -55,6 +56,9 @@ class _RclpyWorld:
     def float64s(self, values) -> list[float]:
         return [float(v) for v in values]
 
+    def byte(self, value: int) -> bytes:
+        return bytes([value])
+
 
 RCLPY = _RclpyWorld()
 
@@ -67,8 +71,9 @@ def output_msg(spec: OutputSpec, packed, header: Header, context: adapters.Adapt
 def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | None = None) -> CameraInfo:
     """CameraInfo of a published depth image.
 
-    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's,
-    scaled per axis when the depth image's resolution differs from the template's.
+    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's for
+    the image it describes (its ROI and binning applied), scaled per axis to the depth image; the
+    message itself has binning 0 and no ROI (pipeline.intrinsics.camera_info_matrices).
     """
     return adapters.camera_info(RCLPY, intr, header, template=template)
 

@@ -135,50 +135,61 @@ def _anchor(name: str, default: Any, description: str, limits: tuple[float, floa
 # Scale anchors, the temporal filter and confidence (mde_ros.ros.anchors.configs_from_values reads them).
 ANCHOR_PARAMETERS: tuple[ParamSpec, ...] = (
     _anchor("scale.range.enabled", False, "subscribe sensor_msgs/Range on 'range' and anchor the scale to it"),
-    _anchor("scale.range.frame_id", "", "the fixed pose below is for Range messages in this frame (empty: any frame); "
-            "TF is used first where tf2_ros is available"),
-    _anchor("scale.range.position", [0.0, 0.0, 0.0], "rangefinder position in the camera's optical frame (x right, "
-            "y down, z forward), metres"),
+    _anchor("scale.range.frame_id", "", "the fixed pose below is for Range messages in this frame (empty: any "
+            "frame); TF is used first where tf2_ros is available"),
+    _anchor("scale.range.position", [0.0, 0.0, 0.0], "rangefinder position in the camera's optical frame (x right, y "
+            "down, z forward), metres"),
     _anchor("scale.range.direction", [0.0, 0.0, 1.0], "rangefinder beam axis (the Range frame's x) in the camera's "
             "optical frame"),
     _anchor("scale.points.enabled", False, "subscribe sensor_msgs/PointCloud2 on 'anchor_points' (metric points: "
             "lidar, VIO/SLAM map points, a stereo/ToF patch) and anchor the scale to them"),
     _anchor("scale.points.frame_id", "", "clouds in this frame use scale.points.transform (empty: only clouds in the "
             "image's frame, or resolvable by TF, are used)"),
-    _anchor("scale.points.transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "x y z qx qy qz qw of scale.points.frame_id "
-            "in the camera's optical frame"),
+    _anchor("scale.points.transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "x y z qx qy qz qw of "
+            "scale.points.frame_id in the camera's optical frame"),
     _anchor("scale.ground.camera_height", 0.0, "metres from the camera to a flat floor; > 0 anchors the scale to the "
             "floor fitted in the predicted cloud; 0: off", (0.0, 100.0)),
-    _anchor("scale.ground.attitude_known", False, "use scale.ground.pitch/roll (strongly recommended: the floor's tilt "
-            "fitted from the prediction alone is far less accurate)"),
+    _anchor("scale.ground.attitude_known", False, "use scale.ground.pitch/roll (strongly recommended: the floor's "
+            "tilt fitted from the prediction alone is far less accurate)"),
     _anchor("scale.ground.pitch", 0.0, "radians, > 0 looks down (REP 103 body convention)", (-1.5, 1.5)),
     _anchor("scale.ground.roll", 0.0, "radians, > 0 turns the image clockwise", (-1.5, 1.5)),
     _anchor("scale.use_tf", True, "look sensor poses up in TF when tf2_ros is importable"),
     _anchor("scale.stamp_tolerance", 0.1, "seconds; an anchor farther than this from the image stamp is not used",
-     (0.0, 10.0)),
-    _anchor("scale.time_constant", 0.5, "seconds of exponential smoothing of the scale factor; 0: none", (0.0, 3600.0)),
-    _anchor("scale.jump_threshold", 0.3, "relative change of the factor that is a jump: applied only when the next "
-            "frame confirms it", (0.001, 100.0)),
-    _anchor("scale.max_age", 2.0, "seconds the last factor is held after anchors stop; then the model's own metres",
-     (0.0, 3600.0)),
-    _anchor("scale.min_confidence", 0.0, "per-frame fits less confident than this (0..1) are not used", (0.0, 1.0)),
-    _anchor("scale.range_weight", 5.0, "a Range reading counts as this many metric points", (0.0, 1e6)),
-    _anchor("scale.ground_weight", 5.0, "the ground plane counts as this many metric points", (0.0, 1e6)),
+            (0.0, 10.0)),
+    _anchor("scale.time_constant", 0.5, "seconds: the filtered factor follows an accepted change at least this fast; "
+            "0: at once", (0.0, 3600.0)),
+    _anchor("scale.jump_threshold", 0.3, "relative change of the factor never taken from one frame: it needs a new "
+            "view (the prediction changed) and a second frame, or scale.glitch_frames frames", (0.001, 100.0)),
+    _anchor("scale.max_age", 2.0, "seconds the last factor is held after anchors stop; then scale.on_expiry",
+            (0.0, 3600.0)),
+    _anchor("scale.on_expiry", "stop", "after scale.max_age without anchors: hold (keep the last factor), decay "
+            "(return to the model's own metres with time constant max_age; relative models: stop), stop (publish no "
+            "depth, points, scan) or nan (publish NaN depth); the regime is on depth/scale and /diagnostics"),
+    _anchor("scale.glitch_frames", 15, "frames an anchor's disagreement with the filtered factor must last, while "
+            "the prediction stays put, before it is believed (a sensor glitch shorter than this is never applied)",
+            (1, 100000)),
+    _anchor("scale.scene_change", 0.1, "median relative change of the predicted depth at the anchors that counts as "
+            "a new view (a jump of the factor is then believed on the second frame)", (0.001, 10.0)),
+    _anchor("scale.model_error", 0.15, "prior relative error of the model at one pixel (calibrates the error bound "
+            "of one range reading or a few points; many points measure it)", (0.001, 10.0)),
+    _anchor("scale.drift", 0.05, "relative change of the true factor per sqrt(second) while the view stays",
+            (0.0, 10.0)),
+    _anchor("scale.min_confidence", 0.0, "per-frame fits less confident than this (1 - their error bound) are not "
+            "used", (0.0, 1.0)),
+    _anchor("scale.range_weight", 5.0, "a Range reading counts as this many metric points", (0.0, 1000000.0)),
+    _anchor("scale.ground_weight", 5.0, "the ground plane counts as this many metric points", (0.0, 1000000.0)),
     _anchor("temporal.enabled", False, "damp frame-to-frame flicker of static structure (follows motion)"),
     _anchor("temporal.time_constant", 0.3, "seconds of per-pixel smoothing", (0.001, 3600.0)),
     _anchor("temporal.threshold", 0.03, "relative change of a pixel that counts as real (the pixel follows at once)",
-     (0.0001, 10.0)),
+            (0.0001, 10.0)),
     _anchor("temporal.scene_change", 0.1, "share of changed pixels that means the camera moved (all pixels follow)",
-     (0.001, 1.0)),
+            (0.001, 1.0)),
     _anchor("confidence.enabled", False, "publish per-pixel confidence (flip consistency, 32FC1 0..1) on "
             "'depth/confidence'; costs one more network run per frame"),
-    _anchor("confidence.tolerance", 0.1, "relative disagreement of the mirrored prediction that gives confidence 0.37",
-     (0.001, 10.0)),
+    _anchor("confidence.tolerance", 0.1, "relative disagreement of the mirrored prediction that gives confidence "
+            "0.37", (0.001, 10.0)),
     _anchor("confidence.threshold", 0.0, "depth whose confidence is below this becomes NaN (invalid); 0: none",
-     (0.0, 1.0)),
-
-
-
+            (0.0, 1.0)),
 )
 # Backend options (read-only), from the one table the CLI and the launch file use too.
 BACKEND_PARAMETERS = tuple(ParamSpec(o.param, o.unset, o.help, read_only=True, low=o.low, high=o.high,
