@@ -31,6 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from mde_ros.memory import DDS_PROFILE, LargeFrameTrim, low_memory_dds_environment, map_large_arrays
+from mde_ros.modelfiles import load_estimator
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.budget import BudgetError, FrameBudget
@@ -218,9 +219,8 @@ class DepthNode(Node):
                                  resize_policy=settings.resize_policy, sky_depth=settings.sky_depth,
                                  device_pipeline=settings.device_pipeline)
         try:
-            return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
-                                             precision=settings.precision, config=config,
-                                             **settings.backend_options())
+            return load_estimator(path, backend=settings.backend, device=settings.device,
+                                  precision=settings.precision, config=config, **settings.backend_options())
         except Exception as exc:  # card, backend and runtime errors alike end the start-up with their reason
             raise StartupError(f"cannot load model {path} with backend {settings.backend!r} on "
                                f"{settings.device} ({settings.precision}): {exc}") from exc

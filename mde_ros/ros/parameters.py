@@ -17,6 +17,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
+from mde_ros.inference.registry import auto_description
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.budget import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS, FrameBudget
 from mde_ros.pipeline.estimator import SKY_DEPTHS, EstimatorConfig
@@ -61,8 +62,7 @@ class ParamSpec:
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model file (.onnx with card, or .pt bundle); empty: the shipped demo model "
               "($MDE_ROS_MODEL overrides)", read_only=True),
-    ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
-              read_only=True, choices=BACKEND_NAMES),
+    ParamSpec("backend", "auto", f"inference backend; {auto_description()}", read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), bf16 (torch on CUDA "
               "only), int8 (the model's "
