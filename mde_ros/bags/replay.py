@@ -126,13 +126,12 @@ def load_estimator(model: str | Path | None = None, backend: str = "auto", *, de
                    intra_op_threads: int = 1, **backend_options) -> "DepthEstimator":
     """The shipped model (or `model`) on `backend`, onnxruntime pinned to `intra_op_threads` so
     the output bytes do not depend on the machine's core count."""
-    from mde_ros.pipeline.estimator import DepthEstimator
-    from mde_ros.resources import default_model_path
+    from mde_ros import modelfiles
+    from mde_ros.inference.registry import takes_option
 
-    model = Path(model) if model is not None else default_model_path()
-    options = {"intra_op_threads": intra_op_threads} if backend in ("auto", "onnxruntime") else {}
-    return DepthEstimator.from_model(model, backend=backend, device=device, precision=precision,
-                                     config=config, **options, **backend_options)
+    options = {"intra_op_threads": intra_op_threads} if takes_option(backend, "intra_op_threads") else {}
+    return modelfiles.load_estimator(model, backend, device=device, precision=precision, config=config,
+                                     **options, **backend_options)
 
 
 def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | None = None,

@@ -34,7 +34,9 @@ from std_msgs.msg import Header
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
+from mde_ros.inference.registry import auto_description
 from mde_ros.memory import DDS_PROFILE, LargeFrameTrim, low_memory_dds_environment, map_large_arrays
+from mde_ros.modelfiles import load_estimator
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
@@ -88,8 +90,7 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model file (.onnx with card, or .pt bundle); empty: the shipped demo model "
               "($MDE_ROS_MODEL overrides)", read_only=True),
-    ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
-              read_only=True, choices=BACKEND_NAMES),
+    ParamSpec("backend", "auto", f"inference backend; {auto_description()}", read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
@@ -416,9 +417,8 @@ class DepthNode(Node):
                                  resize_policy=settings.resize_policy, sky_depth=settings.sky_depth,
                                  device_pipeline=settings.device_pipeline)
         try:
-            return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
-                                             precision=settings.precision, config=config,
-                                             **settings.backend_options())
+            return load_estimator(path, backend=settings.backend, device=settings.device,
+                                  precision=settings.precision, config=config, **settings.backend_options())
         except Exception as exc:  # card, backend and runtime errors alike end the start-up with their reason
             raise StartupError(f"cannot load model {path} with backend {settings.backend!r} on "
                                f"{settings.device} ({settings.precision}): {exc}") from exc
