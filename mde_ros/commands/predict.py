@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mde_ros.commands.common import CommandError, add_model_arguments, build_estimator
+from mde_ros.modelargs import CommandError, add_model_arguments, build_estimator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +144,7 @@ def output_stems(paths: list[Path]) -> list[str]:
 
 def prepare_out_dir(out: Path) -> None:
     """Create --out (and parents); CommandError when it is a file or cannot be created."""
-    from mde_ros.commands.common import CommandError
+    from mde_ros.modelargs import CommandError
 
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out} exists and is not a folder")
