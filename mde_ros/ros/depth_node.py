@@ -12,6 +12,7 @@ and depth goes out as `depth/image` + its sibling `depth/camera_info` (mde_ros.r
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -44,12 +45,13 @@ from mde_ros.pipeline.health import frame_findings
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs, pack_image
 from mde_ros.pipeline.pairing import SyncedCameraInfos
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES, InputError
-from mde_ros.ros import messages, naming, paramcheck
+from mde_ros.ros import fastdds, messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
-from mde_ros.ros.qos import RELIABILITIES, publisher_qos, subscription_qos
+from mde_ros.ros.qos import (DEFAULT_RELIABILITY, RELIABILITIES, incompatible_publisher_callbacks, publisher_qos,
+                             subscription_qos)
 
 NODE_NAME = "mde_depth"
 TRANSPORTS = ("raw", "compressed")
@@ -98,8 +100,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frames of its camera size and resize policy, other frames numpy", read_only=True),
     ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
-    ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
-              "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
+    ParamSpec("qos.reliability", DEFAULT_RELIABILITY, "reliability of the image and camera_info subscriptions: "
+              "reliable (realsense-ros and image_pipeline's choice; measured to deliver, README 'Delivery') or "
+              "best_effort (needed for a best-effort camera driver: a reliable subscription does not match it)",
+              read_only=True, choices=tuple(RELIABILITIES)),
     ParamSpec("qos.depth", 5, "history depth of the camera_info subscription and the publishers (the image "
               "subscription keeps 1: only the newest frame is processed)", read_only=True, low=1, high=1000),
     ParamSpec("resize_policy", "card", "how the image is fitted to the network input; card: the model "
@@ -114,13 +118,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "card's", low=0.0, high=MAX_RANGE_M),
     ParamSpec("depth_encoding", "32FC1", "32FC1 metres (REP 118 canonical) or 16UC1 millimetres, 0 invalid",
               choices=DEPTH_ENCODINGS),
-    ParamSpec("cloud.decimation", 1, "use every n-th pixel in both axes for 'points'", low=1, high=64),
+    # 'points' defaults to an obstacle-sized cloud (nav2's obstacle / voxel layers, best-effort subscribers):
+    # 640x480 -> at most 160x120 points of 16 bytes. The full organised xyzrgb cloud (depth_image_proc's):
+    # decimation 1, organized true, max_range 0, rgb true.
+    ParamSpec("cloud.decimation", 4, "use every n-th pixel in both axes for 'points' (1: full resolution)",
+              low=1, high=64),
     ParamSpec("cloud.min_range", 0.0, "metres; closer points are dropped (NaN when organized)",
               low=0.0, high=MAX_RANGE_M),
-    ParamSpec("cloud.max_range", 0.0, "metres; farther points are dropped; 0: no limit", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("cloud.organized", True, "keep the image layout with NaN points (like depth_image_proc) "
-              "instead of a dense list"),
-    ParamSpec("cloud.rgb", True, "add the camera colour as a PCL-style float 'rgb' field"),
+    ParamSpec("cloud.max_range", 10.0, "metres (on z); farther points are dropped; 0: no limit",
+              low=0.0, high=MAX_RANGE_M),
+    ParamSpec("cloud.organized", False, "true: keep the image layout with NaN points (like depth_image_proc); "
+              "false: only valid points"),
+    ParamSpec("cloud.rgb", False, "add the camera colour as PCL's float 'rgb' field (pcl::PointXYZRGB layout: "
+              "offset 16, point_step 32)"),
     ParamSpec("scan.scan_height", 1, "image rows around cy used for 'scan' (depthimage_to_laserscan)",
               low=1, high=4096),
     ParamSpec("scan.range_min", 0.45, "metres; shorter ranges are not returns", low=0.0, high=MAX_RANGE_M),
@@ -317,17 +327,25 @@ class DepthNode(Node):
         # queue is pure latency (issue 9: p99 781 ms under 2x overload with a reliable depth-5 queue).
         image_qos = subscription_qos(settings.qos_reliability, 1)
         image_topic = self.resolve_topic_name("image")
+        def hints(topic: str):
+            return incompatible_publisher_callbacks(self.get_logger().warning, topic, settings.qos_reliability)
+
         if settings.image_transport == "compressed":
             self._image_topic = image_topic + "/compressed"
-            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, image_qos)
+            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, image_qos,
+                                                       event_callbacks=hints(self._image_topic))
         else:
-            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, image_qos)
+            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, image_qos,
+                                                       event_callbacks=hints(image_topic))
             self._image_topic = self._image_sub.topic_name
-        self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
-                                                  self._on_camera_info, sub_qos)
+        info_topic = self._camera_info_topic(image_topic)
+        self._info_sub = self.create_subscription(CameraInfo, info_topic, self._on_camera_info, sub_qos,
+                                                  event_callbacks=hints(info_topic))
         self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
         try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
-            self._anchors = NodeAnchors(self, sub_qos, self._pub_qos, self._warnings.warn)
+            # best effort: matches both kinds of rangefinder / lidar driver (anchor messages are small)
+            self._anchors = NodeAnchors(self, subscription_qos("best_effort", settings.qos_depth), self._pub_qos,
+                                        self._warnings.warn)
         except ValueError as exc:
             super().destroy_node()
             raise StartupError(f"invalid parameters: {exc}") from exc
@@ -509,7 +527,7 @@ class DepthNode(Node):
             budget.check_outputs(output_bytes(width, height, depth_bytes_per_pixel=2 if config.depth_encoding == "16UC1"
                                               else 4, cloud=config.cloud_enabled,
                                               cloud_decimation=config.cloud_decimation,
-                                              colorized=config.colorized_enabled))
+                                              cloud_rgb=config.cloud_rgb, colorized=config.colorized_enabled))
         except BudgetError as exc:
             self._warnings.warn("over_budget", f"image on {self._image_topic} rejected: {exc}")
             return 0
@@ -624,6 +642,12 @@ def main(args: list[str] | None = None) -> int:
     if problem:  # rcl would raise it from rclpy.init as a traceback
         print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
         return 1
+    try:  # before rclpy starts Fast DDS: the transport that delivers camera-sized messages (ros/fastdds)
+        variables, _ = fastdds.profile_environment(os.environ)
+    except OSError as exc:
+        print(f"[FATAL] [{NODE_NAME}]: {exc}", file=sys.stderr)
+        return 1
+    os.environ.update(variables)
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rcl's RCLError for other bad --ros-args

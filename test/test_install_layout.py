@@ -1,0 +1,48 @@
+"""Where the executables land: <prefix>/lib/mde_ros for colcon (`ros2 run`), bin/ for every pip.
+
+Runs setup.py the way colcon's python build task does (egg_info + build + install --prefix, and
+develop --prefix for --symlink-install) and the way pip < 23.1 without `wheel` does (legacy
+`setup.py install --record ... --single-version-externally-managed`, no --prefix). Modern pip builds a
+wheel, which never honours install_scripts, so the legacy call is the case that used to break.
+"""
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"mde-ros", "depth_node"}
+
+
+def run_setup(args: list[str], build: Path, env: dict | None = None) -> None:
+    build.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(build),
+               "build", "--build-base", str(build / "build"), *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def test_colcon_install_puts_executables_where_ros2_run_finds_them(tmp_path):
+    prefix = tmp_path / "install" / "mde_ros"
+    run_setup(["install", "--prefix", str(prefix), "--record", str(tmp_path / "install.log"),
+               "--single-version-externally-managed"], tmp_path / "build")
+    assert SCRIPTS <= names(prefix / "lib" / "mde_ros")
+    assert not SCRIPTS & names(prefix / "bin")
+    assert (prefix / "share" / "mde_ros" / "config" / "fastdds_large_data.xml").is_file()
+
+
+def test_legacy_pip_install_puts_executables_on_path(tmp_path):
+    """pip 23.0 (Python 3.10's venv) without `wheel`: `setup.py install` into the interpreter's prefix;
+    --root keeps this test's files under tmp_path."""
+    root = tmp_path / "root"
+    run_setup(["install", "--record", str(tmp_path / "record.txt"), "--single-version-externally-managed",
+               "--root", str(root)], tmp_path / "build")
+    scripts = root / Path(sysconfig.get_path("scripts")).relative_to("/")
+    assert SCRIPTS <= names(scripts)
+    assert not SCRIPTS & names(root / Path(sys.prefix).relative_to("/") / "lib" / "mde_ros")
