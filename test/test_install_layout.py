@@ -1,7 +1,7 @@
 """Where the executables land: <prefix>/lib/mde_ros for colcon (`ros2 run`), bin/ for every pip.
 
-Runs setup.py the way colcon's python build task does (egg_info + build + install --prefix, and
-develop --prefix for --symlink-install) and the way pip < 23.1 without `wheel` does (legacy
+Runs setup.py the way colcon's python build task does for --symlink-install (develop --prefix; plain
+`colcon build` is test_package_build's) and the way pip < 23.1 without `wheel` does (legacy
 `setup.py install --record ... --single-version-externally-managed`, no --prefix). Modern pip builds a
 wheel, which never honours install_scripts, so the legacy call is the case that used to break.
 """
@@ -28,13 +28,21 @@ def names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def test_colcon_install_puts_executables_where_ros2_run_finds_them(tmp_path):
+def test_colcon_symlink_install_puts_executables_where_ros2_run_finds_them(tmp_path):
+    """`colcon build --symlink-install`: `setup.py develop --prefix ...` (plain `colcon build` is
+    test_package_build's)."""
     prefix = tmp_path / "install" / "mde_ros"
-    run_setup(["install", "--prefix", str(prefix), "--record", str(tmp_path / "install.log"),
-               "--single-version-externally-managed"], tmp_path / "build")
+    site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    site.mkdir(parents=True)
+    build = tmp_path / "build"
+    build.mkdir()
+    command = [sys.executable, "setup.py", "-q", "develop", "--prefix", str(prefix), "--editable",
+               "--build-directory", str(build / "build"), "--no-deps"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr[-2000:]
     assert SCRIPTS <= names(prefix / "lib" / "mde_ros")
     assert not SCRIPTS & names(prefix / "bin")
-    assert (prefix / "share" / "mde_ros" / "config" / "fastdds_large_data.xml").is_file()
 
 
 def test_legacy_pip_install_puts_executables_on_path(tmp_path):
