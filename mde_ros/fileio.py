@@ -7,12 +7,13 @@ camera_info YAML that camera_calibration / camera_info_manager write.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import yaml
 
-from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.pipeline.intrinsics import Intrinsics, camera_info_field_problems, image_matrices, sensor_window_problems
 from mde_ros.pipeline.outputs import depth_to_millimetres
 
 
@@ -135,7 +136,17 @@ def read_camera_info_yaml(path: str | Path) -> Intrinsics:
                          "(calibrate it, e.g. with camera_calibration's cameracalibrator)")
     if not intr.is_valid():
         raise ValueError(f"{path}: invalid camera matrix (need fx, fy > 0 and a positive image size): {k}")
-    return intr
+    # A CameraInfo dump may carry binning and ROI (REP 104): K is then the full sensor's.
+    roi = data.get("roi") if isinstance(data.get("roi"), dict) else {}
+    info = SimpleNamespace(k=k, width=intr.width, height=intr.height,
+                           binning_x=int(data.get("binning_x", 0) or 0), binning_y=int(data.get("binning_y", 0) or 0),
+                           roi=SimpleNamespace(**{key: int(roi.get(key, 0) or 0)
+                                                  for key in ("x_offset", "y_offset", "width", "height")}))
+    problems = camera_info_field_problems(k, (), "", intr.width, intr.height) + sensor_window_problems(info)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    image_k, _, width, height = image_matrices(info)
+    return Intrinsics.from_k(image_k, width, height)
 
 
 def write_camera_info_yaml(path: str | Path, intr: Intrinsics, camera_name: str = "camera") -> Path:

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 
 import byo_exports as bx
+from mde_ros.modelfiles import load_estimator
 from mde_ros.cli import main as cli_main
 from mde_ros.inference import create_backend
 from mde_ros.inference.base import check_network_output
@@ -50,7 +51,7 @@ def exports(tmp_path_factory):
 
 def estimator_for(path, preset, **config):
     assert cli_main(["card", "--preset", preset, str(path), "--force"]) == 0
-    return DepthEstimator.from_model(path, backend="onnxruntime", config=EstimatorConfig(**config),
+    return load_estimator(path, backend="onnxruntime", config=EstimatorConfig(**config),
                                      intra_op_threads=1)
 
 

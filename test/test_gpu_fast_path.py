@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mde_ros.inference import create_backend
+from mde_ros.modelfiles import open_backend
 from mde_ros.inference.torch_cuda import ShapeCache, TorchRunner
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
@@ -334,7 +335,7 @@ def test_onnxruntime_without_device_pipeline_or_fused_model_stays_the_numpy_path
     shutil.copyfile(plain_path, qdq)
     ModelCard.from_dict({**card.to_dict(), "provenance": {"quantization": {"format": "QDQ", "scheme": "U8S8"}}}
                         ).save(tmp_path / "m.int8.card.json")
-    int8 = create_backend("onnxruntime", plain_path, card, precision="int8", int8_model=qdq)
+    int8 = open_backend("onnxruntime", plain_path, card, precision="int8", int8_model=qdq)
     assert int8.fused_pipeline() is None
 
 

@@ -28,21 +28,31 @@ def names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def test_colcon_symlink_install_puts_executables_where_ros2_run_finds_them(tmp_path):
-    """`colcon build --symlink-install`: `setup.py develop --prefix ...` (plain `colcon build` is
-    test_package_build's)."""
+def develop(tmp_path, *args: str) -> Path:
     prefix = tmp_path / "install" / "mde_ros"
     site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     site.mkdir(parents=True)
-    build = tmp_path / "build"
-    build.mkdir()
-    command = [sys.executable, "setup.py", "-q", "develop", "--prefix", str(prefix), "--editable",
-               "--build-directory", str(build / "build"), "--no-deps"]
+    command = [sys.executable, "setup.py", "-q", "develop", "--prefix", str(prefix), "--no-deps", *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(site)})
     assert result.returncode == 0, result.stderr[-2000:]
+    return prefix
+
+
+def test_colcon_symlink_install_puts_executables_where_ros2_run_finds_them(tmp_path):
+    """`colcon build --symlink-install`: `setup.py develop --editable --build-directory ...` (plain
+    `colcon build` is test_package_build's)."""
+    prefix = develop(tmp_path, "--editable", "--build-directory", str(tmp_path / "build"))
     assert SCRIPTS <= names(prefix / "lib" / "mde_ros")
     assert not SCRIPTS & names(prefix / "bin")
+
+
+def test_legacy_pip_editable_install_puts_executables_on_path(tmp_path):
+    """pip < 23.1 without `wheel`, `pip install -e .`: `setup.py develop --no-deps` (--prefix: pip's own
+    --prefix option, here to keep the files under tmp_path)."""
+    prefix = develop(tmp_path)
+    assert SCRIPTS <= names(prefix / "bin")
+    assert not SCRIPTS & names(prefix / "lib" / "mde_ros")
 
 
 def test_legacy_pip_install_puts_executables_on_path(tmp_path):

@@ -16,10 +16,10 @@ from mde_ros.inference import Backend
 from mde_ros.metrics import depth_metrics
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings, cloud_xyz
-from mde_ros.pipeline.anchoring import (AnchoringConfig, Anchors, FrameFit, GroundPrior, RangeReading,
-                                        ScaleAnchoring, ScaleFilter, apply_scale, fit_floor, fit_frame,
-                                        points_from_pixels, project_points, range_problem, range_scale,
+from mde_ros.pipeline.anchoring import (AnchoringConfig, Anchors, FrameFit, GroundPrior, RangeReading, fit_floor,
+                                        fit_frame, points_from_pixels, project_points, range_problem, range_scale,
                                         relative_depth)
+from mde_ros.pipeline.scale_filter import ScaleAnchoring, ScaleFilter, apply_scale
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.refine import RefineConfig, Refiner
@@ -262,26 +262,26 @@ def test_range_beam_outside_the_image_or_behind_is_rejected():
     assert anchors.rejected == {"outside_image": 1, "behind_camera": 1}
 
 
-def fit_of(scale, confidence=0.5):
-    return FrameFit(scale, 0.0, ("points",), 20, 20, confidence, 0.01)
+def fit_of(scale, variance=0.0004):
+    return FrameFit(scale, 0.0, ("points",), 20, 20, 0.9, 0.01, variance)
 
 
-def test_scale_filter_smooths_rejects_one_wild_frame_and_follows_a_confirmed_jump():
-    f = ScaleFilter(AnchoringConfig(time_constant=0.5, jump_threshold=0.3, max_age=1.0))
+def test_scale_filter_smooths_rejects_one_wild_frame_and_follows_a_confirmed_jump_in_a_new_view():
+    f = ScaleFilter(AnchoringConfig(time_constant=0.5, jump_threshold=0.3, max_age=1.0, on_expiry="stop"))
     assert f.update(fit_of(2.0), 0.0).scale == pytest.approx(2.0)
     smoothed = f.update(fit_of(2.2), 0.1)
-    assert 2.0 < smoothed.scale < 2.2  # exponential: 1 - exp(-0.1/0.5) = 18 % of the way
-    assert smoothed.scale == pytest.approx(math.exp(math.log(2.0) + (1 - math.exp(-0.2)) * math.log(1.1)))
-    wild = f.update(fit_of(5.0), 0.2)
+    assert 2.0 < smoothed.scale < 2.2
+    wild = f.update(fit_of(5.0), 0.2, prediction_change=0.0)
     assert wild.event == "outlier" and wild.scale == pytest.approx(smoothed.scale)
     back = f.update(fit_of(2.1), 0.3)
     assert back.event == "" and back.scale < 2.2
-    f.update(fit_of(1.0), 0.4)
-    reset = f.update(fit_of(1.02), 0.5)
+    f.update(fit_of(1.0), 0.4, prediction_change=0.3)  # the prediction changed: a new view
+    reset = f.update(fit_of(1.02), 0.5, prediction_change=0.0)
     assert reset.event == "reset" and reset.scale == pytest.approx(1.02)
     held = f.update(None, 0.9)
-    assert held.applied and held.source == "held" and held.confidence < 0.5
-    assert not f.update(None, 1.6).applied  # older than max_age: back to the model's own metres
+    assert held.applied and held.source == "held" and held.regime == "held" and held.confidence < reset.confidence
+    stopped = f.update(None, 1.6)  # older than max_age: on_expiry
+    assert stopped.regime == "stopped" and not stopped.publish
     assert f.update(fit_of(3.0), 1.7).scale == pytest.approx(3.0)
     assert f.update(fit_of(1.5), 0.0).scale == pytest.approx(1.5)  # time went backwards: start over
 

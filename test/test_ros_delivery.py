@@ -34,7 +34,8 @@ def shipped():
 
 def test_node_uses_the_shipped_profile_unless_the_environment_names_one():
     variables, why = fastdds.profile_environment({}, shipped)
-    assert variables == {"FASTDDS_DEFAULT_PROFILES_FILE": str(SHIPPED), "FASTRTPS_DEFAULT_PROFILES_FILE": str(SHIPPED)}
+    assert variables == {"FASTDDS_DEFAULT_PROFILES_FILE": str(SHIPPED), "FASTRTPS_DEFAULT_PROFILES_FILE": str(SHIPPED),
+                         "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}  # DYNAMIC history memory is read from XML only then
     assert str(SHIPPED) in why
     for own in ({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}, {"FASTRTPS_DEFAULT_PROFILES_FILE": "/x.xml"}):
         variables, why = fastdds.profile_environment(own, shipped)
@@ -50,7 +51,9 @@ def test_profile_choice_true_false_and_path(tmp_path):
     assert fastdds.profile_environment({fastdds.PROFILE_ENV: "false"}, shipped)[0] == {}
     xml = tmp_path / "site.xml"
     xml.write_text("<profiles/>")
-    assert set(fastdds.profile_environment({fastdds.PROFILE_ENV: str(xml)}, shipped)[0].values()) == {str(xml)}
+    assert set(fastdds.profile_environment({fastdds.PROFILE_ENV: str(xml)}, shipped)[0].values()) == {str(xml), "1"}
+    with pytest.raises(FileNotFoundError, match="not found"):
+        fastdds.profile_environment({fastdds.PROFILE_ENV: "true"}, lambda: None)
     with pytest.raises(FileNotFoundError, match="auto, true, false or an XML path"):
         fastdds.profile_environment({fastdds.PROFILE_ENV: str(tmp_path / "missing.xml")}, shipped)
 

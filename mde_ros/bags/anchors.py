@@ -20,7 +20,7 @@ from rosbags.serde import SerdeError
 from mde_ros.bags.io import BagError, deserialize, stamp_ns
 from mde_ros.bags.messages import image_msg
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings
-from mde_ros.pipeline.anchoring import AnchoringConfig, GroundPrior
+from mde_ros.pipeline.anchoring import EXPIRY_CHOICES, AnchoringConfig, GroundPrior
 from mde_ros.pipeline.outputs import pack_image
 from mde_ros.pipeline.refine import RefineConfig, Refiner
 from mde_ros.pipeline.temporal import TemporalConfig
@@ -96,8 +96,9 @@ class ReplayRefine:
         return True
 
     def __call__(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray,
-                 header: Any) -> tuple["DepthResult", Any | None]:
-        """(refined result, confidence Image message or None) for one image."""
+                 header: Any) -> tuple["DepthResult | None", Any | None]:
+        """(refined result, confidence Image message or None) for one image; (None, None) when the
+        scale expired with on_expiry 'stop' (nothing is written for the image)."""
         image_ns = stamp_ns(header)
         anchors = self.buffer.anchors_for(image_ns, header.frame_id)
         refined = self.refiner.refine(estimator, result, rgb, anchors, image_ns * 1e-9)
@@ -107,6 +108,8 @@ class ReplayRefine:
         confidence = None
         if refined.confidence is not None:
             confidence = image_msg(pack_image(refined.confidence, "32FC1"), header)
+        if not refined.publish:
+            return None, None
         return refined.result, confidence
 
     def summary(self) -> dict[str, Any]:
@@ -151,6 +154,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--camera-roll", type=float, help="radians, > 0 turns the image clockwise")
     group.add_argument("--anchor-stamp-tolerance", type=float, default=0.1, metavar="SECONDS")
     group.add_argument("--scale-time-constant", type=float, default=AnchoringConfig.time_constant, metavar="SECONDS")
+    group.add_argument("--scale-max-age", type=float, default=AnchoringConfig.max_age, metavar="SECONDS",
+                       help="seconds the factor is held without anchors (default %(default)s)")
+    group.add_argument("--scale-on-expiry", choices=EXPIRY_CHOICES, default=AnchoringConfig.on_expiry,
+                       help="after --scale-max-age: hold, decay, stop (write no depth) or nan (default %(default)s)")
     group.add_argument("--temporal", action="store_true", help="temporal stability filter")
     group.add_argument("--confidence", action="store_true", help="write per-pixel confidence (flip consistency) "
                                                                   "on <depth namespace>/confidence")
@@ -173,7 +180,8 @@ def from_args(args: argparse.Namespace) -> ReplayAnchors | None:
                               range_direction=tuple(args.range_direction), points_frame=args.points_frame,
                               points_transform=tuple(args.points_transform), ground=ground,
                               stamp_tolerance=args.anchor_stamp_tolerance)
-    refine = RefineConfig(anchoring=AnchoringConfig(time_constant=args.scale_time_constant),
+    refine = RefineConfig(anchoring=AnchoringConfig(time_constant=args.scale_time_constant, max_age=args.scale_max_age,
+                                                    on_expiry=args.scale_on_expiry),
                           temporal=TemporalConfig() if args.temporal else None, confidence=args.confidence,
                           confidence_threshold=args.confidence_threshold)
     anchors = ReplayAnchors(args.range_topic, args.points_topic, settings, refine)

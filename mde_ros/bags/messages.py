@@ -44,7 +44,8 @@ def image_msg(packed: "PackedImage", header: Any) -> Any:
 
 def camera_info_msg(intr: Intrinsics, header: Any, template: Any | None = None) -> Any:
     """CameraInfo of a published depth image: D, R, model from the camera's CameraInfo (`template`),
-    K and P scaled per axis to the depth resolution; an undistorted pinhole without a template."""
+    K and P for the image it describes (ROI, binning) scaled per axis to the depth resolution, binning 0
+    and no ROI; an undistorted pinhole without a template."""
     types = _types()
     roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     k, p = (np.array(m, dtype=np.float64) for m in camera_info_matrices(intr, template))
@@ -52,11 +53,10 @@ def camera_info_msg(intr: Intrinsics, header: Any, template: Any | None = None) 
         return types["sensor_msgs/msg/CameraInfo"](
             header=header, height=intr.height, width=intr.width, distortion_model="plumb_bob",
             d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=p, binning_x=0, binning_y=0, roi=roi)
-    same_size = (template.width, template.height) == (intr.width, intr.height)
-    return types["sensor_msgs/msg/CameraInfo"](
+    return types["sensor_msgs/msg/CameraInfo"](  # binning 0, no ROI: K is the published image's (as the node)
         header=header, height=intr.height, width=intr.width, distortion_model=template.distortion_model,
         d=np.array(template.d, dtype=np.float64), k=k, r=np.array(template.r, dtype=np.float64), p=p,
-        binning_x=template.binning_x, binning_y=template.binning_y, roi=template.roi if same_size else roi)
+        binning_x=0, binning_y=0, roi=roi)
 
 
 def cloud_msg(packed: "PackedCloud", header: Any) -> Any:

@@ -121,13 +121,12 @@ def load_estimator(model: str | Path | None = None, backend: str = "auto", *, de
                    intra_op_threads: int = 1, **backend_options) -> "DepthEstimator":
     """The shipped model (or `model`) on `backend`, onnxruntime pinned to `intra_op_threads` so
     the output bytes do not depend on the machine's core count."""
-    from mde_ros.pipeline.estimator import DepthEstimator
-    from mde_ros.resources import default_model_path
+    from mde_ros import modelfiles
+    from mde_ros.inference.registry import takes_option
 
-    model = Path(model) if model is not None else default_model_path()
-    options = {"intra_op_threads": intra_op_threads} if backend in ("auto", "onnxruntime") else {}
-    return DepthEstimator.from_model(model, backend=backend, device=device, precision=precision,
-                                     config=config, **options, **backend_options)
+    options = {"intra_op_threads": intra_op_threads} if takes_option(backend, "intra_op_threads") else {}
+    return modelfiles.load_estimator(model, backend, device=device, precision=precision, config=config,
+                                     **options, **backend_options)
 
 
 def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | None = None,
@@ -226,6 +225,9 @@ class _FramePipeline:
         confidence = None
         if self.refine is not None:
             result, confidence = self.refine(self.estimator, result, rgb, msg.header)
+            if result is None:  # the scale expired (on_expiry stop): nothing is written for this image
+                stats.outputs_skipped["scale_expired"] += 1
+                return None
         outputs = build_outputs(result, rgb, config, self.estimator.min_depth, self.estimator.max_depth)
         stats.processed += 1
         for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():

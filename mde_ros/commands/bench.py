@@ -116,24 +116,31 @@ def backend_runs() -> list[tuple[str, str, str]]:
     when its CUDA provider is installed."""
     import onnxruntime as ort
 
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.inference.tensorrt_backend import NAME as TENSORRT
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
     runs = []
     try:
         import torch
 
-        runs.append(("torch", "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
+        runs.append((TORCH, "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
     except ImportError:
-        runs.append(("torch", "cpu", "fp32"))
-    runs.append(("onnxruntime", "cpu", "fp32"))
+        runs.append((TORCH, "cpu", "fp32"))
+    runs.append((ONNXRUNTIME, "cpu", "fp32"))
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        runs.append(("onnxruntime", "cuda", "fp32"))
-    runs += [("tensorrt", "cuda", "fp32"), ("tensorrt", "cuda", "fp16")]
+        runs.append((ONNXRUNTIME, "cuda", "fp32"))
+    runs += [(TENSORRT, "cuda", "fp32"), (TENSORRT, "cuda", "fp16")]
     return runs
 
 
 def bench_backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
 
-    from mde_ros.inference import BackendUnavailable, available_backends, create_backend
+    from mde_ros.inference import BackendUnavailable, available_backends, spec_of
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.inference.registry import takes_option
+    from mde_ros.modelfiles import open_backend
     from mde_ros.models.card import load_card_for
     from mde_ros.pipeline.estimator import DepthEstimator
 
@@ -146,14 +153,14 @@ def bench_backends(args: argparse.Namespace) -> None:
     print(f"{'backend':<26}{'pre ms':>9}{'network ms':>12}{'post ms':>9}{'total ms':>10}")
     for name, device, precision in backend_runs():
         label = f"{name} {device} {precision}"
-        path = bundle_path if name == "torch" else onnx_path
+        path = bundle_path if spec_of(name).loads == "pt" else onnx_path
         reason = available_backends().get(name)
         if reason:
             print(f"{label:<26}unavailable: {reason}")
             continue
         try:
-            backend = create_backend(name, path, card, device=device, precision=precision,
-                                     **(options if name == "onnxruntime" else {}))
+            backend = open_backend(name, path, card, device=device, precision=precision,
+                                   **{k: v for k, v in options.items() if takes_option(name, k)})
         except BackendUnavailable as exc:
             print(f"{label:<26}unavailable: {exc}")
             continue
@@ -174,7 +181,7 @@ def bench_backends(args: argparse.Namespace) -> None:
 
     # The project's backend vs a bare session on the same file. Alternating blocks (not single calls):
     # an idle session's thread pool keeps spinning for a while after each run and would slow the other.
-    backend = create_backend("onnxruntime", onnx_path, card, **options)
+    backend = open_backend(ONNXRUNTIME, onnx_path, card, **options)
     session_options = ort.SessionOptions()
     if args.threads:
         session_options.intra_op_num_threads = args.threads
@@ -262,6 +269,7 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
     from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
     from std_msgs.msg import Header
 
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
     from mde_ros.pipeline.outputs import pack_image
     from mde_ros.ros import messages, naming
     from mde_ros.ros.depth_node import DepthNode
@@ -269,7 +277,7 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
     frame = demo_frame()
     rclpy.init()
     overrides = [rclpy.parameter.Parameter("model", value=model),
-                 rclpy.parameter.Parameter("backend", value="onnxruntime")]
+                 rclpy.parameter.Parameter("backend", value=ONNXRUNTIME)]
     node = DepthNode(parameter_overrides=overrides)
     per_frame: list[dict[str, float]] = []
     record = node._stats.frame_published  # measurement hook: keep each frame's stage timings
@@ -334,6 +342,7 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
 def bench_replay(args: argparse.Namespace) -> None:
     from mde_ros.bags.fixtures import write_fixture_bag
     from mde_ros.bags.replay import load_estimator, run_replay
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
 
     frames, width, height = 60, 320, 240
     print(f"\n## replay: a {frames}-frame {width}x{height} mcap bag, every output, onnxruntime on 1 thread "
@@ -341,7 +350,7 @@ def bench_replay(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="mde_bench_") as tmp:
         bag = write_fixture_bag(Path(tmp) / "in", "mcap", n_frames=frames, width=width, height=height)
         for index, (label, model) in enumerate(models_to_run(args)):
-            estimator = load_estimator(model, "onnxruntime")
+            estimator = load_estimator(model, ONNXRUNTIME)
             run_replay(bag, Path(tmp) / f"warm{index}", estimator=estimator, progress=False)
             summary = run_replay(bag, Path(tmp) / f"out{index}", estimator=estimator, progress=False)
             network_fps = 1000.0 / summary["latency_ms"]["network"]["mean"]

@@ -119,9 +119,10 @@ def bare_run(model, device: str, precision: str, batch: int, size: int, iters: i
 def project_run(bundle: Path, card, device: str, precision: str, frame, iters: int, warmup: int) -> dict:
     """The project's torch backend and DepthEstimator (numpy path and device path) at `precision`."""
     from mde_ros.inference import create_backend
+    from mde_ros.inference.torch_backend import NAME as TORCH
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 
-    backend = create_backend("torch", bundle, card, device=device, precision=precision, fast_path=True)
+    backend = create_backend(TORCH, bundle, card, device=device, precision=precision, fast_path=True)
     result: dict[str, Any] = {"backend": backend.describe()}
     batch = np.random.default_rng(0).standard_normal((1, 3, card.input_height, card.input_width)).astype(np.float32)
     result["infer_ms"] = _median_ms(_timed_calls(lambda: backend.infer(batch), iters, warmup))
@@ -224,7 +225,10 @@ def format_gpu_table(results: dict) -> str:
 def bench_gpu(args) -> None:
     """The `gpu` section of `mde-ros bench`."""
     precisions = tuple(p.strip() for p in (args.precision or "fp32,fp16,bf16").split(",") if p.strip())
-    if args.backend not in ("torch", "auto"):
+    from mde_ros.inference import AUTO
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
+    if args.backend not in (TORCH, AUTO):
         print(f"\n## gpu: backend {args.backend!r} has no device pipeline here (only torch does); "
               "use `--sections backends` for its per-stage times")
         return

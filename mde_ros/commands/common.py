@@ -57,8 +57,8 @@ def backend_options_of(args: argparse.Namespace) -> dict:
 
 def build_estimator(args: argparse.Namespace, **backend_options):
     """The DepthEstimator that add_model_arguments' options name; CommandError says why it cannot load."""
+    from mde_ros.modelfiles import load_estimator
     from mde_ros.models.card import CardError
-    from mde_ros.pipeline.estimator import DepthEstimator
     from mde_ros.resources import default_model_path
 
     try:
@@ -70,8 +70,8 @@ def build_estimator(args: argparse.Namespace, **backend_options):
     config = estimator_config_of(args)
     options = {**backend_options_of(args), **backend_options}
     try:
-        return DepthEstimator.from_model(model, backend=args.backend, device=args.device,
-                                         precision=args.precision, config=config, **options)
+        return load_estimator(model, backend=args.backend, device=args.device, precision=args.precision,
+                              config=config, **options)
     except (CardError, BackendUnavailable, ValueError) as exc:
         raise CommandError(f"cannot load model {model}: {exc}") from exc
     except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)

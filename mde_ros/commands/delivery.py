@@ -29,11 +29,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mde_ros.processes import interrupt
 
-PROFILE_FILE = "fastdds_large_data.xml"
+PROFILE_FILE = "fastdds_large_data.xml"  # mde_ros.ros.fastdds.PROFILE_FILE
 RATE_HZ = 15.0
 SIZES = ((640, 480), (1280, 720))
 OUTPUT_TOPICS = ("depth/image", "points", "points_full", "scan")
@@ -53,25 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(the depth node's process: the launch file's default), all")
 
 
-def profile_path() -> Path:
-    """The shipped Fast DDS profile (share/mde_ros/config when installed, the checkout's config/)."""
-    from mde_ros.resources import find_shared
-
-    found = find_shared(f"config/{PROFILE_FILE}")
-    if found is None:
-        raise FileNotFoundError(f"{PROFILE_FILE} not found in share/mde_ros/config")
-    return found
-
-
 def profile_env(enabled: bool, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a process with the shipped profile on (or with every profile variable removed)."""
+    """The environment of a process with the shipped profile as the node selects it (enabled), or with
+    every profile variable removed (stock Fast DDS)."""
+    from mde_ros.ros import fastdds
+
     env = dict(os.environ if environ is None else environ)
-    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
+    for name in (*fastdds.PROFILE_VARIABLES, fastdds.XML_QOS, fastdds.PROFILE_ENV):
         env.pop(name, None)
     if enabled:
-        path = str(profile_path())
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = path  # Fast DDS 2.x/3.x (Jazzy)
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = path  # Fast DDS 2.6 (Humble)
+        env.update(fastdds.profile_environment({**env, fastdds.PROFILE_ENV: "true"})[0])
     return env
 
 

@@ -98,11 +98,12 @@ def verify_fused(model: Path, fused: Path, card, height: int, width: int, policy
     import onnxruntime as ort
 
     from mde_ros.inference import create_backend
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.synthetic import render_frame
 
     frame = render_frame(1, width, height)
-    plain = DepthEstimator(create_backend("onnxruntime", model, card), card, EstimatorConfig(resize_policy=policy))
+    plain = DepthEstimator(create_backend(ONNXRUNTIME, model, card), card, EstimatorConfig(resize_policy=policy))
     want = plain.estimate(frame.rgb).depth
     session = ort.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
     got = session.run(["depth"], {"image": frame.rgb[None], "rescale": np.ones(1, np.float32)})[0][0]

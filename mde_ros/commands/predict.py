@@ -36,7 +36,7 @@ def image_intrinsics(args: argparse.Namespace, width: int, height: int, card):
     A YAML for another aspect ratio raises CameraInfoError (the node treats such a CameraInfo as missing).
     """
     from mde_ros.fileio import read_camera_info_yaml
-    from mde_ros.pipeline.intrinsics import Intrinsics, at_image_resolution
+    from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, at_image_resolution, principal_point_problems
 
     if args.camera_info is not None:
         return at_image_resolution(read_camera_info_yaml(args.camera_info), width, height), False
@@ -44,6 +44,9 @@ def image_intrinsics(args: argparse.Namespace, width: int, height: int, card):
         fy = args.fy if args.fy is not None else args.fx
         cx = args.cx if args.cx is not None else (width - 1) / 2
         cy = args.cy if args.cy is not None else (height - 1) / 2
+        problems = principal_point_problems(cx, cy, width, height, what="--")
+        if problems:
+            raise CameraInfoError("camera_info_invalid", "; ".join(problems))
         return Intrinsics(args.fx, fy, cx, cy, width, height), False
     if card.train_focal_px:
         # Same field of view as the training camera: the network's own assumption, so no rescale.
@@ -119,7 +122,9 @@ def anchor_image(args: argparse.Namespace, estimator, result, rgb, intr):
     if not s.applied:
         return result, f"not anchored (no usable anchor{ignored})"
     anchored = dataclasses.replace(refined.result, intrinsics=result.intrinsics)
-    return anchored, f"scale x{s.scale:.4f} ({s.source}, {s.n_anchors} anchors, confidence {s.confidence:.2f}{ignored})"
+    only = "; scale only: one anchor cannot fix a relative model's shift" if s.scale_only else ""
+    return anchored, (f"scale x{s.scale:.4f} ({s.source}, {s.n_anchors} anchors, predicted error <= "
+                      f"{100 * s.error_bound:.0f} % (90 %), confidence {s.confidence:.2f}{only}{ignored})")
 
 
 def output_stems(paths: list[Path]) -> list[str]:

@@ -198,6 +198,7 @@ def cost_section(repeats: int = 10) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.bags.replay import load_estimator
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -206,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        estimator = load_estimator(args.model, "onnxruntime")
+        estimator = load_estimator(args.model, ONNXRUNTIME)
     except Exception as exc:  # one line, not a traceback
         print(f"mde-ros stability: cannot load the model: {exc}", file=sys.stderr)
         return 1

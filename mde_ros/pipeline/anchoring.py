@@ -416,8 +416,61 @@ class FrameFit:
     sources: tuple[str, ...]  # those with at least one inlier
     n_anchors: int  # anchors that produced a constraint (before outlier rejection)
     n_inliers: int
-    confidence: float  # 0..1
+    confidence: float  # 0..1: 1 - the fit's predicted relative scale error (ERROR_QUANTILE bound)
     spread: float  # robust relative spread of the inlier residuals
+    variance: float = 0.0  # predicted variance of log(scale / the frame's best single factor)
+    u: np.ndarray | None = field(default=None, compare=False, repr=False)  # inlier pixels (prediction stability)
+    v: np.ndarray | None = field(default=None, compare=False, repr=False)
+    scale_only: bool = False  # an affine-invariant model fitted with too little to fix the shift (held)
+
+    @property
+    def error_bound(self) -> float:
+        return error_bound(self.variance)
+
+
+# The predicted relative scale error is the two-sided 90 % bound of a log-normal error with the
+# fit's variance: |scale / best - 1| <= exp(1.645 sigma) - 1 nine times out of ten.
+ERROR_QUANTILE = 1.645
+SYSTEMATIC_ERROR = 0.02  # log-scale error no number of anchors removes (spatially correlated model error)
+MAX_EFFECTIVE_POINTS = 30  # neighbouring anchors share the model's local error: more do not count fully
+_PRIOR_WEIGHT = 4.0  # pseudo-anchors of the prior per-pixel error when the spread is measured
+
+
+def error_bound(variance: float) -> float:
+    """Relative scale error bound (90 %) of a log-scale variance."""
+    return math.expm1(ERROR_QUANTILE * math.sqrt(max(variance, 0.0)))
+
+
+def confidence_of(variance: float) -> float:
+    """The published confidence: 1 - the predicted relative error bound, in 0..1 (monotone in it)."""
+    return float(min(1.0, max(0.0, 1.0 - error_bound(variance))))
+
+
+def fit_variance(counts: dict[str, int], spread: float, config: "AnchoringConfig", scale_only: bool = False) -> float:
+    """Predicted variance of a frame fit's log scale against the frame's best single factor.
+
+    Each constraint carries the model's error at its pixel (config.model_error, or the measured
+    spread of the points when there are enough to measure it, shrunk towards the prior) plus the
+    sensor's own noise; sources combine by inverse variance; neighbouring points share the model's
+    local error (at most MAX_EFFECTIVE_POINTS count) and SYSTEMATIC_ERROR never averages out. An
+    affine-invariant model whose shift could not be fitted carries the prior error once more."""
+    information = 0.0
+    n_points = counts.get("points", 0)
+    if n_points:
+        sigma2 = config.model_error ** 2
+        if n_points >= 3 and math.isfinite(spread):
+            sigma2 = (n_points * spread ** 2 + _PRIOR_WEIGHT * sigma2) / (n_points + _PRIOR_WEIGHT)
+        information += min(n_points, MAX_EFFECTIVE_POINTS) / (sigma2 + config.points_noise ** 2)
+    if counts.get("range", 0):
+        information += counts["range"] / (config.model_error ** 2 + config.range_noise ** 2)
+    if counts.get("ground", 0):
+        information += 1.0 / config.ground_error ** 2
+    if information <= 0:
+        return float("inf")
+    variance = 1.0 / information + SYSTEMATIC_ERROR ** 2
+    if scale_only:
+        variance += config.model_error ** 2
+    return variance
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -431,16 +484,6 @@ def _inliers(residuals: np.ndarray, weights: np.ndarray, min_tolerance: float) -
     centre = _weighted_median(residuals, weights)
     sigma = 1.4826 * _weighted_median(np.abs(residuals - centre), weights)
     return np.abs(residuals - centre) <= max(3.0 * sigma, min_tolerance)
-
-
-def _confidence(inlier_weight: float, total_weight: float, spread: float) -> float:
-    """More agreeing evidence -> nearer 1; outliers and spread pull it down.
-
-    (inlier share) x (W / (W + 2), W = inlier weight: one point ~0.33, a range reading ~0.7) x
-    exp(-(spread / 0.1)^2) (a 10 % disagreement among inliers costs a factor e)."""
-    if total_weight <= 0:
-        return 0.0
-    return float((inlier_weight / total_weight) * inlier_weight / (inlier_weight + 2.0) * math.exp(-(spread / 0.1) ** 2))
 
 
 def _fit_scale(pred: np.ndarray, z: np.ndarray, weight: np.ndarray, min_tolerance: float):
@@ -460,7 +503,8 @@ def _fit_affine(rel: np.ndarray, z: np.ndarray, weight: np.ndarray, min_toleranc
                 shift_prior: float = 0.0):
     """1/z = a * rel + b by weighted least squares with outlier rejection on the relative residual.
 
-    Fewer than two distinct relative values cannot fix a shift: scale only, shift held at the prior."""
+    Fewer than two distinct relative values cannot fix a shift: scale only, shift held at the prior
+    (reported: the last value returned is True).""" 
     target = 1.0 / z
     distinct = len(rel) >= 2 and float(np.ptp(rel)) > 1e-6 * max(float(np.abs(rel).max()), 1e-12)
     inliers = np.ones(len(rel), bool)
@@ -481,30 +525,48 @@ def _fit_affine(rel: np.ndarray, z: np.ndarray, weight: np.ndarray, min_toleranc
         inliers = new if new.any() else inliers
     residual = (a * rel + b) / target - 1.0
     spread = float(np.sqrt(np.average(residual[inliers] ** 2, weights=weight[inliers])))
-    return float(a), float(b), inliers, spread
+    return float(a), float(b), inliers, spread, not distinct
+
+
+EXPIRY_CHOICES = ("hold", "decay", "stop", "nan")
 
 
 @dataclass(frozen=True)
 class AnchoringConfig:
-    """How anchors are weighed and smoothed (the node's `scale.*` parameters)."""
+    """How anchors are weighed, filtered over time and expire (the node's `scale.*` parameters)."""
 
-    range_weight: float = 5.0  # one range reading counts as this many sparse points
+    range_weight: float = 5.0  # one range reading counts as this many sparse points (in one frame's joint fit)
     ground_weight: float = 5.0  # the ground plane, likewise
     inlier_tolerance: float = 0.05  # residuals within this (relative) are never outliers
-    time_constant: float = 0.5  # seconds of exponential smoothing of the factor; 0: none
-    jump_threshold: float = 0.3  # a per-frame factor this far (relative) from the smoothed one is a jump
-    max_age: float = 2.0  # seconds the last factor is held after the anchors stop; then no factor
-    min_confidence: float = 0.0  # per-frame fits below this are not used
+    time_constant: float = 0.5  # s: the filter follows an accepted change at least this fast; 0: at once
+    jump_threshold: float = 0.3  # a change of the factor beyond this (relative) is never taken from one frame
+    max_age: float = 2.0  # s the factor is held after the anchors stop; then on_expiry
+    min_confidence: float = 0.0  # per-frame fits less confident than this (1 - error bound) are not used
+    on_expiry: str = "stop"  # after max_age: hold | decay (to the model's metres, time constant max_age) | stop | nan
+    model_error: float = 0.15  # prior relative error of the model at one pixel against its best single factor
+    ground_error: float = 0.08  # relative error of a ground-plane fit
+    range_noise: float = 0.02  # a rangefinder's relative noise
+    points_noise: float = 0.01  # a metric point's relative noise
+    drift: float = 0.05  # relative change of the true factor per sqrt(second) while the view stays
+    scene_change: float = 0.1  # median relative change of the prediction at the anchors: a new view
+    glitch_frames: int = 15  # frames an anchor disagreement must persist, without a new view, to be believed
 
     def __post_init__(self) -> None:
-        for name in ("range_weight", "ground_weight", "inlier_tolerance", "time_constant", "max_age"):
+        for name in ("range_weight", "ground_weight", "inlier_tolerance", "time_constant", "max_age",
+                     "range_noise", "points_noise", "drift"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"scale.{name} must be a finite number >= 0, got {value}")
-        if not (math.isfinite(self.jump_threshold) and self.jump_threshold > 0):
-            raise ValueError(f"scale.jump_threshold must be > 0, got {self.jump_threshold}")
+        for name in ("jump_threshold", "model_error", "ground_error", "scene_change"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"scale.{name} must be > 0, got {value}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"scale.min_confidence must be in 0..1, got {self.min_confidence}")
+        if self.on_expiry not in EXPIRY_CHOICES:
+            raise ValueError(f"scale.on_expiry must be one of {', '.join(EXPIRY_CHOICES)}, got {self.on_expiry!r}")
+        if not (isinstance(self.glitch_frames, int) and self.glitch_frames >= 1):
+            raise ValueError(f"scale.glitch_frames must be an integer >= 1, got {self.glitch_frames}")
 
 
 def fit_frame(depth: np.ndarray | None, intr: Intrinsics | None, anchors: Anchors,
@@ -589,141 +651,21 @@ def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, conf
     if not usable.any():
         return None
     pred, z, weight, which = pred[usable], z[usable], weight[usable], which[usable]
+    scale_only = False
     if relative is None:
         scale, shift, inliers, spread = _fit_scale(pred, z, weight, config.inlier_tolerance)
     else:
-        scale, shift, inliers, spread = _fit_affine(pred, z, weight, config.inlier_tolerance,
-                                                    prior[1] if prior else 0.0)
+        scale, shift, inliers, spread, scale_only = _fit_affine(pred, z, weight, config.inlier_tolerance,
+                                                                prior[1] if prior else 0.0)
         if not scale > 0:
             anchors.rejected["no_prediction"] += 1
             return None
     sources = tuple(sorted({constraints.sources[i] for i in np.unique(which[inliers])}, key=SOURCES.index))
-    confidence = _confidence(float(weight[inliers].sum()), float(weight.sum()), spread)
-    return FrameFit(scale, shift, sources, n_anchors, int(inliers.sum()), confidence, spread)
-
-
-# ---- over time -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ScaleEstimate:
-    """What is applied to one frame (and reported in /diagnostics and summaries)."""
-
-    applied: bool  # False: no anchors (recently): the depth is left exactly as the model made it
-    scale: float = 1.0
-    shift: float = 0.0
-    source: str = "none"  # "+"-joined SOURCES of the fit, "held" while anchors are missing
-    confidence: float = 0.0
-    n_anchors: int = 0
-    frame_scale: float | None = None  # this frame's own fit, before smoothing (None: no fit)
-    event: str = ""  # "reset" on an accepted jump, "outlier" when a one-frame jump was not applied
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"applied": self.applied, "scale": round(self.scale, 6), "shift": round(self.shift, 6),
-                "source": self.source, "confidence": round(self.confidence, 4), "anchors": self.n_anchors,
-                "frame_scale": None if self.frame_scale is None else round(self.frame_scale, 6),
-                "event": self.event}
-
-
-class ScaleFilter:
-    """Temporal smoothing of the per-frame fits: exponential with a time constant (stamps, not frame
-    counts), a reset when the scene's scale really changed, and a hold while anchors are missing.
-
-    A jump (the new factor differs by more than jump_threshold) is applied only when the next frame
-    confirms it: one wild frame is never applied, a real change is followed one frame later."""
-
-    def __init__(self, config: AnchoringConfig = AnchoringConfig()) -> None:
-        self.config = config
-        self.reset()
-
-    def reset(self) -> None:
-        self._state: tuple[float, float, float] | None = None  # (log scale, shift, confidence)
-        self._last_fit_s: float | None = None
-        self._last_update_s: float | None = None
-        self._pending: float | None = None
-        self._source = "none"
-        self._n_anchors = 0
-
-    @property
-    def current(self) -> tuple[float, float] | None:
-        """The smoothed (scale, shift), or None."""
-        return None if self._state is None else (math.exp(self._state[0]), self._state[1])
-
-    def update(self, fit: FrameFit | None, stamp_s: float) -> ScaleEstimate:
-        config = self.config
-        if fit is not None and fit.confidence < config.min_confidence:
-            fit = None
-        if self._last_update_s is not None and stamp_s < self._last_update_s:
-            self.reset()  # time went backwards (a bag looped): start over
-        self._last_update_s = stamp_s
-        if fit is None:
-            if self._state is None or self._last_fit_s is None or stamp_s - self._last_fit_s > config.max_age:
-                self.reset()
-                self._last_update_s = stamp_s
-                return ScaleEstimate(False)
-            age = stamp_s - self._last_fit_s
-            confidence = self._state[2] * (1.0 - age / config.max_age if config.max_age > 0 else 0.0)
-            return ScaleEstimate(True, math.exp(self._state[0]), self._state[1], "held", confidence, 0, None)
-        log_scale = math.log(fit.scale)
-        source = "+".join(fit.sources)
-        event = ""
-        if self._state is None:
-            self._state = (log_scale, fit.shift, fit.confidence)
-        else:
-            threshold = math.log1p(config.jump_threshold)
-            dt = stamp_s - (self._last_fit_s if self._last_fit_s is not None else stamp_s)
-            if abs(log_scale - self._state[0]) > threshold:
-                if self._pending is not None and abs(log_scale - self._pending) <= threshold:
-                    self._state, event = (log_scale, fit.shift, fit.confidence), "reset"
-                    self._pending = None
-                else:
-                    self._pending = log_scale
-                    scale, shift, confidence = math.exp(self._state[0]), self._state[1], self._state[2]
-                    return ScaleEstimate(True, scale, shift, self._source, confidence, fit.n_anchors,
-                                         fit.scale, "outlier")
-            else:
-                self._pending = None
-                w = 1.0 if config.time_constant <= 0 else 1.0 - math.exp(-max(dt, 0.0) / config.time_constant)
-                if dt <= 0 and config.time_constant > 0:
-                    w = 0.5  # same stamp twice: average
-                s, b, c = self._state
-                self._state = (s + w * (log_scale - s), b + w * (fit.shift - b), c + w * (fit.confidence - c))
-        self._last_fit_s = stamp_s
-        self._source, self._n_anchors = source, fit.n_anchors
-        return ScaleEstimate(True, math.exp(self._state[0]), self._state[1], source, self._state[2],
-                             fit.n_anchors, fit.scale, event)
-
-
-def apply_scale(depth: np.ndarray, estimate: ScaleEstimate, relative: np.ndarray | None = None) -> np.ndarray:
-    """The anchored depth: depth * scale for metric models, 1 / (scale * relative + shift) for
-    affine-invariant ones; `depth` itself when nothing is applied (bit-identical output)."""
-    if not estimate.applied:
-        return depth
-    if relative is not None:
-        return relative_depth(relative, estimate.scale, estimate.shift)
-    return (depth * np.float32(estimate.scale)).astype(np.float32, copy=False)
-
-
-class ScaleAnchoring:
-    """fit_frame + ScaleFilter + apply_scale for one camera: what the node, replay and predict call.
-
-    `anchor(depth, intr, anchors, stamp_s, relative)` -> (anchored depth, ScaleEstimate)."""
-
-    def __init__(self, config: AnchoringConfig = AnchoringConfig()) -> None:
-        self.filter = ScaleFilter(config)
-
-    @property
-    def config(self) -> AnchoringConfig:
-        return self.filter.config
-
-    @config.setter
-    def config(self, config: AnchoringConfig) -> None:
-        self.filter.config = config
-
-    def anchor(self, depth: np.ndarray, intr: Intrinsics | None, anchors: Anchors, stamp_s: float,
-               relative: np.ndarray | None = None) -> tuple[np.ndarray, ScaleEstimate]:
-        fit = None
-        if anchors:
-            fit = fit_frame(depth, intr, anchors, self.config, relative,
-                            self.filter.current if relative is not None else None)
-        estimate = self.filter.update(fit, stamp_s)
-        return apply_scale(depth, estimate, relative), estimate
+    counts: Counter = Counter()
+    for i, source in enumerate(constraints.sources):  # points count one by one, a range or floor once
+        mine = inliers & (which == i)
+        counts[source] += int(np.count_nonzero(mine)) if source == "points" else int(mine.any())
+    variance = fit_variance(counts, spread, config, scale_only)
+    keep = np.flatnonzero(usable)[inliers]
+    return FrameFit(scale, shift, sources, n_anchors, int(inliers.sum()), confidence_of(variance), spread,
+                    variance, u[keep], v[keep], scale_only)

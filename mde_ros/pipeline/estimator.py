@@ -88,7 +88,9 @@ class DepthEstimator:
     def from_model(cls, model_path: str | Path, backend: str = "auto", device: str = "cpu",
                    precision: str = "fp32", config: EstimatorConfig | None = None,
                    **backend_options) -> "DepthEstimator":
-        """Load the model's card (sidecar, ONNX metadata or .pt bundle) and a backend for it."""
+        """Load the model's card (sidecar, ONNX metadata or .pt bundle) and a backend on the model file as
+        given (an fp32 ONNX, or a .pt bundle on torch). The node, the commands and replay load through
+        mde_ros.modelfiles.load_estimator, which also makes fp16 / int8 models and ONNX exports."""
         from mde_ros.inference import create_backend
         from mde_ros.models.card import load_card_for
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, ScaleAnchoring, ScaleEstimate
+from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors
 from mde_ros.pipeline.confidence import DEFAULT_TOLERANCE, flip_confidence, mark_unconfident
+from mde_ros.pipeline.scale_filter import ScaleAnchoring, ScaleEstimate
 from mde_ros.pipeline.temporal import TemporalConfig, TemporalFilter
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class Refined:
     scale: ScaleEstimate
     confidence: np.ndarray | None  # HxW float32 0..1 when enabled
     anchors: Anchors
+
+    @property
+    def publish(self) -> bool:
+        """False when the scale expired with on_expiry 'stop': no metric output for this frame."""
+        return self.scale.publish
 
 
 class Refiner:

@@ -9,11 +9,13 @@ enabled, warns (throttled) about every rejected anchor and reports the applied f
 """
 from __future__ import annotations
 
+import math
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from sensor_msgs.msg import Image, PointCloud2, Range
 from std_msgs.msg import Header
@@ -22,6 +24,7 @@ from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings, Transfo
 from mde_ros.pipeline.anchoring import AnchoringConfig, GroundPrior, quaternion_matrix
 from mde_ros.pipeline.outputs import pack_image
 from mde_ros.pipeline.refine import RefineConfig, Refined, Refiner
+from mde_ros.pipeline.scale_filter import ScaleEstimate
 from mde_ros.pipeline.temporal import TemporalConfig
 from mde_ros.ros import messages
 
@@ -38,6 +41,8 @@ except ImportError:  # pragma: no cover - depends on the install
 RANGE_TOPIC = "range"
 POINTS_TOPIC = "anchor_points"
 CONFIDENCE_TOPIC = "depth/confidence"
+SCALE_TOPIC = "depth/scale"  # diagnostic_msgs/DiagnosticArray per frame: factor, regime, error bound, confidence
+EXPIRED_REGIMES = ("decaying", "stopped", "invalid")
 REJECTION_HINTS = {
     "nan": "NaN values", "negative": "negative depth", "range_limits": "reading outside its min_range..max_range",
     "field_of_view": "invalid field_of_view", "outside_image": "outside the image",
@@ -71,12 +76,24 @@ PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
     ("scale.use_tf", True, "look sensor poses up in TF when tf2_ros is importable", None),
     ("scale.stamp_tolerance", 0.1, "seconds; an anchor farther than this from the image stamp is not used",
      (0.0, 10.0)),
-    ("scale.time_constant", 0.5, "seconds of exponential smoothing of the scale factor; 0: none", (0.0, 3600.0)),
-    ("scale.jump_threshold", 0.3, "relative change of the factor that is a jump: applied only when the next "
-     "frame confirms it", (0.001, 100.0)),
-    ("scale.max_age", 2.0, "seconds the last factor is held after anchors stop; then the model's own metres",
+    ("scale.time_constant", 0.5, "seconds: the filtered factor follows an accepted change at least this fast; "
+     "0: at once", (0.0, 3600.0)),
+    ("scale.jump_threshold", 0.3, "relative change of the factor never taken from one frame: it needs a new view "
+     "(the prediction changed) and a second frame, or scale.glitch_frames frames", (0.001, 100.0)),
+    ("scale.max_age", 2.0, "seconds the last factor is held after anchors stop; then scale.on_expiry",
      (0.0, 3600.0)),
-    ("scale.min_confidence", 0.0, "per-frame fits less confident than this (0..1) are not used", (0.0, 1.0)),
+    ("scale.on_expiry", "stop", "after scale.max_age without anchors: hold (keep the last factor), decay (return "
+     "to the model's own metres with time constant max_age; relative models: stop), stop (publish no depth, "
+     "points, scan) or nan (publish NaN depth); the regime is on depth/scale and /diagnostics", None),
+    ("scale.glitch_frames", 15, "frames an anchor's disagreement with the filtered factor must last, while the "
+     "prediction stays put, before it is believed (a sensor glitch shorter than this is never applied)", (1, 100000)),
+    ("scale.scene_change", 0.1, "median relative change of the predicted depth at the anchors that counts as a new "
+     "view (a jump of the factor is then believed on the second frame)", (0.001, 10.0)),
+    ("scale.model_error", 0.15, "prior relative error of the model at one pixel (calibrates the error bound of one "
+     "range reading or a few points; many points measure it)", (0.001, 10.0)),
+    ("scale.drift", 0.05, "relative change of the true factor per sqrt(second) while the view stays", (0.0, 10.0)),
+    ("scale.min_confidence", 0.0, "per-frame fits less confident than this (1 - their error bound) are not used",
+     (0.0, 1.0)),
     ("scale.range_weight", 5.0, "a Range reading counts as this many metric points", (0.0, 1e6)),
     ("scale.ground_weight", 5.0, "the ground plane counts as this many metric points", (0.0, 1e6)),
     ("temporal.enabled", False, "damp frame-to-frame flicker of static structure (follows motion)", None),
@@ -94,9 +111,12 @@ PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
 )
 
 
-def _descriptor(name: str, description: str, limits: tuple[float, float] | None) -> ParameterDescriptor:
+def _descriptor(name: str, description: str, limits: tuple[float, float] | None,
+                integer: bool = False) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(name=name, description=description, read_only=True)
-    if limits is not None:
+    if limits is not None and integer:
+        descriptor.integer_range = [IntegerRange(from_value=int(limits[0]), to_value=int(limits[1]), step=1)]
+    elif limits is not None:
         descriptor.floating_point_range = [FloatingPointRange(from_value=limits[0], to_value=limits[1], step=0.0)]
     return descriptor
 
@@ -125,7 +145,10 @@ def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSet
         raise ValueError(f"scale.*: {exc}") from exc
     anchoring = AnchoringConfig(range_weight=v["scale.range_weight"], ground_weight=v["scale.ground_weight"],
                                 time_constant=v["scale.time_constant"], jump_threshold=v["scale.jump_threshold"],
-                                max_age=v["scale.max_age"], min_confidence=v["scale.min_confidence"])
+                                max_age=v["scale.max_age"], min_confidence=v["scale.min_confidence"],
+                                on_expiry=v["scale.on_expiry"], glitch_frames=int(v["scale.glitch_frames"]),
+                                scene_change=v["scale.scene_change"], model_error=v["scale.model_error"],
+                                drift=v["scale.drift"])
     temporal = None
     if v["temporal.enabled"]:
         temporal = TemporalConfig(time_constant=v["temporal.time_constant"], threshold=v["temporal.threshold"],
@@ -138,6 +161,27 @@ def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSet
     return refine, settings, bool(v["scale.range.enabled"]), bool(v["scale.points.enabled"])
 
 
+EXPIRY_TEXT = {"decaying": "returning to the model's own metres", "stopped": "not published",
+               "invalid": "published as NaN"}
+
+
+def scale_message(estimate: ScaleEstimate, header: Header) -> DiagnosticArray:
+    """The `depth/scale` message of one frame: the image's header, one status named 'scale' whose
+    message is the regime (level OK anchored, WARN held/unanchored, ERROR expired) and whose values
+    are the factor, shift, error bound, confidence, source, anchors, age and event."""
+    level = {"anchored": DiagnosticStatus.OK, "held": DiagnosticStatus.WARN,
+             "unanchored": DiagnosticStatus.WARN}.get(estimate.regime, DiagnosticStatus.ERROR)
+    values = {"factor": f"{estimate.scale:.6g}" if estimate.applied else "1", "shift": f"{estimate.shift:.6g}",
+              "regime": estimate.regime,
+              "error_bound": f"{estimate.error_bound:.4f}" if math.isfinite(estimate.error_bound) else "inf",
+              "confidence": f"{estimate.confidence:.4f}", "source": estimate.source,
+              "anchors": str(estimate.n_anchors), "age": f"{estimate.age:.3f}", "event": estimate.event,
+              "scale_only": str(estimate.scale_only).lower()}
+    status = DiagnosticStatus(level=level, name="scale", message=estimate.regime, hardware_id="",
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    return DiagnosticArray(header=header, status=[status])
+
+
 class NodeAnchors:
     """Everything the node needs for anchoring, the temporal filter and confidence (see module doc).
 
@@ -147,8 +191,9 @@ class NodeAnchors:
         self._node = node
         self._warn = warn
         try:
-            declared = node.declare_parameters("", [(name, default, _descriptor(name, text, limits))
-                                                    for name, default, text, limits in PARAMETERS])
+            declared = node.declare_parameters("", [
+                (name, default, _descriptor(name, text, limits, type(default) is int))
+                for name, default, text, limits in PARAMETERS])
         except ParameterException as exc:
             raise ValueError(f"invalid parameter: {exc}") from exc
         values = {p.name: p.value for p in declared}
@@ -167,8 +212,9 @@ class NodeAnchors:
             self._tf = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf, node)
         self._confidence_pub = node.create_publisher(Image, CONFIDENCE_TOPIC, pub_qos) if config.confidence else None
-        self.active = range_on or points_on or settings.ground is not None or config.temporal is not None \
-            or config.confidence
+        self.anchoring = range_on or points_on or settings.ground is not None
+        self._scale_pub = node.create_publisher(DiagnosticArray, SCALE_TOPIC, pub_qos) if self.anchoring else None
+        self.active = self.anchoring or config.temporal is not None or config.confidence
         sources = [name for name, on in (("range", range_on), ("points", points_on),
                                          ("ground", settings.ground is not None)) if on]
         if self.active:
@@ -194,8 +240,10 @@ class NodeAnchors:
 
         return lookup
 
-    def refine(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray, header: Header) -> "DepthResult":
-        """The frame's depth after anchoring, the temporal filter and confidence marking."""
+    def refine(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray,
+               header: Header) -> "DepthResult | None":
+        """The frame's depth after anchoring, the temporal filter and confidence marking; None when
+        the scale expired with scale.on_expiry 'stop' (publish no metric output for it)."""
         if not self.active:
             return result
         image_ns = messages.stamp_ns(header)
@@ -208,7 +256,13 @@ class NodeAnchors:
             self._confidence_pub.publish(messages.image_msg(pack_image(refined.confidence, "32FC1"), header))
         with self._lock:
             self._last = refined
-        return refined.result
+        if self._scale_pub is not None:
+            self._scale_pub.publish(scale_message(refined.scale, header))
+        s = refined.scale
+        if s.regime in EXPIRED_REGIMES:
+            self._warn("scale_expired", f"no usable scale anchor for {s.age:.1f} s (> scale.max_age): depth is "
+                       f"{EXPIRY_TEXT[s.regime]} (scale.on_expiry)")
+        return refined.result if refined.publish else None
 
     def diagnostic_values(self) -> dict[str, str]:
         """Applied factor, source, confidence and anchor count of the latest frame (empty when off)."""
@@ -220,9 +274,12 @@ class NodeAnchors:
             return {"scale source": "none yet"}
         s = last.scale
         values = {"scale factor": f"{s.scale:.4f}" if s.applied else "1 (not anchored)",
-                  "scale source": s.source, "scale confidence": f"{s.confidence:.3f}",
+                  "scale regime": s.regime, "scale source": s.source, "scale confidence": f"{s.confidence:.3f}",
+                  "scale error bound (90 %)": "n/a" if not s.applied else f"{s.error_bound:.3f}",
                   "scale anchors": str(s.n_anchors),
                   "scale frame factor": "n/a" if s.frame_scale is None else f"{s.frame_scale:.4f}"}
+        if s.scale_only:
+            values["scale fit"] = "scale only (one anchor cannot fix a relative model's shift: held)"
         if s.shift:
             values["scale shift"] = f"{s.shift:.6f}"
         if s.event:

@@ -34,7 +34,9 @@ from std_msgs.msg import Header
 from mde_ros.inference import BACKEND_NAMES
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.options import BACKEND_OPTIONS, options_from_params
+from mde_ros.inference.registry import auto_description
 from mde_ros.memory import LargeFrameTrim, map_large_arrays
+from mde_ros.modelfiles import load_estimator
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import SKY_DEPTHS, DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.geometry import scan_fits
@@ -88,8 +90,7 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model file (.onnx with card, or .pt bundle); empty: the shipped demo model "
               "($MDE_ROS_MODEL overrides)", read_only=True),
-    ParamSpec("backend", "auto", "inference backend; auto picks tensorrt, then onnxruntime, then torch",
-              read_only=True, choices=BACKEND_NAMES),
+    ParamSpec("backend", "auto", f"inference backend; {auto_description()}", read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
@@ -432,9 +433,8 @@ class DepthNode(Node):
                                  resize_policy=settings.resize_policy, sky_depth=settings.sky_depth,
                                  device_pipeline=settings.device_pipeline)
         try:
-            return DepthEstimator.from_model(path, backend=settings.backend, device=settings.device,
-                                             precision=settings.precision, config=config,
-                                             **settings.backend_options())
+            return load_estimator(path, backend=settings.backend, device=settings.device,
+                                  precision=settings.precision, config=config, **settings.backend_options())
         except Exception as exc:  # card, backend and runtime errors alike end the start-up with their reason
             raise StartupError(f"cannot load model {path} with backend {settings.backend!r} on "
                                f"{settings.device} ({settings.precision}): {exc}") from exc
@@ -478,11 +478,16 @@ class DepthNode(Node):
                     return
                 frame, self._pending = self._pending, None
             pixels = 0
+            message_bytes = len(getattr(frame.msg, "data", b""))
             try:
                 pixels = self._process(frame)
             except Exception as exc:  # a bug or backend failure must not stop the node
+                if self._stopping or not self.context.ok():  # shutting down: the publishers are gone
+                    return
                 self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
-            self._memory.after_frame(pixels)  # a one-off large frame's memory goes back to the system
+            del frame  # the message (up to budget.max_message_bytes) must not outlive its frame
+            # a one-off large frame's (or a rejected large message's) memory goes back to the system
+            self._memory.after_frame(pixels, message_bytes)
 
     def _process(self, frame: _Frame) -> int:
         """Decode, pair, estimate, publish one frame; the pixels it processed (0: rejected)."""
@@ -541,7 +546,12 @@ class DepthNode(Node):
         result = self._estimator.estimate(rgb, intr)
         for warning in result.warnings:
             self._warnings.warn("intrinsics_ignored", warning)
-        result = self._anchors.refine(self._estimator, result, rgb, header)
+        refined = self._anchors.refine(self._estimator, result, rgb, header)
+        if refined is None:  # the scale expired and scale.on_expiry is 'stop': depth/scale says so
+            if result.relative is not None:
+                self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
+            return width * height
+        result = refined
         if result.relative is not None:  # a relative model: its own topic, never metres unanchored
             self._relative_pub.publish(messages.image_msg(pack_image(result.relative, "32FC1"), header))
             if not result.is_metric:
@@ -606,9 +616,10 @@ class DepthNode(Node):
             except messages.CameraInfoError as exc:
                 self._warnings.warn(exc.kind, str(exc))
             else:
-                if (info.width, info.height) != (width, height):
-                    self._warnings.warn("camera_info_scaled", f"CameraInfo is for {info.width}x{info.height}, "
-                                        f"the image is {width}x{height}: K scaled per axis", count=False)
+                described = messages.camera_info_image_size(info)  # its ROI / binning (REP 104)
+                if described != (width, height):
+                    self._warnings.warn("camera_info_scaled", f"CameraInfo describes a {described[0]}x{described[1]}"
+                                        f" image, the image is {width}x{height}: K scaled per axis", count=False)
                 return intr, info, "camera_info"
         elif pairing.problem[0] != "no_camera_info":
             kind, message = pairing.problem
@@ -642,7 +653,9 @@ def main(args: list[str] | None = None) -> int:
     if problem:  # rcl would raise it from rclpy.init as a traceback
         print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
         return 1
-    try:  # before rclpy starts Fast DDS: the transport that delivers camera-sized messages (ros/fastdds)
+    # Before rclpy starts Fast DDS: the transport that delivers camera-sized messages and returns a large
+    # sample's memory (mde_ros.ros.fastdds; README Delivery, Reliability).
+    try:
         variables, _ = fastdds.profile_environment(os.environ)
     except OSError as exc:
         print(f"[FATAL] [{NODE_NAME}]: {exc}", file=sys.stderr)

@@ -12,8 +12,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.geometry import PackedCloud, Scan
-from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
-                                         intrinsics_from_camera_info)
+from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_image_size,  # noqa: F401 (re-export)
+                                         camera_info_matrices, intrinsics_from_camera_info)
 from mde_ros.pipeline.outputs import PackedImage
 from mde_ros.pipeline.budget import FrameBudget
 from mde_ros.pipeline.imagecodec import message_to_rgb
@@ -34,8 +34,9 @@ def compressed_msg_to_rgb(msg: CompressedImage, budget: FrameBudget | None = Non
 def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | None = None) -> CameraInfo:
     """CameraInfo of a published depth image.
 
-    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's,
-    scaled per axis when the depth image's resolution differs from the template's.
+    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's for
+    the image it describes (its ROI and binning applied), scaled per axis to the depth image; the
+    message itself has binning 0 and no ROI (pipeline.intrinsics.camera_info_matrices).
     """
     msg = CameraInfo(header=header, width=intr.width, height=intr.height)
     msg.k, msg.p = camera_info_matrices(intr, template)
@@ -47,9 +48,9 @@ def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | Non
     msg.distortion_model = template.distortion_model
     msg.d = list(template.d)
     msg.r = list(template.r)
-    msg.binning_x, msg.binning_y = template.binning_x, template.binning_y
-    if (template.width, template.height) == (intr.width, intr.height):
-        msg.roi = template.roi
+    # K and P are already those of the published image (ROI and binning applied): REP 104's
+    # defaults (binning 0, all-zero ROI) say so; copying the camera's would make consumers apply them twice.
+    msg.binning_x = msg.binning_y = 0
     return msg
 
 
