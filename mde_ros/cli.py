@@ -22,11 +22,47 @@ COMMANDS = {
 }
 
 
+# The launch file's arguments that are remaps, not parameters (launch/depth.launch.py).
+LAUNCH_REMAPS = {"image_topic": "image", "camera_info_topic": "camera_info", "namespace": "__ns",
+                 "node_name": "__node"}
+
+
+def launch_style_arguments(argv: Sequence[str]) -> list[str]:
+    """`name:=value` words as `ros2 launch mde_ros depth.launch.py` takes them, as ROS arguments: the
+    launch file's remap arguments become `-r` remaps (image_topic, camera_info_topic, namespace,
+    node_name), `params_file:=F` becomes --params-file F, every other one a parameter `-p name:=value`.
+    Words after an explicit --ros-args, and words after -p/-r/--param/--remap, are left as they are."""
+    out: list[str] = []
+    raw = False
+    previous = ""
+    for word in argv:
+        if raw or word == "--ros-args":
+            raw = True
+            out.append(word)
+            continue
+        name, sep, value = word.partition(":=")
+        if not sep or word.startswith("-") or previous in ("-p", "-r", "--param", "--remap", "--params-file"):
+            out.append(word)
+        elif name == "params_file":
+            out += ["--params-file", value]
+        elif name in LAUNCH_REMAPS:
+            if name == "namespace" and value and not value.startswith("/"):
+                value = "/" + value
+            out += ["-r", f"{LAUNCH_REMAPS[name]}:={value}"]
+        else:
+            out += ["-p", word]
+        previous = word
+    return out
+
+
 def _node(argv: Sequence[str]) -> int:
-    """`mde-ros node [--params-file F] [ROS args]`: the same node as `ros2 run mde_ros depth_node`."""
+    """`mde-ros node [--params-file F] [ROS args]`: the same node as `ros2 run mde_ros depth_node`.
+
+    Launch-style `name:=value` words (model:=X, backend:=tensorrt, image_topic:=/cam/image_raw) are
+    accepted as `ros2 launch` takes them (launch_style_arguments)."""
     parser = argparse.ArgumentParser(prog="mde-ros node", description="run the depth node")
     parser.add_argument("--params-file", help="ROS parameter YAML (default: the shipped config/depth.yaml)")
-    args, ros_args = parser.parse_known_args(argv)
+    args, ros_args = parser.parse_known_args(launch_style_arguments(argv))
     from mde_ros.resources import default_params_file
     from mde_ros.ros import depth_node
 

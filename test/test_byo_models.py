@@ -290,3 +290,23 @@ def test_card_command_and_presets_need_neither_torch_nor_onnx(exports, tmp_path)
     """, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "modules: []" in result.stdout
+
+
+def test_predict_refuses_a_canonical_camera_model_without_the_cameras_focal_length(exports, tmp_path, capsys):
+    """Metric3D's (and DA3's) depth is for a canonical camera: without --fx/--camera-info its metres are
+    wrong by f / canonical, so predict refuses with one line and exit 1; with --fx it writes depth."""
+    import cv2
+
+    path = exports["metric3d"]
+    assert cli_main(["card", "--preset", "metric3d-v2", str(path), "--force"]) == 0
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.full((48, 64, 3), 128, np.uint8))
+    capsys.readouterr()
+    code = cli_main(["predict", str(image), "--model", str(path), "--backend", "onnxruntime",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "canonical camera" in err and "--fx" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert cli_main(["predict", str(image), "--model", str(path), "--backend", "onnxruntime", "--fx", "50",
+                     "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "img_depth.npy").exists()

@@ -192,7 +192,7 @@ def test_device_pipeline_follows_the_cards_preprocessing(small, tmp_path, change
 
 def test_device_pipeline_falls_back_to_numpy_for_cards_it_cannot_fuse(small, tmp_path):
     from mde_ros.models import save_bundle
-    from mde_ros.models.fused import fused_supports
+    from mde_ros.inference.fused import fused_supports
 
     model, base, _, _ = small
     card = ModelCard.from_dict({**base.to_dict(), "interpolation": "cubic"})
@@ -229,7 +229,7 @@ def test_fused_onnx_matches_the_plain_model_and_numpy_pipeline(small, tmp_path, 
     import onnxruntime as ort
 
     from mde_ros.models import export_onnx
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for, read_fused_metadata
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for, read_fused_metadata
 
     model, base, _, _ = small
     card = ModelCard.from_dict({**base.to_dict(), "output": output, "output_scale": 0.5, "output_shift": 0.1})
@@ -265,7 +265,7 @@ def fused_ort(small, tmp_path):
     """The small network's plain ONNX with its fused model (160x120, stretch) beside it."""
     model, card, _, _ = small
     from mde_ros.models import export_onnx
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
     plain_path = export_onnx(model, card, tmp_path / "m.onnx")
     export_fused_onnx(model, card, fused_path_for(plain_path), 120, 160, policy="stretch")
@@ -345,7 +345,7 @@ def test_fused_onnx_casts_the_uint8_image_before_anything_else(small, tmp_path, 
     graph's `image` feeds nothing but one Cast, BGR flip and letterbox included."""
     import onnx
 
-    from mde_ros.models.fused import export_fused_onnx
+    from mde_ros.inference.fused import export_fused_onnx
 
     model, base, _, _ = small
     card = ModelCard.from_dict({**base.to_dict(), **changes})
@@ -355,7 +355,7 @@ def test_fused_onnx_casts_the_uint8_image_before_anything_else(small, tmp_path, 
 
 def test_export_cli_writes_the_fused_model_beside_the_plain_one(small, tmp_path, capsys):
     from mde_ros.cli import main
-    from mde_ros.models.fused import read_fused_metadata
+    from mde_ros.inference.fused import read_fused_metadata
 
     _, _, bundle, _ = small
     out = tmp_path / "model.onnx"
@@ -401,7 +401,7 @@ def test_export_fuses_an_existing_onnx_model_the_shipped_one_included(tmp_path, 
 
     from mde_ros.cli import main
     from mde_ros.models.card import card_path_for, load_card_for
-    from mde_ros.models.fused import read_fused_metadata
+    from mde_ros.inference.fused import read_fused_metadata
     from mde_ros.resources import default_model_path
 
     shipped = default_model_path()

@@ -41,12 +41,15 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 def test_every_option_has_a_ros_parameter_a_launch_argument_and_a_flag():
     params = {spec.name for spec in PARAMETERS}
     launch = ast.parse((ROOT / "launch" / "depth.launch.py").read_text())
-    source = ast.unparse(launch)
     # the launch file makes the backend options' arguments and parameter overrides from the table
-    assert "BACKEND_ARGUMENTS = launch_arguments()" in source
-    assert "**{argument: (parameter, kind) for argument, parameter, kind, _ in BACKEND_ARGUMENTS}" in source
-    assert ("*(DeclareLaunchArgument(argument, default_value='', description=description) for argument, _, _, "
-            "description in BACKEND_ARGUMENTS)") in source
+    assigned = {n.targets[0].id: n.value for n in launch.body if isinstance(n, ast.Assign)}
+    assert ast.unparse(assigned["BACKEND_ARGUMENTS"]) == "launch_arguments()"
+    spread = [v for k, v in zip(assigned["OVERRIDES"].keys, assigned["OVERRIDES"].values) if k is None]
+    assert len(spread) == 1 and ast.unparse(spread[0].generators[0].iter) == "BACKEND_ARGUMENTS"
+    declared_from_table = [n for n in ast.walk(launch) if isinstance(n, ast.GeneratorExp)
+                           and ast.unparse(n.generators[0].iter) == "BACKEND_ARGUMENTS"
+                           and getattr(n.elt.func, "id", None) == "DeclareLaunchArgument"]
+    assert len(declared_from_table) == 1
     arguments = {argument: (param, kind) for argument, param, kind, _ in launch_arguments()}
     assert len(arguments) == len(BACKEND_OPTIONS)
     for option in BACKEND_OPTIONS:

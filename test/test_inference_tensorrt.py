@@ -380,7 +380,7 @@ def test_bench_times_tensorrt_on_cuda_when_it_is_present(model, monkeypatch, cap
         assert len(rows[label].split()) == 4, (label, rows[label])  # pre, network, post, total
 
 
-# ---------------------------------------------------------------- fused model (models/fused.py) as an engine
+# ---------------------------------------------------------------- fused model (inference/fused.py) as an engine
 
 def test_fused_engine_key_and_build_problems():
     """Pure: a fused engine's key names its camera and differs per size / policy from the plain one's;
@@ -414,7 +414,7 @@ def fused_model(tmp_path, monkeypatch):
     """A small network's plain ONNX with its fused model (160x120, stretch) beside it (export needs torch)."""
     torch = pytest.importorskip("torch")
     from mde_ros.models import build_model, export_onnx
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
     monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)

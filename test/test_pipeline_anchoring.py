@@ -392,3 +392,61 @@ def test_a_relative_model_becomes_metric_once_anchored(views):
     refined = Refiner().refine(estimator, result, frame.rgb, anchors, 0.0)
     assert refined.result.is_metric and refined.scale.shift != 0.0
     assert depth_metrics(refined.result.depth, frame.depth)["abs_rel"] < 0.01
+
+
+def test_a_predicted_floor_tilted_against_the_known_attitude_is_fitted_then_aligned():
+    """The attitude says one thing, the prediction's floor lies 9 degrees off (exact depth seen with a
+    wrong pitch): the attitude's plane cuts only a strip of that floor (25-45 % off, or no floor); the
+    predicted floor's own plane, fitted near the attitude, gives the right scale."""
+    good = 0
+    views = robot_views(10)
+    for frame in views:
+        pose = frame.pose
+        for tilt in (math.radians(9.0), -math.radians(9.0)):
+            prior = GroundPrior(pose.position[2], pose.pitch + tilt, pose.roll)
+            fit = fit_frame(frame.depth * 2.0, INTR, Anchors(ground=prior))
+            good += fit is not None and abs(fit.scale / 0.5 - 1.0) < 0.02
+    assert good >= 0.8 * 2 * len(views)
+    # with the right attitude the attitude's plane is still the one used (unchanged results)
+    for frame in views[:3]:
+        pose = frame.pose
+        fit = fit_frame(frame.depth * 2.0, INTR, Anchors(ground=GroundPrior(pose.position[2], pose.pitch, pose.roll)))
+        assert fit.scale == pytest.approx(0.5, rel=0.01)
+
+
+def test_a_relative_models_single_anchor_is_reported_scale_only_with_a_wider_bound():
+    frame = robot_views(1)[0]
+    relative = (1.0 / frame.depth).astype(np.float32) * 3.0 + 0.1  # affine-invariant inverse depth
+    rng = np.random.default_rng(0)
+    one = fit_frame(None, INTR, Anchors(points=sparse_points(frame.depth, 1, rng)), relative=relative)
+    many = fit_frame(None, INTR, Anchors(points=sparse_points(frame.depth, 20, rng)), relative=relative)
+    assert one.scale_only and not many.scale_only
+    assert one.error_bound > 1.5 * many.error_bound and one.confidence < many.confidence
+    anchoring = ScaleAnchoring()
+    _, estimate = anchoring.anchor(np.full_like(relative, np.nan), INTR,
+                                   Anchors(points=sparse_points(frame.depth, 1, rng)), 0.0, relative=relative)
+    assert estimate.scale_only and estimate.applied
+
+
+def test_a_wide_cone_reading_predicts_a_wider_error_than_a_narrow_one():
+    frame = robot_views(1)[0]
+    narrow = fit_frame(frame.depth * 2.0, INTR, Anchors(ranges=[RangeReading(2.0, math.radians(2.0))]))
+    wide = fit_frame(frame.depth * 2.0, INTR, Anchors(ranges=[RangeReading(2.0, math.radians(27.0))]))
+    assert wide.variance > narrow.variance and wide.confidence < narrow.confidence
+
+
+def test_scan_points_on_depth_edges_and_very_near_weigh_less():
+    from mde_ros.pipeline.anchoring import point_weights
+
+    depth = np.full((H, W), 4.0, np.float32)
+    depth[:, W // 2:] = 1.0  # a depth edge down the middle
+    n = 200
+    u = np.r_[np.full(n // 2, W // 2), np.full(n // 2, W // 4)]  # on the edge, then on the flat far part
+    v = np.r_[np.arange(n // 2) % H, np.arange(n // 2) % H]
+    z = depth[v, u].astype(np.float64)
+    w = point_weights(depth, u, v, z, AnchoringConfig())
+    assert w[: n // 2].max() < 0.1 * w[n // 2:].min()
+    near = point_weights(None, u[:2], v[:2], np.array([0.2, 5.0]), AnchoringConfig())
+    assert near[0] < 0.9 * near[1]
+    few = point_weights(depth, u[:20], v[:20], z[:20], AnchoringConfig())  # a few points: no edge weighting
+    assert few.min() > 0.5

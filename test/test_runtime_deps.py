@@ -79,7 +79,7 @@ def test_onnxruntime_fused_pipeline_runs_without_torch_or_onnx(tmp_path):
     torch = pytest.importorskip("torch")
     from mde_ros.models import build_model, export_onnx
     from mde_ros.models.card import ModelCard
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
     torch.manual_seed(0)
     card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},

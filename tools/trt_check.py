@@ -253,7 +253,7 @@ def fused(tmp: Path) -> None:
     from mde_ros.inference import create_backend
     from mde_ros.models import build_model, export_onnx
     from mde_ros.models.card import ModelCard
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.synthetic import render_frame
 

@@ -333,7 +333,7 @@ def _summary(in_bag: Path, out_bag: Path, storage: str, image_topic: str, info_t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mde_ros.commands.common import add_model_arguments
+    from mde_ros.modelargs import add_model_arguments
 
     parser.add_argument("bag", type=Path, help="input rosbag2 folder (metadata.yaml + .mcap or .db3)")
     parser.add_argument("--out", type=Path, help="output bag folder (default: <bag>_depth)")
@@ -402,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # before the bag is processed, not after
         print(f"mde-ros replay: {problem}", file=sys.stderr)
         return 1
-    from mde_ros.commands.common import CommandError, backend_options_of, estimator_config_of
+    from mde_ros.modelargs import CommandError, backend_options_of, estimator_config_of
 
     try:
         estimator = load_estimator(args.model, args.backend, device=args.device, precision=args.precision,

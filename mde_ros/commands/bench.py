@@ -36,6 +36,8 @@ from typing import Callable
 
 import numpy as np
 
+from mde_ros.commands.bench_gpu import default_network
+
 SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload", "delivery")
 CPU_SECTIONS = ("backends", "node", "cloud", "replay", "int8")
 CALIBRATION_SEEDS = range(1000, 1016)  # synthetic scenes; the fixture bags use others
@@ -55,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-timeout", type=float, default=NODE_FRAME_TIMEOUT_S,
                         help="node section: seconds a frame's outputs may take; later ones are reported missing")
     parser.add_argument("--device", default="cpu", help="gpu section: cpu, cuda or cuda:N")
-    parser.add_argument("--backend", default="torch", help="gpu section: the backend with a device pipeline (torch)")
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
+    parser.add_argument("--backend", default=TORCH, help=f"gpu section: the backend with a device pipeline ({TORCH})")
     parser.add_argument("--precision", default=None,
                         help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
     parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
@@ -75,24 +79,6 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def default_network(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(ONNX, .pt bundle) of the default network with random weights, exported once per run."""
-    if getattr(args, "_default_network", None) is None:
-        import torch
-
-        from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
-        from mde_ros.models.card import ModelCard
-
-        torch.manual_seed(0)
-        model = build_model(DEFAULT_MODEL).eval()
-        card = ModelCard(name=f"{DEFAULT_MODEL}_random", architecture=DEFAULT_MODEL, input_height=320,
-                         input_width=320, max_depth=10.0, train_focal_px=518.8579 / 2)
-        workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
-        args._default_network = (export_onnx(model, card, workdir / "default.onnx"),
-                                 save_bundle(workdir / "default.pt", model, card))
-    return args._default_network
 
 
 def models_to_run(args: argparse.Namespace) -> list[tuple[str, str]]:

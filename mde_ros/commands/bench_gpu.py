@@ -44,6 +44,25 @@ def cuda_skip_reason(device: str) -> str | None:
     return None
 
 
+def default_network(args) -> tuple[Path, Path]:
+    """(ONNX, .pt bundle) of the default network with random weights, exported once per run (kept on
+    `args`; the backends, node, replay, int8 and overload sections share it)."""
+    if getattr(args, "_default_network", None) is None:
+        import torch
+
+        from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
+        from mde_ros.models.card import ModelCard
+
+        torch.manual_seed(0)
+        model = build_model(DEFAULT_MODEL).eval()
+        card = ModelCard(name=f"{DEFAULT_MODEL}_random", architecture=DEFAULT_MODEL, input_height=320,
+                         input_width=320, max_depth=10.0, train_focal_px=518.8579 / 2)
+        workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
+        args._default_network = (export_onnx(model, card, workdir / "default.onnx"),
+                                 save_bundle(workdir / "default.pt", model, card))
+    return args._default_network
+
+
 def default_network_bundle(workdir: Path, arch: str = "unet_resnet34", size: int = NET_SIZE,
                            seed: int = 0):
     """(torch model fp32 on CPU, card, .pt bundle path): the default network with random weights."""

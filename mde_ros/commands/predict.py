@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mde_ros.commands.common import CommandError, add_model_arguments, build_estimator
+from mde_ros.modelargs import CommandError, add_model_arguments, build_estimator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +144,7 @@ def output_stems(paths: list[Path]) -> list[str]:
 
 def prepare_out_dir(out: Path) -> None:
     """Create --out (and parents); CommandError when it is a file or cannot be created."""
-    from mde_ros.commands.common import CommandError
+    from mde_ros.modelargs import CommandError
 
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out} exists and is not a folder")
@@ -177,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
         # --camera-height, where this version has them).
         require_metres(estimator.card, bool(getattr(args, "anchor", None) or getattr(args, "camera_height", None)),
                        "predict (depth PNG/npy in metres, PLY)")
+        if estimator.card.canonical_focal_px is not None and args.camera_info is None and args.fx is None:
+            raise CommandError(
+                f"model {estimator.card.name!r} gives depth for a canonical camera (focal length "
+                f"{estimator.card.canonical_focal_px:g} px): its metres need this camera's focal length; give "
+                "--camera-info cam.yaml or --fx FX (pixels at the image's resolution)")
         prepare_out_dir(args.out)
     except (CommandError, ValueError, OSError) as exc:  # CardError is a ValueError
         print(f"mde-ros predict: {exc}", file=sys.stderr)
@@ -198,6 +203,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             intr, assumed = image_intrinsics(args, width, height, card)
         except CameraInfoError as exc:
+            if card.canonical_focal_px is not None:  # its metres would be wrong by f / canonical: no output
+                tqdm.write(f"mde-ros predict: skipping {path}: {exc} (a canonical-camera model needs the "
+                           "camera's focal length)", file=sys.stderr)
+                failures += 1
+                continue
             tqdm.write(f"mde-ros predict: {path}: {exc} (depth without rescale, no .ply)", file=sys.stderr)
             intr, assumed = None, False
         # An assumed camera is the training camera by construction: rescaling by it is a no-op anyway.

@@ -305,7 +305,7 @@ def engine_key_parts(onnx_sha256: str, trt_version: str, gpu: GpuInfo, config: T
     """Everything an engine depends on, as plain JSON types (also written as the sidecar).
 
     `onnx_sha256` is the hash of the ONNX actually parsed (the fp16 / Q/DQ variant, not its source).
-    A fused engine (models/fused.py) also records its camera (`fused`: height, width, policy) and the
+    A fused engine (inference/fused.py) also records its camera (`fused`: height, width, policy) and the
     static shape of each of its inputs (`fused_shapes`, fused_profile_shapes).
     """
     parts = {
@@ -336,7 +336,7 @@ def engine_cache_key(parts: dict[str, Any]) -> str:
     return f"{key}-{digest}"
 
 
-# --------------------------------------------------------------------------- fused engine (models/fused.py)
+# --------------------------------------------------------------------------- fused engine (inference/fused.py)
 
 FUSED_IMAGE, FUSED_RESCALE = "image", "rescale"
 

@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -268,8 +268,19 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
 
 
+# Card readers of model files that carry their card inside, by suffix, registered by the layer that can read
+# them (".pt": mde_ros.models, through the bundle reader, which needs torch): this contract imports no torch.
+CARD_READERS: dict[str, Callable[[Path], "ModelCard"]] = {}
+
+
+def register_card_reader(suffix: str, reader: Callable[[Path], "ModelCard"]) -> None:
+    """Let load_card_for read the card inside `suffix` files (a sidecar still wins)."""
+    CARD_READERS[suffix] = reader
+
+
 def load_card_for(model_path: str | Path) -> ModelCard:
-    """Find a model's card: a sidecar .card.json/.card.yaml, the ONNX metadata, or the .pt bundle."""
+    """Find a model's card: a sidecar .card.json/.card.yaml, the ONNX metadata, or a registered reader
+    (the .pt bundle's)."""
     model_path = Path(model_path)
     if not model_path.exists():
         raise CardError(f"model file not found: {model_path}")
@@ -283,8 +294,7 @@ def load_card_for(model_path: str | Path) -> ModelCard:
             return ModelCard.from_dict(json.loads(metadata[ONNX_METADATA_KEY]))
         raise CardError(f"{model_path} has no model card: write {card_path_for(model_path)} "
                         "(see README, 'Bring your own ONNX model')")
-    if model_path.suffix == ".pt":
-        from mde_ros.models.bundle import load_bundle_card
-
-        return load_bundle_card(model_path)
-    raise CardError(f"unsupported model file {model_path}: expected .onnx or .pt")
+    if model_path.suffix in CARD_READERS:
+        return CARD_READERS[model_path.suffix](model_path)
+    raise CardError(f"unsupported model file {model_path}: expected .onnx or "
+                    f"{' or '.join(sorted(CARD_READERS)) or '.pt (with mde_ros.models imported)'}")

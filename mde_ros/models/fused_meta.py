@@ -1,4 +1,4 @@
-"""What a fused ONNX model (models/fused.py) is for, readable without torch.
+"""What a fused ONNX model (inference/fused.py) is for, readable without torch.
 
 `model.fused.onnx` is the whole estimate as one graph for ONE camera resolution and resize policy
 (its resize matrices are constants): inputs `image` uint8 (N,H,W,3) and `rescale` float32 (N,),

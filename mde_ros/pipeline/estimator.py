@@ -31,7 +31,7 @@ class EstimatorConfig:
     camera_aware_rescale: bool = True
     resize_policy: str | None = None  # None (or "card"): the model card's; else an override
     sky_depth: str = "too_far"  # pixels the model's sky output marks: +Inf (REP 117 too far), NaN, or kept
-    # Pre/post-processing on the backend's device (fused pipeline, models/fused.py) when the backend
+    # Pre/post-processing on the backend's device (fused pipeline, inference/fused.py) when the backend
     # offers one and the card is one it reproduces: torch on CUDA (CUDA graphs, any size); onnxruntime
     # and TensorRT run the fused ONNX beside the model for frames of its camera size and policy.
     # Else, and by default, numpy.

@@ -1,4 +1,7 @@
-"""Options shared by the commands that run a model."""
+"""The model flags shared by every command that runs a model (predict, demo, replay) and the estimator they name.
+
+Below the commands and bags/replay (both use it), above the loader (mde_ros.modelfiles) it calls.
+"""
 from __future__ import annotations
 
 import argparse
