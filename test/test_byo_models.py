@@ -241,12 +241,39 @@ def test_relative_model_without_anchors_is_refused_where_metres_are_required(exp
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "affine-invariant" in err and len(err.splitlines()) == 1
+
+
+def test_replay_of_a_relative_model_writes_depth_relative_like_the_node(exports, tmp_path, capsys):
+    """As the node: depth/relative for every frame, no metres unanchored; metres where anchors fit them."""
+    from mde_ros.bags.fixtures import image_array, read_topic
+
+    path = exports["midas"]
+    assert cli_main(["card", "--preset", "midas-v2.1-small", str(path), "--force"]) == 0
     bag = Path(__file__).parent / "fixtures" / "bags" / "approach_mcap"
-    code = cli_main(["replay", str(bag), "--model", str(path), "--backend", "onnxruntime", "--out",
-                     str(tmp_path / "out_bag")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "affine-invariant" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "out_bag").exists()
+    out, summary = tmp_path / "out_bag", tmp_path / "summary.json"
+    code = cli_main(["replay", str(bag), "--model", str(path), "--backend", "onnxruntime", "--out", str(out),
+                     "--summary", str(summary), "--no-progress"])
+    assert code == 0 and "affine-invariant" in capsys.readouterr().err
+    summary = json.loads(summary.read_text())
+    assert summary["output_topics"]["relative"] == "/camera/depth/relative"
+    relative = read_topic(out, "/camera/depth/relative")
+    assert len(relative) == summary["frames"] == summary["processed"] > 0
+    for _, msg, _ in relative:
+        assert msg.encoding == "32FC1" and np.isfinite(image_array(msg)).all()
+    for topic in ("/camera/depth/image", "/camera/points", "/camera/scan", "/camera/depth/colorized"):
+        assert read_topic(out, topic) == [], f"{topic} written from an unanchored relative model"
+    assert summary["valid_fraction"]["min"] == 1.0  # of the relative image: all finite
+
+    # With an anchor source, metres exactly for the frames it anchored (this stand-in network's output
+    # has no floor, so none here: each frame's rejection is in the summary, as the node warns it).
+    anchored, anchored_summary = tmp_path / "anchored", tmp_path / "anchored.json"
+    code = cli_main(["replay", str(bag), "--model", str(path), "--backend", "onnxruntime", "--out", str(anchored),
+                     "--no-progress", "--camera-height", "1.2", "--summary", str(anchored_summary)])
+    assert code == 0
+    scale = json.loads(anchored_summary.read_text())["scale"]
+    assert scale["frames_anchored"] + sum(scale["rejected"].values()) >= summary["frames"]
+    assert len(read_topic(anchored, "/camera/depth/image")) == scale["frames_anchored"]
+    assert len(read_topic(anchored, "/camera/depth/relative")) == summary["frames"]
 
 
 def test_rank3_and_rank4_outputs_are_one_depth_channel_for_every_backend():

@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image, PointCloud2
 
 from mde_ros.bags.fixtures import TEST_MODEL
 from mde_ros.ros import fastdds
-from mde_ros.ros.depth_node import SPECS
+from mde_ros.ros.parameters import SPECS
 from test_ros_node import HEIGHT, PLANE_M, WIDTH, image_msg, info_msg, rig, wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]

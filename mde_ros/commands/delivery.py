@@ -78,7 +78,7 @@ def _subscriber_qos(kind: str):
         return qos_profile_sensor_data
     if kind == "node_input_best_effort":
         return subscription_qos("best_effort", 1)  # the node with qos.reliability: best_effort
-    from mde_ros.ros.depth_node import SPECS
+    from mde_ros.ros.parameters import SPECS
 
     return subscription_qos(SPECS["qos.reliability"].default, 1)  # the node's image subscription
 
@@ -134,7 +134,7 @@ def _frame_messages(role: str, width: int, height: int):
     if role == "camera":
         return {topic: messages.image_msg(pack_image(frame.rgb, "rgb8"), header) for topic in CAMERA_TOPICS}
     from mde_ros.pipeline.geometry import depth_to_scan, pack_cloud
-    from mde_ros.ros.depth_node import SPECS
+    from mde_ros.ros.parameters import SPECS
 
     default = {name: spec.default for name, spec in SPECS.items()}
     cloud = pack_cloud(frame.depth, frame.intrinsics, frame.rgb if default["cloud.rgb"] else None,
@@ -157,7 +157,7 @@ def publish(role: str, namespace: str, width: int, height: int, frames: int, sub
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-    from mde_ros.ros.depth_node import SPECS
+    from mde_ros.ros.parameters import SPECS
     from mde_ros.ros.qos import publisher_qos
 
     rclpy.init()
@@ -256,7 +256,7 @@ def bench_delivery(args: argparse.Namespace) -> None:
     if unknown:
         print(f"\n## delivery: unknown profile choice {unknown}; choose from {', '.join(PROFILE_ROLES)}")
         return
-    from mde_ros.ros.depth_node import SPECS
+    from mde_ros.ros.parameters import SPECS
 
     print(f"\n## delivery: % of {frames} frames at {RATE_HZ:g} Hz received; camera, node and each subscriber in "
           f"its own process; node defaults: qos.reliability {SPECS['qos.reliability'].default}, points = "
