@@ -106,7 +106,7 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
     notes += [Note("intrinsics_ignored", warning) for warning in result.warnings]
     refined = None
     if refiner is not None:
-        refined = refiner.refine(estimator, result, rgb, anchors, stamp_s)
+        refined = refiner.refine(estimator, result, rgb, anchors, stamp_s, confidence_wanted="confidence" in wanted)
         notes += [Note(f"anchor_{reason}", f"ignored {count} scale anchor(s) for the image at {stamp_s:.3f} s: "
                                            f"{REJECTION_HINTS.get(reason, reason)}")
                   for reason, count in sorted(refined.anchors.rejected.items())]

@@ -204,7 +204,8 @@ OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("relative", "depth/relative", IMAGE, "image", _relative,
                "a relative model's affine-invariant output, 32FC1, larger = nearer", metric=False, when="relative"),
     OutputSpec("confidence", "depth/confidence", IMAGE, "image", _confidence,
-               "per-pixel confidence 0..1 (flip consistency)", metric=False, when="confidence"),
+               "per-pixel confidence 0..1 (flip consistency; one more network run, only while subscribed unless "
+               "confidence.threshold marks the depth)", on_demand=True, metric=False, when="confidence"),
     OutputSpec("scale", "depth/scale", DIAGNOSTIC_ARRAY, "scale", lambda f: f.scale,
                "each frame's scale: factor, regime, error bound, confidence, source (scale anchors)", metric=False,
                when="anchoring"),

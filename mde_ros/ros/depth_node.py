@@ -118,6 +118,7 @@ class DepthNode(Node):
                 "(32FC1, larger = nearer); depth, points and scan need metres, which only scale anchors give it "
                 "(scale.range.*, scale.points.*, scale.ground.*)")
         self._pubs: dict[str, Any] = {}
+        self._computed: tuple[str, ...] = ()  # output keys the last frame built (diagnostics)
         self._pubs_lock = threading.Lock()
         self._sync_publishers(settings)
 
@@ -256,7 +257,7 @@ class DepthNode(Node):
             window, name=f"{self.get_fully_qualified_name()}: depth estimation", hardware_id=self._hardware_id,
             backend=self._backend_label, model=self._estimator.card.name, input_topic=self._image_topic,
             intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted,
-            extra=self._anchors.diagnostic_values())
+            extra={**self._outputs_diagnostics(), **self._anchors.diagnostic_values()})
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
@@ -295,9 +296,7 @@ class DepthNode(Node):
         intr, template, source = self._match_intrinsics(header, frame.received, width, height, settings)
         decode_s = time.perf_counter() - decode_start
 
-        with self._pubs_lock:  # on-demand outputs only while someone subscribes (depth_image_proc's way)
-            wanted = {key for key, pub in self._pubs.items()
-                      if not BY_KEY[key].on_demand or pub.get_subscription_count() > 0}
+        wanted = self._wanted_outputs()
         card = self._estimator.card
         self._estimator.config = settings.estimator_config(card)
         refiner = self._anchors.refiner
@@ -310,6 +309,7 @@ class DepthNode(Node):
             self._warnings.warn(note.kind, text, count=note.counted)
         if step.outputs is None:
             return 0
+        self._computed = tuple(step.outputs.parts)
         self._anchors.record(step.refined)
 
         publish_start = time.perf_counter()
@@ -333,6 +333,21 @@ class DepthNode(Node):
             self._warnings.warn(finding.kind, finding.message, count=False)
         self._stats.frame_published(timings, source, step.valid, step.findings)
         return width * height
+
+    def _wanted_outputs(self) -> set[str]:
+        """The outputs to compute: every published one, the on-demand ones (cloud, scan, preview, confidence)
+        only while someone subscribes (depth_image_proc's way)."""
+        with self._pubs_lock:
+            return {key for key, pub in self._pubs.items()
+                    if not BY_KEY[key].on_demand or pub.get_subscription_count() > 0}
+
+    def _outputs_diagnostics(self) -> dict[str, str]:
+        """Which outputs the last frame computed and which wait for a subscriber."""
+        with self._pubs_lock:
+            idle = [BY_KEY[key].topic for key, pub in self._pubs.items()
+                    if BY_KEY[key].on_demand and pub.get_subscription_count() == 0]
+        return {"outputs computed (last frame)": ", ".join(BY_KEY[key].topic for key in self._computed) or "none yet",
+                "outputs idle (no subscriber)": ", ".join(idle) or "none"}
 
     def _decode(self, msg: Image | CompressedImage, budget: FrameBudget) -> np.ndarray | None:
         """HxWx3 RGB of the image message, or None when it is rejected (warned)."""
