@@ -116,6 +116,14 @@ def test_replay_anchors_a_misscaled_model_to_range_and_points(anchor_bag, missca
     assert [f["anchors"] for f in scale["per_frame"]] == [20, 20] + [21] * (N_FRAMES - 2)
     raw_abs_rel, anchored_abs_rel = abs_rel(tmp_path / "raw", truth), abs_rel(tmp_path / "anchored", truth)
     assert raw_abs_rel > 0.5 and anchored_abs_rel < 0.5 * raw_abs_rel
+    # depth/scale, as the node publishes it (the output table's row): one per image, the summary's factors
+    assert "scale" not in raw["output_topics"] and summary["output_topics"]["scale"] == "/camera/depth/scale"
+    written = read_topic(tmp_path / "anchored", "/camera/depth/scale")
+    assert [stamp_ns(m.header) for _, m, _ in written] == [f["stamp_ns"] for f in scale["per_frame"]]
+    for (_, msg, _), frame in zip(written, scale["per_frame"]):
+        values = {kv.key: kv.value for kv in msg.status[0].values}
+        assert msg.status[0].name == "scale" and values["regime"] == msg.status[0].message == frame["regime"]
+        assert float(values["factor"]) == pytest.approx(frame["scale"], rel=1e-5)
 
 
 def ground_truth_of(bag):

@@ -16,7 +16,8 @@ from mde_ros.inference.options import (BACKEND_OPTIONS, BY_PARAM, add_cli_argume
                                        options_from_args, options_from_params, parse_size)
 from mde_ros.quantization.calibration import load_calibration_images
 from mde_ros.quantization.qdq import quantize_model
-from mde_ros.ros.depth_node import PARAMETERS, DepthNode, StartupError
+from mde_ros.ros.depth_node import DepthNode, StartupError
+from mde_ros.ros.parameters import PARAMETERS
 from mde_ros.synthetic import render_frame
 
 ROOT = Path(__file__).resolve().parents[1]

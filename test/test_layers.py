@@ -26,13 +26,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "mde_ros.pipeline.outputs", "mde_ros.pipeline.pairing", "mde_ros.pipeline.postprocess",
                   "mde_ros.pipeline.preprocess", "mde_ros.pipeline.resample", "mde_ros.pipeline.scale_filter",
                   "mde_ros.pipeline.temporal", "mde_ros.pipeline.text", "mde_ros.fileio", "mde_ros.synthetic*",
-                  "mde_ros.ros.naming")),
+                  "mde_ros.ros.naming", "mde_ros.ros.adapters")),
     ("bag io", ("mde_ros.bags", "mde_ros.bags.io", "mde_ros.bags.messages")),
     # torch networks, their bundle and export (the .pt card reader is registered here)
     ("networks", ("mde_ros.models", "mde_ros.models.*")),
     ("inference", ("mde_ros.inference", "mde_ros.inference.*")),
     # a backend + the pipeline: estimate, and the stages after it
-    ("estimator", ("mde_ros.pipeline.estimator", "mde_ros.pipeline.confidence", "mde_ros.pipeline.refine")),
+    ("estimator", ("mde_ros.pipeline.estimator", "mde_ros.pipeline.confidence", "mde_ros.pipeline.refine",
+                   "mde_ros.pipeline.frame_step")),
     # model files made above inference (fp16, int8, exports) and the one loader
     ("model files", ("mde_ros.quantization", "mde_ros.quantization.calibration", "mde_ros.quantization.fp16",
                      "mde_ros.quantization.onnx_file", "mde_ros.quantization.qdq", "mde_ros.quantization.variants",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from mde_ros.ros import naming
+from mde_ros.pipeline.outputs import BY_KEY, METRIC_KEYS
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -199,17 +199,29 @@ def detect_topics(topics: Sequence[BagTopic], image_topic: str | None = None,
                    f"{describe_topics(infos)}; pick one with --camera-info-topic")
 
 
-@dataclass(frozen=True)
 class OutputTopics:
-    depth: str
-    depth_camera_info: str
-    points: str
-    scan: str
-    colorized: str
+    """The topic of each output row (mde_ros.pipeline.outputs.OUTPUTS key -> topic): `topics.depth`,
+    `topics.points`, ...; as_dict() in table order."""
+
+    def __init__(self, **topics: str) -> None:
+        self._topics = dict(topics)
+
+    def __getattr__(self, key: str) -> str:
+        try:
+            return self.__dict__["_topics"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutputTopics) and other._topics == self._topics
+
+    def __repr__(self) -> str:
+        return f"OutputTopics({self._topics!r})"
 
     @classmethod
-    def for_image_topic(cls, image_topic: str, prefix: str | None = None) -> "OutputTopics":
-        """The node's relative names, under `prefix` or the camera's namespace.
+    def for_image_topic(cls, image_topic: str, prefix: str | None = None,
+                        keys: Iterable[str] = METRIC_KEYS) -> "OutputTopics":
+        """The node's relative names (OutputSpec.topic) of `keys`, under `prefix` or the camera's namespace.
 
         /camera/color/image_raw -> /camera/depth/image, /camera/depth/camera_info, /camera/points, ...
         (RealSense / OpenNI layout: depth beside color, not inside it); /cam/image_raw -> /cam/depth/image.
@@ -220,12 +232,10 @@ class OutputTopics:
                 prefix = posixpath.dirname(prefix) or "/"
         if not prefix.startswith("/"):
             prefix = "/" + prefix
-        join = functools.partial(posixpath.join, prefix)
-        return cls(depth=join(naming.DEPTH_IMAGE), depth_camera_info=join(naming.DEPTH_CAMERA_INFO),
-                   points=join(naming.POINTS), scan=join(naming.SCAN), colorized=join(naming.DEPTH_COLORIZED))
+        return cls(**{key: posixpath.join(prefix, BY_KEY[key].topic) for key in keys})
 
     def as_dict(self) -> dict[str, str]:
-        return dict(self.__dict__)
+        return dict(self._topics)
 
 
 def create_writer(path: str | Path, storage: str) -> "Writer":

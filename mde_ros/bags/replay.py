@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import dataclasses
 import json
 import logging
 import shutil
@@ -28,15 +27,17 @@ import numpy as np
 from rosbags.serde import SerdeError
 
 from mde_ros.bags import anchors as bag_anchors
-from mde_ros.bags.anchors import CONFIDENCE_TYPE, ReplayAnchors, ReplayRefine
+from mde_ros.bags.anchors import ReplayAnchors, ReplayRefine
 from mde_ros.bags.io import (CAMERA_INFO_TYPE, STORAGES, BagError, ConnectionCopier, OutputTopics,
                              add_connection, bag_storage, create_writer, deserialize, detect_topics,
                              list_topics, open_reader, serialize, stamp_ns)
-from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_messages, rgb_from_msg
-from mde_ros.pipeline.geometry import scan_fits
-from mde_ros.ros import naming
-from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OutputConfig, build_outputs
+from mde_ros.bags.messages import CameraInfoError, intrinsics_from_camera_info, output_msg, rgb_from_msg
+from mde_ros.pipeline.frame_step import Note, StepConfig, run_frame
+from mde_ros.pipeline.health import Finding
+from mde_ros.pipeline.outputs import BY_KEY, DEPTH_ENCODINGS, METRIC_KEYS, OutputConfig, outputs_for
 from mde_ros.pipeline.preprocess import InputError
+from mde_ros.ros import naming
+from mde_ros.ros.naming import SCAN_TIME_S
 
 if TYPE_CHECKING:
     from rosbags.rosbag2 import Reader
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
     from mde_ros.pipeline.intrinsics import Intrinsics
 
 log = logging.getLogger(__name__)
-OUTPUT_TYPES = {"depth": "sensor_msgs/msg/Image", "depth_camera_info": CAMERA_INFO_TYPE,
-                "points": "sensor_msgs/msg/PointCloud2", "scan": "sensor_msgs/msg/LaserScan",
-                "colorized": "sensor_msgs/msg/Image"}
 PERCENTILES = (50, 90, 99)
 SYNC_TOLERANCE_S = 0.05  # the node's sync_tolerance default
 MAX_LOGGED_WARNINGS = 20
@@ -73,6 +71,22 @@ class _Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     warnings: list[str] = field(default_factory=list)
     read_error: str | None = None
+    findings: Counter = field(default_factory=Counter)  # frames per health finding / note kind (as the node's)
+    valid: list[float] = field(default_factory=list)  # per frame: share of usable depth pixels
+
+    def frame_notes(self, notes: list[Note], findings: list[Finding], valid: float | None) -> None:
+        """One frame's notes and health findings (mde_ros.pipeline.frame_step), counted; each kind's
+        first message is warned. `valid`: None for a frame without depth."""
+        if valid is not None:
+            self.valid.append(valid)
+        for kind, message in [(n.kind, n.message) for n in notes if not n.kind.startswith("anchor_")] + \
+                [(f.kind, f.message) for f in findings]:
+            if kind == "scan_height":  # the frame has depth but no scan
+                self.outputs_skipped[kind] += 1
+                continue
+            if not self.findings[kind]:
+                self.warn(f"{message} (first frame with {kind}; counted in the summary's findings)")
+            self.findings[kind] += 1
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -154,7 +168,12 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
     with open_reader(in_bag) as reader:
         topics = list_topics(reader)
         image_topic, info_topic = detect_topics(topics, image_topic, camera_info_topic)
-        out_topics = OutputTopics.for_image_topic(image_topic, output_prefix)
+        if estimator is None:
+            estimator = load_estimator(model, backend)
+        active = anchors is not None and anchors.active
+        rows = outputs_for(estimator.card.is_relative, active and anchors.refine.confidence,
+                           active and anchors.anchoring)
+        out_topics = OutputTopics.for_image_topic(image_topic, output_prefix, [spec.key for spec in rows])
         clashes = sorted(set(out_topics.as_dict().values()) & {t.name for t in topics})
         if clashes:
             raise BagError(f"output topics {clashes} already exist in {in_bag} (the camera's own depth?); "
@@ -165,14 +184,12 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
         if anchors is not None and anchors.active:
             anchors.check_topics({t.name: t.msgtype for t in topics})
             refine = ReplayRefine(anchors, out_topics.depth)
-        if estimator is None:
-            estimator = load_estimator(model, backend)
         camera_infos = _CameraInfos(reader, info_topic, stats)
         writer = create_writer(out_bag, storage)
         try:
             started = time.perf_counter()
             pipeline = _FramePipeline(estimator, output_config, camera_infos, sync_tolerance, scan_frame, stats,
-                                      refine)
+                                      refine, wanted=tuple(spec.key for spec in rows))
             _replay_messages(reader, writer, image_topic, out_topics, pipeline, progress)
             wall = time.perf_counter() - started
             writer.close()
@@ -189,8 +206,18 @@ def run_replay(in_bag: str | Path, out_bag: str | Path, *, model: str | Path | N
 
 
 @dataclass
+class _Context:
+    """What the message adapters need besides the packed outputs (mde_ros.ros.adapters.AdapterContext)."""
+
+    camera_info: Any | None
+    scan_frame: str
+    scan_time: float = SCAN_TIME_S
+
+
+@dataclass
 class _FramePipeline:
-    """One recorded image -> the node's output messages (decode, pair with CameraInfo, estimate, build)."""
+    """One recorded image -> the node's output messages: decode, pair with CameraInfo, then the node's
+    per-frame step (mde_ros.pipeline.frame_step) and the output table's message adapters."""
 
     estimator: "DepthEstimator"
     output_config: OutputConfig
@@ -200,6 +227,7 @@ class _FramePipeline:
     stats: _Stats
     refine: ReplayRefine | None = None  # anchors, temporal filter, confidence
     guessed_frames: set[str] = field(default_factory=set)  # image frames without '_optical', warned once
+    wanted: tuple[str, ...] = METRIC_KEYS  # output rows written (OutputSpec keys)
 
     def __call__(self, msgtype: str, data: bytes, timestamp: int) -> dict[str, Any] | None:
         stats = self.stats
@@ -216,32 +244,30 @@ class _FramePipeline:
             stats.warn(f"skipping image received at {timestamp} ns: {exc}")
             return None
         info, intrinsics = self._intrinsics(msg.header, rgb.shape[1], rgb.shape[0], timestamp)
-        config = self.output_config
-        if intrinsics is not None and config.scan_enabled and not scan_fits(intrinsics, config.scan_height):
-            config = dataclasses.replace(config, scan_enabled=False)
-            stats.outputs_skipped["scan_height"] += 1
         decoded = time.perf_counter()
-        result = self.estimator.estimate(rgb, intrinsics)
-        confidence = None
-        if self.refine is not None:
-            result, confidence = self.refine(self.estimator, result, rgb, msg.header)
-            if result is None:  # the scale expired (on_expiry stop): nothing is written for this image
-                stats.outputs_skipped["scale_expired"] += 1
-                return None
-        outputs = build_outputs(result, rgb, config, self.estimator.min_depth, self.estimator.max_depth)
-        stats.processed += 1
-        for stage, seconds in {"decode": decoded - began, **result.timings, **outputs.timings}.items():
+        refine = self.refine
+        step = run_frame(self.estimator, rgb, intrinsics, self.wanted,
+                         StepConfig(self.output_config, self.estimator.min_depth, self.estimator.max_depth),
+                         refiner=None if refine is None else refine.refiner,
+                         anchors=None if refine is None else refine.anchors_for(msg.header),
+                         stamp_s=stamp_ns(msg.header) * 1e-9)
+        if refine is not None:
+            refine.record(step.refined, msg.header)
+        stats.frame_notes(step.notes, step.findings, None if step.stopped else step.valid)
+        outputs = step.outputs
+        if step.stopped:  # the scale expired (on_expiry stop): no depth for this image, as the node
+            stats.outputs_skipped["scale_expired"] += 1
+        else:
+            stats.processed += 1
+        for stage, seconds in {"decode": decoded - began, **step.result.timings, **outputs.timings}.items():
             stats.latencies[stage].append(seconds)
-        if outputs.scan is not None and not self.scan_frame:
-            frame, guessed = naming.scan_frame(msg.header.frame_id)
-            if guessed and frame not in self.guessed_frames:
-                self.guessed_frames.add(frame)
-                stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
-                           "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
-        out_msgs = output_messages(outputs, msg.header, info, self.scan_frame)
-        if confidence is not None:
-            out_msgs["confidence"] = confidence
-        return out_msgs
+        frame, guessed = naming.scan_frame(msg.header.frame_id, self.scan_frame or "")
+        if outputs.scan is not None and guessed and frame not in self.guessed_frames:
+            self.guessed_frames.add(frame)
+            stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
+                       "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
+        context = _Context(info, frame)
+        return {key: output_msg(BY_KEY[key], value, msg.header, context) for key, value in outputs.parts.items()}
 
     def _intrinsics(self, header: Any, width: int, height: int, timestamp: int) -> tuple[Any, "Intrinsics | None"]:
         """(CameraInfo, intrinsics at the image's resolution), both None when unknown or unusable."""
@@ -269,11 +295,9 @@ def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics
     copy = ConnectionCopier(writer)
     for conn in reader.connections:
         copy(conn)
-    outputs_conn = {key: add_connection(writer, getattr(out_topics, key), msgtype)
-                    for key, msgtype in OUTPUT_TYPES.items()}
+    outputs_conn = {key: add_connection(writer, topic, BY_KEY[key].msgtype)
+                    for key, topic in out_topics.as_dict().items()}
     refine = pipeline.refine
-    if refine is not None and refine.confidence_topic:
-        outputs_conn["confidence"] = add_connection(writer, refine.confidence_topic, CONFIDENCE_TYPE)
     stats.frames_in_bag = reader.topics[image_topic].msgcount
     bar = tqdm(total=stats.frames_in_bag, unit="frame", disable=not progress, desc="replay",
                file=sys.stderr)
@@ -325,6 +349,9 @@ def _summary(in_bag: Path, out_bag: Path, storage: str, image_topic: str, info_t
         "corrupt_camera_info": stats.corrupt_camera_info,
         "messages_copied": stats.copied,
         "read_error": stats.read_error,
+        "findings": dict(stats.findings),
+        "valid_fraction": None if not stats.valid else {"mean": round(float(np.mean(stats.valid)), 4),
+                                                        "min": round(float(np.min(stats.valid)), 4)},
         "latency_ms": {stage: _percentiles(values) for stage, values in stats.latencies.items()},
         "wall_s": round(wall, 3),
         "throughput_fps": round(stats.processed / wall, 3) if wall > 0 else 0.0,
@@ -388,7 +415,7 @@ def _path_problem(out: Path, summary: Path | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.inference import BackendUnavailable
-    from mde_ros.models.card import CardError, require_metres
+    from mde_ros.models.card import CardError
 
     bag = args.bag.resolve()  # `replay .` names the folder by its real name
     out = args.out or bag.with_name(bag.name + "_depth")
@@ -417,13 +444,10 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)
         print(f"mde-ros replay: cannot load the model: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    try:
-        require_metres(estimator.card, bool(anchors and (anchors.range_topic or anchors.points_topic
-                                                          or anchors.settings.ground)),
-                       "replay (depth, points, scan in metres)")
-    except CardError as exc:
-        print(f"mde-ros replay: {exc}", file=sys.stderr)
-        return 2
+    if estimator.card.is_relative:  # as the node: depth/relative, metres only where anchors give them
+        print(f"mde-ros replay: model {estimator.card.name!r} outputs {estimator.card.output} (affine-invariant): "
+              "writing it on <namespace>/depth/relative; depth, points and scan only for frames that scale "
+              "anchors give metres (--range-topic, --points-topic, --camera-height)", file=sys.stderr)
     try:
         summary = run_replay(bag, out, estimator=estimator, image_topic=args.image_topic,
                              camera_info_topic=args.camera_info_topic, output_config=config,
