@@ -155,7 +155,7 @@ def test_a_new_backend_is_one_module_and_one_line(tmp_path):
         from mde_ros.inference.options import BY_PARAM, launch_arguments, options_from_params
         from mde_ros.modelargs import add_model_arguments, backend_options_of
         from mde_ros.modelfiles import load_estimator
-        from mde_ros.ros.depth_node import PARAMETERS
+        from mde_ros.ros.parameters import PARAMETERS
 
         assert BACKEND_NAMES[-1] == "echo" and available_backends()["echo"] is None
         assert BY_PARAM["echo.scale"].backends == ("echo",) and "echo.scale" in {{p.name for p in PARAMETERS}}
