@@ -70,12 +70,16 @@ class LargeFrameTrim:
         self._release = release
         self._after_large = False
 
-    def after_frame(self, pixels: int) -> bool:
+    def after_frame(self, pixels: int, message_bytes: int = 0) -> bool:
         """Call when a frame's arrays are gone (0 for a rejected frame). True when this frame ended a
-        run of large ones (the large frames' memory is unused now) and memory was returned."""
+        run of large ones (the large frames' memory is unused now) and memory was returned.
+
+        A rejected message of more than LARGE_ARRAY_BYTES (a 144 MB raw frame over the budget) is
+        returned at once: its buffers and the heap pages deserialising it touched are not needed again."""
         if pixels <= 0:
-            return False
+            return bool(message_bytes > LARGE_ARRAY_BYTES and self._release())
         large = bool(self._recent) and pixels > LARGE_FACTOR * statistics.median(self._recent)
         self._recent.append(int(pixels))
         ended, self._after_large = self._after_large and not large, large
         return bool(ended and self._release())
+

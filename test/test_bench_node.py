@@ -71,6 +71,6 @@ def test_node_that_cannot_start_is_a_reported_result(tmp_path):
     broken.write_bytes(b"not a model")
     run = _bench("--node-sizes", "64x48", "--iters", "1", "--warmup", "0", "--model", str(broken), timeout=200)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "Traceback" not in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
     assert re.search(r"64x48\s+not measured: RuntimeError: the node exited at start-up", run.stdout)
     assert "network alone 64x48: failed" in run.stdout

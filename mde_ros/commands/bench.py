@@ -20,6 +20,9 @@ Sections:
             fixture bags (goal: within 0.01 of fp32).
   overload  (only when asked: --sections overload) the node process at 2x its sustainable rate, both
             subscription QoS: end-to-end latency percentiles (commands/overload.py).
+  delivery  (only when asked: --sections delivery) % of frames that reach reliable and sensor-data
+            subscribers in other processes over real DDS, with and without the shipped Fast DDS
+            profile, at 640x480 and 1280x720 (commands/delivery.py).
 """
 from __future__ import annotations
 
@@ -33,32 +36,41 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload")
+from mde_ros.commands.bench_gpu import default_network
+
+SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload", "delivery")
 CPU_SECTIONS = ("backends", "node", "cloud", "replay", "int8")
 CALIBRATION_SEEDS = range(1000, 1016)  # synthetic scenes; the fixture bags use others
 FRAME_W, FRAME_H = 640, 480
+NODE_FRAME_TIMEOUT_S = 30.0  # node section: a frame whose outputs take longer is reported as missing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: {','.join(CPU_SECTIONS)}; "
-                             "gpu with --device cuda; overload only when named)")
+                             "gpu with --device cuda; overload and delivery only when named)")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None,
                         help="model for node/replay sections (default: the shipped demo model)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--node-timeout", type=float, default=NODE_FRAME_TIMEOUT_S,
+                        help="node section: seconds a frame's outputs may take; later ones are reported missing")
     parser.add_argument("--device", default="cpu", help="gpu section: cpu, cuda or cuda:N")
-    parser.add_argument("--backend", default="torch", help="gpu section: the backend with a device pipeline (torch)")
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
+    parser.add_argument("--backend", default=TORCH, help=f"gpu section: the backend with a device pipeline ({TORCH})")
     parser.add_argument("--precision", default=None,
                         help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
     parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
     parser.add_argument("--gpu-size", type=int, default=320, help="gpu section: network input side")
     from mde_ros.commands.bench_node import add_arguments as add_node_arguments
+    from mde_ros.commands.delivery import add_arguments as add_delivery_arguments
     from mde_ros.commands.overload import add_arguments as add_overload_arguments
 
     add_node_arguments(parser)
     add_overload_arguments(parser)
+    add_delivery_arguments(parser)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -69,24 +81,6 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def default_network(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(ONNX, .pt bundle) of the default network with random weights, exported once per run."""
-    if getattr(args, "_default_network", None) is None:
-        import torch
-
-        from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
-        from mde_ros.models.card import ModelCard
-
-        torch.manual_seed(0)
-        model = build_model(DEFAULT_MODEL).eval()
-        card = ModelCard(name=f"{DEFAULT_MODEL}_random", architecture=DEFAULT_MODEL, input_height=320,
-                         input_width=320, max_depth=10.0, train_focal_px=518.8579 / 2)
-        workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
-        args._default_network = (export_onnx(model, card, workdir / "default.onnx"),
-                                 save_bundle(workdir / "default.pt", model, card))
-    return args._default_network
 
 
 def models_to_run(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -110,24 +104,31 @@ def backend_runs() -> list[tuple[str, str, str]]:
     when its CUDA provider is installed."""
     import onnxruntime as ort
 
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.inference.tensorrt_backend import NAME as TENSORRT
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
     runs = []
     try:
         import torch
 
-        runs.append(("torch", "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
+        runs.append((TORCH, "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
     except ImportError:
-        runs.append(("torch", "cpu", "fp32"))
-    runs.append(("onnxruntime", "cpu", "fp32"))
+        runs.append((TORCH, "cpu", "fp32"))
+    runs.append((ONNXRUNTIME, "cpu", "fp32"))
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        runs.append(("onnxruntime", "cuda", "fp32"))
-    runs += [("tensorrt", "cuda", "fp32"), ("tensorrt", "cuda", "fp16")]
+        runs.append((ONNXRUNTIME, "cuda", "fp32"))
+    runs += [(TENSORRT, "cuda", "fp32"), (TENSORRT, "cuda", "fp16")]
     return runs
 
 
 def bench_backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
 
-    from mde_ros.inference import BackendUnavailable, available_backends, create_backend
+    from mde_ros.inference import BackendUnavailable, available_backends, spec_of
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.inference.registry import takes_option
+    from mde_ros.modelfiles import open_backend
     from mde_ros.models.card import load_card_for
     from mde_ros.pipeline.estimator import DepthEstimator
 
@@ -140,14 +141,14 @@ def bench_backends(args: argparse.Namespace) -> None:
     print(f"{'backend':<26}{'pre ms':>9}{'network ms':>12}{'post ms':>9}{'total ms':>10}")
     for name, device, precision in backend_runs():
         label = f"{name} {device} {precision}"
-        path = bundle_path if name == "torch" else onnx_path
+        path = bundle_path if spec_of(name).loads == "pt" else onnx_path
         reason = available_backends().get(name)
         if reason:
             print(f"{label:<26}unavailable: {reason}")
             continue
         try:
-            backend = create_backend(name, path, card, device=device, precision=precision,
-                                     **(options if name == "onnxruntime" else {}))
+            backend = open_backend(name, path, card, device=device, precision=precision,
+                                   **{k: v for k, v in options.items() if takes_option(name, k)})
         except BackendUnavailable as exc:
             print(f"{label:<26}unavailable: {exc}")
             continue
@@ -168,7 +169,7 @@ def bench_backends(args: argparse.Namespace) -> None:
 
     # The project's backend vs a bare session on the same file. Alternating blocks (not single calls):
     # an idle session's thread pool keeps spinning for a while after each run and would slow the other.
-    backend = create_backend("onnxruntime", onnx_path, card, **options)
+    backend = open_backend(ONNXRUNTIME, onnx_path, card, **options)
     session_options = ort.SessionOptions()
     if args.threads:
         session_options.intra_op_num_threads = args.threads
@@ -229,10 +230,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")
     from mde_ros.commands.bench_gpu import bench_gpu
+    from mde_ros.commands.delivery import bench_delivery
     from mde_ros.commands.overload import bench_overload
 
     runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay,
-               "int8": bench_int8, "gpu": bench_gpu, "overload": bench_overload}
+               "int8": bench_int8, "gpu": bench_gpu, "overload": bench_overload, "delivery": bench_delivery}
     for section in sections:
         runners[section](args)
     return 0
@@ -247,6 +249,7 @@ def bench_node(args: argparse.Namespace) -> None:
 def bench_replay(args: argparse.Namespace) -> None:
     from mde_ros.bags.fixtures import write_fixture_bag
     from mde_ros.bags.replay import load_estimator, run_replay
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
 
     frames, width, height = 60, 320, 240
     print(f"\n## replay: a {frames}-frame {width}x{height} mcap bag, every output, onnxruntime on 1 thread "
@@ -254,7 +257,7 @@ def bench_replay(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="mde_bench_") as tmp:
         bag = write_fixture_bag(Path(tmp) / "in", "mcap", n_frames=frames, width=width, height=height)
         for index, (label, model) in enumerate(models_to_run(args)):
-            estimator = load_estimator(model, "onnxruntime")
+            estimator = load_estimator(model, ONNXRUNTIME)
             run_replay(bag, Path(tmp) / f"warm{index}", estimator=estimator, progress=False)
             summary = run_replay(bag, Path(tmp) / f"out{index}", estimator=estimator, progress=False)
             network_fps = 1000.0 / summary["latency_ms"]["network"]["mean"]

@@ -44,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("node section")
     group.add_argument("--node-sizes", default=",".join(f"{w}x{h}" for w, h in RESOLUTIONS),
                        help="comma-separated WIDTHxHEIGHT frames (default 640x480,1280x720)")
-    group.add_argument("--node-timeout", type=float, default=10.0,
-                       help="seconds a frame's outputs may take before the frame counts as missed")
 
 
 def process_cpu_ns(pid: int) -> int:
@@ -245,11 +243,24 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
 
     from mde_ros.resources import default_params_file
     from mde_ros.ros import naming
+    from mde_ros.ros.fastdds import profile_environment
 
     namespace = f"/mde_bench_node_{os.getpid()}"
     process = _start_node(model, namespace, default_params_file())
+    # This process (camera and subscribers) takes the node's Fast DDS profile too, as the README asks of
+    # every process of the camera pipeline (read when this process's first participant starts).
+    chosen, _ = profile_environment(os.environ)
+    saved = {name: os.environ.get(name) for name in chosen}
+    os.environ.update(chosen)
     context = rclpy.context.Context()
-    rclpy.init(context=context)
+    try:
+        rclpy.init(context=context)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     client = rclpy.create_node("mde_bench_camera", namespace=namespace, context=context)
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     image_pub = client.create_publisher(Image, "image", reliable)
@@ -280,7 +291,8 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
         while image_pub.get_subscription_count() == 0 or client.count_publishers(
                 f"{namespace}/{naming.DEPTH_IMAGE}") == 0:
             if process.poll() is not None:
-                raise RuntimeError(f"the node exited at start-up: {process.stderr.read()[-1500:].strip()}")
+                lines = [line for line in process.stderr.read().splitlines() if line.strip()]
+                raise RuntimeError(f"the node exited at start-up: {(lines or ['(no output)'])[-1][-500:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the node did not start within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.1)
@@ -389,12 +401,15 @@ def bench_node(args: argparse.Namespace) -> None:
     except ValueError as exc:
         print(f"\n## node: {exc}")
         return
-    timeout = float(getattr(args, "node_timeout", 10.0))
+    timeout = float(getattr(args, "node_timeout", 30.0))
     model = str(args.model or default_model_path())
     label = Path(model).stem
     print(f"\n## node: CPU time of the node PROCESS per frame (all threads; not wall), model {label}, "
           "shipped config/depth.yaml, onnxruntime.intra_op_threads 1; the node in its own process, every "
           "subscriber and the camera in this one (DDS transport counted); frames one at a time; medians over complete frames")
+    from mde_ros.ros.fastdds import profile_environment
+
+    print(f"DDS: {profile_environment(os.environ)[1]} (node and this process)")
     print("device pipeline: not measured here (needs CUDA: tools/h200/bench.sh on a GPU machine)")
     network = {}
     for width, height in sizes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mde_ros.commands.common import CommandError, add_model_arguments, build_estimator
+from mde_ros.modelargs import CommandError, add_model_arguments, build_estimator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -151,7 +151,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
 
 
 def bench_overload(args: argparse.Namespace) -> None:
-    from mde_ros.commands.bench import default_network
+    from mde_ros.commands.bench_gpu import default_network
 
     # The product's network (ResNet-34 U-Net 320x320, random weights): the shipped demo net is so small
     # that the node's fixed per-frame work, not the network, sets its latency.
