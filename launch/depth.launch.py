@@ -9,6 +9,11 @@ scan_output_frame and the backend options (dla_core, workspace_mb, int8_model, .
 params file only when given, so a params file stays authoritative:
 
     ros2 launch mde_ros depth.launch.py backend:=tensorrt device:=cuda precision:=int8 dla_core:=0
+
+fastdds_profile (default auto) is the node's Fast DDS profile: auto gives it
+config/fastdds_large_data.xml unless the environment chose one (FASTDDS_DEFAULT_PROFILES_FILE,
+FASTRTPS_DEFAULT_PROFILES_FILE, RMW_FASTRTPS_USE_QOS_FROM_XML; mde_ros.ros.fastdds; README, "Delivery");
+false leaves stock Fast DDS.
 """
 import os
 from pathlib import Path
@@ -72,6 +77,8 @@ def _depth_node(context):
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=remappings,
+        # read by the node before rclpy starts (mde_ros.ros.fastdds): auto | true | false | XML path
+        additional_env={"MDE_ROS_DDS_PROFILE": LaunchConfiguration("fastdds_profile").perform(context)},
         output="screen",
         emulate_tty=True,
     )]
@@ -110,14 +117,21 @@ def generate_launch_description() -> LaunchDescription:
                                           "camera_info (image_transport's pairing)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("node_name", default_value="mde_depth", description="name of the depth node"),
+        DeclareLaunchArgument("fastdds_profile", default_value="auto",
+                              description="Fast DDS profile of the node: auto (config/fastdds_large_data.xml "
+                                          "unless FASTDDS_DEFAULT_PROFILES_FILE names one) | true | false | XML path"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz2 with config/depth.rviz"),
+        DeclareLaunchArgument("rviz_fixed_frame", default_value="camera_link",
+                              description="RViz fixed frame (realsense: camera_link; without TF: the image's "
+                                          "frame_id)"),
         OpaqueFunction(function=_depth_node),
         Node(
             package="rviz2",
             executable="rviz2",
             name="rviz2",
             namespace=LaunchConfiguration("namespace"),
-            arguments=["-d", os.path.join(share, "config", "depth.rviz")],
+            arguments=["-d", os.path.join(share, "config", "depth.rviz"),
+                       "-f", LaunchConfiguration("rviz_fixed_frame")],
             parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
             condition=IfCondition(LaunchConfiguration("use_rviz")),
         ),

@@ -89,7 +89,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    return _run(args)
+
+
+TRACEBACK_ENV = "MDE_ROS_TRACEBACK"  # "1": let an unexpected error show its traceback
+
+
+def _run(args: argparse.Namespace) -> int:
+    """A command's run(): Ctrl-C / SIGTERM and unexpected errors become one line and a non-zero exit
+    (130 / 143 / 1), never a traceback; replay and predict stop at a frame boundary themselves."""
+    import os
+    import signal
+
+    from mde_ros import stopping
+
+    stopping.raise_on_sigterm()
+    prog = f"mde-ros {args.command}"
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (stopping.Terminated)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"{prog}: interrupted ({stopping.signal_name(signum)})", file=sys.stderr)
+        return stopping.exit_code(signum)
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        text = (str(exc).strip().splitlines() or [""])[0]
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {text} (set {TRACEBACK_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

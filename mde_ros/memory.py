@@ -76,24 +76,3 @@ class LargeFrameTrim:
         ended, self._after_large = self._after_large and not large, large
         return bool(ended and self._release())
 
-
-# Fast DDS keeps every publisher's and subscription's largest sample buffer (PREALLOCATED_WITH_REALLOC):
-# one refused 144 MB frame held +113 MiB and frames of varying sizes +123 MiB for the life of the node
-# (issue 22). The shipped profile makes that history memory DYNAMIC; QoS set in code still wins over it.
-DDS_PROFILE = "config/fastdds_low_memory.xml"
-DDS_PROFILE_OPT_OUT = "MDE_ROS_DDS_PROFILE"  # "0": leave Fast DDS as configured
-_DDS_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML")
-_FAST_DDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
-
-
-def low_memory_dds_environment(environ: dict, profile: str | None) -> dict[str, str]:
-    """Environment for the node process that lets Fast DDS return a large sample's memory, set before
-    rclpy.init: empty when the user chose a profile or XML QoS, another RMW, set DDS_PROFILE_OPT_OUT=0,
-    or the profile is not installed."""
-    if profile is None or environ.get(DDS_PROFILE_OPT_OUT, "1") == "0":
-        return {}
-    if (environ.get("RMW_IMPLEMENTATION") or _FAST_DDS_RMWS[0]) not in _FAST_DDS_RMWS:
-        return {}
-    if any(environ.get(name) for name in _DDS_ENV):
-        return {}
-    return {_DDS_ENV[0]: str(profile), _DDS_ENV[1]: str(profile), _DDS_ENV[2]: "1"}

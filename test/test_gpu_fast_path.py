@@ -431,7 +431,8 @@ def test_export_fuses_an_existing_onnx_model_the_shipped_one_included(tmp_path, 
 
 def test_fusing_an_onnx_model_with_a_rank3_depth_output(tmp_path):
     """A Depth-Anything-V2-layout export ((N,H,W) depth, keep-aspect to a multiple of 14) fuses as well
-    (its preset's bicubic resize is not one the fused graph reproduces: the card asks for 'auto' here)."""
+    (its preset's bicubic input resize and align-corners output resize are not ones the fused graph
+    reproduces: the card asks for 'auto' and 'linear' here)."""
     import dataclasses
 
     import byo_exports as bx
@@ -442,7 +443,7 @@ def test_fusing_an_onnx_model_with_a_rank3_depth_output(tmp_path):
     path = bx.export_da2(tmp_path / "depth_anything_v2_vits_indoor.onnx", "metric", max_depth=20.0)
     assert main(["card", "--preset", "depth-anything-v2-metric-indoor", str(path), "--force"]) == 0
     assert main(["export", str(path), "--fused", "150x100", "--no-verify"]) == 1  # bicubic: refused, said why
-    card = dataclasses.replace(load_card_for(path), interpolation="auto")
+    card = dataclasses.replace(load_card_for(path), interpolation="auto", output_interpolation="linear")
     card.save(card_path_for(path))
     assert main(["export", str(path), "--fused", "150x100", "--no-verify"]) == 0
     backend = create_backend("onnxruntime", path, card, intra_op_threads=1)

@@ -37,14 +37,20 @@ def test_large_arrays_are_mapped_and_returned_when_freed():
     assert resident_mb() - before < 8
 
 
-def test_the_node_selects_the_low_memory_fast_dds_profile_only_where_the_user_chose_nothing():
-    from mde_ros.memory import low_memory_dds_environment
 
-    chosen = low_memory_dds_environment({}, "/share/p.xml")
+def test_the_node_selects_the_shipped_fast_dds_profile_only_where_the_user_chose_nothing():
+    """DYNAMIC history memory (a large sample's buffer returned) comes with the node's default profile;
+    the other cases are test_ros_delivery's."""
+    from mde_ros.ros.fastdds import profile_environment
+
+    def shipped():
+        return "/share/p.xml"
+
+    chosen, _ = profile_environment({}, shipped)
     assert chosen == {"FASTDDS_DEFAULT_PROFILES_FILE": "/share/p.xml", "FASTRTPS_DEFAULT_PROFILES_FILE": "/share/p.xml",
                       "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
-    assert low_memory_dds_environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}, "/p.xml") != {}
+    assert profile_environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}, shipped)[0] != {}
     for environ in ({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}, {"RMW_FASTRTPS_USE_QOS_FROM_XML": "0"},
                     {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}, {"MDE_ROS_DDS_PROFILE": "0"}):
-        assert low_memory_dds_environment(environ, "/p.xml") == {}, environ
-    assert low_memory_dds_environment({}, None) == {}  # profile not installed
+        assert profile_environment(environ, shipped)[0] == {}, environ
+    assert profile_environment({}, lambda: None)[0] == {}  # profile not installed

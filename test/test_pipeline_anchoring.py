@@ -275,7 +275,7 @@ def test_scale_filter_smooths_rejects_one_wild_frame_and_follows_a_confirmed_jum
     assert wild.event == "outlier" and wild.scale == pytest.approx(smoothed.scale)
     back = f.update(fit_of(2.1), 0.3)
     assert back.event == "" and back.scale < 2.2
-    f.update(fit_of(1.0), 0.4, prediction_change=0.3)  # the prediction changed: a new view
+    f.update(fit_of(1.0), 0.4, prediction_change=0.5)  # the prediction changed (by most of the jump): a new view
     reset = f.update(fit_of(1.02), 0.5, prediction_change=0.0)
     assert reset.event == "reset" and reset.scale == pytest.approx(1.02)
     held = f.update(None, 0.9)

@@ -79,8 +79,12 @@ def test_rgb_is_packed_like_pcl_and_decodes_back():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     cloud = pack_cloud(plane(1.0), INTR, rgb=rgb)
-    assert cloud.fields[-1] == ("rgb", 12, FLOAT32, 1) and cloud.point_step == 16
-    packed = np.frombuffer(cloud.data, "<u4").reshape(-1, 4)[:, 3]
+    # pcl::PointXYZRGB / depth_image_proc's xyzrgb cloud: rgb at byte 16 of a 32-byte point.
+    assert cloud.fields[-1] == ("rgb", 16, FLOAT32, 1)
+    assert (cloud.point_step, cloud.row_step) == (32, 32 * 640)
+    table = np.frombuffer(cloud.data, "<u4").reshape(-1, 8)
+    np.testing.assert_array_equal(table[:, [3, 5, 6, 7]], 0)  # padding is deterministic
+    packed = table[:, 4]
     assert (packed >> 24 == 0).all()
     np.testing.assert_array_equal((packed >> 16) & 0xFF, rgb[:, :, 0].ravel())
     np.testing.assert_array_equal((packed >> 8) & 0xFF, rgb[:, :, 1].ravel())
@@ -95,7 +99,9 @@ def test_unorganised_rgb_cloud_keeps_colour_with_its_point():
     depth[:, :320] = np.nan
     rgb = np.zeros((480, 640, 3), np.uint8)
     rgb[:, 320:] = (10, 20, 30)
-    _, colours = unpack_cloud(pack_cloud(depth, INTR, rgb=rgb, organized=False))
+    cloud = pack_cloud(depth, INTR, rgb=rgb, organized=False)
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (1, 480 * 320, 32, 32 * 480 * 320)
+    _, colours = unpack_cloud(cloud)
     assert len(colours) == 480 * 320
     assert (colours == (10, 20, 30)).all()
 

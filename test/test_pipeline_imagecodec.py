@@ -133,9 +133,10 @@ def test_raw_messages_are_checked_against_the_budget_and_frame_id_before_convers
 
 
 def test_output_budget_estimate_follows_the_configuration():
-    assert output_bytes(640, 480) == 640 * 480 * (4 + 16 + 3)
+    assert output_bytes(640, 480) == 640 * 480 * (4 + 32 + 3)  # xyzrgb cloud: PCL's 32-byte points
+    assert output_bytes(640, 480, cloud_rgb=False) == 640 * 480 * (4 + 16 + 3)
     assert output_bytes(640, 480, cloud=False, colorized=False, depth_bytes_per_pixel=2) == 640 * 480 * 2
-    assert output_bytes(641, 481, cloud_decimation=2, colorized=False) == 641 * 481 * 4 + 321 * 241 * 16
+    assert output_bytes(641, 481, cloud_decimation=2, colorized=False) == 641 * 481 * 4 + 321 * 241 * 32
     assert output_bytes(4096, 2304) <= FrameBudget().max_output_bytes  # the defaults fit a 4K camera
     FrameBudget().check_pixels(3840, 2160)
     with pytest.raises(BudgetError):

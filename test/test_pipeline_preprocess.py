@@ -169,3 +169,15 @@ def test_keep_aspect_network_input_is_bounded_by_the_card_size(src, expected):
     assert (info.net_height, info.net_width) == expected
     assert info.net_height % 14 == 0 and info.net_width % 14 == 0
     assert info.net_height * info.net_width <= KEEP_ASPECT_MAX_AREA_FACTOR * 518 * 518
+
+
+def test_midas_minimal_resize_matches_its_transform():
+    """resize_side 'minimal' (MiDaS v3.1's Resize(resize_method="minimal")): the axis scale nearer 1,
+    aspect kept, sides rounded to the multiple, no bound; as MiDaS's get_size computes it."""
+    pytest.importorskip("torch")
+    import byo_exports as bx
+
+    from mde_ros.pipeline.preprocess import keep_aspect_size
+
+    for src in ((240, 360), (480, 640), (720, 1280), (384, 384), (100, 900), (1000, 300)):
+        assert keep_aspect_size(*src, 384, 384, "minimal", 32) == bx.midas_resize_size(*src, 384, 384, 32, "minimal")

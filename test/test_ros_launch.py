@@ -28,7 +28,7 @@ PARAMS = ROOT / "config" / "depth.yaml"
 RVIZ = ROOT / "config" / "depth.rviz"
 LAUNCH_ARGUMENTS = {"params_file", "use_sim_time", "backend", "model", "device", "image_transport",
                     "scan_output_frame", "image_topic", "camera_info_topic", "namespace", "node_name", "use_rviz",
-                    "lifecycle"}
+                    "fastdds_profile", "rviz_fixed_frame", "lifecycle"}
 YAML_NODE_KEY = "/**"  # any node name: `-r __node:=front_depth` keeps every setting
 
 
@@ -287,10 +287,10 @@ def test_a_params_file_with_a_bad_value_is_refused_at_start_up(rclpy_context, tm
         start_node(rclpy_context, bad, "bad")
 
 
-def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(rclpy_context):
+def test_rviz_config_shows_the_node_outputs_in_a_frame_realsense_publishes(rclpy_context):
     config = yaml.safe_load(RVIZ.read_text())
     manager = config["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "camera_optical_frame"
+    assert manager["Global Options"]["Fixed Frame"] == "camera_link"  # realsense-ros's root frame
     topics = {d["Class"].split("/")[-1]: d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
     assert topics == {"Image": "depth/colorized", "PointCloud2": "points", "LaserScan": "scan"}
 

@@ -180,10 +180,10 @@ def test_point_cloud_message_carries_the_packed_cloud():
     msg = roundtrip(messages.point_cloud_msg(cloud, header()))
     assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
         ("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1), ("z", 8, PointField.FLOAT32, 1),
-        ("rgb", 12, PointField.FLOAT32, 1)]
-    assert (msg.height, msg.width, msg.point_step, msg.is_dense) == (48, 64, 16, False)
+        ("rgb", 16, PointField.FLOAT32, 1)]  # pcl::PointXYZRGB's layout, as depth_image_proc's xyzrgb cloud
+    assert (msg.height, msg.width, msg.point_step, msg.is_dense) == (48, 64, 32, False)
     assert len(msg.data) == msg.row_step * msg.height
-    xyz = np.frombuffer(msg.data, np.float32).reshape(48, 64, 4)[..., :3]
+    xyz = np.frombuffer(msg.data, np.float32).reshape(48, 64, 8)[..., :3]
     np.testing.assert_allclose(xyz, backproject(depth, INTR), equal_nan=True)
     assert msg.header.frame_id == "cam_optical_frame"
 

@@ -37,6 +37,9 @@ FX, FY, CX, CY = 40.0, 42.0, 30.0, 20.0  # principal point off-centre on purpose
 PLANE_M = 2.0
 CARD = ModelCard(name="plane-card", architecture="external", input_height=24, input_width=32,
                  min_depth=0.1, max_depth=10.0)
+# These tests check the full organised xyzrgb cloud (depth_image_proc's); the shipped default, an
+# obstacle-sized cloud, is test_ros_delivery's.
+FULL_CLOUD = {"cloud.decimation": 1, "cloud.organized": True, "cloud.max_range": 0.0, "cloud.rgb": True}
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan,
            "depth/colorized": Image}
 TIMEOUT_S = 10.0
@@ -107,7 +110,7 @@ class Rig:
                  local_node=True, discovery_timeout=TIMEOUT_S, alive=lambda: True, node_class=DepthNode):
         self.backend = backend or PlaneBackend()
         self.namespace = namespace
-        overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
+        overrides = [Parameter(k, value=v) for k, v in {**FULL_CLOUD, **(params or {})}.items()]
         if transport == "compressed":
             overrides.append(Parameter("image_transport", value="compressed"))
         self.node = node_class(estimator=DepthEstimator(self.backend, card), context=context, namespace=namespace,

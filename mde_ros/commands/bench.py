@@ -20,6 +20,9 @@ Sections:
             fixture bags (goal: within 0.01 of fp32).
   overload  (only when asked: --sections overload) the node process at 2x its sustainable rate, both
             subscription QoS: end-to-end latency percentiles (commands/overload.py).
+  delivery  (only when asked: --sections delivery) % of frames that reach reliable and sensor-data
+            subscribers in other processes over real DDS, with and without the shipped Fast DDS
+            profile, at 640x480 and 1280x720 (commands/delivery.py).
 """
 from __future__ import annotations
 
@@ -35,21 +38,24 @@ import numpy as np
 
 from mde_ros.commands.bench_gpu import default_network
 
-SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload")
+SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload", "delivery")
 CPU_SECTIONS = ("backends", "node", "cloud", "replay", "int8")
 CALIBRATION_SEEDS = range(1000, 1016)  # synthetic scenes; the fixture bags use others
 FRAME_W, FRAME_H = 640, 480
+NODE_FRAME_TIMEOUT_S = 30.0  # node section: a frame whose outputs take longer is reported as missing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: {','.join(CPU_SECTIONS)}; "
-                             "gpu with --device cuda; overload only when named)")
+                             "gpu with --device cuda; overload and delivery only when named)")
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None,
                         help="model for node/replay sections (default: the shipped demo model)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--node-timeout", type=float, default=NODE_FRAME_TIMEOUT_S,
+                        help="node section: seconds a frame's outputs may take; later ones are reported missing")
     parser.add_argument("--device", default="cpu", help="gpu section: cpu, cuda or cuda:N")
     from mde_ros.inference.torch_backend import NAME as TORCH
 
@@ -58,9 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
     parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
     parser.add_argument("--gpu-size", type=int, default=320, help="gpu section: network input side")
+    from mde_ros.commands.delivery import add_arguments as add_delivery_arguments
     from mde_ros.commands.overload import add_arguments as add_overload_arguments
 
     add_overload_arguments(parser)
+    add_delivery_arguments(parser)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -220,10 +228,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")
     from mde_ros.commands.bench_gpu import bench_gpu
+    from mde_ros.commands.delivery import bench_delivery
     from mde_ros.commands.overload import bench_overload
 
     runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay,
-               "int8": bench_int8, "gpu": bench_gpu, "overload": bench_overload}
+               "int8": bench_int8, "gpu": bench_gpu, "overload": bench_overload, "delivery": bench_delivery}
     for section in sections:
         runners[section](args)
     return 0
@@ -248,7 +257,7 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
 
     from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
     from mde_ros.pipeline.outputs import pack_image
-    from mde_ros.ros import messages
+    from mde_ros.ros import messages, naming
     from mde_ros.ros.depth_node import DepthNode
 
     frame = demo_frame()
@@ -265,10 +274,10 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
 
     node._stats.frame_published = recording
     client = Node("mde_bench_client")
-    received = {"depth": threading.Event(), "points": threading.Event(), "scan": threading.Event(),
-                "depth/colorized": threading.Event()}
-    for topic, msg_type in (("depth", Image), ("points", PointCloud2), ("scan", LaserScan),
-                            ("depth/colorized", Image)):
+    outputs = {naming.DEPTH_IMAGE: Image, naming.POINTS: PointCloud2, naming.SCAN: LaserScan,
+               naming.DEPTH_COLORIZED: Image}
+    received = {topic: threading.Event() for topic in outputs}
+    for topic, msg_type in outputs.items():
         client.create_subscription(msg_type, topic, lambda _m, t=topic: received[t].set(), 10)
     image_pub = client.create_publisher(Image, "image", 10)
     info_pub = client.create_publisher(CameraInfo, "camera_info", 10)
@@ -277,6 +286,7 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    missing: dict[int, list[str]] = {}  # frame -> outputs that did not arrive in time
     try:
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and (image_pub.get_subscription_count() == 0
@@ -284,19 +294,27 @@ def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
             time.sleep(0.05)
         time.sleep(0.5)  # let the node's publishers and the client's subscriptions discover each other
         for i in range(args.warmup + args.iters):
-            header = Header(frame_id="camera_optical_frame")
+            header = Header(frame_id="camera_color_optical_frame")
             header.stamp.sec, header.stamp.nanosec = 1000 + i, 0
             for event in received.values():
                 event.clear()
             info_pub.publish(messages.camera_info_msg(frame.intrinsics, header))
             image_pub.publish(messages.image_msg(pack_image(frame.rgb, "rgb8"), header))
-            if not all(event.wait(30.0) for event in received.values()):
-                raise RuntimeError("the node did not publish every output within 30 s")
+            wait_until = time.monotonic() + args.node_timeout
+            late = [t for t, event in received.items() if not event.wait(max(0.0, wait_until - time.monotonic()))]
+            if late:
+                missing[i] = late
     finally:
         executor.shutdown()
         node.destroy_node()
         client.destroy_node()
         rclpy.utilities.try_shutdown()
+    if missing:  # a result, not a crash: say what did not arrive
+        print(f"{label}: {len(missing)} of {args.warmup + args.iters} frames lacked outputs after "
+              f"{args.node_timeout:g} s (e.g. frame {min(missing)}: {', '.join(missing[min(missing)])})")
+    if not per_frame[args.warmup:]:
+        print(f"{label}: no frame was published after the {args.warmup} warm-up frames: no timings")
+        return
     timed_frames = per_frame[args.warmup:]
     stages = [k for k in timed_frames[0] if k != "queue"]
     medians = {k: median_ms([f[k] for f in timed_frames]) for k in stages}

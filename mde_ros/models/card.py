@@ -19,8 +19,14 @@ OUTPUT_KINDS = ("metric_depth", "inverse_depth", "disparity", "relative_inverse_
 # Affine-invariant outputs: no metres without scale anchors (published as a relative image instead).
 RELATIVE_KINDS = ("relative_inverse_depth",)
 RESIZE_POLICIES = ("stretch", "letterbox", "keep_aspect")
-RESIZE_SIDES = ("shorter", "longer")
+# shorter: DA/MiDaS 'lower_bound'; longer: 'upper_bound'; minimal: MiDaS 'minimal' (the scale nearer 1)
+RESIZE_SIDES = ("shorter", "longer", "minimal")
 INTERPOLATIONS = ("auto", "linear", "cubic", "area", "nearest")
+# How the network's output is resized back to the camera's size (the family's own demo):
+# linear: bilinear, half-pixel centres (torch align_corners=False, OpenCV); linear_align_corners:
+# bilinear with corners aligned (Depth-Anything-V2's F.interpolate(..., align_corners=True));
+# cubic: bicubic, half-pixel (MiDaS's F.interpolate(..., mode="bicubic", align_corners=False)).
+OUTPUT_INTERPOLATIONS = ("linear", "linear_align_corners", "cubic")
 CHANNEL_ORDERS = ("RGB", "BGR")
 NORMALIZATIONS = ("outside", "inside")
 FOCAL_RULES = ("fx", "mean_fx_fy")
@@ -66,6 +72,7 @@ class ModelCard:
     # Letterbox padding as an RGB pixel value (0..255, before normalisation); null: the mean colour.
     pad_value: list | None = None
     interpolation: str = "auto"        # auto: area when shrinking, linear otherwise; or an OpenCV mode
+    output_interpolation: str = "linear"  # the output's resize back to the camera (OUTPUT_INTERPOLATIONS)
     value_range: float = 1.0           # pixel 255 becomes this (1.0: [0, 1]; 255.0: raw pixel values)
     channel_order: str = "RGB"
     normalization: str = "outside"     # outside: the pipeline applies mean/std; inside: the graph does
@@ -109,7 +116,8 @@ class ModelCard:
     def _validate_processing(self) -> None:
         name = self.name
         for key, allowed in (("resize_policy", RESIZE_POLICIES), ("resize_side", RESIZE_SIDES),
-                             ("interpolation", INTERPOLATIONS), ("channel_order", CHANNEL_ORDERS),
+                             ("interpolation", INTERPOLATIONS), ("output_interpolation", OUTPUT_INTERPOLATIONS),
+                             ("channel_order", CHANNEL_ORDERS),
                              ("normalization", NORMALIZATIONS), ("focal_rule", FOCAL_RULES)):
             if getattr(self, key) not in allowed:
                 raise CardError(f"card {name!r}: {key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -200,6 +208,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "input_name": ((str,), "a string"), "output_name": ((str,), "a string"),
     "resize_policy": ((str,), "a string"), "resize_side": ((str,), "a string"),
     "size_multiple": ((int,), "an integer"), "interpolation": ((str,), "a string"),
+    "output_interpolation": ((str,), "a string"),
     "value_range": (_NUMBER, "a number"), "channel_order": ((str,), "a string"),
     "normalization": ((str,), "a string"), "focal_rule": ((str,), "a string"),
     "canonical_focal_px": ((*_NUMBER, type(None)), "a number or null"),

@@ -146,14 +146,14 @@ class DepthEstimator:
         relative = None
         rescale = 1.0
         if card.is_relative:  # no metres without anchors: the relative image, depth all NaN
-            relative = to_camera_resolution(raw_to_relative(raw[0, 0], card), info)
+            relative = to_camera_resolution(raw_to_relative(raw[0, 0], card), info, card.output_interpolation)
             depth = np.full(relative.shape, np.nan, np.float32)
         else:
             depth_net = raw_to_depth(raw[0, 0], card)
             rescale = self._rescale_factor(intrinsics, info, warnings)
             if rescale != 1.0:
                 depth_net *= np.float32(rescale)
-            depth = to_camera_resolution(depth_net, info)  # bilinear: positive or NaN stays so
+            depth = to_camera_resolution(depth_net, info, card.output_interpolation)
         sky = None
         if sky_raw is not None:
             sky_raw = np.asarray(sky_raw)

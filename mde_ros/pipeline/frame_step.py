@@ -99,7 +99,7 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
             config.budget.check_outputs(output_bytes(
                 width, height, depth_bytes_per_pixel=2 if out_config.depth_encoding == "16UC1" else 4,
                 cloud=out_config.cloud_enabled, cloud_decimation=out_config.cloud_decimation,
-                colorized=out_config.colorized_enabled))
+                cloud_rgb=out_config.cloud_rgb, colorized=out_config.colorized_enabled))
         except BudgetError as exc:
             return FrameResult(None, notes=[*notes, Note("over_budget", str(exc))])
     result = estimator.estimate(rgb, intrinsics)

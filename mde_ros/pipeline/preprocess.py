@@ -124,7 +124,8 @@ def keep_aspect_size(src_height: int, src_width: int, height: int, width: int, s
     """(h, w) of a dynamic-shape network input, as Depth-Anything / MiDaS size it.
 
     side "shorter" (their resize_method 'lower_bound'): the image covers height x width, so with a square
-    size the shorter side is at it; "longer" ('upper_bound'): the image fits inside, the longer side at it.
+    size the shorter side is at it; "longer" ('upper_bound'): the image fits inside, the longer side at it;
+    "minimal" (MiDaS 'minimal'): the aspect kept with whichever axis' scale is nearer 1.
     Both sides are then rounded to `multiple` (14 for ViT patches) with their rounding rule.
     max_pixels (default KEEP_ASPECT_MAX_AREA_FACTOR x height x width): a larger result is scaled down,
     aspect kept, until it fits, so what a frame costs the network is bounded before anything is allocated.
@@ -134,7 +135,10 @@ def keep_aspect_size(src_height: int, src_width: int, height: int, width: int, s
     if max_pixels is None:
         max_pixels = int(KEEP_ASPECT_MAX_AREA_FACTOR * height * width)
     scale_h, scale_w = height / src_height, width / src_width
-    if side == "shorter":
+    if side == "minimal":  # MiDaS 'minimal': the scale nearer 1, sides rounded to the multiple, no bound
+        scale = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+        size = (_to_multiple(scale * src_height, multiple), _to_multiple(scale * src_width, multiple))
+    elif side == "shorter":
         scale = max(scale_h, scale_w)
         size = (_to_multiple(scale * src_height, multiple, min_val=height),
                 _to_multiple(scale * src_width, multiple, min_val=width))

@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from mde_ros.memory import DDS_PROFILE, LargeFrameTrim, low_memory_dds_environment, map_large_arrays
+from mde_ros.memory import LargeFrameTrim, map_large_arrays
 from mde_ros.modelfiles import load_estimator
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.intrinsics import Intrinsics
@@ -40,14 +40,13 @@ from mde_ros.pipeline.frame_step import run_frame
 from mde_ros.pipeline.outputs import BY_KEY, outputs_for
 from mde_ros.pipeline.pairing import SyncedCameraInfos
 from mde_ros.pipeline.preprocess import InputError
-from mde_ros.ros import messages, naming, paramcheck
+from mde_ros.ros import fastdds, messages, naming, paramcheck
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
-from mde_ros.resources import find_shared
 from mde_ros.ros.parameters import PARAMETERS, SPECS, TRANSPORTS, ParamSpec, Settings  # noqa: F401 (re-export)
-from mde_ros.ros.qos import publisher_qos, subscription_qos
+from mde_ros.ros.qos import incompatible_publisher_callbacks, publisher_qos, subscription_qos
 
 NODE_NAME = "mde_depth"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -133,7 +132,9 @@ class DepthNode(Node):
         self._pub_qos = publisher_qos(settings.qos_depth)
         sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
         try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
-            self._anchors = NodeAnchors(self, settings.values("anchors"), sub_qos)
+            # best effort: matches both kinds of rangefinder / lidar driver (anchor messages are small)
+            self._anchors = NodeAnchors(self, settings.values("anchors"),
+                                        subscription_qos("best_effort", settings.qos_depth))
         except ValueError as exc:
             raise StartupError(f"invalid parameters: {exc}") from exc
         card = estimator.card
@@ -151,14 +152,21 @@ class DepthNode(Node):
         # queue is pure latency (issue 9: p99 781 ms under 2x overload with a reliable depth-5 queue).
         image_qos = subscription_qos(settings.qos_reliability, 1)
         image_topic = self.resolve_topic_name("image")
+
+        def hints(topic: str):  # a best-effort camera against the reliable default: say which parameter
+            return incompatible_publisher_callbacks(self.get_logger().warning, topic, settings.qos_reliability)
+
         if settings.image_transport == "compressed":
             self._image_topic = image_topic + "/compressed"
-            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, image_qos)
+            self._image_sub = self.create_subscription(CompressedImage, self._image_topic, self._on_image, image_qos,
+                                                       event_callbacks=hints(self._image_topic))
         else:
-            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, image_qos)
+            self._image_sub = self.create_subscription(Image, image_topic, self._on_image, image_qos,
+                                                       event_callbacks=hints(image_topic))
             self._image_topic = self._image_sub.topic_name
-        self._info_sub = self.create_subscription(CameraInfo, self._camera_info_topic(image_topic),
-                                                  self._on_camera_info, sub_qos)
+        info_topic = self._camera_info_topic(image_topic)
+        self._info_sub = self.create_subscription(CameraInfo, info_topic, self._on_camera_info, sub_qos,
+                                                  event_callbacks=hints(info_topic))
         self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
         self.get_logger().info(f"model {card.name!r} on {self._backend_label}; listening on "
                                f"{self._image_topic} and {self._info_sub.topic_name}")
@@ -531,8 +539,14 @@ def main(args: list[str] | None = None) -> int:
     if problem:  # rcl would raise it from rclpy.init as a traceback
         print(f"[FATAL] [{NODE_NAME}]: {problem}", file=sys.stderr)
         return 1
-    # Before rclpy.init: Fast DDS then returns a large sample's memory (mde_ros.memory, README Reliability).
-    os.environ.update(low_memory_dds_environment(os.environ, find_shared(DDS_PROFILE)))
+    # Before rclpy starts Fast DDS: the transport that delivers camera-sized messages and returns a large
+    # sample's memory (mde_ros.ros.fastdds; README Delivery, Reliability).
+    try:
+        variables, _ = fastdds.profile_environment(os.environ)
+    except OSError as exc:
+        print(f"[FATAL] [{NODE_NAME}]: {exc}", file=sys.stderr)
+        return 1
+    os.environ.update(variables)
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rcl's RCLError for other bad --ros-args

@@ -25,7 +25,7 @@ from mde_ros.pipeline.frame_step import StepConfig
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OUTPUTS, OutputConfig
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES
-from mde_ros.ros.qos import RELIABILITIES
+from mde_ros.ros.qos import DEFAULT_RELIABILITY, RELIABILITIES
 
 TRANSPORTS = ("raw", "compressed")
 MAX_RANGE_M = 1000.0
@@ -77,8 +77,10 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
               "frames of its camera size and resize policy, other frames numpy", read_only=True),
     ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'", read_only=True, choices=TRANSPORTS),
-    ParamSpec("qos.reliability", "best_effort", "reliability of the image and camera_info subscriptions "
-              "(best_effort matches every driver)", read_only=True, choices=tuple(RELIABILITIES)),
+    ParamSpec("qos.reliability", DEFAULT_RELIABILITY, "reliability of the image and camera_info subscriptions: "
+              "reliable (realsense-ros and image_pipeline's choice; measured to deliver, README 'Delivery') or "
+              "best_effort (needed for a best-effort camera driver: a reliable subscription does not match it)",
+              read_only=True, choices=tuple(RELIABILITIES)),
     ParamSpec("qos.depth", 5, "history depth of the camera_info subscription and the publishers (the image "
               "subscription keeps 1: only the newest frame is processed)", read_only=True, low=1, high=1000),
     ParamSpec("resize_policy", "card", "how the image is fitted to the network input; card: the model "
@@ -93,13 +95,19 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
               "card's", low=0.0, high=MAX_RANGE_M),
     ParamSpec("depth_encoding", "32FC1", "32FC1 metres (REP 118 canonical) or 16UC1 millimetres, 0 invalid",
               choices=DEPTH_ENCODINGS),
-    ParamSpec("cloud.decimation", 1, "use every n-th pixel in both axes for 'points'", low=1, high=64),
+    # 'points' defaults to an obstacle-sized cloud (nav2's obstacle / voxel layers, best-effort subscribers):
+    # 640x480 -> at most 160x120 points of 16 bytes. The full organised xyzrgb cloud (depth_image_proc's):
+    # decimation 1, organized true, max_range 0, rgb true.
+    ParamSpec("cloud.decimation", 4, "use every n-th pixel in both axes for 'points' (1: full resolution)",
+              low=1, high=64),
     ParamSpec("cloud.min_range", 0.0, "metres; closer points are dropped (NaN when organized)",
               low=0.0, high=MAX_RANGE_M),
-    ParamSpec("cloud.max_range", 0.0, "metres; farther points are dropped; 0: no limit", low=0.0, high=MAX_RANGE_M),
-    ParamSpec("cloud.organized", True, "keep the image layout with NaN points (like depth_image_proc) "
-              "instead of a dense list"),
-    ParamSpec("cloud.rgb", True, "add the camera colour as a PCL-style float 'rgb' field"),
+    ParamSpec("cloud.max_range", 10.0, "metres (on z); farther points are dropped; 0: no limit",
+              low=0.0, high=MAX_RANGE_M),
+    ParamSpec("cloud.organized", False, "true: keep the image layout with NaN points (like depth_image_proc); "
+              "false: only valid points"),
+    ParamSpec("cloud.rgb", False, "add the camera colour as PCL's float 'rgb' field (pcl::PointXYZRGB layout: "
+              "offset 16, point_step 32)"),
     ParamSpec("scan.scan_height", 1, "image rows around cy used for 'scan' (depthimage_to_laserscan)",
               low=1, high=4096),
     ParamSpec("scan.range_min", 0.45, "metres; shorter ranges are not returns", low=0.0, high=MAX_RANGE_M),
