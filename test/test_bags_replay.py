@@ -117,7 +117,7 @@ def test_replay_runs_the_same_pipeline_as_the_node(bag, estimator, tmp_path):
         intr = intrinsics_from_camera_info(infos[stamp_ns(image.header)], rgb.shape[1], rgb.shape[0])
         expected = build_outputs(estimator.estimate(rgb, intr), rgb, OutputConfig(), estimator.min_depth,
                                  estimator.max_depth)
-        assert bytes(depth_msg.data) == expected.depth.data
+        assert bytes(depth_msg.data) == bytes(expected.depth.data)
 
 
 def test_replay_is_deterministic(bag, model, tmp_path):
