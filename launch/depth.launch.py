@@ -35,7 +35,7 @@ BACKEND_ARGUMENTS = launch_arguments()
 OVERRIDES = {
     "backend": ("backend", str), "model": ("model", str), "device": ("device", str),
     "image_transport": ("image_transport", str), "scan_output_frame": ("scan.output_frame", str),
-    "precision": ("precision", str),
+    "precision": ("precision", str), "lifecycle": ("lifecycle", bool),
     **{argument: (parameter, kind) for argument, parameter, kind, _ in BACKEND_ARGUMENTS},
 }
 
@@ -101,6 +101,9 @@ def generate_launch_description() -> LaunchDescription:
                               description=" | ".join(PRECISIONS) + " (int8: the Q/DQ model); empty: the params file's"),
         *(DeclareLaunchArgument(argument, default_value="", description=description)
           for argument, _, _, description in BACKEND_ARGUMENTS),
+        DeclareLaunchArgument("lifecycle", default_value="",
+                              description="true: a managed node for a lifecycle manager (nav2): configure loads "
+                                          "the model, activate starts publishing; empty: the params file's"),
         DeclareLaunchArgument("image_transport", default_value="",
                               description="raw | compressed (subscribes <image_topic>/compressed); "
                                           "empty: the params file's"),

@@ -13,20 +13,24 @@ import cv2
 import numpy as np
 import yaml
 
+from mde_ros.atomic import atomic_write, write_bytes_atomically
 from mde_ros.pipeline.intrinsics import Intrinsics, camera_info_field_problems, image_matrices, sensor_window_problems
 from mde_ros.pipeline.outputs import depth_to_millimetres
 
 
 def _imwrite(path: Path, image: np.ndarray) -> Path:
+    """Encoded in memory, then written atomically (mde_ros.atomic): a full disk leaves no truncated
+    file, and a symlink already at `path` is replaced, not followed."""
     path = Path(path)
     if not path.parent.is_dir():
         raise OSError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
-        written = cv2.imwrite(str(path), image)
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
     except cv2.error as exc:  # e.g. no encoder for the extension
         raise OSError(f"cannot write {path}: OpenCV has no writer for {path.suffix!r} ({exc.err})") from exc
-    if not written:
-        raise OSError(f"cannot write {path}: OpenCV has no writer for {path.suffix!r} or the file is not writable")
+    if not ok:
+        raise OSError(f"cannot write {path}: OpenCV has no writer for {path.suffix!r}")
+    write_bytes_atomically(path, encoded.tobytes())
     return path
 
 
@@ -55,7 +59,9 @@ def read_depth_png16(path: str | Path) -> np.ndarray:
 def write_depth_npy(path: str | Path, depth: np.ndarray) -> Path:
     """float32 metres, NaN for invalid, as numpy .npy (lossless)."""
     path = Path(path)
-    np.save(path, _check_depth(depth).astype(np.float32))
+    depth = _check_depth(depth).astype(np.float32)
+    with atomic_write(path) as stream:  # no truncated file on a full disk, a symlink replaced not followed
+        np.save(stream, depth)
     return path
 
 
@@ -89,7 +95,7 @@ def write_ply(path: str | Path, points: np.ndarray, rgb: np.ndarray | None = Non
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header.append("end_header")
     path = Path(path)
-    with open(path, "wb") as stream:
+    with atomic_write(path) as stream:  # no truncated .ply on a full disk, a symlink replaced not followed
         stream.write(("\n".join(header) + "\n").encode("ascii"))
         stream.write(vertices.tobytes())
     return path

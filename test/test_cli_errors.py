@@ -155,6 +155,11 @@ def test_the_node_takes_launch_style_name_value_words():
                                    "-p", "backend:=torch", "params_file:=p.yaml", "--ros-args", "-p", "a:=1"]) == [
         "-p", "model:=/m.onnx", "-r", "image:=/cam/image_raw", "-r", "__ns:=/robot", "-p", "backend:=torch",
         "--params-file", "p.yaml", "--ros-args", "-p", "a:=1"]
+    # launch arguments named otherwise than their parameter, as the launch file passes them
+    assert launch_style_arguments(["dla_core:=0", "workspace_mb:=64", "rebuild_engine:=true", "fast_path:=always",
+                                   "scan_output_frame:=base_scan"]) == [
+        "-p", "tensorrt.dla_core:=0", "-p", "tensorrt.workspace_mb:=64", "-p", "tensorrt.rebuild:=true",
+        "-p", "torch.fast_path:=always", "-p", "scan.output_frame:=base_scan"]
     result = subprocess.run([sys.executable, "-m", "mde_ros.cli", "node", "model:=/nonexistent/net.onnx"],
                             capture_output=True, text=True, timeout=60, env=dict(os.environ))
     output = result.stdout + result.stderr

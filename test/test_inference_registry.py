@@ -3,6 +3,11 @@ and auto made from the specs, and model files made above inference (mde_ros.mode
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -95,3 +100,79 @@ def test_inference_imports_neither_quantization_nor_bags():
             for name in names:
                 assert not name.startswith(("mde_ros.quantization", "mde_ros.bags", "mde_ros.modelfiles")), \
                     f"{path.name} imports {name}"
+
+
+ECHO_BACKEND = '''
+"""A stand-in backend (NOT a real runtime): the network's output is the batch's first channel x scale."""
+from __future__ import annotations
+
+import numpy as np
+
+from mde_ros.inference.base import Backend, as_network_batch
+from mde_ros.inference.spec import BackendOption, BackendSpec, check_run
+
+NAME = "echo"
+
+
+class EchoBackend(Backend):
+    name = NAME
+
+    def __init__(self, model_path, card, device="cpu", precision="fp32", scale=1, *, source=None):
+        check_run(SPEC, device, precision)
+        self.model_path, self.scale = model_path, scale
+
+    def infer(self, batch):
+        return as_network_batch(batch)[:, :1] * np.float32(self.scale)
+
+    def describe(self):
+        return {"backend": NAME, "device": "cpu", "precision": "fp32", "scale": self.scale}
+
+
+SPEC = BackendSpec(name=NAME, factory=EchoBackend, devices=("cpu",), precisions={"cpu": ("fp32",)},
+                   unavailable=lambda: None, auto_rank=None,
+                   options=(BackendOption("scale", "echo.scale", "echo_scale", "--echo-scale", "int", 0,
+                                          "stand-in: output = input x scale; 0: 1", low=0, high=10),))
+'''
+
+
+def test_a_new_backend_is_one_module_and_one_line(tmp_path):
+    """Add a stand-in backend to a copy of the package the documented way (its module + one line in
+    registry.SPECS) and find it everywhere: names, option table, ROS parameters, launch arguments, CLI
+    flags, the factory and the loader."""
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "mde_ros", copy / "mde_ros", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "mde_ros" / "inference" / "echo_backend.py").write_text(ECHO_BACKEND)
+    registry = copy / "mde_ros" / "inference" / "registry.py"
+    text = registry.read_text()
+    text = text.replace("from mde_ros.inference import onnxruntime_backend,",
+                        "from mde_ros.inference import echo_backend, onnxruntime_backend,")
+    text = text.replace("    torch_backend.SPEC,\n)", "    torch_backend.SPEC,\n    echo_backend.SPEC,\n)")
+    registry.write_text(text)
+    script = textwrap.dedent(f"""
+        import argparse
+        import numpy as np
+        from mde_ros.inference import BACKEND_NAMES, available_backends, create_backend
+        from mde_ros.inference.options import BY_PARAM, launch_arguments, options_from_params
+        from mde_ros.modelargs import add_model_arguments, backend_options_of
+        from mde_ros.modelfiles import load_estimator
+        from mde_ros.ros.parameters import PARAMETERS
+
+        assert BACKEND_NAMES[-1] == "echo" and available_backends()["echo"] is None
+        assert BY_PARAM["echo.scale"].backends == ("echo",) and "echo.scale" in {{p.name for p in PARAMETERS}}
+        assert ("echo_scale", "echo.scale", int) in [a[:3] for a in launch_arguments()]
+        parser = argparse.ArgumentParser()
+        add_model_arguments(parser)
+        args = parser.parse_args(["--backend", "echo", "--echo-scale", "3"])
+        assert backend_options_of(args) == {{"scale": 3}}
+        assert options_from_params({{"echo.scale": 2}}, "echo") == {{"scale": 2}}
+        estimator = load_estimator({str(fixtures.TEST_MODEL)!r}, "echo", scale=2)
+        assert estimator.backend.describe()["scale"] == 2
+        depth = estimator.estimate(np.full((48, 64, 3), 128, np.uint8)).depth
+        assert depth.shape == (48, 64)
+        print("echo backend: ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(copy))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "echo backend: ok" in result.stdout

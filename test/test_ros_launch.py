@@ -28,7 +28,7 @@ PARAMS = ROOT / "config" / "depth.yaml"
 RVIZ = ROOT / "config" / "depth.rviz"
 LAUNCH_ARGUMENTS = {"params_file", "use_sim_time", "backend", "model", "device", "image_transport",
                     "scan_output_frame", "image_topic", "camera_info_topic", "namespace", "node_name", "use_rviz",
-                    "fastdds_profile", "rviz_fixed_frame"}
+                    "fastdds_profile", "rviz_fixed_frame", "lifecycle"}
 YAML_NODE_KEY = "/**"  # any node name: `-r __node:=front_depth` keeps every setting
 
 

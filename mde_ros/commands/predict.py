@@ -11,6 +11,8 @@ from mde_ros.modelargs import CommandError, add_model_arguments, build_estimator
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
     parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip images whose outputs are already in --out (an interrupted run's, say)")
     add_model_arguments(parser)
     camera = parser.add_argument_group(
         "camera", "intrinsics of the images; without them the training camera's field of view is assumed "
@@ -86,6 +88,10 @@ def anchor_argument_problem(args: argparse.Namespace) -> str | None:
         return f"--camera-height must be > 0 metres, got {args.camera_height}"
     if args.camera_height is None and (args.camera_pitch is not None or args.camera_roll is not None):
         return "--camera-pitch/--camera-roll need --camera-height"
+    for name in ("camera_pitch", "camera_roll"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and abs(value) <= math.pi):
+            return f"--{name.replace('_', '-')} must be an angle in radians within -pi..pi, got {value}"
     return None
 
 
@@ -155,15 +161,8 @@ def prepare_out_dir(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mde_ros import fileio
     from mde_ros.models.card import require_metres
-    from mde_ros.pipeline.colorize import colorize, with_scale_bar
-    from mde_ros.pipeline.geometry import backproject
-    from mde_ros.pipeline.imagecodec import read_image_file
-    from mde_ros.pipeline.intrinsics import CameraInfoError
-    from mde_ros.pipeline.preprocess import InputError
 
     problem = camera_argument_problem(args) or anchor_argument_problem(args)
     if problem:
@@ -186,48 +185,101 @@ def run(args: argparse.Namespace) -> int:
     except (CommandError, ValueError, OSError) as exc:  # CardError is a ValueError
         print(f"mde-ros predict: {exc}", file=sys.stderr)
         return 1
+    return _predict_images(args, estimator)
+
+
+def _outputs_of(out: Path, name: str) -> list[Path]:
+    """An image's output files, in the order they are written: the depth PNG last, so its presence
+    means the image is done (--resume)."""
+    return [out / f"{name}.ply", out / f"{name}_depth.npy", out / f"{name}_depth_color.png", out / f"{name}_depth.png"]
+
+
+def _predict_images(args: argparse.Namespace, estimator) -> int:
+    """Every image in turn; Ctrl-C / SIGTERM stop between images (what is written is complete)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from mde_ros import fileio
+    from mde_ros.pipeline.colorize import colorize, with_scale_bar
+    from mde_ros.pipeline.geometry import backproject
+    from mde_ros.pipeline.imagecodec import read_image_file
+    from mde_ros.pipeline.intrinsics import CameraInfoError
+    from mde_ros.pipeline.preprocess import InputError
+    from mde_ros.stopping import StopRequest, exit_code
+
     card = estimator.card
-    failures = 0
+    failures, skipped, done = 0, 0, 0
     stems = output_stems(args.images)
-    for path, name in tqdm(list(zip(args.images, stems)), desc="predict", unit="img", disable=len(args.images) < 2):
-        if name != path.stem:
-            tqdm.write(f"mde-ros predict: {path}: written as {name}_* (its own name is taken or not a file name)",
-                       file=sys.stderr)
-        try:
-            rgb = read_image_file(path)
-        except (OSError, InputError) as exc:  # missing, unreadable, truncated, corrupt, over the budget
-            tqdm.write(f"mde-ros predict: skipping {path}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        height, width = rgb.shape[:2]
-        try:
-            intr, assumed = image_intrinsics(args, width, height, card)
-        except CameraInfoError as exc:
-            if card.canonical_focal_px is not None:  # its metres would be wrong by f / canonical: no output
-                tqdm.write(f"mde-ros predict: skipping {path}: {exc} (a canonical-camera model needs the "
-                           "camera's focal length)", file=sys.stderr)
+    bar = tqdm(list(zip(args.images, stems)), desc="predict", unit="img", disable=len(args.images) < 2)
+    with StopRequest() as stop, bar:
+        for path, name in bar:
+            if stop.requested:
+                bar.close()  # the progress line first, then the last word
+                print(f"mde-ros predict: stopped by {stop.describe()} after {done + skipped} of {len(args.images)} "
+                      f"images: their outputs in {args.out} are complete; run again with --resume to skip them",
+                      file=sys.stderr)
+                return exit_code(stop.signum)
+            outputs = _outputs_of(args.out, name)
+            if args.resume and outputs[-1].exists():
+                skipped += 1
+                continue
+            if name != path.stem:
+                tqdm.write(f"mde-ros predict: {path}: written as {name}_* (its own name is taken or not a file name)",
+                           file=sys.stderr)
+            notes: list[str] = []
+            try:
+                rgb = read_image_file(path, notes=notes)
+            except (OSError, InputError) as exc:  # missing, unreadable, truncated, corrupt, over the budget
+                tqdm.write(f"mde-ros predict: skipping {path}: {exc}", file=sys.stderr)
                 failures += 1
                 continue
-            tqdm.write(f"mde-ros predict: {path}: {exc} (depth without rescale, no .ply)", file=sys.stderr)
-            intr, assumed = None, False
-        # An assumed camera is the training camera by construction: rescaling by it is a no-op anyway.
-        result = estimator.estimate(rgb, None if assumed else intr)
-        result, report = anchor_image(args, estimator, result, rgb, intr)
-        if report is not None:
-            tqdm.write(f"{path}: {report}")
-        preview = with_scale_bar(colorize(result.depth, card.min_depth, card.max_depth),
-                                 card.min_depth, card.max_depth)
-        points = backproject(result.depth, intr) if intr is not None else None
-        stem = args.out / name
-        try:
-            fileio.write_depth_png16(stem.with_name(name + "_depth.png"), result.depth)
-            fileio.write_depth_npy(stem.with_name(name + "_depth.npy"), result.depth)
-            fileio.write_image(stem.with_name(name + "_depth_color.png"), preview)
-            if points is not None:
-                fileio.write_ply(stem.with_name(name + ".ply"), points, rgb)
-        except OSError as exc:
-            print(f"mde-ros predict: cannot write into {args.out}: {exc}", file=sys.stderr)
-            return 1
-    done = len(args.images) - failures
-    print(f"wrote {done} prediction(s) to {args.out}" + (f"; {failures} file(s) failed" if failures else ""))
+            for note in notes:  # EXIF orientation applied: the photo as a viewer shows it
+                tqdm.write(f"{path}: {note}")
+            height, width = rgb.shape[:2]
+            try:
+                intr, assumed = image_intrinsics(args, width, height, card)
+            except CameraInfoError as exc:
+                if card.canonical_focal_px is not None:  # its metres would be wrong by f / canonical: no output
+                    tqdm.write(f"mde-ros predict: skipping {path}: {exc} (a canonical-camera model needs the "
+                               "camera's focal length)", file=sys.stderr)
+                    failures += 1
+                    continue
+                tqdm.write(f"mde-ros predict: {path}: {exc} (depth without rescale, no .ply)", file=sys.stderr)
+                intr, assumed = None, False
+            # An assumed camera is the training camera by construction: rescaling by it is a no-op anyway.
+            result = estimator.estimate(rgb, None if assumed else intr)
+            result, report = anchor_image(args, estimator, result, rgb, intr)
+            if report is not None:
+                tqdm.write(f"{path}: {report}")
+            depth = result.depth
+            usable = np.isfinite(depth) & (depth > 0)
+            if not usable.any():  # a NaN model, an absurd --fx: nothing to write, and never silently
+                tqdm.write(f"mde-ros predict: skipping {path}: no valid depth (every pixel is NaN, infinite or "
+                           f"<= 0; rescale factor {result.rescale:g}): check the model and --fx / --camera-info",
+                           file=sys.stderr)
+                failures += 1
+                continue
+            preview = with_scale_bar(colorize(depth, card.min_depth, card.max_depth), card.min_depth, card.max_depth)
+            points = backproject(depth, intr) if intr is not None else None
+            try:
+                for stale in outputs:  # an earlier run's .ply must not pass for this one's
+                    if stale.is_symlink() or stale.exists():
+                        stale.unlink()
+                if points is not None:
+                    fileio.write_ply(outputs[0], points, rgb)
+                fileio.write_depth_npy(outputs[1], depth)
+                fileio.write_image(outputs[2], preview)
+                fileio.write_depth_png16(outputs[3], depth)
+            except OSError as exc:  # full disk, read-only folder: no half set of files is left
+                for partial in outputs:
+                    if partial.is_file() and not partial.is_symlink():
+                        partial.unlink(missing_ok=True)
+                bar.close()
+                print(f"mde-ros predict: cannot write {path}'s outputs into {args.out} "
+                      f"({exc.strerror or exc}) after {done + skipped} of {len(args.images)} images; the earlier "
+                      "outputs are complete: free space and run again with --resume", file=sys.stderr)
+                return 1
+            done += 1
+    print(f"wrote {done} prediction(s) to {args.out}" + (f"; {skipped} already there (--resume)" if skipped else "")
+          + (f"; {failures} file(s) failed" if failures else ""))
     return 1 if failures else 0

@@ -15,7 +15,8 @@ Per source, the noise that gates and weighs its fits is measured from its accept
 (a glitchy or noisy sensor weighs less). A fit outside the gate (3 sigma, never more than
 `jump_threshold`) is not applied; when every source of a frame is outside, the frame starts an
 "outlier run", and the run replaces the state only if its fits agree among themselves and either the
-prediction changed during it (a new view: two frames) or it lasted `glitch_frames` frames.
+prediction changed during it by at least half as much (a new view: two frames) or it lasted
+`glitch_frames` frames.
 
 Without fits the state is held for `max_age` seconds ("held"), then `on_expiry` decides: `hold`,
 `decay` (back to the model's own metres, time constant max_age; a relative model, which has none,
@@ -25,10 +26,10 @@ Pure numpy, no rclpy.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from mde_ros.pipeline.anchoring import SOURCES, AnchoringConfig, Anchors, FrameFit, error_bound, fit_frame, relative_depth
@@ -46,6 +47,7 @@ MIN_SOURCE_NOISE = 0.005  # a source's frame-to-frame noise is never taken as sm
 PRIOR_SOURCE_NOISE = 0.05  # until measured
 NOISE_MEMORY = 0.1  # weight of each accepted innovation in a source's measured noise
 GATE_SIGMAS = 3.0
+VIEW_SHARE = 0.5  # a new view must change the prediction by this share of the factor's jump (log)
 
 
 @dataclass(frozen=True)
@@ -179,9 +181,13 @@ class ScaleFilter:
             innovation = math.log(fit.scale) - self._x
             gate = max(floor, min(GATE_SIGMAS * math.sqrt(self._p + r), limit))
             (accepted if abs(innovation) <= gate else rejected).append((fit, r, innovation))
-        new_view = prediction_change is not None and prediction_change >= config.scene_change
         if not accepted:
             z, var = _fuse([f for f, _, _ in rejected], [f.variance for f, _, _ in rejected])
+            # A new view explains a jump of the factor only if the prediction itself changed by a good
+            # part of it: walking past things moves the prediction at a range footprint by 10-20 % per
+            # frame, while a sensor glitch moves the factor by 100 % (3x) with it.
+            new_view = prediction_change is not None and prediction_change >= max(
+                config.scene_change, VIEW_SHARE * abs(z - self._x))
             self._run.append((z, var, rejected[0][0].shift, new_view))
             run = self._run
             agree = len(run) >= 2 and max(r[0] for r in run[-2:]) - min(r[0] for r in run[-2:]) <= limit
@@ -273,19 +279,17 @@ STABILITY_BLOCKS = 40  # the prediction is compared over blocks of ~1/40 of the 
 
 def stability_map(prediction: np.ndarray) -> tuple[np.ndarray, int]:
     """(log |prediction| averaged over blocks, block size): a network's per-pixel flicker averages
-    out over a block, a new view does not."""
+    out over a block, a new view does not. A block with an invalid pixel is NaN (not compared)."""
     height, width = prediction.shape
     block = max(1, width // STABILITY_BLOCKS)
-    values = np.abs(prediction.astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(np.isfinite(values) & (values > 0), np.log(values), np.nan)
     rows, cols = height // block, width // block
     if rows == 0 or cols == 0:
-        return logs, 1
-    blocks = logs[:rows * block, :cols * block].reshape(rows, block, cols, block)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
-        return np.nanmean(blocks, axis=(1, 3)), block
+        block, rows, cols = 1, height, width
+    values = np.abs(prediction[:rows * block, :cols * block].astype(np.float32, copy=False))
+    means = cv2.resize(values, (cols, rows), interpolation=cv2.INTER_AREA) if block > 1 else values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(np.isfinite(means) & (means > 0), np.log(means), np.nan)
+    return logs, block
 
 
 def prediction_change(previous: tuple[np.ndarray, int] | None, current: tuple[np.ndarray, int],

@@ -110,6 +110,10 @@ class NodeAnchors:
                 f"{'TF' if self._tf is not None else 'fixed poses (scale.range.*, scale.points.*)'}; temporal "
                 f"filter {'on' if config.temporal else 'off'}; confidence {'on' if config.confidence else 'off'}")
 
+    def subscriptions(self) -> list[Any]:
+        """The range / anchor_points subscriptions (the node destroys them on lifecycle cleanup)."""
+        return list(self._subs)
+
     def _lookup(self) -> TransformLookup | None:
         if self._tf is None:
             return None

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -78,38 +79,65 @@ class DepthNode(Node):
     holds one); everything else behaves exactly as in production.
     """
 
+    managed = False  # ManagedDepthNode: configure / activate come from lifecycle transitions
+
     def __init__(self, *, estimator: DepthEstimator | None = None, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._given_estimator = estimator
         try:
             self._settings = self._declare_parameters()
-            self._estimator = estimator if estimator is not None else self._load_estimator(self._settings)
-            problem = self._settings.problem(self._estimator.card)
-            if problem:
-                raise StartupError(f"invalid parameters: {problem}")
         except StartupError:
             super().destroy_node()
             raise
-        settings = self._settings
-        # The backend is fixed for the node's life (read-only parameters): describe it once.
-        backend_info = self._estimator.backend.describe()
-        self._hardware_id = str(backend_info.get("device", ""))
-        self._backend_label = (f"{backend_info.get('backend', self._estimator.backend.name)} on "
-                               f"{backend_info.get('device', '?')} ({backend_info.get('precision', '?')})")
         self._stats = NodeStats()
         self._warnings = ThrottledWarnings(self.get_logger().warning, self._stats, WARN_THROTTLE_S)
-        self._camera_infos: SyncedCameraInfos[CameraInfo] = SyncedCameraInfos(settings.sync_tolerance)
-
-        self._pub_qos = publisher_qos(settings.qos_depth)
+        self._estimator: DepthEstimator | None = None  # loaded by _configure (a lifecycle node: on configure)
+        self._active = False  # frames are processed and outputs published only while active
+        self._frame_lock = threading.Lock()  # held while a frame is processed (cleanup waits for it)
+        self._pubs: dict[str, Any] = {}
+        self._pubs_lock = threading.Lock()
+        self._computed: tuple[str, ...] = ()  # output keys the last frame built (diagnostics)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
+        self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+
+        self._pending: _Frame | None = None
+        map_large_arrays()  # a large frame's arrays are unmapped when freed (process-wide, idempotent)
+        self._memory = LargeFrameTrim()
+        self._stopping = False
+        self._wake = threading.Condition()
+        self._worker = threading.Thread(target=self._inference_loop, name="mde_depth_inference", daemon=True)
+        self._worker.start()
+        if not self.managed:
+            try:
+                self._configure()
+            except StartupError:
+                self.destroy_node()
+                raise
+            self._active = True
+
+    def _configure(self) -> None:
+        """Load the model and create the publishers and subscriptions (StartupError says what to change)."""
+        settings = self._settings
+        estimator = self._given_estimator if self._given_estimator is not None else self._load_estimator(settings)
+        problem = settings.problem(estimator.card)
+        if problem:
+            raise StartupError(f"invalid parameters: {problem}")
+        # The backend is fixed for the node's life (read-only parameters): describe it once.
+        backend_info = estimator.backend.describe()
+        self._hardware_id = str(backend_info.get("device", ""))
+        self._backend_label = (f"{backend_info.get('backend', estimator.backend.name)} on "
+                               f"{backend_info.get('device', '?')} ({backend_info.get('precision', '?')})")
+        self._camera_infos: SyncedCameraInfos[CameraInfo] = SyncedCameraInfos(settings.sync_tolerance)
+        self._pub_qos = publisher_qos(settings.qos_depth)
         sub_qos = subscription_qos(settings.qos_reliability, settings.qos_depth)
         try:  # scale anchors, temporal filter, confidence: scale.*, temporal.*, confidence.* (ros/anchors)
             # best effort: matches both kinds of rangefinder / lidar driver (anchor messages are small)
             self._anchors = NodeAnchors(self, settings.values("anchors"),
                                         subscription_qos("best_effort", settings.qos_depth))
         except ValueError as exc:
-            super().destroy_node()
             raise StartupError(f"invalid parameters: {exc}") from exc
-        card = self._estimator.card
+        card = estimator.card
         # The output table's rows this node has (pipeline.outputs.OUTPUTS): publishers for those switched on.
         self._outputs = outputs_for(card.is_relative, self._anchors.confidence, self._anchors.anchoring)
         if card.is_relative:
@@ -117,9 +145,7 @@ class DepthNode(Node):
                 f"model {card.name!r} outputs {card.output} (affine-invariant): publishing it on depth/relative "
                 "(32FC1, larger = nearer); depth, points and scan need metres, which only scale anchors give it "
                 "(scale.range.*, scale.points.*, scale.ground.*)")
-        self._pubs: dict[str, Any] = {}
-        self._computed: tuple[str, ...] = ()  # output keys the last frame built (diagnostics)
-        self._pubs_lock = threading.Lock()
+        self._estimator = estimator
         self._sync_publishers(settings)
 
         # Depth 1 for images: only the newest frame is processed, so an older one waiting in a
@@ -142,19 +168,31 @@ class DepthNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, info_topic, self._on_camera_info, sub_qos,
                                                   event_callbacks=hints(info_topic))
         self._scan_frame_guessed: str | None = None  # image frame warned about (no '_optical' in it)
-
-        add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
-        self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-
-        self._pending: _Frame | None = None
-        map_large_arrays()  # a large frame's arrays are unmapped when freed (process-wide, idempotent)
-        self._memory = LargeFrameTrim()
-        self._stopping = False
-        self._wake = threading.Condition()
-        self._worker = threading.Thread(target=self._inference_loop, name="mde_depth_inference", daemon=True)
-        self._worker.start()
-        self.get_logger().info(f"model {self._estimator.card.name!r} on {self._backend_label}; listening on "
+        self.get_logger().info(f"model {card.name!r} on {self._backend_label}; listening on "
                                f"{self._image_topic} and {self._info_sub.topic_name}")
+
+    def _set_active(self, active: bool) -> None:
+        """Start or stop processing; stopping drops the waiting frame and waits for the one in progress."""
+        with self._wake:
+            self._active = active
+            self._pending = None
+        if not active:
+            with self._frame_lock:
+                pass
+
+    def _cleanup(self) -> None:
+        """Undo _configure: subscriptions and publishers destroyed, the model released."""
+        self._set_active(False)
+        with self._frame_lock:
+            for sub in (self._image_sub, self._info_sub, *self._anchors.subscriptions()):
+                self.destroy_subscription(sub)
+            with self._pubs_lock:
+                for pub in self._pubs.values():
+                    self.destroy_publisher(pub)
+                self._pubs.clear()
+            self._computed = ()
+            self._estimator = None
+        self.get_logger().info("model unloaded, outputs and subscriptions removed")
 
     def _camera_info_topic(self, image_topic: str) -> str:
         """image_transport's pairing: the image topic's sibling `camera_info`, unless `camera_info`
@@ -190,14 +228,16 @@ class DepthNode(Node):
 
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
         ours = {p.name: p.value for p in params if p.name in SPECS}
-        problem = self._settings.with_values(ours).problem(self._estimator.card)
+        card = None if self._estimator is None else self._estimator.card
+        problem = self._settings.with_values(ours).problem(card)
         return SetParametersResult(successful=problem is None, reason=problem or "")
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         ours = {p.name: p.value for p in params if p.name in SPECS}
         if ours:
             self._settings = self._settings.with_values(ours)
-            self._sync_publishers(self._settings)
+            if self._estimator is not None:  # configured: its publishers follow publish.*
+                self._sync_publishers(self._settings)
             self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in ours.items()))
 
     def _sync_publishers(self, settings: Settings) -> None:
@@ -237,10 +277,14 @@ class DepthNode(Node):
     # ---- callbacks (executor thread): cheap, never block on inference ---------------------------
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if not self._active:  # a lifecycle node configured but not active: frames are not processed
+            return
         received = time.perf_counter()
         self._stats.frame_received()
         self._camera_infos.add_image(messages.stamp_ns(msg.header), received)
         with self._wake:
+            if not self._active:
+                return
             if self._pending is not None:
                 self._stats.frame_dropped()
             self._pending = _Frame(msg, received)
@@ -252,12 +296,18 @@ class DepthNode(Node):
     def _publish_diagnostics(self) -> None:
         window = self._stats.take_window()
         settings = self._settings
-        geometry_wanted = settings.publish_points or settings.publish_scan
-        status = diagnostic_status(
-            window, name=f"{self.get_fully_qualified_name()}: depth estimation", hardware_id=self._hardware_id,
-            backend=self._backend_label, model=self._estimator.card.name, input_topic=self._image_topic,
-            intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted,
-            extra={**self._outputs_diagnostics(), **self._anchors.diagnostic_values()})
+        name = f"{self.get_fully_qualified_name()}: depth estimation"
+        if self._estimator is None:  # a lifecycle node before configure / after cleanup
+            status = DiagnosticStatus(level=DiagnosticStatus.OK, name=name, hardware_id="",
+                                      message="unconfigured (lifecycle): no model loaded")
+        else:
+            geometry_wanted = settings.publish_points or settings.publish_scan
+            status = diagnostic_status(
+                window, name=name, hardware_id=self._hardware_id,
+                backend=self._backend_label, model=self._estimator.card.name, input_topic=self._image_topic,
+                intrinsics_missing=window.intrinsics_source == "none" and geometry_wanted,
+                extra={"lifecycle state": "active" if self._active else "inactive", **self._outputs_diagnostics(),
+                       **self._anchors.diagnostic_values()})
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
@@ -275,7 +325,8 @@ class DepthNode(Node):
             pixels = 0
             message_bytes = len(getattr(frame.msg, "data", b""))
             try:
-                pixels = self._process(frame)
+                with self._frame_lock:  # deactivate / cleanup wait for the frame in progress
+                    pixels = self._process(frame) if self._active else 0
             except Exception as exc:  # a bug or backend failure must not stop the node
                 if self._stopping or not self.context.ok():  # shutting down: the publishers are gone
                     return
@@ -425,6 +476,62 @@ class DepthNode(Node):
         super().destroy_node()
 
 
+class ManagedDepthNode(LifecycleNodeMixin, DepthNode):
+    """The depth node as a ROS 2 managed (lifecycle) node: what `ros2 run` and `mde-ros node` start.
+
+    With the parameter `lifecycle: true` it waits unconfigured for a lifecycle manager (nav2's, or
+    `ros2 lifecycle set`): configure loads the model and creates the topics, activate starts processing and
+    publishing, deactivate stops (the model stays loaded), cleanup unloads the model, shutdown ends. With
+    `lifecycle: false` (the default) it configures and activates itself at start and offers no lifecycle
+    services: a plain node, as before. rclpy.lifecycle is the same on Humble and Jazzy.
+    """
+
+    managed = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        DepthNode.__init__(self, **kwargs)
+        lifecycle = self._settings.lifecycle
+        LifecycleNodeMixin.__init__(self, enable_communication_interface=lifecycle)
+        if not lifecycle:
+            try:
+                self._configure()
+            except StartupError:
+                self.destroy_node()
+                raise
+            self.trigger_configure()  # the state machine follows: unconfigured -> inactive -> active
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._estimator is None:
+            try:
+                self._configure()
+            except StartupError as exc:  # stays unconfigured; the manager sees the failure
+                self.get_logger().error(f"configure failed: {exc}")
+                return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._set_active(True)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._set_active(False)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._estimator is not None:
+            self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._set_active(False)
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured (the model stays until cleanup)
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run mde_ros depth_node` and `mde-ros node`; `args` as sys.argv (ROS args)."""
     argv = list(sys.argv if args is None else args)
@@ -447,7 +554,7 @@ def main(args: list[str] | None = None) -> int:
         return 1
     node = None
     try:
-        node = DepthNode()
+        node = ManagedDepthNode()
         for warning in paramcheck.unmatched_params_files(paramcheck.params_files(argv),
                                                          node.get_fully_qualified_name()):
             node.get_logger().warning(warning)

@@ -65,6 +65,9 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
               "($MDE_ROS_MODEL overrides)", read_only=True),
     ParamSpec("backend", "auto", f"inference backend; {auto_description()}", read_only=True, choices=BACKEND_NAMES),
     ParamSpec("device", "cpu", "cpu, cuda or cuda:<index>", read_only=True),
+    ParamSpec("lifecycle", False, "a managed (lifecycle) node: start unconfigured; configure loads the model, "
+              "activate starts publishing, deactivate stops, cleanup unloads (nav2's lifecycle manager, ros2 "
+              "lifecycle set); false: configure and activate at start", read_only=True),
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), bf16 (torch on CUDA "
               "only), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",
