@@ -7,7 +7,7 @@ rendered directly at ``input_size``, so the sample's intrinsics are the focal le
 resolution.
 
 Keys: ``num_scenes`` (int or {train, val, test}), ``views_per_scene`` (32), ``seed`` (0),
-``kinds`` ({tabletop, room, hall} weights), ``hfov_deg`` ([45, 90]), ``canonical_focal_px``
+``kinds`` ({tabletop, room, hall, classic} weights; classic: the old generator's rooms), ``hfov_deg`` ([45, 90]), ``canonical_focal_px``
 (null: depth labels as is; a number f: labels are depth * f / fx, Metric3D's canonical camera, and
 the model card's train_focal_px is f, so the node's rescale ``d * fx / f`` undoes it exactly),
 ``jpeg`` ({prob, quality: [lo, hi]}: JPEG round trip of the train images, on the CPU), ``scene_cache``
@@ -31,6 +31,9 @@ from torch.utils.data import Sampler
 from training.datasets.base import SPLITS, DatasetError, DepthDataset, RawSample
 
 SCENES_PER_SPLIT = 1_000_000
+# The world's kinds, and "classic": the old generator's furnished rooms (mde_ros.synthetic.scenes), seen
+# through the same random cameras: a model that ships is judged on both (mde_ros.yardstick).
+TRAIN_KINDS = ("tabletop", "room", "hall", "classic")
 DEFAULT_NUM_SCENES = {"train": 1024, "val": 16, "test": 32}
 
 
@@ -47,7 +50,7 @@ class SyntheticWorldDataset(DepthDataset):
 
     def __init__(self, cfg: dict, split: str):
         super().__init__(cfg, split)
-        from mde_ros.synthetic.world import DEFAULT_HFOV_DEG, DEFAULT_KIND_WEIGHTS, WORLD_KINDS
+        from mde_ros.synthetic.world import DEFAULT_HFOV_DEG, DEFAULT_KIND_WEIGHTS
 
         counts = cfg.get("num_scenes", DEFAULT_NUM_SCENES)
         count = counts.get(split, DEFAULT_NUM_SCENES[split]) if isinstance(counts, dict) else counts
@@ -60,9 +63,9 @@ class SyntheticWorldDataset(DepthDataset):
             raise DatasetError(f"data.views_per_scene must be >= 1, got {self.views}")
         self.seed = int(cfg.get("seed", 0))
         self.kinds = dict(cfg.get("kinds") or DEFAULT_KIND_WEIGHTS)
-        if set(self.kinds) - set(WORLD_KINDS):
-            raise DatasetError(f"data.kinds: unknown kind(s) {sorted(set(self.kinds) - set(WORLD_KINDS))}; "
-                               f"use {list(WORLD_KINDS)}")
+        if set(self.kinds) - set(TRAIN_KINDS) or not any(w > 0 for w in self.kinds.values()):
+            raise DatasetError(f"data.kinds: unknown kind(s) {sorted(set(self.kinds) - set(TRAIN_KINDS))} or no "
+                               f"positive weight; use {list(TRAIN_KINDS)}")
         self.hfov = tuple(float(v) for v in cfg.get("hfov_deg", DEFAULT_HFOV_DEG))
         self.height, self.width = (int(v) for v in cfg["input_size"])
         canonical = cfg.get("canonical_focal_px")
@@ -101,21 +104,25 @@ class SyntheticWorldDataset(DepthDataset):
         """The scene kind of sample ``index`` (validation reports metrics per kind)."""
         from mde_ros.synthetic.world import scene_kind
 
+        names = [k for k in TRAIN_KINDS if self.kinds.get(k, 0) > 0]
         if self.balanced:
-            names = [k for k in self.kinds if self.kinds[k] > 0]
             return names[(self._first_scene + index // self.views) % len(names)]
-        return scene_kind(self.scene_seed(index), self.kinds)
+        if "classic" not in names:
+            return scene_kind(self.scene_seed(index), self.kinds)
+        p = np.array([self.kinds[k] for k in names], float)
+        return names[int(np.random.default_rng([self.scene_seed(index), 100, 1]).choice(len(names), p=p / p.sum()))]
 
     def name(self, index: int) -> str:
         return f"{self.split}_scene{self.scene_seed(index)}_view{index % self.views:03d}"
 
     def _scene(self, seed: int, kind: str):
+        from mde_ros.synthetic.scenes import make_scene
         from mde_ros.synthetic.world import make_world_scene
 
         if seed in self._scenes:
             self._scenes.move_to_end(seed)
             return self._scenes[seed]
-        entry = (make_world_scene(seed, kind), kind)
+        entry = (make_scene(seed) if kind == "classic" else make_world_scene(seed, kind), kind)
         self._scenes[seed] = entry
         while len(self._scenes) > self._scene_cache:
             self._scenes.popitem(last=False)
