@@ -53,9 +53,9 @@ class YardstickFrame:
 @dataclass(frozen=True)
 class YardstickSpec:
     """How many frames: ``scenes`` per world kind, ``views`` per scene and frame size, ``classic`` frames."""
-    scenes: int = 8
+    scenes: int = 12
     views: int = 1
-    classic: int = 16
+    classic: int = 24
 
     def __post_init__(self) -> None:
         if self.scenes < 1 or self.views < 1 or self.classic < 0:

@@ -19,10 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reference the others are compared with")
     parser.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
-    parser.add_argument("--scenes", type=int, default=8, help="scenes per world kind (default 8)")
+    parser.add_argument("--scenes", type=int, default=12, help="scenes per world kind (default 12)")
     parser.add_argument("--views", type=int, default=1, help="views per scene and frame size (default 1)")
-    parser.add_argument("--classic", type=int, default=16, help="frames of the old generator (default 16)")
+    parser.add_argument("--classic", type=int, default=24, help="frames of the old generator (default 24)")
     parser.add_argument("--json", type=Path, default=None, help="write every model's results here")
+    parser.add_argument("--record", action="store_true",
+                        help="write each model's figures into its card sidecar (NAME.card.json: metrics.yardstick), "
+                             "where the fixture bags' accuracy floor is derived from")
 
 
 def _fail(message: str) -> int:
@@ -76,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
             result["beats_reference"] = {"reference": reference, "beats": better, "reasons": reasons}
             line += f"; beats {Path(reference).name}: " + ("yes" if better else "no (" + "; ".join(reasons) + ")")
         print(line)
+    if args.record:
+        for name, result in results.items():
+            problem = _record(Path(name), result)
+            if problem:
+                return _fail(problem)
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +92,27 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"cannot write {args.json}: {exc}")
 
     return 0
+
+
+def _record(model: Path, result: dict) -> str | None:
+    """metrics.yardstick of the model's card sidecar := the headline figures of ``result``."""
+    from datetime import datetime, timezone
+
+    from mde_ros.models.card import card_path_for, load_card_for
+
+    keep = ("abs_rel", "delta1", "rmse", "n_images")
+    card = load_card_for(model)
+    card.metrics["yardstick"] = {
+        "by_kind": {k: {m: v[m] for m in keep if m in v} for k, v in result["by_kind"].items()},
+        "mean_over_kinds": result["mean_over_kinds"], "worst_kind": result["worst_kind"],
+        "protocol": result["protocol"], "date": datetime.now(timezone.utc).date().isoformat(),
+        "command": "mde-ros yardstick MODEL --record"}
+    try:
+        card.save(card_path_for(model))
+    except OSError as exc:
+        return f"cannot write the card of {model}: {exc}"
+    print(f"recorded in {card_path_for(model)}")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
