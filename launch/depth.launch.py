@@ -9,6 +9,11 @@ scan_output_frame and the backend options (dla_core, workspace_mb, int8_model, .
 params file only when given, so a params file stays authoritative:
 
     ros2 launch mde_ros depth.launch.py backend:=tensorrt device:=cuda precision:=int8 dla_core:=0
+
+fastdds_profile (default auto) is the node's Fast DDS profile: auto gives it
+config/fastdds_large_data.xml unless the environment chose one (FASTDDS_DEFAULT_PROFILES_FILE,
+FASTRTPS_DEFAULT_PROFILES_FILE, RMW_FASTRTPS_USE_QOS_FROM_XML; mde_ros.ros.fastdds; README, "Delivery");
+false leaves stock Fast DDS.
 """
 import os
 from pathlib import Path
@@ -20,17 +25,18 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-# launch argument -> (node parameter, type), passed only when the argument is not empty; the backend
-# options mirror mde_ros.inference.options.BACKEND_OPTIONS (a test keeps them in step).
+from mde_ros.inference import BACKEND_NAMES
+from mde_ros.inference.base import PRECISIONS
+from mde_ros.inference.options import launch_arguments
+
+# The backend options' arguments come from the backends' specs (mde_ros.inference.options).
+BACKEND_ARGUMENTS = launch_arguments()
+# launch argument -> (node parameter, type), passed only when the argument is not empty.
 OVERRIDES = {
     "backend": ("backend", str), "model": ("model", str), "device": ("device", str),
     "image_transport": ("image_transport", str), "scan_output_frame": ("scan.output_frame", str),
-    "precision": ("precision", str), "intra_op_threads": ("onnxruntime.intra_op_threads", int),
-    "trt_provider": ("onnxruntime.trt_provider", bool), "workspace_mb": ("tensorrt.workspace_mb", int),
-    "dla_core": ("tensorrt.dla_core", int), "max_batch": ("tensorrt.max_batch", int),
-    "min_size": ("tensorrt.min_size", str), "max_size": ("tensorrt.max_size", str),
-    "typing": ("tensorrt.typing", str), "rebuild_engine": ("tensorrt.rebuild", bool),
-    "int8_model": ("int8.model", str), "calibration": ("int8.calibration", str),
+    "precision": ("precision", str), "lifecycle": ("lifecycle", bool),
+    **{argument: (parameter, kind) for argument, parameter, kind, _ in BACKEND_ARGUMENTS},
 }
 
 
@@ -71,6 +77,8 @@ def _depth_node(context):
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=remappings,
+        # read by the node before rclpy starts (mde_ros.ros.fastdds): auto | true | false | XML path
+        additional_env={"MDE_ROS_DDS_PROFILE": LaunchConfiguration("fastdds_profile").perform(context)},
         output="screen",
         emulate_tty=True,
     )]
@@ -84,33 +92,18 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (simulation, bag playback with --clock)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="auto | torch | onnxruntime | tensorrt; empty: the params file's"),
+                              description=" | ".join(BACKEND_NAMES) + "; empty: the params file's"),
         DeclareLaunchArgument("model", default_value="",
                               description="model file (.onnx with card or .pt bundle); empty: the params file's"),
         DeclareLaunchArgument("device", default_value="",
                               description="cpu, cuda or cuda:<index>; empty: the params file's"),
         DeclareLaunchArgument("precision", default_value="",
-                              description="fp32 | fp16 | int8 (the Q/DQ model); empty: the params file's"),
-        DeclareLaunchArgument("intra_op_threads", default_value="",
-                              description="onnxruntime.intra_op_threads; empty: the params file's"),
-        DeclareLaunchArgument("trt_provider", default_value="",
-                              description="onnxruntime.trt_provider (true/false); empty: the params file's"),
-        DeclareLaunchArgument("workspace_mb", default_value="",
-                              description="tensorrt.workspace_mb; empty: the params file's"),
-        DeclareLaunchArgument("dla_core", default_value="",
-                              description="tensorrt.dla_core (-1: GPU); empty: the params file's"),
-        DeclareLaunchArgument("max_batch", default_value="", description="tensorrt.max_batch; empty: the params file's"),
-        DeclareLaunchArgument("min_size", default_value="",
-                              description="tensorrt.min_size HxW; empty: the params file's"),
-        DeclareLaunchArgument("max_size", default_value="",
-                              description="tensorrt.max_size HxW; empty: the params file's"),
-        DeclareLaunchArgument("typing", default_value="",
-                              description="tensorrt.typing auto | strong | weak; empty: the params file's"),
-        DeclareLaunchArgument("rebuild_engine", default_value="",
-                              description="tensorrt.rebuild (true/false); empty: the params file's"),
-        DeclareLaunchArgument("int8_model", default_value="", description="int8.model; empty: the params file's"),
-        DeclareLaunchArgument("calibration", default_value="",
-                              description="int8.calibration (images folder or bag); empty: the params file's"),
+                              description=" | ".join(PRECISIONS) + " (int8: the Q/DQ model); empty: the params file's"),
+        *(DeclareLaunchArgument(argument, default_value="", description=description)
+          for argument, _, _, description in BACKEND_ARGUMENTS),
+        DeclareLaunchArgument("lifecycle", default_value="",
+                              description="true: a managed node for a lifecycle manager (nav2): configure loads "
+                                          "the model, activate starts publishing; empty: the params file's"),
         DeclareLaunchArgument("image_transport", default_value="",
                               description="raw | compressed (subscribes <image_topic>/compressed); "
                                           "empty: the params file's"),
@@ -124,14 +117,21 @@ def generate_launch_description() -> LaunchDescription:
                                           "camera_info (image_transport's pairing)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("node_name", default_value="mde_depth", description="name of the depth node"),
+        DeclareLaunchArgument("fastdds_profile", default_value="auto",
+                              description="Fast DDS profile of the node: auto (config/fastdds_large_data.xml "
+                                          "unless FASTDDS_DEFAULT_PROFILES_FILE names one) | true | false | XML path"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz2 with config/depth.rviz"),
+        DeclareLaunchArgument("rviz_fixed_frame", default_value="camera_link",
+                              description="RViz fixed frame (realsense: camera_link; without TF: the image's "
+                                          "frame_id)"),
         OpaqueFunction(function=_depth_node),
         Node(
             package="rviz2",
             executable="rviz2",
             name="rviz2",
             namespace=LaunchConfiguration("namespace"),
-            arguments=["-d", os.path.join(share, "config", "depth.rviz")],
+            arguments=["-d", os.path.join(share, "config", "depth.rviz"),
+                       "-f", LaunchConfiguration("rviz_fixed_frame")],
             parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
             condition=IfCondition(LaunchConfiguration("use_rviz")),
         ),

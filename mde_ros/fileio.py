@@ -7,25 +7,30 @@ camera_info YAML that camera_calibration / camera_info_manager write.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import yaml
 
-from mde_ros.pipeline.intrinsics import Intrinsics
+from mde_ros.atomic import atomic_write, write_bytes_atomically
+from mde_ros.pipeline.intrinsics import Intrinsics, camera_info_field_problems, image_matrices, sensor_window_problems
 from mde_ros.pipeline.outputs import depth_to_millimetres
 
 
 def _imwrite(path: Path, image: np.ndarray) -> Path:
+    """Encoded in memory, then written atomically (mde_ros.atomic): a full disk leaves no truncated
+    file, and a symlink already at `path` is replaced, not followed."""
     path = Path(path)
     if not path.parent.is_dir():
         raise OSError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
-        written = cv2.imwrite(str(path), image)
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
     except cv2.error as exc:  # e.g. no encoder for the extension
         raise OSError(f"cannot write {path}: OpenCV has no writer for {path.suffix!r} ({exc.err})") from exc
-    if not written:
-        raise OSError(f"cannot write {path}: OpenCV has no writer for {path.suffix!r} or the file is not writable")
+    if not ok:
+        raise OSError(f"cannot write {path}: OpenCV has no writer for {path.suffix!r}")
+    write_bytes_atomically(path, encoded.tobytes())
     return path
 
 
@@ -54,7 +59,9 @@ def read_depth_png16(path: str | Path) -> np.ndarray:
 def write_depth_npy(path: str | Path, depth: np.ndarray) -> Path:
     """float32 metres, NaN for invalid, as numpy .npy (lossless)."""
     path = Path(path)
-    np.save(path, _check_depth(depth).astype(np.float32))
+    depth = _check_depth(depth).astype(np.float32)
+    with atomic_write(path) as stream:  # no truncated file on a full disk, a symlink replaced not followed
+        np.save(stream, depth)
     return path
 
 
@@ -88,7 +95,7 @@ def write_ply(path: str | Path, points: np.ndarray, rgb: np.ndarray | None = Non
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header.append("end_header")
     path = Path(path)
-    with open(path, "wb") as stream:
+    with atomic_write(path) as stream:  # no truncated .ply on a full disk, a symlink replaced not followed
         stream.write(("\n".join(header) + "\n").encode("ascii"))
         stream.write(vertices.tobytes())
     return path
@@ -135,7 +142,17 @@ def read_camera_info_yaml(path: str | Path) -> Intrinsics:
                          "(calibrate it, e.g. with camera_calibration's cameracalibrator)")
     if not intr.is_valid():
         raise ValueError(f"{path}: invalid camera matrix (need fx, fy > 0 and a positive image size): {k}")
-    return intr
+    # A CameraInfo dump may carry binning and ROI (REP 104): K is then the full sensor's.
+    roi = data.get("roi") if isinstance(data.get("roi"), dict) else {}
+    info = SimpleNamespace(k=k, width=intr.width, height=intr.height,
+                           binning_x=int(data.get("binning_x", 0) or 0), binning_y=int(data.get("binning_y", 0) or 0),
+                           roi=SimpleNamespace(**{key: int(roi.get(key, 0) or 0)
+                                                  for key in ("x_offset", "y_offset", "width", "height")}))
+    problems = camera_info_field_problems(k, (), "", intr.width, intr.height) + sensor_window_problems(info)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    image_k, _, width, height = image_matrices(info)
+    return Intrinsics.from_k(image_k, width, height)
 
 
 def write_camera_info_yaml(path: str | Path, intr: Intrinsics, camera_name: str = "camera") -> Path:

@@ -19,15 +19,34 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 
+class TokenAttention(nn.Module):
+    """One self-attention step over the patch tokens (MatMul + Softmax in the graph, as in every ViT/DPT
+    export): what tells a transformer export from a convolutional one in its graph."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Conv2d(channels, channels, 1) for _ in range(3))
+        self.scale = channels ** -0.5
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        q, k, v = (f(x).flatten(2) for f in (self.q, self.k, self.v))  # (n, c, hw)
+        attn = torch.softmax(torch.matmul(q.transpose(1, 2), k) * self.scale, dim=-1)  # (n, hw, hw)
+        return x + torch.matmul(v, attn.transpose(1, 2)).reshape(n, c, h, w)
+
+
 class PatchDepth(nn.Module):
-    """Patch embedding (ViT patches of 14 px, or MiDaS's stride 32), a 1x1 head, bilinear upsampling to
-    the input size: smooth enough that resize details matter less than the resize rule itself."""
+    """Patch embedding (ViT patches of 14 px, or MiDaS's stride 32), optional token attention (the
+    transformer families), a 1x1 head, bilinear upsampling to the input size: smooth enough that resize
+    details matter less than the resize rule itself."""
 
     def __init__(self, patch: int, head: str, channels: int = 8, max_depth: float = 20.0,
-                 inside_mean=None, inside_std=None, rank3: bool = False, sky: bool = False, seed: int = 0):
+                 inside_mean=None, inside_std=None, rank3: bool = False, sky: bool = False, seed: int = 0,
+                 attention: bool = True):
         super().__init__()
         torch.manual_seed(seed)
         self.patch = nn.Conv2d(3, channels, patch, stride=patch)
+        self.attention = TokenAttention(channels) if attention else None
         self.mix = nn.Conv2d(channels, channels, 3, padding=1)
         self.head = nn.Conv2d(channels, 1, 1)
         self.kind, self.max_depth, self.rank3, self.sky = head, max_depth, rank3, sky
@@ -40,10 +59,15 @@ class PatchDepth(nn.Module):
         height, width = x.shape[-2], x.shape[-1]
         if self.inside:  # Metric3D / MiDaS: the graph normalises its own input
             x = (x - self.mean) / self.std
-        features = torch.tanh(self.mix(torch.tanh(self.patch(x))))
+        features = torch.tanh(self.patch(x))
+        if self.attention is not None:
+            features = self.attention(features)
+        features = torch.tanh(self.mix(features))
         out = F.interpolate(self.head(features), size=(height, width), mode="bilinear", align_corners=True)
         if self.kind == "metric":  # DA-V2 metric: sigmoid * max_depth
             depth = torch.sigmoid(out) * self.max_depth
+        elif self.kind == "relu":  # DA-V2 relative: ReLU
+            depth = F.relu(out + 1.0)
         else:  # relative inverse depth / canonical depth: positive
             depth = F.softplus(out) + 0.05
         depth = depth[:, 0] if self.rank3 else depth
@@ -92,8 +116,15 @@ def midas_resize_size(src_h, src_w, height, width, multiple, method, keep_aspect
     if keep_aspect:
         if method == "lower_bound":
             scale_h = scale_w = max(scale_h, scale_w)
+        elif method == "minimal":  # scale as little as possible
+            if abs(1 - scale_w) < abs(1 - scale_h):
+                scale_h = scale_w
+            else:
+                scale_w = scale_h
         else:
             scale_h = scale_w = min(scale_h, scale_w)
+    if method == "minimal":
+        return int(constrain(scale_h * src_h)), int(constrain(scale_w * src_w))
     if method == "lower_bound":
         return int(constrain(scale_h * src_h, min_val=height)), int(constrain(scale_w * src_w, min_val=width))
     return int(constrain(scale_h * src_h, max_val=height)), int(constrain(scale_w * src_w, max_val=width))
@@ -164,7 +195,7 @@ def midas_reference(session, rgb, size=256):
 
 def export_da2(path: Path, kind: str = "relative", dynamic: bool = True, size=(518, 518), max_depth=20.0) -> Path:
     """fabio-sim `dynamo.py export` layout: image (N,3,H,W) -> depth (N,H,W); -h 0 -w 0 marks H/W dynamic."""
-    module = PatchDepth(14, "metric" if kind == "metric" else "relative", max_depth=max_depth, rank3=True)
+    module = PatchDepth(14, "metric" if kind == "metric" else "relu", max_depth=max_depth, rank3=True)
     return export(module, path, (140, 140) if dynamic else size, dynamic_hw=dynamic)
 
 
@@ -180,7 +211,33 @@ def export_metric3d(path: Path, size=(616, 1064)) -> Path:
 
 
 def export_midas_small(path: Path, size=(256, 256)) -> Path:
-    """MiDaS tf/make_onnx_model.py layout: normalisation inside, output (N,H,W), torch's default names."""
+    """MiDaS tf/make_onnx_model.py layout: normalisation inside, output (N,H,W), torch's default names;
+    a convolutional network (no attention)."""
     module = PatchDepth(32, "relative", inside_mean=IMAGENET_MEAN.tolist(), inside_std=IMAGENET_STD.tolist(),
-                        rank3=True)
+                        rank3=True, attention=False)
     return export(module, path, size, input_names=(), output_names=())
+
+
+def export_midas_dpt(path: Path, size=(384, 384), dynamic: bool = False) -> Path:
+    """MiDaS v3.1 DPT (dpt_hybrid_384 / dpt_large_384) exported with torch.onnx.export from
+    midas.model_loader.load_model: input `image`, normalisation outside (mean = std = 0.5), output `depth`
+    (N,H,W) relative inverse depth; a transformer."""
+    module = PatchDepth(16, "relative", rank3=True)
+    return export(module, path, (128, 160) if dynamic else size, dynamic_hw=dynamic)
+
+
+def midas_dpt_reference(session, rgb, size=384, static: bool = True):
+    """MiDaS run.py for the v3.1 DPT models: Resize(384, 384, keep_aspect_ratio=not square,
+    ensure_multiple_of=32, resize_method="minimal", INTER_CUBIC), NormalizeImage(0.5, 0.5), then
+    F.interpolate(..., mode="bicubic", align_corners=False) to the image size."""
+    h, w = rgb.shape[:2]
+    image = rgb / 255.0
+    if static:
+        net_h, net_w = size, size  # run.py --square: a fixed-size export takes the stretched image
+    else:
+        net_h, net_w = midas_resize_size(h, w, size, size, 32, "minimal")
+    image = cv2.resize(image, (net_w, net_h), interpolation=cv2.INTER_CUBIC)
+    image = ((image - 0.5) / 0.5).transpose(2, 0, 1)[None].astype(np.float32)
+    depth = session.run(None, {"image": image})[0]
+    depth = F.interpolate(torch.from_numpy(depth)[:, None], (h, w), mode="bicubic", align_corners=False)
+    return depth[0, 0].numpy()

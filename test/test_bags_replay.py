@@ -265,3 +265,45 @@ def test_cli_replays_and_reports(bag, model, tmp_path, capsys):
     assert json.loads(summary.read_text())["processed"] == N_FRAMES
     assert main(["replay", str(tmp_path / "nope"), "--model", str(model), "--no-progress"]) == 1
     assert "bag not found" in capsys.readouterr().err
+
+
+def test_replay_records_the_node_health_findings(bag, model, tmp_path):
+    """The node's per-frame health (pipeline.health, via the shared frame step) lands in the summary: a
+    depth range the scene is mostly outside of is `depth_mostly_invalid` on every frame."""
+    from mde_ros.pipeline.estimator import EstimatorConfig
+    from mde_ros.pipeline.health import frame_findings
+
+    narrow = load_estimator(model, "onnxruntime", config=EstimatorConfig(min_depth=0.1, max_depth=0.2))
+    summary = run_replay(bag, tmp_path / "out", estimator=narrow, progress=False)
+    assert summary["findings"] == {"depth_mostly_invalid": N_FRAMES}
+    assert summary["valid_fraction"]["mean"] < 0.5
+    assert any("depth_mostly_invalid" in w for w in summary["warnings"])
+    # ... and exactly the node's finding for the same depth
+    depth = image_array(read_topic(tmp_path / "out", OUTPUTS["depth"])[0][1])
+    fraction, findings = frame_findings(depth, 0.1, 0.2, 1.0, None, narrow.card)
+    assert [f.kind for f in findings] == ["depth_mostly_invalid"]
+
+    normal = run_replay(bag, tmp_path / "normal", estimator=load_estimator(model, "onnxruntime"), progress=False)
+    assert normal["findings"] == {} and normal["valid_fraction"]["mean"] > 0.9
+
+
+def test_a_new_output_is_one_row_of_the_output_table(bag, estimator, tmp_path, monkeypatch):
+    """Issue 19's measure: an output = its algorithm + one OUTPUTS row (+ an adapter for a new message type).
+    A row added here (a mono8 mask of usable depth) reaches the replayed bag with no other change."""
+    from mde_ros.pipeline import outputs
+
+    def valid_mask(frame):
+        return outputs.pack_image((np.isfinite(frame.marked) * 255).astype(np.uint8), "mono8")
+
+    row = outputs.OutputSpec("valid_mask", "depth/valid_mask", outputs.IMAGE, "image", valid_mask, "usable depth")
+    monkeypatch.setattr(outputs, "OUTPUTS", (*outputs.OUTPUTS, row))
+    monkeypatch.setitem(outputs.BY_KEY, row.key, row)
+    summary = run_replay(bag, tmp_path / "out", estimator=estimator, progress=False)
+    assert summary["output_topics"]["valid_mask"] == "/camera/depth/valid_mask"
+    masks = read_topic(tmp_path / "out", "/camera/depth/valid_mask")
+    depths = read_topic(tmp_path / "out", OUTPUTS["depth"])
+    assert len(masks) == len(depths) == N_FRAMES
+    for (_, mask, _), (_, depth, _) in zip(masks, depths):
+        assert mask.encoding == "mono8" and mask.header == depth.header
+        assert np.array_equal(np.asarray(mask.data).reshape(depth.height, depth.width) > 0,
+                              np.isfinite(image_array(depth)))

@@ -34,7 +34,7 @@ def one_line_error(capsys, *expected):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--fx", "0"], "--fx must be a finite focal length in pixels > 0, got 0.0"),
+    (["--fx", "0"], "--fx must be a focal length in pixels within 0..1e+07, got 0.0"),
     (["--fx", "-500"], "got -500.0"),
     (["--fx", "nan"], "got nan"),
     (["--fx", "500", "--fy", "inf"], "--fy must be"),
@@ -144,3 +144,24 @@ def test_the_node_refuses_a_missing_or_malformed_params_file_in_one_line(tmp_pat
     assert result.returncode != 0
     assert "Traceback" not in output and len(output.splitlines()) == 1, output
     assert expected in output and str(params) in output
+
+
+def test_the_node_takes_launch_style_name_value_words():
+    """`mde-ros node model:=X` as `ros2 launch ... model:=X` takes it: a parameter (here a missing file,
+    so the node says which, in its own words, instead of rcl's 'cannot start: [model:=...]')."""
+    from mde_ros.cli import launch_style_arguments
+
+    assert launch_style_arguments(["model:=/m.onnx", "image_topic:=/cam/image_raw", "namespace:=robot",
+                                   "-p", "backend:=torch", "params_file:=p.yaml", "--ros-args", "-p", "a:=1"]) == [
+        "-p", "model:=/m.onnx", "-r", "image:=/cam/image_raw", "-r", "__ns:=/robot", "-p", "backend:=torch",
+        "--params-file", "p.yaml", "--ros-args", "-p", "a:=1"]
+    # launch arguments named otherwise than their parameter, as the launch file passes them
+    assert launch_style_arguments(["dla_core:=0", "workspace_mb:=64", "rebuild_engine:=true", "fast_path:=always",
+                                   "scan_output_frame:=base_scan"]) == [
+        "-p", "tensorrt.dla_core:=0", "-p", "tensorrt.workspace_mb:=64", "-p", "tensorrt.rebuild:=true",
+        "-p", "torch.fast_path:=always", "-p", "scan.output_frame:=base_scan"]
+    result = subprocess.run([sys.executable, "-m", "mde_ros.cli", "node", "model:=/nonexistent/net.onnx"],
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "cannot start" not in output
+    assert "model file not found: /nonexistent/net.onnx" in output

@@ -133,6 +133,17 @@ def test_reads_a_ros2_topic_echo_of_camera_info(tmp_path):
     assert read_camera_info_yaml(path) == Intrinsics(300.0, 301.0, 161.0, 119.0, 320, 240)
 
 
+def test_a_camera_info_echo_with_roi_and_binning_describes_the_image_rep_104(tmp_path):
+    """K of the full 640x480 sensor; ROI (160, 120, 320, 240) binned 2: a 160x120 image, cx = (cx - 160) / 2."""
+    path = tmp_path / "info.yaml"
+    path.write_text("height: 480\nwidth: 640\nk: [500.0, 0.0, 330.0, 0.0, 510.0, 250.0, 0.0, 0.0, 1.0]\n"
+                    "binning_x: 2\nbinning_y: 2\nroi: {x_offset: 160, y_offset: 120, height: 240, width: 320}\n")
+    assert read_camera_info_yaml(path) == Intrinsics(250.0, 255.0, 85.0, 65.0, 160, 120)
+    path.write_text("height: 480\nwidth: 640\nk: [500.0, 0.0, 1.0e5, 0.0, 510.0, 250.0, 0.0, 0.0, 0.0]\n")
+    with pytest.raises(ValueError, match=r"K\[8\]=0 must be 1"):
+        read_camera_info_yaml(path)
+
+
 def test_camera_yaml_round_trip(tmp_path):
     intr = Intrinsics(612.25, 611.5, 318.75, 242.125, 640, 480)
     path = write_camera_info_yaml(tmp_path / "camera.yaml", intr, camera_name="front")

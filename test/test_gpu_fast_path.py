@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mde_ros.inference import create_backend
+from mde_ros.modelfiles import open_backend
 from mde_ros.inference.torch_cuda import ShapeCache, TorchRunner
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
@@ -191,7 +192,7 @@ def test_device_pipeline_follows_the_cards_preprocessing(small, tmp_path, change
 
 def test_device_pipeline_falls_back_to_numpy_for_cards_it_cannot_fuse(small, tmp_path):
     from mde_ros.models import save_bundle
-    from mde_ros.models.fused import fused_supports
+    from mde_ros.inference.fused import fused_supports
 
     model, base, _, _ = small
     card = ModelCard.from_dict({**base.to_dict(), "interpolation": "cubic"})
@@ -228,7 +229,7 @@ def test_fused_onnx_matches_the_plain_model_and_numpy_pipeline(small, tmp_path, 
     import onnxruntime as ort
 
     from mde_ros.models import export_onnx
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for, read_fused_metadata
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for, read_fused_metadata
 
     model, base, _, _ = small
     card = ModelCard.from_dict({**base.to_dict(), "output": output, "output_scale": 0.5, "output_shift": 0.1})
@@ -264,7 +265,7 @@ def fused_ort(small, tmp_path):
     """The small network's plain ONNX with its fused model (160x120, stretch) beside it."""
     model, card, _, _ = small
     from mde_ros.models import export_onnx
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
     plain_path = export_onnx(model, card, tmp_path / "m.onnx")
     export_fused_onnx(model, card, fused_path_for(plain_path), 120, 160, policy="stretch")
@@ -334,7 +335,7 @@ def test_onnxruntime_without_device_pipeline_or_fused_model_stays_the_numpy_path
     shutil.copyfile(plain_path, qdq)
     ModelCard.from_dict({**card.to_dict(), "provenance": {"quantization": {"format": "QDQ", "scheme": "U8S8"}}}
                         ).save(tmp_path / "m.int8.card.json")
-    int8 = create_backend("onnxruntime", plain_path, card, precision="int8", int8_model=qdq)
+    int8 = open_backend("onnxruntime", plain_path, card, precision="int8", int8_model=qdq)
     assert int8.fused_pipeline() is None
 
 
@@ -344,7 +345,7 @@ def test_fused_onnx_casts_the_uint8_image_before_anything_else(small, tmp_path, 
     graph's `image` feeds nothing but one Cast, BGR flip and letterbox included."""
     import onnx
 
-    from mde_ros.models.fused import export_fused_onnx
+    from mde_ros.inference.fused import export_fused_onnx
 
     model, base, _, _ = small
     card = ModelCard.from_dict({**base.to_dict(), **changes})
@@ -354,7 +355,7 @@ def test_fused_onnx_casts_the_uint8_image_before_anything_else(small, tmp_path, 
 
 def test_export_cli_writes_the_fused_model_beside_the_plain_one(small, tmp_path, capsys):
     from mde_ros.cli import main
-    from mde_ros.models.fused import read_fused_metadata
+    from mde_ros.inference.fused import read_fused_metadata
 
     _, _, bundle, _ = small
     out = tmp_path / "model.onnx"
@@ -400,7 +401,7 @@ def test_export_fuses_an_existing_onnx_model_the_shipped_one_included(tmp_path, 
 
     from mde_ros.cli import main
     from mde_ros.models.card import card_path_for, load_card_for
-    from mde_ros.models.fused import read_fused_metadata
+    from mde_ros.inference.fused import read_fused_metadata
     from mde_ros.resources import default_model_path
 
     shipped = default_model_path()
@@ -430,7 +431,8 @@ def test_export_fuses_an_existing_onnx_model_the_shipped_one_included(tmp_path, 
 
 def test_fusing_an_onnx_model_with_a_rank3_depth_output(tmp_path):
     """A Depth-Anything-V2-layout export ((N,H,W) depth, keep-aspect to a multiple of 14) fuses as well
-    (its preset's bicubic resize is not one the fused graph reproduces: the card asks for 'auto' here)."""
+    (its preset's bicubic input resize and align-corners output resize are not ones the fused graph
+    reproduces: the card asks for 'auto' and 'linear' here)."""
     import dataclasses
 
     import byo_exports as bx
@@ -441,7 +443,7 @@ def test_fusing_an_onnx_model_with_a_rank3_depth_output(tmp_path):
     path = bx.export_da2(tmp_path / "depth_anything_v2_vits_indoor.onnx", "metric", max_depth=20.0)
     assert main(["card", "--preset", "depth-anything-v2-metric-indoor", str(path), "--force"]) == 0
     assert main(["export", str(path), "--fused", "150x100", "--no-verify"]) == 1  # bicubic: refused, said why
-    card = dataclasses.replace(load_card_for(path), interpolation="auto")
+    card = dataclasses.replace(load_card_for(path), interpolation="auto", output_interpolation="linear")
     card.save(card_path_for(path))
     assert main(["export", str(path), "--fused", "150x100", "--no-verify"]) == 0
     backend = create_backend("onnxruntime", path, card, intra_op_threads=1)

@@ -14,6 +14,7 @@ from torch import nn
 from mde_ros.inference import (BACKEND_NAMES, Backend, BackendUnavailable, available_backends,
                                create_backend)
 from mde_ros.inference.tensorrt_backend import tensorrt_unavailable_reason
+from mde_ros.modelfiles import open_backend
 from mde_ros.models.card import ModelCard, card_path_for
 
 torch.set_num_threads(1)
@@ -140,8 +141,10 @@ def test_onnxruntime_describe_and_options(tiny):
     with pytest.raises(ValueError, match="intra_op_threads"):
         create_backend("onnxruntime", path, card, intra_op_threads=-1)
     with pytest.raises(ValueError, match="int8.*mde-ros quantize"):  # no Q/DQ model beside it
-        create_backend("onnxruntime", path, card, precision="int8")
-    with pytest.raises(ValueError, match=r"accepts \['intra_op_threads', 'trt_provider', 'int8_model'"):
+        open_backend("onnxruntime", path, card, precision="int8")
+    with pytest.raises(ValueError, match="int8 model .* is made above inference.*mde_ros.modelfiles"):
+        create_backend("onnxruntime", path, card, precision="int8")  # the factory builds no model files
+    with pytest.raises(ValueError, match=r"accepts \['intra_op_threads', 'trt_provider', 'max_batch'"):
         create_backend("onnxruntime", path, card, workspace_bytes=1 << 20)
 
 
@@ -198,13 +201,13 @@ def test_torch_backend_on_cuda_without_a_gpu(bundle):
 
 def test_onnxruntime_exports_a_bundle_once_into_the_cache(bundle, cache):
     model, path, card = bundle
-    backend = create_backend("onnxruntime", path, card)
+    backend = open_backend("onnxruntime", path, card)
     exported = sorted((cache / "onnx").glob("*.onnx"))
     assert exported == [backend.model_path]
     batch = batch_of(1)
     np.testing.assert_allclose(backend.infer(batch), torch_output(model, batch), atol=1e-5, rtol=0)
     stamp = exported[0].stat().st_mtime_ns
-    again = create_backend("onnxruntime", path, card)
+    again = open_backend("onnxruntime", path, card)
     assert again.model_path == exported[0] and exported[0].stat().st_mtime_ns == stamp
 
 

@@ -12,11 +12,12 @@ import pytest
 from mde_ros.bags import fixtures
 from mde_ros.cli import main
 from mde_ros.fileio import write_image
-from mde_ros.inference.options import (BACKEND_OPTIONS, BY_PARAM, add_cli_arguments, options_from_args,
-                                       options_from_params, parse_size)
+from mde_ros.inference.options import (BACKEND_OPTIONS, BY_PARAM, add_cli_arguments, launch_arguments,
+                                       options_from_args, options_from_params, parse_size)
 from mde_ros.quantization.calibration import load_calibration_images
 from mde_ros.quantization.qdq import quantize_model
-from mde_ros.ros.depth_node import PARAMETERS, DepthNode, StartupError
+from mde_ros.ros.depth_node import DepthNode, StartupError
+from mde_ros.ros.parameters import PARAMETERS
 from mde_ros.synthetic import render_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,16 +42,36 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 def test_every_option_has_a_ros_parameter_a_launch_argument_and_a_flag():
     params = {spec.name for spec in PARAMETERS}
     launch = ast.parse((ROOT / "launch" / "depth.launch.py").read_text())
-    table = next(n.value for n in launch.body if isinstance(n, ast.Assign) and n.targets[0].id == "OVERRIDES")
-    overrides = {k.value: (v.elts[0].value, v.elts[1].id) for k, v in zip(table.keys, table.values)}
-    declared = {c.args[0].value for c in ast.walk(launch) if isinstance(c, ast.Call)
-                and getattr(c.func, "id", None) == "DeclareLaunchArgument"}
+    # the launch file makes the backend options' arguments and parameter overrides from the table
+    assigned = {n.targets[0].id: n.value for n in launch.body if isinstance(n, ast.Assign)}
+    assert ast.unparse(assigned["BACKEND_ARGUMENTS"]) == "launch_arguments()"
+    spread = [v for k, v in zip(assigned["OVERRIDES"].keys, assigned["OVERRIDES"].values) if k is None]
+    assert len(spread) == 1 and ast.unparse(spread[0].generators[0].iter) == "BACKEND_ARGUMENTS"
+    declared_from_table = [n for n in ast.walk(launch) if isinstance(n, ast.GeneratorExp)
+                           and ast.unparse(n.generators[0].iter) == "BACKEND_ARGUMENTS"
+                           and getattr(n.elt.func, "id", None) == "DeclareLaunchArgument"]
+    assert len(declared_from_table) == 1
+    arguments = {argument: (param, kind) for argument, param, kind, _ in launch_arguments()}
+    assert len(arguments) == len(BACKEND_OPTIONS)
     for option in BACKEND_OPTIONS:
         assert option.param in params
-        assert overrides[option.launch][0] == option.param and option.launch in declared
-        assert overrides[option.launch][1] == {"size": "str", "path": "str"}.get(option.kind, option.kind)
+        assert arguments[option.launch] == (option.param, {"int": int, "bool": bool}.get(option.kind, str))
         assert option.flag.startswith("--")
-    assert {"precision", "device"} <= set(overrides) & declared
+    declared = {c.args[0].value for c in ast.walk(launch) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", None) == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
+    assert {"precision", "device"} <= declared and {"precision", "device"} <= set(arguments) | declared
+
+
+def test_options_come_from_the_backend_specs():
+    """Each backend's own rows, the shared profile rows once, and the model-file rows for int8 backends."""
+    from mde_ros.inference import SPECS
+
+    by_spec = {spec.name: set(spec.option_names) for spec in SPECS}
+    for option in BACKEND_OPTIONS:
+        takers = {name for name, names in by_spec.items() if option.option in names}
+        assert set(option.backends) == (takers or {"onnxruntime", "tensorrt"}), option.option
+    assert {"fast_path", "graph_cache_size"} <= by_spec["torch"]
+    assert BY_PARAM["torch.fast_path"].kind == "switch"
 
 
 def test_conversion_and_defaults():
@@ -115,6 +136,34 @@ def test_node_refuses_bad_backend_parameters_with_their_names(rclpy_context, mod
     with pytest.raises(StartupError, match="mde-ros quantize"):  # int8 without any Q/DQ model: says how
         start(rclpy_context, f"model:={fixtures.export_test_model(model.parent / 'other.onnx')}",
               "precision:=int8", namespace="bad3")
+
+
+def test_torch_fast_path_and_graph_cache_size_reach_the_backend(rclpy_context, tmp_path):
+    """torch's options are parameters like the others: the runner on the CPU (fast_path on) with its
+    shape cache at the size asked; auto leaves the backend's default (off on the CPU)."""
+    pytest.importorskip("torch")
+    from mde_ros.models.bundle import save_bundle
+    from mde_ros.models.card import ModelCard
+    from mde_ros.models.registry import build_model
+
+    card = ModelCard(name="plain-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
+                     input_height=32, input_width=48)
+    bundle = save_bundle(tmp_path / "plain.pt", build_model(card.architecture, **card.arch_kwargs).eval(), card)
+    assert options_from_params({"torch.fast_path": "never", "torch.graph_cache_size": 0}, "torch") == {"fast_path": False}
+    with pytest.raises(ValueError, match="torch.fast_path must be one of auto, always, never"):
+        options_from_params({"torch.fast_path": "on"}, "torch")
+    node = start(rclpy_context, f"model:={bundle}", "backend:=torch", "torch.fast_path:=always",
+                 "torch.graph_cache_size:=2", namespace="torch_opts")
+    try:
+        runner = node._estimator.backend.fused_pipeline()
+        assert runner is not None and runner.cache.capacity == 2
+    finally:
+        node.destroy_node()
+    node = start(rclpy_context, f"model:={bundle}", "backend:=torch", namespace="torch_default")
+    try:
+        assert node._estimator.backend.fused_pipeline() is None
+    finally:
+        node.destroy_node()
 
 
 # ---------------------------------------------------------------- the CLI

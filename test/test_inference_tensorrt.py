@@ -18,6 +18,7 @@ from mde_ros.inference.tensorrt_build import (GpuInfo, ProfileShapes, TensorRTCo
                                               engine_key_parts, engine_paths, network_creation_flags,
                                               optimization_profile, parse_version, plan_build, sanitize,
                                               version_problem)
+from mde_ros.modelfiles import open_backend
 from mde_ros.models.card import ModelCard
 from trt_standin import CudaRuntimeStandIn, TensorRTStandIn, engine_files, install
 
@@ -272,7 +273,7 @@ def test_build_load_and_infer_against_each_version_stand_in(version, model, tmp_
     trt, cudart = TensorRTStandIn(version), CudaRuntimeStandIn()
     install(monkeypatch, trt, cudart)
     card = tiny_card()
-    backend = TensorRTBackend(model, card, "cuda", "fp16", max_batch=2)
+    backend = open_backend("tensorrt", model, card, device="cuda", precision="fp16", max_batch=2)
     (built,) = trt.built
     assert built["strongly_typed"] and built["flags"] == [] and built["onnx"].endswith(".fp16.onnx")
     assert built["profiles"][0]["image"] == ((1, 3, 48, 64), (1, 3, 48, 64), (2, 3, 48, 64))
@@ -296,7 +297,7 @@ def test_build_load_and_infer_against_each_version_stand_in(version, model, tmp_
     info = backend.describe()
     assert info["strongly_typed"] and info["gpu"]["compute_capability"] == "8.7"
 
-    TensorRTBackend(model, card, "cuda", "fp16", max_batch=2)  # second start: the cached engine
+    open_backend("tensorrt", model, card, device="cuda", precision="fp16", max_batch=2)  # second start: cached
     assert len(trt.built) == 1
 
 
@@ -304,19 +305,19 @@ def test_dla_core_is_set_on_the_runtime_before_deserialising(model, monkeypatch)
     """TensorRT API stand-in of a Jetson with 2 DLA cores (10.3, JetPack 6.1)."""
     trt = TensorRTStandIn("10.3.0", dla_cores=2)
     install(monkeypatch, trt, CudaRuntimeStandIn())
-    backend = TensorRTBackend(model, tiny_card(), "cuda", "fp16", dla_core=1)
+    backend = open_backend("tensorrt", model, tiny_card(), device="cuda", precision="fp16", dla_core=1)
     (built,) = trt.built
     assert built["dla_core"] == 1 and built["flags"] == ["FP16", "GPU_FALLBACK"] and not built["strongly_typed"]
     assert trt.runtimes[-1].dla_core_at_deserialize == 1
     assert backend.describe()["dla_gpu_fallback"] is True
     with pytest.raises(BackendUnavailable, match="sees 2 DLA core"):
-        TensorRTBackend(model, tiny_card(), "cuda", "fp16", dla_core=3)
+        open_backend("tensorrt", model, tiny_card(), device="cuda", precision="fp16", dla_core=3)
 
 
 def test_dla_without_dla_hardware_is_unavailable(model, monkeypatch):
     install(monkeypatch, TensorRTStandIn("11.1.0", dla_cores=0), CudaRuntimeStandIn(name="NVIDIA RTX A2000"))
     with pytest.raises(BackendUnavailable, match="0 DLA core"):
-        TensorRTBackend(model, tiny_card(), "cuda", "fp16", dla_core=0)
+        open_backend("tensorrt", model, tiny_card(), device="cuda", precision="fp16", dla_core=0)
 
 
 def test_an_api_difference_is_backend_unavailable_not_an_attribute_error(model, monkeypatch):
@@ -339,7 +340,7 @@ def test_no_cuda_driver_is_unavailable(model, monkeypatch):
 def test_int8_uses_the_qdq_model_and_says_how_to_make_one(model, monkeypatch):
     install(monkeypatch, TensorRTStandIn("11.1.0"), CudaRuntimeStandIn())
     with pytest.raises(ValueError, match="mde-ros quantize .*--target tensorrt"):
-        TensorRTBackend(model, tiny_card(), "cuda", "int8")
+        open_backend("tensorrt", model, tiny_card(), device="cuda", precision="int8")
 
 
 # ---------------------------------------------------------------- this machine
@@ -379,7 +380,7 @@ def test_bench_times_tensorrt_on_cuda_when_it_is_present(model, monkeypatch, cap
         assert len(rows[label].split()) == 4, (label, rows[label])  # pre, network, post, total
 
 
-# ---------------------------------------------------------------- fused model (models/fused.py) as an engine
+# ---------------------------------------------------------------- fused model (inference/fused.py) as an engine
 
 def test_fused_engine_key_and_build_problems():
     """Pure: a fused engine's key names its camera and differs per size / policy from the plain one's;
@@ -413,7 +414,7 @@ def fused_model(tmp_path, monkeypatch):
     """A small network's plain ONNX with its fused model (160x120, stretch) beside it (export needs torch)."""
     torch = pytest.importorskip("torch")
     from mde_ros.models import build_model, export_onnx
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
     monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -480,8 +481,8 @@ def test_fused_engine_is_not_used_for_strongly_typed_fp16_or_without_a_fused_mod
     card, plain = fused_model
     trt = TensorRTStandIn("10.16.0")
     install(monkeypatch, trt, CudaRuntimeStandIn())
-    assert TensorRTBackend(plain, card, "cuda", "fp16").fused_pipeline() is None
-    weak = TensorRTBackend(plain, card, "cuda", "fp16", typing="weak")
+    assert open_backend("tensorrt", plain, card, device="cuda", precision="fp16").fused_pipeline() is None
+    weak = open_backend("tensorrt", plain, card, device="cuda", precision="fp16", typing="weak")
     assert weak.fused_pipeline() is not None and trt.built[-1]["flags"] == ["FP16"]
     bare = tmp_path / "bare"
     bare.mkdir()

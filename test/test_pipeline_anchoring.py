@@ -16,10 +16,10 @@ from mde_ros.inference import Backend
 from mde_ros.metrics import depth_metrics
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings, cloud_xyz
-from mde_ros.pipeline.anchoring import (AnchoringConfig, Anchors, FrameFit, GroundPrior, RangeReading,
-                                        ScaleAnchoring, ScaleFilter, apply_scale, fit_floor, fit_frame,
-                                        points_from_pixels, project_points, range_problem, range_scale,
+from mde_ros.pipeline.anchoring import (AnchoringConfig, Anchors, FrameFit, GroundPrior, RangeReading, fit_floor,
+                                        fit_frame, points_from_pixels, project_points, range_problem, range_scale,
                                         relative_depth)
+from mde_ros.pipeline.scale_filter import ScaleAnchoring, ScaleFilter, apply_scale
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.refine import RefineConfig, Refiner
@@ -262,26 +262,26 @@ def test_range_beam_outside_the_image_or_behind_is_rejected():
     assert anchors.rejected == {"outside_image": 1, "behind_camera": 1}
 
 
-def fit_of(scale, confidence=0.5):
-    return FrameFit(scale, 0.0, ("points",), 20, 20, confidence, 0.01)
+def fit_of(scale, variance=0.0004):
+    return FrameFit(scale, 0.0, ("points",), 20, 20, 0.9, 0.01, variance)
 
 
-def test_scale_filter_smooths_rejects_one_wild_frame_and_follows_a_confirmed_jump():
-    f = ScaleFilter(AnchoringConfig(time_constant=0.5, jump_threshold=0.3, max_age=1.0))
+def test_scale_filter_smooths_rejects_one_wild_frame_and_follows_a_confirmed_jump_in_a_new_view():
+    f = ScaleFilter(AnchoringConfig(time_constant=0.5, jump_threshold=0.3, max_age=1.0, on_expiry="stop"))
     assert f.update(fit_of(2.0), 0.0).scale == pytest.approx(2.0)
     smoothed = f.update(fit_of(2.2), 0.1)
-    assert 2.0 < smoothed.scale < 2.2  # exponential: 1 - exp(-0.1/0.5) = 18 % of the way
-    assert smoothed.scale == pytest.approx(math.exp(math.log(2.0) + (1 - math.exp(-0.2)) * math.log(1.1)))
-    wild = f.update(fit_of(5.0), 0.2)
+    assert 2.0 < smoothed.scale < 2.2
+    wild = f.update(fit_of(5.0), 0.2, prediction_change=0.0)
     assert wild.event == "outlier" and wild.scale == pytest.approx(smoothed.scale)
     back = f.update(fit_of(2.1), 0.3)
     assert back.event == "" and back.scale < 2.2
-    f.update(fit_of(1.0), 0.4)
-    reset = f.update(fit_of(1.02), 0.5)
+    f.update(fit_of(1.0), 0.4, prediction_change=0.5)  # the prediction changed (by most of the jump): a new view
+    reset = f.update(fit_of(1.02), 0.5, prediction_change=0.0)
     assert reset.event == "reset" and reset.scale == pytest.approx(1.02)
     held = f.update(None, 0.9)
-    assert held.applied and held.source == "held" and held.confidence < 0.5
-    assert not f.update(None, 1.6).applied  # older than max_age: back to the model's own metres
+    assert held.applied and held.source == "held" and held.regime == "held" and held.confidence < reset.confidence
+    stopped = f.update(None, 1.6)  # older than max_age: on_expiry
+    assert stopped.regime == "stopped" and not stopped.publish
     assert f.update(fit_of(3.0), 1.7).scale == pytest.approx(3.0)
     assert f.update(fit_of(1.5), 0.0).scale == pytest.approx(1.5)  # time went backwards: start over
 
@@ -392,3 +392,61 @@ def test_a_relative_model_becomes_metric_once_anchored(views):
     refined = Refiner().refine(estimator, result, frame.rgb, anchors, 0.0)
     assert refined.result.is_metric and refined.scale.shift != 0.0
     assert depth_metrics(refined.result.depth, frame.depth)["abs_rel"] < 0.01
+
+
+def test_a_predicted_floor_tilted_against_the_known_attitude_is_fitted_then_aligned():
+    """The attitude says one thing, the prediction's floor lies 9 degrees off (exact depth seen with a
+    wrong pitch): the attitude's plane cuts only a strip of that floor (25-45 % off, or no floor); the
+    predicted floor's own plane, fitted near the attitude, gives the right scale."""
+    good = 0
+    views = robot_views(10)
+    for frame in views:
+        pose = frame.pose
+        for tilt in (math.radians(9.0), -math.radians(9.0)):
+            prior = GroundPrior(pose.position[2], pose.pitch + tilt, pose.roll)
+            fit = fit_frame(frame.depth * 2.0, INTR, Anchors(ground=prior))
+            good += fit is not None and abs(fit.scale / 0.5 - 1.0) < 0.02
+    assert good >= 0.75 * 2 * len(views)  # measured 16 of 20 (the attitude's 9-degree strip is 25-35 % off)
+    # with the right attitude the attitude's plane is still the one used (unchanged results)
+    for frame in views[:3]:
+        pose = frame.pose
+        fit = fit_frame(frame.depth * 2.0, INTR, Anchors(ground=GroundPrior(pose.position[2], pose.pitch, pose.roll)))
+        assert fit.scale == pytest.approx(0.5, rel=0.01)
+
+
+def test_a_relative_models_single_anchor_is_reported_scale_only_with_a_wider_bound():
+    frame = robot_views(1)[0]
+    relative = (1.0 / frame.depth).astype(np.float32) * 3.0 + 0.1  # affine-invariant inverse depth
+    rng = np.random.default_rng(0)
+    one = fit_frame(None, INTR, Anchors(points=sparse_points(frame.depth, 1, rng)), relative=relative)
+    many = fit_frame(None, INTR, Anchors(points=sparse_points(frame.depth, 20, rng)), relative=relative)
+    assert one.scale_only and not many.scale_only
+    assert one.error_bound > 1.5 * many.error_bound and one.confidence < many.confidence
+    anchoring = ScaleAnchoring()
+    _, estimate = anchoring.anchor(np.full_like(relative, np.nan), INTR,
+                                   Anchors(points=sparse_points(frame.depth, 1, rng)), 0.0, relative=relative)
+    assert estimate.scale_only and estimate.applied
+
+
+def test_a_wide_cone_reading_predicts_a_wider_error_than_a_narrow_one():
+    frame = robot_views(1)[0]
+    narrow = fit_frame(frame.depth * 2.0, INTR, Anchors(ranges=[RangeReading(2.0, math.radians(2.0))]))
+    wide = fit_frame(frame.depth * 2.0, INTR, Anchors(ranges=[RangeReading(2.0, math.radians(27.0))]))
+    assert wide.variance > narrow.variance and wide.confidence < narrow.confidence
+
+
+def test_scan_points_on_depth_edges_and_very_near_weigh_less():
+    from mde_ros.pipeline.anchoring import point_weights
+
+    depth = np.full((H, W), 4.0, np.float32)
+    depth[:, W // 2:] = 1.0  # a depth edge down the middle
+    n = 200
+    u = np.r_[np.full(n // 2, W // 2), np.full(n // 2, W // 4)]  # on the edge, then on the flat far part
+    v = np.r_[np.arange(n // 2) % H, np.arange(n // 2) % H]
+    z = depth[v, u].astype(np.float64)
+    w = point_weights(depth, u, v, z, AnchoringConfig())
+    assert w[: n // 2].max() < 0.1 * w[n // 2:].min()
+    near = point_weights(None, u[:2], v[:2], np.array([0.2, 5.0]), AnchoringConfig())
+    assert near[0] < 0.9 * near[1]
+    few = point_weights(depth, u[:20], v[:20], z[:20], AnchoringConfig())  # a few points: no edge weighting
+    assert few.min() > 0.5

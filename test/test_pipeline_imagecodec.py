@@ -133,9 +133,10 @@ def test_raw_messages_are_checked_against_the_budget_and_frame_id_before_convers
 
 
 def test_output_budget_estimate_follows_the_configuration():
-    assert output_bytes(640, 480) == 640 * 480 * (4 + 16 + 3)
+    assert output_bytes(640, 480) == 640 * 480 * (4 + 32 + 3)  # xyzrgb cloud: PCL's 32-byte points
+    assert output_bytes(640, 480, cloud_rgb=False) == 640 * 480 * (4 + 16 + 3)
     assert output_bytes(640, 480, cloud=False, colorized=False, depth_bytes_per_pixel=2) == 640 * 480 * 2
-    assert output_bytes(641, 481, cloud_decimation=2, colorized=False) == 641 * 481 * 4 + 321 * 241 * 16
+    assert output_bytes(641, 481, cloud_decimation=2, colorized=False) == 641 * 481 * 4 + 321 * 241 * 32
     assert output_bytes(4096, 2304) <= FrameBudget().max_output_bytes  # the defaults fit a 4K camera
     FrameBudget().check_pixels(3840, 2160)
     with pytest.raises(BudgetError):
@@ -182,3 +183,59 @@ def test_camera_info_problems_are_named_per_field():
     with pytest.raises(CameraInfoError, match="distortion_model has 100000 characters"):
         intrinsics_from_camera_info(Info(k, distortion_model="p" * 100_000), 64, 48)
     assert intrinsics_from_camera_info(Info(k, d=[0.1] * 8, distortion_model="rational_polynomial"), 64, 48).cx == 30
+
+
+# ---- EXIF orientation (issue 22) -------------------------------------------------------------------
+
+def with_exif_orientation(jpeg: bytes, orientation: int, big_endian: bool = False) -> bytes:
+    """The JPEG with an APP1 Exif segment (IFD0: Orientation) after SOI, as cameras and phones write it."""
+    order = ">" if big_endian else "<"
+    import struct
+
+    tiff = (b"MM" if big_endian else b"II") + struct.pack(order + "HI", 42, 8)
+    tiff += struct.pack(order + "H", 1) + struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0)
+    tiff += struct.pack(order + "I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def orientation_test_jpeg():
+    """A 64x48 JPEG whose quadrants have different colours (any turn or mirror shows)."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:24, :32] = (255, 0, 0)
+    image[:24, 32:] = (0, 255, 0)
+    image[24:, :32] = (0, 0, 255)
+    image[24:, 32:] = (255, 255, 0)
+    return image, cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_camera_frames_are_decoded_in_sensor_order_whatever_their_exif_orientation(orientation):
+    """image_transport's decoders give the stored pixel order, which is what the CameraInfo describes.
+    Before: orientation 6 was refused on every frame ("decoded to 48x64, its header says 64x48")."""
+    from mde_ros.pipeline.imagecodec import decode_compressed, exif_orientation
+
+    _, plain = orientation_test_jpeg()
+    tagged = with_exif_orientation(plain, orientation, big_endian=orientation % 2 == 0)
+    assert exif_orientation(tagged) == orientation
+    np.testing.assert_array_equal(decode_compressed(tagged, "jpeg"), decode_compressed(plain, "jpeg"))
+    from types import SimpleNamespace
+
+    msg = SimpleNamespace(format="jpeg", data=tagged, header=SimpleNamespace(frame_id="camera_optical_frame"))
+    assert message_to_rgb(msg, True).shape == (48, 64, 3)  # the node's and replay's decode
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_are_turned_upright_as_opencv_and_photo_viewers_do(tmp_path, orientation):
+    """predict's files: the EXIF orientation applied (OpenCV's own imread, which honours EXIF, is the
+    reference) and said in a note."""
+    _, plain = orientation_test_jpeg()
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(with_exif_orientation(plain, orientation))
+    notes = []
+    upright = read_image_file(path, notes=notes)
+    reference = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(upright, reference)
+    assert bool(notes) == (orientation != 1)
+    if orientation == 6:
+        assert notes == ["EXIF orientation 6: rotated 90 degrees clockwise to upright (48x64)"]

@@ -123,7 +123,7 @@ def test_build_outputs_produces_every_enabled_part():
     np.testing.assert_array_equal(decode(out.depth), mark_out_of_range(result.depth, 0.1, 10.0))
     assert out.depth_intrinsics == INTR
     assert (out.cloud.height, out.cloud.width) == (240, 320) and out.cloud.fields[-1][0] == "rgb"
-    xyz = np.frombuffer(out.cloud.data, "<f4").reshape(240, 320, 4)[:, :, :3]
+    xyz = np.frombuffer(out.cloud.data, "<f4").reshape(240, 320, out.cloud.point_step // 4)[:, :, :3]
     assert np.isnan(xyz[:30]).all()  # NaN, too close and too far all become NaN points
     np.testing.assert_allclose(xyz[30:], backproject(result.depth, INTR)[30:])
     expected_scan = depth_to_scan(mark_out_of_range(result.depth, 0.1, 10.0), INTR, 1, 0.45, 10.0)

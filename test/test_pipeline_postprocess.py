@@ -118,3 +118,24 @@ def test_clamp_clips_into_range_and_keeps_nan():
     assert clamped.dtype == np.float32
     np.testing.assert_array_equal(clamped[:3], [np.float32(0.1), 1.0, 10.0])
     assert np.isnan(clamped[3]) and clamped[4] == 10.0
+
+
+@pytest.mark.parametrize("mode, torch_mode, align", [("linear", "bilinear", False),
+                                                     ("linear_align_corners", "bilinear", True),
+                                                     ("cubic", "bicubic", False)])
+@pytest.mark.parametrize("size", [(37, 53), (120, 90)])  # up and down
+def test_output_resize_matches_torch_interpolate(mode, torch_mode, align, size):
+    """The card's output_interpolation reproduces the families' own F.interpolate calls (DA-V2 bilinear
+    align_corners=True, MiDaS bicubic) on a rough map, where the rules differ most."""
+    torch = pytest.importorskip("torch")
+    from mde_ros.pipeline.postprocess import resize_output
+
+    raw = np.random.default_rng(0).uniform(0.5, 2.0, (64, 80)).astype(np.float32)
+    ours = resize_output(raw, size[1], size[0], mode)
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(raw)[None, None], size, mode=torch_mode,
+                                             align_corners=align)[0, 0].numpy()
+    tolerance = 2e-3 if (mode == "cubic" and size[0] < 64) else 1e-4  # OpenCV and torch differ in cubic downscaling
+    assert np.max(np.abs(ours - theirs) / theirs) < tolerance
+    if mode != "linear":  # and the rules do differ on such a map
+        plain = resize_output(raw, size[1], size[0], "linear")
+        assert np.max(np.abs(plain - theirs) / theirs) > 10 * tolerance

@@ -153,3 +153,31 @@ def test_a_padded_buffer_view_preprocesses_like_a_contiguous_image():
     assert not view.flags.c_contiguous
     np.testing.assert_array_equal(preprocess(view, card(32, 48))[0],
                                   preprocess(np.ascontiguousarray(view), card(32, 48))[0])
+
+
+@pytest.mark.parametrize("src, expected", [
+    ((480, 640), (518, 686)),    # cameras up to 4:1 are sized as Depth-Anything does, unclamped
+    ((1080, 1920), (518, 924)),
+    ((16, 4096), (56, 16576)),   # thin strips: clamped to 4x the card's pixels, multiples of 14 kept
+    ((16, 16384), (28, 33152)),
+    ((1, 16384), (14, 76664)),   # shorter side at one multiple: the longer side gets what remains
+])
+def test_keep_aspect_network_input_is_bounded_by_the_card_size(src, expected):
+    from mde_ros.pipeline.preprocess import KEEP_ASPECT_MAX_AREA_FACTOR, resize_info
+
+    info = resize_info(*src, 518, 518, "keep_aspect", "shorter", 14)
+    assert (info.net_height, info.net_width) == expected
+    assert info.net_height % 14 == 0 and info.net_width % 14 == 0
+    assert info.net_height * info.net_width <= KEEP_ASPECT_MAX_AREA_FACTOR * 518 * 518
+
+
+def test_midas_minimal_resize_matches_its_transform():
+    """resize_side 'minimal' (MiDaS v3.1's Resize(resize_method="minimal")): the axis scale nearer 1,
+    aspect kept, sides rounded to the multiple, no bound; as MiDaS's get_size computes it."""
+    pytest.importorskip("torch")
+    import byo_exports as bx
+
+    from mde_ros.pipeline.preprocess import keep_aspect_size
+
+    for src in ((240, 360), (480, 640), (720, 1280), (384, 384), (100, 900), (1000, 300)):
+        assert keep_aspect_size(*src, 384, 384, "minimal", 32) == bx.midas_resize_size(*src, 384, 384, 32, "minimal")

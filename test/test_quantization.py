@@ -15,7 +15,7 @@ import pytest
 from mde_ros.bags import fixtures
 from mde_ros.cli import main
 from mde_ros.fileio import write_image
-from mde_ros.inference import create_backend
+from mde_ros.modelfiles import open_backend
 from mde_ros.models.card import card_path_for, load_card_for
 from mde_ros.quantization.calibration import CalibrationError, load_calibration_images, network_inputs
 from mde_ros.quantization.check import compare_speed
@@ -142,7 +142,7 @@ def test_int8_lookup_beside_the_model_checks_target_and_source(model, quantized,
 
 def test_precision_int8_runs_the_qdq_model_on_onnxruntime(model, quantized):
     card = load_card_for(model)
-    backend = create_backend("onnxruntime", model, card, precision="int8", int8_model=quantized["onnxruntime"])
+    backend = open_backend("onnxruntime", model, card, precision="int8", int8_model=quantized["onnxruntime"])
     assert backend.describe()["model"] == str(quantized["onnxruntime"])
     batch = inputs(model, 1)[0]
     np.testing.assert_array_equal(backend.infer(batch), run(quantized["onnxruntime"], batch))
@@ -151,11 +151,11 @@ def test_precision_int8_runs_the_qdq_model_on_onnxruntime(model, quantized):
 def test_precision_int8_builds_from_a_named_calibration_source_once(model, calib_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
     card = load_card_for(model)
-    first = create_backend("auto", model, card, precision="int8", calibration=str(BAG)).describe()["model"]
+    first = open_backend("auto", model, card, precision="int8", calibration=str(BAG)).describe()["model"]
     assert Path(first).parent == tmp_path / "cache" / "onnx" and ".int8.onnxruntime" in first
     assert load_card_for(first).provenance["quantization"]["calibration"]["kind"] == "bag"
     mtime = Path(first).stat().st_mtime_ns
-    assert create_backend("onnxruntime", model, card, precision="int8",
+    assert open_backend("onnxruntime", model, card, precision="int8",
                           calibration=str(BAG)).describe()["model"] == first
     assert Path(first).stat().st_mtime_ns == mtime  # cached, not rebuilt
 

@@ -122,6 +122,8 @@ class Graph:
         for topic, kind in (("depth/image", Image), ("depth/confidence", Image)):
             self.probe.create_subscription(kind, topic, lambda m, t=topic: self.received[t].append(m), reliable)
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+        self.probe.create_subscription(DiagnosticArray, "depth/scale",
+                                       lambda m: self.received["depth/scale"].append(m), reliable)
         self.pubs = {"image": self.probe.create_publisher(Image, "image", reliable),
                      "camera_info": self.probe.create_publisher(CameraInfo, "camera_info", reliable),
                      "range": self.probe.create_publisher(Range, "range", reliable),
@@ -142,8 +144,15 @@ class Graph:
             if status.name.startswith(self.fqn + ":"):
                 self.received["diagnostics"].append({kv.key: kv.value for kv in status.values})
 
-    def frame(self, t, ranges=(), clouds=()):
-        """Publish the anchors, then CameraInfo + image stamped t, until the depth for t arrives."""
+    def scale_for(self, t):
+        """The depth/scale message for the image stamped t (once it arrived) as {key: value}."""
+        return wait_for(lambda: next(({kv.key: kv.value for kv in m.status[0].values}
+                                      for m in self.received["depth/scale"]
+                                      if abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - t) < 1e-6), None))
+
+    def frame(self, t, ranges=(), clouds=(), expect_depth=True):
+        """Publish the anchors, then CameraInfo + image stamped t, until the depth for t arrives (or,
+        with expect_depth=False, its depth/scale message)."""
         for _ in range(20):
             for msg in ranges:
                 self.pubs["range"].publish(msg)
@@ -155,6 +164,8 @@ class Graph:
             time.sleep(0.05)
             self.pubs["image"].publish(image(t))
             try:
+                if not expect_depth:
+                    return self.scale_for(t)
                 return wait_for(lambda: [m for m in self.received["depth/image"]
                                          if abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - t) < 1e-6],
                                 timeout=0.5)[-1]
@@ -316,3 +327,49 @@ def test_bad_anchor_parameters_stop_the_start(rclpy_context):
     with pytest.raises(StartupError, match="confidence.threshold"):
         DepthNode(estimator=DepthEstimator(MisScaledWall(), CARD), context=rclpy_context, namespace="anch_bad2",
                   parameter_overrides=[Parameter("confidence.threshold", value=0.5)])
+
+
+@pytest.mark.parametrize("choice", ["stop", "nan", "hold"])
+def test_expired_anchors_follow_on_expiry_and_depth_scale_says_the_regime(graph, choice):
+    """Anchored, then the rangefinder goes silent: held for scale.max_age, then on_expiry; never the
+    model's own (2x wrong) metres. depth/scale carries each frame's regime, factor and error bound."""
+    g = graph({**ANCHORED, "scale.max_age": 0.5, "scale.on_expiry": choice})
+    depth = g.frame(10.0, ranges=[range_msg(10.0)])
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+    anchored = g.scale_for(10.0)
+    assert anchored["regime"] == "anchored" and float(anchored["factor"]) == pytest.approx(0.5, rel=1e-3)
+    assert 0 < float(anchored["error_bound"]) < 1 and anchored["source"] == "range"
+    depth = g.frame(10.3)  # no anchor, younger than max_age: held
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+    held = g.scale_for(10.3)
+    assert held["regime"] == "held" and float(held["error_bound"]) > float(anchored["error_bound"])
+    if choice == "stop":
+        expired = g.frame(11.0, expect_depth=False)
+        assert expired["regime"] == "stopped"
+        time.sleep(0.3)
+        assert not [m for m in g.received["depth/image"] if m.header.stamp.sec == 11 and m.header.stamp.nanosec == 0]
+    else:
+        depth = g.frame(11.0)
+        expired = g.scale_for(11.0)
+        if choice == "nan":
+            assert expired["regime"] == "invalid" and np.isnan(depth_of(depth)).all()
+        else:
+            assert expired["regime"] == "held"
+            np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+    if choice != "hold":
+        g.diagnostics(lambda v: v.get("scale regime") == expired["regime"])
+        assert g.node._stats.totals()[3]["scale_expired"] >= 1
+    depth = g.frame(11.5, ranges=[range_msg(11.5)])  # the rangefinder is back
+    np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=1e-3)
+    assert g.scale_for(11.5)["regime"] == "anchored"
+
+
+def test_a_range_glitch_with_a_still_prediction_is_not_applied_live(graph):
+    g = graph({**ANCHORED, "scale.time_constant": 0.5})
+    for i in range(4):
+        g.frame(20.0 + 0.1 * i, ranges=[range_msg(20.0 + 0.1 * i)])
+    for i in range(4, 8):  # three times too far for four frames; the image and the prediction do not change
+        t = 20.0 + 0.1 * i
+        depth = g.frame(t, ranges=[range_msg(t, reading=3 * TRUE_M)])
+        np.testing.assert_allclose(depth_of(depth), TRUE_M, rtol=0.02)
+        assert g.scale_for(t)["event"] == "outlier"

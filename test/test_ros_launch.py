@@ -19,15 +19,16 @@ import yaml
 from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator
-from mde_ros.ros.anchors import PARAMETERS as ANCHOR_PARAMETERS
-from mde_ros.ros.depth_node import NODE_NAME, PARAMETERS, DepthNode
+from mde_ros.ros.depth_node import NODE_NAME, DepthNode
+from mde_ros.ros.parameters import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "depth.launch.py"
 PARAMS = ROOT / "config" / "depth.yaml"
 RVIZ = ROOT / "config" / "depth.rviz"
 LAUNCH_ARGUMENTS = {"params_file", "use_sim_time", "backend", "model", "device", "image_transport",
-                    "scan_output_frame", "image_topic", "camera_info_topic", "namespace", "node_name", "use_rviz"}
+                    "scan_output_frame", "image_topic", "camera_info_topic", "namespace", "node_name", "use_rviz",
+                    "fastdds_profile", "rviz_fixed_frame", "lifecycle"}
 YAML_NODE_KEY = "/**"  # any node name: `-r __node:=front_depth` keeps every setting
 
 
@@ -72,12 +73,12 @@ def console_scripts():
 def test_launch_file_declares_the_arguments_and_starts_the_installed_depth_node():
     tree = launch_tree()
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    declared = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")}
+    declared = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument") if isinstance(c.args[0], ast.Constant)}
     assert LAUNCH_ARGUMENTS <= declared
     used = {c.args[0].value for c in calls(tree, "LaunchConfiguration") if isinstance(c.args[0], ast.Constant)}
     assert used <= declared, f"LaunchConfiguration of undeclared arguments: {used - declared}"
-    for call in calls(tree, "DeclareLaunchArgument"):
-        assert isinstance(keywords(call).get("description"), ast.Constant), call.args[0].value
+    for call in calls(tree, "DeclareLaunchArgument"):  # the backend options' come from their table, described
+        assert keywords(call).get("description") is not None, ast.unparse(call)
 
     nodes = [keywords(c) for c in calls(tree, "Node")]
     depth_nodes = [kw for kw in nodes if ast.literal_eval(kw["package"]) == "mde_ros"]
@@ -183,18 +184,51 @@ def shipped_parameters():
     return flatten(data[YAML_NODE_KEY]["ros__parameters"])
 
 
-def test_params_file_lists_every_parameter_with_its_default_and_a_comment():
-    values = shipped_parameters()
-    assert set(values) == {spec.name for spec in PARAMETERS} | {name for name, *_ in ANCHOR_PARAMETERS}
+def leaf_comments():
+    """Parameter name -> the comment lines right above its leaf line in config/depth.yaml."""
+    comments, path, lines = {}, [], PARAMS.read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.fullmatch(r"(\s*)(\w+):(.*)", line.split(" #")[0] if not line.lstrip().startswith("#") else "")
+        if not match or match.group(2) == "ros__parameters":
+            continue
+        depth = (len(match.group(1)) - 4) // 2  # '/**:' 0, 'ros__parameters:' 2, parameters from 4
+        path[depth:] = [match.group(2)]
+        if match.group(3).strip():  # a leaf "key: value" line
+            above = []
+            for previous in reversed(lines[:number]):
+                if not previous.strip().startswith("#"):
+                    break
+                above.insert(0, previous.strip().lstrip("#").strip())
+            comments[".".join(path)] = " ".join(above)
+    return comments
+
+
+def test_params_file_lists_every_parameter_of_the_table_with_its_default_and_a_comment():
+    """config/depth.yaml is the documentation of the one parameter table (ros/parameters): every row
+    with its default and type, a comment above each, naming every choice a row allows."""
+    values, comments = shipped_parameters(), leaf_comments()
+    assert set(values) == {spec.name for spec in PARAMETERS} == set(comments)
     for spec in PARAMETERS:
         assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
-    for name, default, *_ in ANCHOR_PARAMETERS:
-        assert values[name] == default and type(values[name]) is type(default), name
-    lines = PARAMS.read_text().splitlines()
-    for number, line in enumerate(lines):
-        match = re.fullmatch(r"(\s*)(\w+): \S.*", line)  # a leaf "key: value" line
-        if match and match.group(2) != "ros__parameters":
-            assert lines[number - 1].strip().startswith("#"), f"undocumented parameter line: {line.strip()}"
+        assert comments[spec.name], f"undocumented parameter: {spec.name}"
+        for choice in spec.choices:
+            assert re.search(rf"\b{re.escape(choice)}\b", comments[spec.name]), (spec.name, choice)
+
+
+def test_the_node_declares_the_table_with_its_descriptors(rclpy_context):
+    """Every row declared once, with the table's description, read-only flag and range."""
+    node = start_node(rclpy_context, PARAMS, "table")
+    try:
+        names = [spec.name for spec in PARAMETERS]
+        for spec, descriptor in zip(PARAMETERS, node.describe_parameters(names)):
+            assert (descriptor.description, descriptor.read_only) == (spec.description, spec.read_only), spec.name
+            ranges = [*descriptor.floating_point_range, *descriptor.integer_range]
+            assert [(r.from_value, r.to_value) for r in ranges] == ([] if spec.low is None else
+                                                                    [(spec.low, spec.high)]), spec.name
+            if spec.choices:
+                assert descriptor.additional_constraints == "one of: " + ", ".join(spec.choices)
+    finally:
+        node.destroy_node()
 
 
 def start_node(context, params_file, namespace):
@@ -253,10 +287,10 @@ def test_a_params_file_with_a_bad_value_is_refused_at_start_up(rclpy_context, tm
         start_node(rclpy_context, bad, "bad")
 
 
-def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(rclpy_context):
+def test_rviz_config_shows_the_node_outputs_in_a_frame_realsense_publishes(rclpy_context):
     config = yaml.safe_load(RVIZ.read_text())
     manager = config["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "camera_optical_frame"
+    assert manager["Global Options"]["Fixed Frame"] == "camera_link"  # realsense-ros's root frame
     topics = {d["Class"].split("/")[-1]: d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
     assert topics == {"Image": "depth/colorized", "PointCloud2": "points", "LaserScan": "scan"}
 
@@ -274,3 +308,56 @@ def test_rviz_config_shows_the_node_outputs_in_the_optical_frame(rclpy_context):
     finally:
         probe.destroy_node()
         node.destroy_node()
+
+
+def start_and_read_startup(params_file, *ros_args, timeout=90.0):
+    """`python -m mde_ros.ros.depth_node --ros-args --params-file F` as `ros2 run` starts it (a tiny ONNX
+    model, onnxruntime); its output up to "listening on" (the end of start-up), then Ctrl-C."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    from mde_ros.processes import interrupt
+    from test_ros_node import tiny_onnx_model
+
+    model = tiny_onnx_model(Path(params_file).parent, 2.0)
+    process = subprocess.Popen([sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args", "--params-file",
+                                str(params_file), "-p", f"model:={model}", "-p", "backend:=onnxruntime", *ros_args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    lines, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if select.select([process.stdout], [], [], 1.0)[0]:
+                lines.append(process.stdout.readline())
+                if "listening on" in lines[-1]:
+                    break
+    finally:
+        lines.append(interrupt(process) or "")
+    output = "".join(lines)
+    assert "listening on" in output, output
+    return output
+
+
+def test_a_clean_first_launch_warns_nothing_about_the_shipped_params_file(tmp_path):
+    """Issue 18: every scale.* / temporal.* / confidence.* key of config/depth.yaml was warned "unknown
+    parameter ... ignored" (the known names were taken before the anchors declared theirs)."""
+    shipped = tmp_path / "depth.yaml"
+    shipped.write_text(PARAMS.read_text())
+    output = start_and_read_startup(shipped)
+    assert "unknown parameter" not in output and "WARN" not in output, output
+
+
+def test_a_real_unknown_key_is_still_warned_with_a_hint_from_every_declared_name(tmp_path):
+    data = yaml.safe_load(PARAMS.read_text())
+    params = data[YAML_NODE_KEY]["ros__parameters"]
+    params["scale"]["range"]["enabeld"] = True  # misspelt anchor parameter
+    params["temporal"]["time_constnat"] = 0.5  # another
+    params["zzz_unrelated"] = 1
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump(data))
+    output = start_and_read_startup(custom)
+    assert "unknown parameter 'scale.range.enabeld' ignored: did you mean scale.range.enabled?" in output, output
+    assert "unknown parameter 'temporal.time_constnat' ignored: did you mean temporal.time_constant?" in output
+    assert "unknown parameter 'zzz_unrelated' ignored (not a parameter of this node)" in output
+    assert output.count("unknown parameter") == 3, output

@@ -128,7 +128,6 @@ def test_unusable_camera_info_is_refused_with_the_reason(make, kind):
 
 def test_depth_camera_info_copies_the_calibration_at_the_same_resolution():
     template = camera_info()
-    template.roi.x_offset, template.roi.width = 2, 60
     msg = roundtrip(messages.camera_info_msg(INTR, header(), template))
     assert (msg.width, msg.height) == (64, 48)
     assert msg.header == header()
@@ -137,7 +136,23 @@ def test_depth_camera_info_copies_the_calibration_at_the_same_resolution():
     np.testing.assert_array_equal(msg.p, template.p)
     np.testing.assert_array_equal(msg.d, template.d)
     np.testing.assert_array_equal(msg.r, template.r)
-    assert msg.roi == template.roi
+
+
+def test_depth_camera_info_of_a_camera_with_roi_and_binning_is_for_the_published_image():
+    """REP 104: the camera's K is for the full sensor; its ROI offsets and its binning divides. The
+    published CameraInfo carries K of the depth image itself, with binning 0 and no ROI, so a consumer
+    (image_geometry) applies nothing a second time."""
+    template = camera_info()
+    template.roi.x_offset, template.roi.y_offset, template.roi.width, template.roi.height = 4, 8, 60, 40
+    template.binning_x = template.binning_y = 2
+    intr = messages.intrinsics_from_camera_info(template, 30, 20)
+    assert (intr.fx, intr.fy, intr.cx, intr.cy) == (INTR.fx / 2, INTR.fy / 2, (INTR.cx - 4) / 2, (INTR.cy - 8) / 2)
+    msg = roundtrip(messages.camera_info_msg(intr, header(), template))
+    assert (msg.width, msg.height, msg.binning_x, msg.binning_y) == (30, 20, 0, 0)
+    assert (msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height) == (0, 0, 0, 0)
+    np.testing.assert_allclose(msg.k, intr.k())
+    np.testing.assert_allclose([msg.p[0], msg.p[2], msg.p[3], msg.p[5], msg.p[6]],
+                               [intr.fx, intr.cx, template.p[3] / 2, intr.fy, intr.cy])
 
 
 def test_depth_camera_info_scales_k_and_p_when_the_depth_is_smaller_than_the_calibration():
@@ -165,10 +180,10 @@ def test_point_cloud_message_carries_the_packed_cloud():
     msg = roundtrip(messages.point_cloud_msg(cloud, header()))
     assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
         ("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1), ("z", 8, PointField.FLOAT32, 1),
-        ("rgb", 12, PointField.FLOAT32, 1)]
-    assert (msg.height, msg.width, msg.point_step, msg.is_dense) == (48, 64, 16, False)
+        ("rgb", 16, PointField.FLOAT32, 1)]  # pcl::PointXYZRGB's layout, as depth_image_proc's xyzrgb cloud
+    assert (msg.height, msg.width, msg.point_step, msg.is_dense) == (48, 64, 32, False)
     assert len(msg.data) == msg.row_step * msg.height
-    xyz = np.frombuffer(msg.data, np.float32).reshape(48, 64, 4)[..., :3]
+    xyz = np.frombuffer(msg.data, np.float32).reshape(48, 64, 8)[..., :3]
     np.testing.assert_allclose(xyz, backproject(depth, INTR), equal_nan=True)
     assert msg.header.frame_id == "cam_optical_frame"
 

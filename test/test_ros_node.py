@@ -37,6 +37,9 @@ FX, FY, CX, CY = 40.0, 42.0, 30.0, 20.0  # principal point off-centre on purpose
 PLANE_M = 2.0
 CARD = ModelCard(name="plane-card", architecture="external", input_height=24, input_width=32,
                  min_depth=0.1, max_depth=10.0)
+# These tests check the full organised xyzrgb cloud (depth_image_proc's); the shipped default, an
+# obstacle-sized cloud, is test_ros_delivery's.
+FULL_CLOUD = {"cloud.decimation": 1, "cloud.organized": True, "cloud.max_range": 0.0, "cloud.rgb": True}
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan,
            "depth/colorized": Image}
 TIMEOUT_S = 10.0
@@ -107,7 +110,7 @@ class Rig:
                  local_node=True, discovery_timeout=TIMEOUT_S, alive=lambda: True, node_class=DepthNode):
         self.backend = backend or PlaneBackend()
         self.namespace = namespace
-        overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
+        overrides = [Parameter(k, value=v) for k, v in {**FULL_CLOUD, **(params or {})}.items()]
         if transport == "compressed":
             overrides.append(Parameter("image_transport", value="compressed"))
         self.node = node_class(estimator=DepthEstimator(self.backend, card), context=context, namespace=namespace,
@@ -380,6 +383,18 @@ def test_bad_input_is_rejected_with_a_warning_and_the_node_keeps_working(rig):
     out = r.exchange(7.0, need=("points", "depth/camera_info"),
                      info=info_msg(7.0, WIDTH // 2, HEIGHT // 2, FX / 2, FY / 2, CX / 2, CY / 2))
     np.testing.assert_allclose(out["depth/camera_info"].k, info_msg(7.0).k)
+    # REP 104: a full-sensor calibration (2x the image) with the image's ROI is offset, not scaled;
+    # with binning 2 it is divided; either way the published CameraInfo is the image's own (binning 0, no ROI).
+    roi_info = info_msg(7.1, 2 * WIDTH, 2 * HEIGHT, FX, FY, CX + WIDTH // 2, CY + HEIGHT // 2)
+    roi_info.roi.x_offset, roi_info.roi.y_offset, roi_info.roi.width, roi_info.roi.height = (
+        WIDTH // 2, HEIGHT // 2, WIDTH, HEIGHT)
+    binned_info = info_msg(7.2, 2 * WIDTH, 2 * HEIGHT, 2 * FX, 2 * FY, 2 * CX, 2 * CY)
+    binned_info.binning_x = binned_info.binning_y = 2
+    for t, info in ((7.1, roi_info), (7.2, binned_info)):
+        published = r.exchange(t, need=("depth/camera_info",), info=info)["depth/camera_info"]
+        np.testing.assert_allclose(published.k, info_msg(7.0).k)
+        assert (published.width, published.height, published.binning_x, published.binning_y) == (WIDTH, HEIGHT, 0, 0)
+        assert (published.roi.x_offset, published.roi.width) == (0, 0)
 
     for t in (1.0, 2.0, 3.0, 4.0):
         assert not any(r.with_stamp(topic, t) for topic in OUTPUTS), t

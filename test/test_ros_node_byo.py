@@ -7,6 +7,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 import byo_exports as bx
+from mde_ros.modelfiles import load_estimator
 from mde_ros.models.presets import card_for_preset
 from mde_ros.models.card import card_path_for
 from mde_ros.pipeline.estimator import DepthEstimator
@@ -15,7 +16,7 @@ from test_ros_node import HEIGHT, WIDTH, depth_array, rig, stamp_of  # noqa: F40
 
 def load(path, preset):
     card_for_preset(preset, path).save(card_path_for(path))
-    return DepthEstimator.from_model(path, backend="onnxruntime", intra_op_threads=1)
+    return load_estimator(path, backend="onnxruntime", intra_op_threads=1)
 
 
 def listen(r, topic):

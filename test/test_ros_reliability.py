@@ -323,3 +323,61 @@ def test_memory_returns_to_the_steady_state_after_rejected_and_accepted_large_fr
     # A 4K frame takes what it needs (hundreds of MB), then the process returns to the steady state.
     assert large_peak - steady_peak > 100, figures
     assert after - steady < 20, str(figures)
+
+
+def test_a_refused_huge_raw_frame_and_frames_of_random_sizes_leave_no_memory_held(rclpy_context):
+    """Issue 22: a 144 MB raw rgb8 8000x6000 frame (over budget.max_message_bytes) once kept +138 MiB for
+    the life of the process, and frames of varying sizes left +150..320 MiB after returning to 640x480.
+    Now the refused message leaves < 10 MiB, 100 random sizes end within 20 MiB of the steady state."""
+    from sensor_msgs.msg import Image
+
+    from mde_ros.resources import default_model_path
+
+    # The node's own default (no profile in the environment): it selects the shipped Fast DDS profile.
+    env = {k: v for k, v in os.environ.items() if "PROFILES_FILE" not in k and k != "RMW_FASTRTPS_USE_QOS_FROM_XML"}
+    process = subprocess.Popen([sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args", "-r", "__ns:=/mem2",
+                                "-p", f"model:={default_model_path()}", "-p", "backend:=onnxruntime",
+                                "-p", "qos.reliability:=reliable", "-p", "publish.points:=false",
+                                "-p", "publish.scan:=false", "-p", "publish.colorized:=false"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+    def raw(t, width, height, rng):
+        msg = Image(height=height, width=width, encoding="rgb8", step=width * 3)
+        msg.header.stamp, msg.header.frame_id = stamp_of(t), "camera_optical_frame"
+        msg.data = rng.integers(0, 255, width * height * 3, dtype=np.uint8).tobytes()
+        return msg
+
+    try:
+        r = Rig(rclpy_context, "mem2", local_node=False, discovery_timeout=40.0, alive=lambda: process.poll() is None)
+        rng = np.random.default_rng(1)
+        t = 1.0
+        for _ in range(8):
+            r.exchange(t, image=raw(t, 320, 240, rng), info=None)
+            t += 1
+        steady = node_memory_mb(process.pid)[0]
+        huge = Image(height=6000, width=8000, encoding="rgb8", step=24000)
+        huge.header.stamp, huge.header.frame_id = stamp_of(t), "camera_optical_frame"
+        huge.data = bytes(144_000_000)
+        r.publish(huge)
+        del huge
+        time.sleep(3.0)  # 144 MB over loopback, then refused: no output to wait for
+        t += 1
+        for _ in range(3):
+            r.exchange(t, image=raw(t, 320, 240, rng), info=None)
+            t += 1
+        refused = node_memory_mb(process.pid)[0]
+        for _ in range(100):
+            width, height = int(rng.integers(16, 1281)), int(rng.integers(16, 961))
+            r.exchange(t, image=raw(t, width, height, rng), info=None)
+            t += 1
+        for _ in range(8):
+            r.exchange(t, image=raw(t, 320, 240, rng), info=None)
+            t += 1
+        after = node_memory_mb(process.pid)[0]
+        r.close()
+    finally:
+        interrupt(process)
+    figures = dict(steady=steady, refused=refused, after_random=after)
+    print("node memory (MiB):", {k: round(v, 1) for k, v in figures.items()})
+    assert refused - steady < 10, figures
+    assert after - steady < 20, figures

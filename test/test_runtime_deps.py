@@ -51,13 +51,13 @@ def test_node_predict_and_replay_run_without_torch_or_onnx(tmp_path):
         import numpy as np, rclpy
         from rclpy.parameter import Parameter
         from mde_ros.models.card import load_card_for
-        from mde_ros.pipeline.estimator import DepthEstimator
+        from mde_ros.modelfiles import load_estimator
         from mde_ros.ros.depth_node import DepthNode
         from mde_ros.bags.replay import run_replay
 
         card = load_card_for({str(model)!r})
         assert card.name == "tiny_test_depth", card.name
-        estimator = DepthEstimator.from_model({str(model)!r}, backend="auto")
+        estimator = load_estimator({str(model)!r}, backend="auto")
         depth = estimator.estimate(np.zeros((48, 64, 3), np.uint8), None).depth
         assert depth.shape == (48, 64) and np.isfinite(depth).all()
         summary = run_replay({str(bag)!r}, "out", model={str(model)!r}, backend="onnxruntime", progress=False)
@@ -79,7 +79,7 @@ def test_onnxruntime_fused_pipeline_runs_without_torch_or_onnx(tmp_path):
     torch = pytest.importorskip("torch")
     from mde_ros.models import build_model, export_onnx
     from mde_ros.models.card import ModelCard
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
     torch.manual_seed(0)
     card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
@@ -89,12 +89,13 @@ def test_onnxruntime_fused_pipeline_runs_without_torch_or_onnx(tmp_path):
     export_fused_onnx(network, card, fused_path_for(plain), 48, 64)
     result = run_without_torch_and_onnx(f"""
         import numpy as np
-        from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+        from mde_ros.modelfiles import load_estimator
+        from mde_ros.pipeline.estimator import EstimatorConfig
         from mde_ros.models.fused_meta import read_fused_metadata
 
         assert read_fused_metadata({str(tmp_path / "m.fused.onnx")!r})["width"] == 64
-        estimator = DepthEstimator.from_model({str(plain)!r}, backend="onnxruntime",
-                                              config=EstimatorConfig(device_pipeline=True))
+        estimator = load_estimator({str(plain)!r}, backend="onnxruntime",
+                                   config=EstimatorConfig(device_pipeline=True))
         assert estimator.backend.fused_pipeline().accepts(48, 64, "stretch")
         depth = estimator.estimate(np.full((48, 64, 3), 90, np.uint8), None).depth
         assert depth.shape == (48, 64) and np.isfinite(depth).all()

@@ -114,11 +114,11 @@ def environment() -> None:
 
 @check("precision")
 def precision_check(model: Path, card, precision: str, options: dict) -> None:
-    from mde_ros.inference.tensorrt_backend import TensorRTBackend
+    from mde_ros.modelfiles import open_backend
 
     batch = network_batch(card)
     started = time.perf_counter()
-    backend = TensorRTBackend(model, card, "cuda", precision, **options)
+    backend = open_backend("tensorrt", model, card, device="cuda", precision=precision, **options)
     build_s = time.perf_counter() - started
     engine = backend.paths.engine
     mtime = engine.stat().st_mtime_ns
@@ -127,7 +127,7 @@ def precision_check(model: Path, card, precision: str, options: dict) -> None:
     ms = median_ms(lambda: backend.infer(batch))
     info = backend.describe()
     started = time.perf_counter()
-    again = TensorRTBackend(model, card, "cuda", precision, **options)
+    again = open_backend("tensorrt", model, card, device="cuda", precision=precision, **options)
     load_s = time.perf_counter() - started
     cached = engine.stat().st_mtime_ns == mtime and again.paths.engine == engine
     diff = rel_diff(out, ref)
@@ -143,11 +143,11 @@ def weak_typing(model: Path, card) -> None:
     import tensorrt as trt
 
     from mde_ros.inference import BackendUnavailable
-    from mde_ros.inference.tensorrt_backend import TensorRTBackend
+    from mde_ros.modelfiles import open_backend
 
     major = int(trt.__version__.split(".")[0])
     try:
-        backend = TensorRTBackend(model, card, "cuda", "fp16", typing="weak")
+        backend = open_backend("tensorrt", model, card, device="cuda", precision="fp16", typing="weak")
     except BackendUnavailable as exc:
         report("weak", "PASS" if major >= 11 else "FAIL", tensorrt=trt.__version__, refused=str(exc)[:160])
         return
@@ -203,13 +203,13 @@ def two_outputs(tmp: Path) -> None:
 def dla(model: Path, card) -> None:
     import tensorrt as trt
 
-    from mde_ros.inference.tensorrt_backend import TensorRTBackend
+    from mde_ros.modelfiles import open_backend
 
     cores = trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores
     if not cores:
         report("dla", "SKIP", reason="TensorRT sees no DLA cores here (Jetson AGX Orin / Orin NX only)")
         return
-    backend = TensorRTBackend(model, card, "cuda", "fp16", dla_core=0)
+    backend = open_backend("tensorrt", model, card, device="cuda", precision="fp16", dla_core=0)
     info = backend.describe()
     batch = network_batch(card)
     diff = rel_diff(backend.infer(batch), reference(model, batch))
@@ -253,7 +253,7 @@ def fused(tmp: Path) -> None:
     from mde_ros.inference import create_backend
     from mde_ros.models import build_model, export_onnx
     from mde_ros.models.card import ModelCard
-    from mde_ros.models.fused import export_fused_onnx, fused_path_for
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.synthetic import render_frame
 

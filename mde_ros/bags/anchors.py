@@ -12,25 +12,19 @@ import math
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rosbags.serde import SerdeError
 
 from mde_ros.bags.io import BagError, deserialize, stamp_ns
-from mde_ros.bags.messages import image_msg
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings
-from mde_ros.pipeline.anchoring import AnchoringConfig, GroundPrior
-from mde_ros.pipeline.outputs import pack_image
-from mde_ros.pipeline.refine import RefineConfig, Refiner
+from mde_ros.pipeline.anchoring import EXPIRY_CHOICES, AnchoringConfig, Anchors, GroundPrior
+from mde_ros.pipeline.refine import RefineConfig, Refined, Refiner
 from mde_ros.pipeline.temporal import TemporalConfig
-
-if TYPE_CHECKING:
-    from mde_ros.pipeline.estimator import DepthEstimator, DepthResult
 
 RANGE_TYPE = "sensor_msgs/msg/Range"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
-CONFIDENCE_TYPE = "sensor_msgs/msg/Image"
 MAX_PER_FRAME_RECORDS = 10_000
 
 
@@ -42,6 +36,11 @@ class ReplayAnchors:
     points_topic: str | None = None
     settings: AnchorSettings = AnchorSettings()
     refine: RefineConfig = RefineConfig()
+
+    @property
+    def anchoring(self) -> bool:
+        """A scale anchor source is given (the bag then gets depth/scale, as the node publishes it)."""
+        return bool(self.range_topic or self.points_topic or self.settings.ground)
 
     @property
     def active(self) -> bool:
@@ -66,14 +65,14 @@ class ReplayRefine:
     anchors: ReplayAnchors
     depth_topic: str
     buffer: AnchorBuffer = field(init=False)
-    refiner: Refiner = field(init=False)
+    _refiner: Refiner = field(init=False)
     rejected: Counter = field(default_factory=Counter)
     corrupt: int = 0
     frames: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.buffer = AnchorBuffer(self.anchors.settings)
-        self.refiner = Refiner(self.anchors.refine)
+        self._refiner = Refiner(self.anchors.refine)
 
     @property
     def confidence_topic(self) -> str | None:
@@ -95,19 +94,21 @@ class ReplayRefine:
         (self.buffer.add_range if msgtype == RANGE_TYPE else self.buffer.add_cloud)(msg)
         return True
 
-    def __call__(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray,
-                 header: Any) -> tuple["DepthResult", Any | None]:
-        """(refined result, confidence Image message or None) for one image."""
-        image_ns = stamp_ns(header)
-        anchors = self.buffer.anchors_for(image_ns, header.frame_id)
-        refined = self.refiner.refine(estimator, result, rgb, anchors, image_ns * 1e-9)
+    def anchors_for(self, header: Any) -> Anchors:
+        """The anchors fed so far that match the image with this header (fixed poses: no TF in a bag)."""
+        return self.buffer.anchors_for(stamp_ns(header), header.frame_id)
+
+    @property
+    def refiner(self) -> Refiner:
+        return self._refiner
+
+    def record(self, refined: Refined | None, header: Any) -> None:
+        """Log one frame's scale estimate and rejected anchors for the summary."""
+        if refined is None:
+            return
         self.rejected.update(refined.anchors.rejected)
         if len(self.frames) < MAX_PER_FRAME_RECORDS:
-            self.frames.append({"stamp_ns": image_ns, **refined.scale.as_dict()})
-        confidence = None
-        if refined.confidence is not None:
-            confidence = image_msg(pack_image(refined.confidence, "32FC1"), header)
-        return refined.result, confidence
+            self.frames.append({"stamp_ns": stamp_ns(header), **refined.scale.as_dict()})
 
     def summary(self) -> dict[str, Any]:
         """The `scale` section of replay's JSON summary."""
@@ -121,6 +122,9 @@ class ReplayRefine:
                                                "median": round(float(np.median(factors)), 6),
                                                "max": round(float(factors.max()), 6), "last": applied[-1]["scale"]},
             "sources": dict(Counter(f["source"] for f in applied)),
+            # every frame's regime (anchored, held, stopped, ...) and the filter's events (outlier, reset, ...)
+            "regimes": dict(Counter(f.get("regime", "unanchored") for f in self.frames)),
+            "events": dict(Counter(f["event"] for f in self.frames if f.get("event"))),
             "confidence_mean": None if not applied else round(float(np.mean([f["confidence"] for f in applied])), 4),
             "anchors_mean": None if not applied else round(float(np.mean([f["anchors"] for f in applied])), 2),
             "rejected": dict(self.rejected),
@@ -151,6 +155,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--camera-roll", type=float, help="radians, > 0 turns the image clockwise")
     group.add_argument("--anchor-stamp-tolerance", type=float, default=0.1, metavar="SECONDS")
     group.add_argument("--scale-time-constant", type=float, default=AnchoringConfig.time_constant, metavar="SECONDS")
+    group.add_argument("--scale-max-age", type=float, default=AnchoringConfig.max_age, metavar="SECONDS",
+                       help="seconds the factor is held without anchors (default %(default)s)")
+    group.add_argument("--scale-on-expiry", choices=EXPIRY_CHOICES, default=AnchoringConfig.on_expiry,
+                       help="after --scale-max-age: hold, decay, stop (write no depth) or nan (default %(default)s)")
     group.add_argument("--temporal", action="store_true", help="temporal stability filter")
     group.add_argument("--confidence", action="store_true", help="write per-pixel confidence (flip consistency) "
                                                                   "on <depth namespace>/confidence")
@@ -173,7 +181,8 @@ def from_args(args: argparse.Namespace) -> ReplayAnchors | None:
                               range_direction=tuple(args.range_direction), points_frame=args.points_frame,
                               points_transform=tuple(args.points_transform), ground=ground,
                               stamp_tolerance=args.anchor_stamp_tolerance)
-    refine = RefineConfig(anchoring=AnchoringConfig(time_constant=args.scale_time_constant),
+    refine = RefineConfig(anchoring=AnchoringConfig(time_constant=args.scale_time_constant, max_age=args.scale_max_age,
+                                                    on_expiry=args.scale_on_expiry),
                           temporal=TemporalConfig() if args.temporal else None, confidence=args.confidence,
                           confidence_threshold=args.confidence_threshold)
     anchors = ReplayAnchors(args.range_topic, args.points_topic, settings, refine)

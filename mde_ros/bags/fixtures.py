@@ -35,6 +35,7 @@ import numpy as np
 
 from mde_ros.bags.io import STORAGES, OutputTopics, deserialize, open_reader, stamp_ns, write_bag
 from mde_ros.bags.messages import camera_info_msg, image_msg, make_header
+from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
 from mde_ros.pipeline.outputs import pack_image
 
 IMAGE_TOPIC = "/camera/color/image_raw"
@@ -53,7 +54,7 @@ FIXTURE_DIR = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "bags"
 GOLDENS_FILE = "goldens.json"
 # A tiny random-weight ONNX + card, committed so runtime-only test runs (no torch) have a fast model.
 TEST_MODEL = FIXTURE_DIR.parent / "models" / "tiny_test_depth.onnx"
-GOLDEN_BACKEND = "onnxruntime"
+GOLDEN_BACKEND = ONNXRUNTIME
 
 DEPTH_TOL_M = 1e-4
 COUNT_TOL_FRACTION = 1e-3

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from mde_ros.ros import naming
+from mde_ros.pipeline.outputs import BY_KEY, METRIC_KEYS
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -94,6 +94,27 @@ def open_reader(path: str | Path) -> Iterator["Reader"]:
         reader.close()
 
 
+class BagReadError(BagError):
+    """A damaged part of a bag stopped reading (a corrupt mcap chunk or sqlite page)."""
+
+
+def read_messages(reader: "Reader", connections: Sequence["Connection"] | None = None,
+                  **kwargs: Any) -> Iterator[tuple["Connection", int, bytes]]:
+    """reader.messages(), where whatever a damaged storage file makes the reader raise (ReaderError,
+    apsw's CorruptError, an OverflowError from a garbage mcap length, ...) is a BagReadError; errors
+    of the caller's own work between two messages stay what they are."""
+    messages = iter(reader.messages(connections, **kwargs) if connections is not None
+                    else reader.messages(**kwargs))
+    while True:
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - the storage readers raise many kinds on garbage
+            raise BagReadError(f"{type(exc).__name__}: {exc}") from exc
+        yield item
+
+
 @dataclass(frozen=True)
 class BagTopic:
     name: str
@@ -123,10 +144,10 @@ def _first_encoding(reader: "Reader", connections: Sequence["Connection"], msgty
     from rosbags.serde import SerdeError
 
     try:
-        for _, _, data in reader.messages(connections):
+        for _, _, data in read_messages(reader, connections):
             msg = typestore().deserialize_cdr(data, msgtype)
             return msg.encoding if msgtype == IMAGE_TYPE else msg.format
-    except (ReaderError, SerdeError):
+    except (ReaderError, SerdeError, BagReadError):
         return None
     return None
 
@@ -199,17 +220,29 @@ def detect_topics(topics: Sequence[BagTopic], image_topic: str | None = None,
                    f"{describe_topics(infos)}; pick one with --camera-info-topic")
 
 
-@dataclass(frozen=True)
 class OutputTopics:
-    depth: str
-    depth_camera_info: str
-    points: str
-    scan: str
-    colorized: str
+    """The topic of each output row (mde_ros.pipeline.outputs.OUTPUTS key -> topic): `topics.depth`,
+    `topics.points`, ...; as_dict() in table order."""
+
+    def __init__(self, **topics: str) -> None:
+        self._topics = dict(topics)
+
+    def __getattr__(self, key: str) -> str:
+        try:
+            return self.__dict__["_topics"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutputTopics) and other._topics == self._topics
+
+    def __repr__(self) -> str:
+        return f"OutputTopics({self._topics!r})"
 
     @classmethod
-    def for_image_topic(cls, image_topic: str, prefix: str | None = None) -> "OutputTopics":
-        """The node's relative names, under `prefix` or the camera's namespace.
+    def for_image_topic(cls, image_topic: str, prefix: str | None = None,
+                        keys: Iterable[str] = METRIC_KEYS) -> "OutputTopics":
+        """The node's relative names (OutputSpec.topic) of `keys`, under `prefix` or the camera's namespace.
 
         /camera/color/image_raw -> /camera/depth/image, /camera/depth/camera_info, /camera/points, ...
         (RealSense / OpenNI layout: depth beside color, not inside it); /cam/image_raw -> /cam/depth/image.
@@ -220,12 +253,10 @@ class OutputTopics:
                 prefix = posixpath.dirname(prefix) or "/"
         if not prefix.startswith("/"):
             prefix = "/" + prefix
-        join = functools.partial(posixpath.join, prefix)
-        return cls(depth=join(naming.DEPTH_IMAGE), depth_camera_info=join(naming.DEPTH_CAMERA_INFO),
-                   points=join(naming.POINTS), scan=join(naming.SCAN), colorized=join(naming.DEPTH_COLORIZED))
+        return cls(**{key: posixpath.join(prefix, BY_KEY[key].topic) for key in keys})
 
     def as_dict(self) -> dict[str, str]:
-        return dict(self.__dict__)
+        return dict(self._topics)
 
 
 def create_writer(path: str | Path, storage: str) -> "Writer":
@@ -256,6 +287,13 @@ class ConnectionCopier:
         self.writer = writer
         self._by_key: dict[tuple[str, str], Connection] = {}
 
+    def ensure(self, topic: str, msgtype: str) -> "Connection":
+        """The connection for a new topic (add_connection's definition and QoS), or the one already
+        copied for it (a resumed output bag brings its output topics along)."""
+        if (topic, msgtype) not in self._by_key:
+            self._by_key[(topic, msgtype)] = add_connection(self.writer, topic, msgtype)
+        return self._by_key[(topic, msgtype)]
+
     def __call__(self, conn: "Connection") -> "Connection":
         key = (conn.topic, conn.msgtype)
         if key not in self._by_key:
@@ -268,6 +306,34 @@ class ConnectionCopier:
                 conn.topic, conn.msgtype, serialization_format=conn.ext.serialization_format,
                 offered_qos_profiles=conn.ext.offered_qos_profiles, **kwargs)
         return self._by_key[key]
+
+
+def custom_data(path: str | Path) -> dict[str, str]:
+    """A bag's metadata.yaml custom_data (what a writer recorded about itself); {} without any."""
+    try:
+        info = yaml.safe_load((Path(path) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise BagError(f"cannot read {Path(path) / 'metadata.yaml'}: {exc}") from exc
+    data = info.get("custom_data") if isinstance(info, dict) else None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+# What a rosbag2 folder written here may hold: a bag is only ever removed (--overwrite, a failed
+# write) when everything in it is one of these, so a mistyped --out never deletes someone's folder.
+BAG_FILE_SUFFIXES = (".yaml", ".mcap", ".db3", ".db3-journal", ".db3-wal", ".db3-shm", ".tmp")
+
+
+def remove_bag(path: str | Path) -> None:
+    """Delete a bag folder (metadata.yaml and storage files); BagError when it holds anything else."""
+    import shutil
+
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        raise BagError(f"{path} is not a bag folder; not removing it")
+    foreign = [p.name for p in path.iterdir() if not (p.is_file() and p.name.endswith(BAG_FILE_SUFFIXES))]
+    if foreign:
+        raise BagError(f"{path} holds more than a bag ({', '.join(sorted(foreign)[:3])}); not removing it")
+    shutil.rmtree(path)
 
 
 def publisher_qos_profile(depth: int = 5) -> Any:

@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mde_ros.bags.io import COMPRESSED_IMAGE_TYPE, typestore
-from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
-                                         intrinsics_from_camera_info)
+from mde_ros.pipeline.intrinsics import CameraInfoError, Intrinsics, intrinsics_from_camera_info  # noqa: F401
 from mde_ros.pipeline.imagecodec import message_to_rgb
-from mde_ros.ros import naming
+from mde_ros.ros import adapters, naming
 from mde_ros.ros.naming import SCAN_TIME_S
 
 if TYPE_CHECKING:
     from mde_ros.pipeline.geometry import PackedCloud, Scan
-    from mde_ros.pipeline.outputs import FrameOutputs, PackedImage
+    from mde_ros.pipeline.outputs import FrameOutputs, OutputSpec, PackedImage
 
 
 def _types() -> Any:
@@ -36,45 +35,49 @@ def _bytes(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
+class _RosbagsWorld:
+    """rosbags' message dataclasses (Jazzy typestore) for mde_ros.ros.adapters; arrays as numpy."""
+
+    def make(self, msgtype: str, **fields: Any) -> Any:
+        return _types()[msgtype](**fields)
+
+    def uint8s(self, data: bytes) -> np.ndarray:
+        return _bytes(data)
+
+    def float32s(self, values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values, dtype=np.float32)
+
+    def float64s(self, values: Any) -> np.ndarray:
+        return np.array(values, dtype=np.float64)
+
+    def byte(self, value: int) -> int:
+        return int(value)
+
+
+ROSBAGS = _RosbagsWorld()
+
+
+def output_msg(spec: "OutputSpec", packed: Any, header: Any, context: adapters.AdapterContext) -> Any:
+    """The rosbags message of one output row."""
+    return adapters.output_message(ROSBAGS, spec.adapter, packed, header, context)
+
+
 def image_msg(packed: "PackedImage", header: Any) -> Any:
-    return _types()["sensor_msgs/msg/Image"](
-        header=header, height=packed.height, width=packed.width, encoding=packed.encoding,
-        is_bigendian=0, step=packed.step, data=_bytes(packed.data))
+    return adapters.image(ROSBAGS, packed, header)
 
 
 def camera_info_msg(intr: Intrinsics, header: Any, template: Any | None = None) -> Any:
     """CameraInfo of a published depth image: D, R, model from the camera's CameraInfo (`template`),
     K and P scaled per axis to the depth resolution; an undistorted pinhole without a template."""
-    types = _types()
-    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    k, p = (np.array(m, dtype=np.float64) for m in camera_info_matrices(intr, template))
-    if template is None:
-        return types["sensor_msgs/msg/CameraInfo"](
-            header=header, height=intr.height, width=intr.width, distortion_model="plumb_bob",
-            d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=p, binning_x=0, binning_y=0, roi=roi)
-    same_size = (template.width, template.height) == (intr.width, intr.height)
-    return types["sensor_msgs/msg/CameraInfo"](
-        header=header, height=intr.height, width=intr.width, distortion_model=template.distortion_model,
-        d=np.array(template.d, dtype=np.float64), k=k, r=np.array(template.r, dtype=np.float64), p=p,
-        binning_x=template.binning_x, binning_y=template.binning_y, roi=template.roi if same_size else roi)
+    return adapters.camera_info(ROSBAGS, intr, header, template=template)
 
 
 def cloud_msg(packed: "PackedCloud", header: Any) -> Any:
-    types = _types()
-    fields = [types["sensor_msgs/msg/PointField"](name=name, offset=offset, datatype=datatype, count=count)
-              for name, offset, datatype, count in packed.fields]
-    return types["sensor_msgs/msg/PointCloud2"](
-        header=header, height=packed.height, width=packed.width, fields=fields, is_bigendian=False,
-        point_step=packed.point_step, row_step=packed.row_step, data=_bytes(packed.data),
-        is_dense=bool(packed.is_dense))
+    return adapters.cloud(ROSBAGS, packed, header)
 
 
 def scan_msg(scan: "Scan", header: Any, scan_time: float = 0.0) -> Any:
-    return _types()["sensor_msgs/msg/LaserScan"](
-        header=header, angle_min=float(scan.angle_min), angle_max=float(scan.angle_max),
-        angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=float(scan_time),
-        range_min=float(scan.range_min), range_max=float(scan.range_max),
-        ranges=np.ascontiguousarray(scan.ranges, dtype=np.float32), intensities=np.zeros(0, np.float32))
+    return adapters.scan(ROSBAGS, scan, header, scan_time=scan_time)
 
 
 def output_messages(outputs: "FrameOutputs", header: Any, source_info: Any | None = None,

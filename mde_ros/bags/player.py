@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from mde_ros.bags.io import BagError, describe_topics, list_topics, open_reader
+from mde_ros.bags.io import BagError, BagReadError, describe_topics, list_topics, open_reader, read_messages
+from mde_ros.stopping import StopRequest, exit_code
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -33,6 +35,8 @@ class PlayStats:
     loops: int = 0
     skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> why it is not played
     stopped: bool = False
+    expected: int = 0  # messages of the played topics that metadata.yaml promises (one pass)
+    read_error: str | None = None  # a damaged part of the bag ended playback
 
 
 def message_class(msgtype: str) -> type:
@@ -115,18 +119,16 @@ def play_bag(bag: str | Path, *, rate: float = 1.0, loop: bool = False, start_of
             if delay and not _sleep_until(time.monotonic() + delay, stop):
                 stats.stopped = True
                 return stats
+            stats.expected = sum(available[t].msgcount for t in stats.published)
             while not stats.stopped:
-                first_stamp, first_wall = None, 0.0
-                for conn, timestamp, data in reader.messages(connections, start=start):
-                    if first_stamp is None:
-                        first_stamp, first_wall = timestamp, time.monotonic()
-                    if not _sleep_until(first_wall + (timestamp - first_stamp) / 1e9 / rate, stop):
-                        stats.stopped = True
-                        break
-                    publishers[conn.id].publish(bytes(data))
-                    stats.published[conn.topic] += 1
+                try:
+                    played = _play_pass(reader, connections, start, rate, stop, publishers, stats,
+                                        node.context.ok)
+                except BagReadError as exc:
+                    stats.read_error = str(exc)
+                    break
                 stats.loops += 1
-                if not loop or first_stamp is None:
+                if not loop or not played:
                     break
     finally:
         if own_node:
@@ -135,6 +137,27 @@ def play_bag(bag: str | Path, *, rate: float = 1.0, loop: bool = False, start_of
             for publisher in set(publishers.values()):
                 node.destroy_publisher(publisher)
     return stats
+
+
+def _play_pass(reader: Any, connections: Sequence[Any], start: int, rate: float, stop: threading.Event,
+               publishers: Mapping[int, Any], stats: PlayStats, context_ok: Any = lambda: True) -> bool:
+    """Publish the bag once from `start`; False when there was nothing to play."""
+    first_stamp, first_wall = None, 0.0
+    for conn, timestamp, data in read_messages(reader, connections, start=start):
+        if first_stamp is None:
+            first_stamp, first_wall = timestamp, time.monotonic()
+        if not _sleep_until(first_wall + (timestamp - first_stamp) / 1e9 / rate, stop):
+            stats.stopped = True
+            break
+        try:
+            publishers[conn.id].publish(bytes(data))
+        except Exception:  # the context was shut down under us (a signal to rclpy): stop, not a traceback
+            if stop.is_set() or not context_ok():
+                stats.stopped = True
+                break
+            raise
+        stats.published[conn.topic] += 1
+    return first_stamp is not None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +171,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="publish a bag topic under another name, e.g. /camera/color/image_raw:=/image")
     parser.add_argument("--delay", type=float, default=0.5, metavar="SECONDS",
                         help="wait after creating publishers so subscribers can connect (default 0.5)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="a damaged bag (fewer messages readable than its metadata promises) is not an error")
 
 
 def _parse_remaps(items: Sequence[str]) -> dict[str, str]:
@@ -169,18 +194,59 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mde-ros play: {exc}", file=sys.stderr)
         return 2
-    rclpy.init()
+    problem = _argument_problem(args, remap)
+    if problem:
+        print(f"mde-ros play: {problem}", file=sys.stderr)
+        return 2
+    try:  # Ctrl-C / SIGTERM end playback between messages (StopRequest), not inside rclpy's publish
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    except (ImportError, TypeError):  # an rclpy without the option
+        rclpy.init()
+    stop = threading.Event()
     try:
-        stats = play_bag(args.bag, rate=args.rate, loop=args.loop, start_offset=args.start_offset,
-                         topics=args.topics, remap=remap, delay=args.delay)
+        with StopRequest(stop) as request:
+            stats = play_bag(args.bag, rate=args.rate, loop=args.loop, start_offset=args.start_offset,
+                             topics=args.topics, remap=remap, delay=args.delay, stop=stop)
     except (BagError, ValueError) as exc:
         print(f"mde-ros play: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
+        print("mde-ros play: interrupted", file=sys.stderr)
+        return exit_code(getattr(signal, "SIGINT"))
     finally:
         rclpy.utilities.try_shutdown()
     total = sum(stats.published.values())
     print(f"published {total} messages on {len(stats.published)} topics"
           + (f" ({stats.loops} loops)" if args.loop else ""))
+    if request.requested and not args.loop:  # --loop is meant to be ended by Ctrl-C
+        print(f"mde-ros play: stopped by {request.describe()} after {total} of {stats.expected} messages",
+              file=sys.stderr)
+        return exit_code(request.signum)
+    if stats.read_error is not None or (total < stats.expected and not args.start_offset and not request.requested):
+        print(f"mde-ros play: {args.bag} is damaged: read {total} of the {stats.expected} messages its "
+              f"metadata.yaml promises" + (f" ({stats.read_error})" if stats.read_error else "")
+              + ("" if args.allow_partial else " (--allow-partial accepts a damaged bag)"), file=sys.stderr)
+        return 0 if args.allow_partial else 1
     return 0
+
+
+def _argument_problem(args: argparse.Namespace, remap: Mapping[str, str]) -> str | None:
+    """Values rclpy or the player would fail on later (with a traceback), refused first."""
+    import math
+
+    from rclpy.validate_topic_name import validate_topic_name
+
+    if not (math.isfinite(args.rate) and args.rate > 0):
+        return f"--rate must be a finite factor > 0, got {args.rate}"
+    for name in ("start_offset", "delay"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            return f"--{name.replace('_', '-')} must be a finite number of seconds >= 0, got {value}"
+    for source, target in remap.items():
+        try:
+            validate_topic_name(target)
+        except Exception as exc:  # rclpy's InvalidTopicNameException, with a caret drawing below
+            return f"--remap {source}:={target}: {str(exc).splitlines()[0].rstrip(':')}"
+    return None

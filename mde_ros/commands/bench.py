@@ -5,9 +5,9 @@ Sections:
             (ResNet-34 U-Net, 320x320, random weights) for a 640x480 frame, and the project's
             onnxruntime backend against a bare onnxruntime session on the same ONNX file
             (goal: ratio <= 1.05).
-  node      the real DepthNode in-process: time outside the network for 640x480 with depth + cloud
-            + scan + colourised output built and published through rclpy, relative to the network
-            time (goal: <= 10 %), for the shipped demo model and the default network.
+  node      the node process's CPU time per frame at 640x480 and 1280x720, every output subscribed
+            from this process (transport counted), per output and in total, beside the network alone
+            (goal: <= 5 ms outside the network at 640x480; commands/bench_node.py).
   cloud     the cloud builder against Open3D's create_from_depth_image on the same depth and K
             (goal: >= 3x faster; needs the optional open3d package).
   replay    offline bag replay throughput relative to the network-only rate on the same frames
@@ -20,6 +20,9 @@ Sections:
             fixture bags (goal: within 0.01 of fp32).
   overload  (only when asked: --sections overload) the node process at 2x its sustainable rate, both
             subscription QoS: end-to-end latency percentiles (commands/overload.py).
+  delivery  (only when asked: --sections delivery) % of frames that reach reliable and sensor-data
+            subscribers in other processes over real DDS, with and without the shipped Fast DDS
+            profile, at 640x480 and 1280x720 (commands/delivery.py).
 """
 from __future__ import annotations
 
@@ -33,30 +36,44 @@ from typing import Callable
 
 import numpy as np
 
-SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload")
+from mde_ros.commands.bench_gpu import default_network
+
+SECTIONS = ("backends", "node", "cloud", "replay", "int8", "gpu", "overload", "delivery")
 CPU_SECTIONS = ("backends", "node", "cloud", "replay", "int8")
 CALIBRATION_SEEDS = range(1000, 1016)  # synthetic scenes; the fixture bags use others
 FRAME_W, FRAME_H = 640, 480
+NODE_FRAME_TIMEOUT_S = 30.0  # node section: a frame whose outputs take longer is reported as missing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: {','.join(CPU_SECTIONS)}; "
-                             "gpu with --device cuda; overload only when named)")
-    parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
-    parser.add_argument("--warmup", type=int, default=3)
+                             "gpu with --device cuda; overload and delivery only when named)")
+    from mde_ros.argtypes import float_range, int_range
+
+    parser.add_argument("--iters", type=int_range(1), default=20, help="timed iterations per measurement")
+    parser.add_argument("--warmup", type=int_range(0), default=3)
     parser.add_argument("--model", type=Path, default=None,
                         help="model for node/replay sections (default: the shipped demo model)")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--threads", type=int_range(0, 1024), default=0,
+                        help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--node-timeout", type=float_range(0, low_open=True), default=NODE_FRAME_TIMEOUT_S,
+                        help="node section: seconds a frame's outputs may take; later ones are reported missing")
     parser.add_argument("--device", default="cpu", help="gpu section: cpu, cuda or cuda:N")
-    parser.add_argument("--backend", default="torch", help="gpu section: the backend with a device pipeline (torch)")
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
+    parser.add_argument("--backend", default=TORCH, help=f"gpu section: the backend with a device pipeline ({TORCH})")
     parser.add_argument("--precision", default=None,
                         help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
     parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
-    parser.add_argument("--gpu-size", type=int, default=320, help="gpu section: network input side")
+    parser.add_argument("--gpu-size", type=int_range(32, 8192), default=320, help="gpu section: network input side")
+    from mde_ros.commands.bench_node import add_arguments as add_node_arguments
+    from mde_ros.commands.delivery import add_arguments as add_delivery_arguments
     from mde_ros.commands.overload import add_arguments as add_overload_arguments
 
+    add_node_arguments(parser)
     add_overload_arguments(parser)
+    add_delivery_arguments(parser)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -67,24 +84,6 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def default_network(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(ONNX, .pt bundle) of the default network with random weights, exported once per run."""
-    if getattr(args, "_default_network", None) is None:
-        import torch
-
-        from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
-        from mde_ros.models.card import ModelCard
-
-        torch.manual_seed(0)
-        model = build_model(DEFAULT_MODEL).eval()
-        card = ModelCard(name=f"{DEFAULT_MODEL}_random", architecture=DEFAULT_MODEL, input_height=320,
-                         input_width=320, max_depth=10.0, train_focal_px=518.8579 / 2)
-        workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
-        args._default_network = (export_onnx(model, card, workdir / "default.onnx"),
-                                 save_bundle(workdir / "default.pt", model, card))
-    return args._default_network
 
 
 def models_to_run(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -108,24 +107,31 @@ def backend_runs() -> list[tuple[str, str, str]]:
     when its CUDA provider is installed."""
     import onnxruntime as ort
 
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.inference.tensorrt_backend import NAME as TENSORRT
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
     runs = []
     try:
         import torch
 
-        runs.append(("torch", "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
+        runs.append((TORCH, "cuda" if torch.cuda.is_available() else "cpu", "fp32"))
     except ImportError:
-        runs.append(("torch", "cpu", "fp32"))
-    runs.append(("onnxruntime", "cpu", "fp32"))
+        runs.append((TORCH, "cpu", "fp32"))
+    runs.append((ONNXRUNTIME, "cpu", "fp32"))
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        runs.append(("onnxruntime", "cuda", "fp32"))
-    runs += [("tensorrt", "cuda", "fp32"), ("tensorrt", "cuda", "fp16")]
+        runs.append((ONNXRUNTIME, "cuda", "fp32"))
+    runs += [(TENSORRT, "cuda", "fp32"), (TENSORRT, "cuda", "fp16")]
     return runs
 
 
 def bench_backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
 
-    from mde_ros.inference import BackendUnavailable, available_backends, create_backend
+    from mde_ros.inference import BackendUnavailable, available_backends, spec_of
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.inference.registry import takes_option
+    from mde_ros.modelfiles import open_backend
     from mde_ros.models.card import load_card_for
     from mde_ros.pipeline.estimator import DepthEstimator
 
@@ -138,14 +144,14 @@ def bench_backends(args: argparse.Namespace) -> None:
     print(f"{'backend':<26}{'pre ms':>9}{'network ms':>12}{'post ms':>9}{'total ms':>10}")
     for name, device, precision in backend_runs():
         label = f"{name} {device} {precision}"
-        path = bundle_path if name == "torch" else onnx_path
+        path = bundle_path if spec_of(name).loads == "pt" else onnx_path
         reason = available_backends().get(name)
         if reason:
             print(f"{label:<26}unavailable: {reason}")
             continue
         try:
-            backend = create_backend(name, path, card, device=device, precision=precision,
-                                     **(options if name == "onnxruntime" else {}))
+            backend = open_backend(name, path, card, device=device, precision=precision,
+                                   **{k: v for k, v in options.items() if takes_option(name, k)})
         except BackendUnavailable as exc:
             print(f"{label:<26}unavailable: {exc}")
             continue
@@ -166,7 +172,7 @@ def bench_backends(args: argparse.Namespace) -> None:
 
     # The project's backend vs a bare session on the same file. Alternating blocks (not single calls):
     # an idle session's thread pool keeps spinning for a while after each run and would slow the other.
-    backend = create_backend("onnxruntime", onnx_path, card, **options)
+    backend = open_backend(ONNXRUNTIME, onnx_path, card, **options)
     session_options = ort.SessionOptions()
     if args.threads:
         session_options.intra_op_num_threads = args.threads
@@ -223,99 +229,33 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"mde-ros bench: unknown sections {unknown}; choose from {SECTIONS}", file=sys.stderr)
         return 2
+    if args.model is not None and not args.model.is_file():  # before minutes of other sections
+        print(f"mde-ros bench: --model {args.model}: no such file", file=sys.stderr)
+        return 1
     import onnxruntime
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")
     from mde_ros.commands.bench_gpu import bench_gpu
+    from mde_ros.commands.delivery import bench_delivery
     from mde_ros.commands.overload import bench_overload
 
     runners = {"backends": bench_backends, "node": bench_node, "cloud": bench_cloud, "replay": bench_replay,
-               "int8": bench_int8, "gpu": bench_gpu, "overload": bench_overload}
+               "int8": bench_int8, "gpu": bench_gpu, "overload": bench_overload, "delivery": bench_delivery}
     for section in sections:
         runners[section](args)
     return 0
 
 
 def bench_node(args: argparse.Namespace) -> None:
-    print(f"\n## node: {FRAME_W}x{FRAME_H} rgb8 in; depth + camera_info + points + scan + colorized out; "
-          "onnxruntime; median ms per frame")
-    for label, model in models_to_run(args):
-        node_overhead(args, label, model)
+    from mde_ros.commands.bench_node import bench_node as run_node_section
 
-
-def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
-    """The real DepthNode in-process, fed one frame at a time, every output subscribed."""
-    import threading
-
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.node import Node
-    from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
-    from std_msgs.msg import Header
-
-    from mde_ros.pipeline.outputs import pack_image
-    from mde_ros.ros import messages
-    from mde_ros.ros.depth_node import DepthNode
-
-    frame = demo_frame()
-    rclpy.init()
-    overrides = [rclpy.parameter.Parameter("model", value=model),
-                 rclpy.parameter.Parameter("backend", value="onnxruntime")]
-    node = DepthNode(parameter_overrides=overrides)
-    per_frame: list[dict[str, float]] = []
-    record = node._stats.frame_published  # measurement hook: keep each frame's stage timings
-
-    def recording(timings, *rest):
-        per_frame.append(dict(timings))
-        record(timings, *rest)
-
-    node._stats.frame_published = recording
-    client = Node("mde_bench_client")
-    received = {"depth": threading.Event(), "points": threading.Event(), "scan": threading.Event(),
-                "depth/colorized": threading.Event()}
-    for topic, msg_type in (("depth", Image), ("points", PointCloud2), ("scan", LaserScan),
-                            ("depth/colorized", Image)):
-        client.create_subscription(msg_type, topic, lambda _m, t=topic: received[t].set(), 10)
-    image_pub = client.create_publisher(Image, "image", 10)
-    info_pub = client.create_publisher(CameraInfo, "camera_info", 10)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    executor.add_node(client)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and (image_pub.get_subscription_count() == 0
-                                               or node.count_publishers("image") == 0):
-            time.sleep(0.05)
-        time.sleep(0.5)  # let the node's publishers and the client's subscriptions discover each other
-        for i in range(args.warmup + args.iters):
-            header = Header(frame_id="camera_optical_frame")
-            header.stamp.sec, header.stamp.nanosec = 1000 + i, 0
-            for event in received.values():
-                event.clear()
-            info_pub.publish(messages.camera_info_msg(frame.intrinsics, header))
-            image_pub.publish(messages.image_msg(pack_image(frame.rgb, "rgb8"), header))
-            if not all(event.wait(30.0) for event in received.values()):
-                raise RuntimeError("the node did not publish every output within 30 s")
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        client.destroy_node()
-        rclpy.utilities.try_shutdown()
-    timed_frames = per_frame[args.warmup:]
-    stages = [k for k in timed_frames[0] if k != "queue"]
-    medians = {k: median_ms([f[k] for f in timed_frames]) for k in stages}
-    network = medians.pop("network")
-    overhead = sum(medians.values())
-    print(f"{label}: network {network:.2f}; outside the network {overhead:.2f} ("
-          + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
-          + f"): overhead / network = {100 * overhead / network:.1f} % (goal <= 10 %)")
+    run_node_section(args)
 
 
 def bench_replay(args: argparse.Namespace) -> None:
     from mde_ros.bags.fixtures import write_fixture_bag
     from mde_ros.bags.replay import load_estimator, run_replay
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
 
     frames, width, height = 60, 320, 240
     print(f"\n## replay: a {frames}-frame {width}x{height} mcap bag, every output, onnxruntime on 1 thread "
@@ -323,7 +263,7 @@ def bench_replay(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="mde_bench_") as tmp:
         bag = write_fixture_bag(Path(tmp) / "in", "mcap", n_frames=frames, width=width, height=height)
         for index, (label, model) in enumerate(models_to_run(args)):
-            estimator = load_estimator(model, "onnxruntime")
+            estimator = load_estimator(model, ONNXRUNTIME)
             run_replay(bag, Path(tmp) / f"warm{index}", estimator=estimator, progress=False)
             summary = run_replay(bag, Path(tmp) / f"out{index}", estimator=estimator, progress=False)
             network_fps = 1000.0 / summary["latency_ms"]["network"]["mean"]

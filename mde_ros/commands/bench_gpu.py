@@ -44,6 +44,25 @@ def cuda_skip_reason(device: str) -> str | None:
     return None
 
 
+def default_network(args) -> tuple[Path, Path]:
+    """(ONNX, .pt bundle) of the default network with random weights, exported once per run (kept on
+    `args`; the backends, node, replay, int8 and overload sections share it)."""
+    if getattr(args, "_default_network", None) is None:
+        import torch
+
+        from mde_ros.models import DEFAULT_MODEL, build_model, export_onnx, save_bundle
+        from mde_ros.models.card import ModelCard
+
+        torch.manual_seed(0)
+        model = build_model(DEFAULT_MODEL).eval()
+        card = ModelCard(name=f"{DEFAULT_MODEL}_random", architecture=DEFAULT_MODEL, input_height=320,
+                         input_width=320, max_depth=10.0, train_focal_px=518.8579 / 2)
+        workdir = Path(tempfile.mkdtemp(prefix="mde_bench_"))
+        args._default_network = (export_onnx(model, card, workdir / "default.onnx"),
+                                 save_bundle(workdir / "default.pt", model, card))
+    return args._default_network
+
+
 def default_network_bundle(workdir: Path, arch: str = "unet_resnet34", size: int = NET_SIZE,
                            seed: int = 0):
     """(torch model fp32 on CPU, card, .pt bundle path): the default network with random weights."""
@@ -119,9 +138,10 @@ def bare_run(model, device: str, precision: str, batch: int, size: int, iters: i
 def project_run(bundle: Path, card, device: str, precision: str, frame, iters: int, warmup: int) -> dict:
     """The project's torch backend and DepthEstimator (numpy path and device path) at `precision`."""
     from mde_ros.inference import create_backend
+    from mde_ros.inference.torch_backend import NAME as TORCH
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 
-    backend = create_backend("torch", bundle, card, device=device, precision=precision, fast_path=True)
+    backend = create_backend(TORCH, bundle, card, device=device, precision=precision, fast_path=True)
     result: dict[str, Any] = {"backend": backend.describe()}
     batch = np.random.default_rng(0).standard_normal((1, 3, card.input_height, card.input_width)).astype(np.float32)
     result["infer_ms"] = _median_ms(_timed_calls(lambda: backend.infer(batch), iters, warmup))
@@ -224,7 +244,10 @@ def format_gpu_table(results: dict) -> str:
 def bench_gpu(args) -> None:
     """The `gpu` section of `mde-ros bench`."""
     precisions = tuple(p.strip() for p in (args.precision or "fp32,fp16,bf16").split(",") if p.strip())
-    if args.backend not in ("torch", "auto"):
+    from mde_ros.inference import AUTO
+    from mde_ros.inference.torch_backend import NAME as TORCH
+
+    if args.backend not in (TORCH, AUTO):
         print(f"\n## gpu: backend {args.backend!r} has no device pipeline here (only torch does); "
               "use `--sections backends` for its per-stage times")
         return

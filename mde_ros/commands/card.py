@@ -32,7 +32,8 @@ def _fail(message: str, code: int = 1) -> int:
 def run(args: argparse.Namespace) -> int:
     from mde_ros.models.card import CardError, card_path_for, load_card_for
     from mde_ros.models.onnx_io import check_model_io
-    from mde_ros.models.presets import PRESETS, card_for_preset
+    from mde_ros.models.preset_checks import checked_card_for_preset
+    from mde_ros.models.presets import PRESETS
 
     if args.list:
         for name, preset in PRESETS.items():
@@ -52,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or card_path_for(args.model)
         if out.exists() and not args.force:
             return _fail(f"{out} exists: pass --force to overwrite it")
-        card = card_for_preset(args.preset, args.model, args.name)
+        card = checked_card_for_preset(args.preset, args.model, args.name)
         card.save(out)
     except CardError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # --out in a missing or read-only folder, a full disk
+        return _fail(f"cannot write {out}: {exc.strerror or exc}")
     print(f"wrote {out}: {card.output}, input {card.input_height}x{card.input_width} ({card.resize_policy}), "
           f"depth output {card.output_name!r}" + (f", sky output {card.sky_output!r}" if card.sky_output else ""))
     if card.is_relative:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         diff = verify_onnx(path, model, batch=2, height=height, width=width)
         print(f"onnxruntime vs torch at 2x3x{height}x{width}: max |diff| = {diff:.2e} m")
     if fused_size is not None:
-        from mde_ros.models.fused import export_fused_onnx, fused_path_for
+        from mde_ros.inference.fused import export_fused_onnx, fused_path_for
 
         try:
             fused = export_fused_onnx(model, card, fused_path_for(args.out), *fused_size, policy=args.fused_policy)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _fuse_existing_onnx(args: argparse.Namespace, fused_size: tuple[int, int] | None) -> int:
     from mde_ros.models.card import CardError, load_card_for
-    from mde_ros.models.fused import fuse_onnx_model, fused_path_for
+    from mde_ros.inference.fused import fuse_onnx_model, fused_path_for
 
     if fused_size is None:
         print("mde-ros export: an .onnx input is already exported; give --fused WxH to write its fused model",
@@ -98,11 +98,12 @@ def verify_fused(model: Path, fused: Path, card, height: int, width: int, policy
     import onnxruntime as ort
 
     from mde_ros.inference import create_backend
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.synthetic import render_frame
 
     frame = render_frame(1, width, height)
-    plain = DepthEstimator(create_backend("onnxruntime", model, card), card, EstimatorConfig(resize_policy=policy))
+    plain = DepthEstimator(create_backend(ONNXRUNTIME, model, card), card, EstimatorConfig(resize_policy=policy))
     want = plain.estimate(frame.rgb).depth
     session = ort.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
     got = session.run(["depth"], {"image": frame.rgb[None], "rescale": np.ones(1, np.float32)})[0][0]

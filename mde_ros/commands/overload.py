@@ -29,10 +29,14 @@ WIDTH, HEIGHT = 320, 240
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mde_ros.argtypes import float_range
+
     group = parser.add_argument_group("overload section")
-    group.add_argument("--overload-seconds", type=float, default=15.0, help="seconds of 2x overload per QoS")
+    group.add_argument("--overload-seconds", type=float_range(0, 3600, low_open=True), default=15.0,
+                       help="seconds of 2x overload per QoS")
     group.add_argument("--overload-qos", default=",".join(QOS_CHOICES), help="comma-separated: best_effort,reliable")
-    group.add_argument("--overload-factor", type=float, default=2.0, help="publish rate / sustainable rate")
+    group.add_argument("--overload-factor", type=float_range(0, 100, low_open=True), default=2.0,
+                       help="publish rate / sustainable rate")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -151,7 +155,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
 
 
 def bench_overload(args: argparse.Namespace) -> None:
-    from mde_ros.commands.bench import default_network
+    from mde_ros.commands.bench_gpu import default_network
 
     # The product's network (ResNet-34 U-Net 320x320, random weights): the shipped demo net is so small
     # that the node's fixed per-frame work, not the network, sets its latency.

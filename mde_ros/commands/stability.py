@@ -11,6 +11,11 @@ Sections:
   anchoring  the model deliberately mis-scaled (card output_scale x0.5 and x2) on held-out synthetic
              scenes seen from a robot-mounted camera: AbsRel raw, per-image median-scaled (the best one factor can do), anchored with 20
              sparse metric points, and anchored with the known camera height (with and without pitch/roll).
+  sequences  the scale over time on held-out walks (model output scaled x0.5 / x2 per walk, 10 Hz) with
+             simulated sensors (mde_ros.synthetic.sensors: range cones 2-30 deg, a 16-row lidar, 20 points,
+             the camera height with pitch/roll; 3x rangefinder glitches, dropouts): per-frame AbsRel of the
+             published depth against the per-frame median-scaled optimum, the worst frame's gap, how
+             often the published error bound covered the scale's true error, and the frames published.
   cost       milliseconds per 640x480 frame (median of 10) of the per-frame fit for each anchor source and
              of the temporal filter: what anchoring adds to the node's frame time.
 """
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("temporal", "anchoring", "cost")
+SECTIONS = ("temporal", "anchoring", "sequences", "cost")
 WIDTH, HEIGHT = 160, 120
 NOISE_LEVELS = 3.0
 PERIOD_S = 0.1
@@ -32,8 +37,10 @@ PERIOD_S = 0.1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--model", type=Path, default=None, help="model (default: the shipped demo model)")
-    parser.add_argument("--scenes", type=int, default=12, help="scenes for the anchoring section")
-    parser.add_argument("--seed", type=int, default=0)
+    from mde_ros.argtypes import int_range
+
+    parser.add_argument("--scenes", type=int_range(1, 10_000), default=12, help="scenes for the anchoring section")
+    parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
 
 
 def _noisy(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -164,6 +171,100 @@ def anchoring_section(estimator, scenes: int, seed: int) -> dict[str, dict[str, 
     return results
 
 
+SEQUENCE_WALKS, SEQUENCE_FRAMES = 6, 20
+
+
+def _scenarios():
+    """name -> (anchors maker(frame_index, frame, rng) -> Anchors)."""
+    import math
+
+    from mde_ros.pipeline.anchoring import Anchors, GroundPrior
+    from mde_ros.synthetic.sensors import lidar_points, range_reading, sparse_points
+
+    def cone(deg, glitch=None, dropout=None):
+        def make(i, frame, rng):
+            if dropout and dropout[0] <= i < dropout[1]:
+                return Anchors()
+            reading = range_reading(frame.depth, frame.intrinsics, math.radians(deg), noise=0.01, rng=rng)
+            if reading is None:
+                return Anchors()
+            if glitch and glitch[0] <= i < glitch[1]:
+                reading = dataclasses.replace(reading, reading=3.0 * reading.reading)
+            return Anchors(ranges=[reading])
+        return make
+
+    def lidar(glitch=None):
+        def make(i, frame, rng):
+            anchors = Anchors(points=lidar_points(frame.depth, frame.intrinsics, rows=16, noise=0.01, rng=rng))
+            if glitch:
+                anchors.ranges = cone(5.0, glitch)(i, frame, rng).ranges
+            return anchors
+        return make
+
+    def ground(i, frame, rng):
+        pose = frame.pose
+        return Anchors(ground=GroundPrior(pose.position[2], pose.pitch, pose.roll))
+
+    return {"range 2 deg": cone(2.0), "range 10 deg": cone(10.0), "range 30 deg": cone(30.0),
+            "range 5 deg, 3x glitch frames 5-14": cone(5.0, glitch=(5, 15)),
+            "range 5 deg, dropout frames 8-13 (0.6 s)": cone(5.0, dropout=(8, 14)),
+            "range 5 deg, dropout frames 6-19 (1.4 s)": cone(5.0, dropout=(6, 20)),
+            "16-row lidar": lidar(), "16-row lidar + glitching range": lidar(glitch=(5, 15)),
+            "20 points": lambda i, frame, rng: Anchors(points=sparse_points(frame.depth, frame.intrinsics, 20, rng,
+                                                                           noise=0.01)),
+            "camera height + pitch/roll": ground}
+
+
+def sequences_section(estimator, seed: int, max_age: float = 1.0) -> dict[str, dict[str, float]]:
+    """Per scenario: mean AbsRel of the published depth, of the per-frame median-scaled optimum, the mean
+    and worst per-frame gap, the error bound's coverage, frames published / total (see the module doc)."""
+    from mde_ros.metrics import depth_metrics
+    from mde_ros.pipeline.anchoring import AnchoringConfig
+    from mde_ros.pipeline.intrinsics import Intrinsics
+    from mde_ros.pipeline.scale_filter import ScaleAnchoring
+    from mde_ros.synthetic import camera_path, make_scene
+    from mde_ros.synthetic.sensors import best_scale
+
+    intr = Intrinsics.nyu(WIDTH, HEIGHT)
+    original = estimator.card
+    walks = []
+    try:
+        for w in range(SEQUENCE_WALKS):
+            scene = make_scene(950_000 + 100 * seed + w)
+            factor = (0.5, 2.0)[w % 2]
+            estimator.card = dataclasses.replace(original, output_scale=original.output_scale * factor)
+            frames = [scene.render(pose, intr) for pose in camera_path(scene, SEQUENCE_FRAMES, step=0.08, seed=w)]
+            walks.append([(f, estimator.estimate(f.rgb, intr).depth) for f in frames])
+    finally:
+        estimator.card = original
+    results = {}
+    for name, make in _scenarios().items():
+        gaps, published, optimum, covered, shown, total = [], [], [], [], 0, 0
+        for w, walk in enumerate(walks):
+            rng = np.random.default_rng(1000 * seed + w)
+            anchoring = ScaleAnchoring(AnchoringConfig(max_age=max_age, on_expiry="stop"))
+            for i, (frame, pred) in enumerate(walk):
+                truth = frame.depth
+                depth, estimate = anchoring.anchor(pred, intr, make(i, frame, rng), i * PERIOD_S)
+                total += 1
+                if not estimate.publish or not estimate.applied:
+                    continue  # stopped (or never anchored): nothing wrong is published
+                shown += 1
+                best = depth_metrics(pred * best_scale(pred, truth), truth)["abs_rel"]
+                got = depth_metrics(depth, truth)["abs_rel"]
+                published.append(got)
+                optimum.append(best)
+                gaps.append(got - best)
+                covered.append(abs(estimate.scale / best_scale(pred, truth) - 1.0) <= estimate.error_bound)
+        results[name] = {"abs_rel": float(np.mean(published)) if published else float("nan"),
+                         "optimum": float(np.mean(optimum)) if optimum else float("nan"),
+                         "mean_gap": float(np.mean(gaps)) if gaps else float("nan"),
+                         "worst_gap": float(np.max(gaps)) if gaps else float("nan"),
+                         "coverage": float(np.mean(covered)) if covered else float("nan"),
+                         "published": shown, "frames": total}
+    return results
+
+
 def cost_section(repeats: int = 10) -> dict[str, float]:
     import time
 
@@ -180,6 +281,15 @@ def cost_section(repeats: int = 10) -> dict[str, float]:
              "camera height + pitch/roll": lambda: fit_frame(depth, intr, Anchors(
                  ground=GroundPrior(pose.position[2], pose.pitch, pose.roll))),
              "camera height only": lambda: fit_frame(depth, intr, Anchors(ground=GroundPrior(pose.position[2])))}
+    from mde_ros.pipeline.scale_filter import ScaleAnchoring
+    from mde_ros.synthetic.sensors import lidar_points, range_reading
+
+    scan = lidar_points(frame.depth, intr)
+    beam = range_reading(frame.depth, intr, 0.1)
+    anchoring = ScaleAnchoring()
+    stamps = iter(range(1, 10 * repeats + 100))
+    cases["16-row scan + range, fits + filter + apply"] = lambda: anchoring.anchor(
+        depth, intr, Anchors(points=scan, ranges=[beam]), 0.1 * next(stamps))
     filt = TemporalFilter()
     filt.update(depth, 0.0)
     ticks = iter(range(1, 10 * repeats + 100))
@@ -198,6 +308,7 @@ def cost_section(repeats: int = 10) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from mde_ros.bags.replay import load_estimator
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -206,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        estimator = load_estimator(args.model, "onnxruntime")
+        estimator = load_estimator(args.model, ONNXRUNTIME)
     except Exception as exc:  # one line, not a traceback
         print(f"mde-ros stability: cannot load the model: {exc}", file=sys.stderr)
         return 1
@@ -230,6 +341,15 @@ def run(args: argparse.Namespace) -> int:
             for key, label in (("ground_pose", "camera height+pitch/roll"), ("ground_height", "camera height only")):
                 print(f"       {label}: floor found in {row[key + '_found']}/{args.scenes} views; there AbsRel "
                       f"{row[key]:.3f} vs median-scaled {row[key + '_median_scaled']:.3f}")
+    if "sequences" in sections:
+        print(f"\nscale over time: {SEQUENCE_WALKS} held-out walks x {SEQUENCE_FRAMES} frames at 10 Hz, model output "
+              "x0.5 / x2 per walk, scale.max_age 1 s then stop; per published frame AbsRel vs the per-frame "
+              "median-scaled optimum")
+        print(f"  {'scenario':42s} {'AbsRel':>7s} {'optimum':>7s} {'gap':>6s} {'worst':>6s} {'bound ok':>8s} "
+              f"{'published':>9s}")
+        for name, row in sequences_section(estimator, args.seed).items():
+            print(f"  {name:42s} {row['abs_rel']:7.3f} {row['optimum']:7.3f} {row['mean_gap']:6.3f} "
+                  f"{row['worst_gap']:6.3f} {100 * row['coverage']:7.0f}% {row['published']:4d}/{row['frames']}")
     if "cost" in sections:
         print("\ncost per 640x480 frame (median of 10)")
         for name, ms in cost_section().items():

@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from mde_ros.inference.spec import DEVICES, PRECISIONS, parse_device  # noqa: F401  (re-exported)
 
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+log = logging.getLogger(__name__)
 
 
 class BackendUnavailable(RuntimeError):
@@ -48,23 +47,6 @@ class Backend(abc.ABC):
     def __repr__(self) -> str:
         details = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
         return f"{type(self).__name__}({details})"
-
-
-def parse_device(device: str) -> tuple[str, int]:
-    """'cpu' -> ('cpu', 0); 'cuda' -> ('cuda', 0); 'cuda:1' -> ('cuda', 1)."""
-    kind, _, index = str(device).partition(":")
-    if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:<index>'")
-    return kind, int(index or 0)
-
-
-def check_precision(precision: str, backend: str, allowed: tuple[str, ...]) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use one of {PRECISIONS}")
-    if precision not in allowed:
-        raise ValueError(f"backend {backend!r} does not run precision {precision!r} here; it "
-                         f"supports {allowed} (fp16 and int8 engines: backend 'tensorrt'; bf16: backend 'torch' on CUDA)")
-    return precision
 
 
 def as_network_batch(batch: np.ndarray) -> np.ndarray:

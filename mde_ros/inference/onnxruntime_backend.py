@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from mde_ros.inference.base import (Backend, BackendUnavailable, FirstUse, as_network_batch, check_network_output,
-                                    check_precision, output_rank_ok, parse_device, resolve_io_name,
-                                    resolve_extra_output)
-from mde_ros.inference.cache import onnx_for_model
+                                    output_rank_ok, parse_device, resolve_io_name, resolve_extra_output)
+from mde_ros.inference.spec import BackendOption, BackendSpec, check_run, device_kind, package_missing
+from mde_ros.inference.tensorrt_build import PROFILE_OPTIONS, TENSORRT
 from mde_ros.models.card import ModelCard
 from mde_ros.models.fused_meta import (FUSED_INPUTS, FUSED_OUTPUT, FusedSpec, existing_fused_model,
                                        fused_spec_for_card, read_ort_metadata)
@@ -30,8 +30,16 @@ log = logging.getLogger(__name__)
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-OPTIONS = ("intra_op_threads", "trt_provider", "int8_model", "calibration", "max_batch", "min_size", "max_size")
-TRT_EP_OPTIONS = ("max_batch", "min_size", "max_size")  # the TensorRT EP's optimisation profile
+NAME = "onnxruntime"
+TRT_EP_OPTIONS = tuple(o.option for o in PROFILE_OPTIONS)  # the TensorRT EP's optimisation profile
+OPTIONS = (
+    BackendOption("intra_op_threads", "onnxruntime.intra_op_threads", "intra_op_threads", "--threads", "int", 0,
+                  "onnxruntime intra-op threads; 0: onnxruntime's default (one per core)", low=0, high=1024),
+    BackendOption("trt_provider", "onnxruntime.trt_provider", "trt_provider", "--trt-provider", "bool", False,
+                  "onnxruntime on cuda: put its TensorRT execution provider first (needs onnxruntime-gpu "
+                  "built with TensorRT)"),
+    *PROFILE_OPTIONS,
+)
 
 
 def import_onnxruntime():
@@ -79,30 +87,30 @@ def select_providers(device: str, available: list[str], trt_provider: bool = Fal
 
 
 class OnnxRuntimeBackend(Backend):
-    name = "onnxruntime"
+    """Runs the ONNX file it is given (for fp16 / int8: the fp16 / Q/DQ model mde_ros.modelfiles made);
+    `source` is the model the user named, beside which its fused model is looked for."""
+
+    name = NAME
 
     def __init__(self, model_path: str | Path, card: ModelCard, device: str = "cpu",
                  precision: str = "fp32", intra_op_threads: int | None = None,
-                 trt_provider: bool = False, int8_model: str | Path | None = None,
-                 calibration: str | Path | None = None, max_batch: int | None = None,
-                 min_size: tuple[int, int] | None = None, max_size: tuple[int, int] | None = None) -> None:
+                 trt_provider: bool = False, max_batch: int | None = None,
+                 min_size: tuple[int, int] | None = None, max_size: tuple[int, int] | None = None, *,
+                 source: str | Path | None = None) -> None:
         ort = import_onnxruntime()
-        on_gpu = parse_device(device)[0] == "cuda"
-        # int8 runs the Q/DQ model (CPU kernels, or the TensorRT provider); fp16 the fp16 model on a GPU.
-        allowed = ("fp32", "int8") if not on_gpu else ("fp32", "fp16", "int8") if trt_provider else ("fp32", "fp16")
-        check_precision(precision, self.name, allowed)
+        check_run(SPEC, device, precision, {"trt_provider": trt_provider})
+        if Path(model_path).suffix != ".onnx":
+            raise ValueError(f"backend {NAME!r} loads an ONNX file, got {model_path}: mde_ros.modelfiles exports "
+                             ".pt bundles (open_backend / load_estimator)")
         if intra_op_threads is not None and intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be >= 0 (0 = onnxruntime's default), "
                              f"got {intra_op_threads}")
-        if precision != "int8" and (int8_model is not None or calibration is not None):
-            raise ValueError("int8_model / calibration are only used with precision 'int8'")
         profile_options = None
         trt_ep = {"max_batch": max_batch, "min_size": min_size, "max_size": max_size}
         if any(v is not None for v in trt_ep.values()) and not trt_provider:
             raise ValueError("max_batch / min_size / max_size shape the TensorRT provider's engine: they need "
                              "trt_provider=True (onnxruntime's CPU and CUDA providers take any shape)")
         self.device, self.precision, self.card = device, precision, card
-        target = "tensorrt" if trt_provider else "onnxruntime"
         engine_cache = None
         if trt_provider:
             from mde_ros.inference.tensorrt_build import TensorRTConfig, optimization_profile, ort_trt_cache_dir
@@ -115,14 +123,11 @@ class OnnxRuntimeBackend(Backend):
                                      profile_options=profile_options)
         # What a fused session needs to start like this one (fused_pipeline, on first use).
         self._ort, self._trt_provider, self._engine_cache = ort, trt_provider, engine_cache
-        self._model_path = model_path  # its fused model is looked for beside it (not beside a variant)
+        # its fused model is looked for beside the model the user named (not beside a variant or an export)
+        self._model_path = Path(source if source is not None else model_path)
         self._fused = FirstUse(self._start_fused)  # the fused pipeline, started on first use
-        from mde_ros.quantization.variants import model_for_precision
-
-        source = onnx_for_model(model_path)
         # fp16: the fp16 model (fp32 I/O), for the CUDA provider and the TensorRT provider alike.
-        self.model_path = model_for_precision(source, precision, target=target, int8_model=int8_model,
-                                              calibration=calibration)
+        self.model_path = Path(model_path)
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -262,3 +267,27 @@ class OrtFusedPipeline:
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.path), "height": self.spec.height, "width": self.spec.width,
                 "policy": self.spec.policy, "providers": self.session.get_providers()}
+
+
+def _auto_options(device: str, options: dict) -> dict:
+    """What auto passes on: no TensorRT provider on the CPU, and its profile only with the provider."""
+    accepted = {k: v for k, v in options.items() if k in SPEC.option_names}
+    if device_kind(device) == "cpu":
+        accepted.pop("trt_provider", None)
+    if not accepted.get("trt_provider"):  # engine shapes meant for TensorRT: not for CPU/CUDA
+        for option in TRT_EP_OPTIONS:
+            accepted.pop(option, None)
+    return accepted
+
+
+def _model_variant(precision: str, device: str, options: dict, card: ModelCard) -> tuple[str, str]:
+    """The precision's own model; int8 made for the TensorRT provider when it runs it."""
+    return precision, TENSORRT if options.get("trt_provider") else NAME
+
+
+SPEC = BackendSpec(
+    name=NAME, factory=OnnxRuntimeBackend, devices=("cpu", "cuda"),
+    # int8 runs the Q/DQ model (CPU kernels, or the TensorRT provider); fp16 the fp16 model on a GPU.
+    precisions={"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}, option_precisions={"trt_provider": ("int8",)},
+    unavailable=lambda: package_missing("onnxruntime", "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"),
+    options=OPTIONS, auto_rank=10, auto_files=(".onnx",), model_variant=_model_variant, auto_options=_auto_options)

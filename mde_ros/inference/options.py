@@ -1,67 +1,54 @@
 """Every backend option, once: its create_backend keyword, ROS parameter, launch argument and CLI flag.
 
-The node, the launch file and the commands (`predict`, `replay`, `bench`) all read this table, so
-an option reachable in one place is reachable in all, with the same validation and messages.
+The rows come from the backends' specs (mde_ros.inference.spec: each backend module declares its own)
+plus the model-file options below (used by mde_ros.modelfiles, which makes the file a backend runs).
+The node, the launch file and the commands (`predict`, `replay`, `bench`) all read this table, so an
+option reachable in one place is reachable in all, with the same validation and messages.
 ROS parameters cannot be "unset", so each has a value meaning "the backend's default" (0, -1, "").
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from mde_ros.inference.tensorrt_build import TYPING_MODES
+from mde_ros.inference.registry import SPECS
+from mde_ros.inference.spec import AUTO, SWITCH_CHOICES, BackendOption
 
+__all__ = ["BackendOption", "BACKEND_OPTIONS", "MODEL_FILE_OPTIONS", "BY_PARAM", "BY_OPTION", "parse_size",
+           "convert", "options_from_params", "add_cli_arguments", "options_from_args", "launch_arguments"]
 
-@dataclass(frozen=True)
-class BackendOption:
-    option: str                 # create_backend keyword
-    param: str                  # ROS parameter (read-only)
-    launch: str                 # launch argument
-    flag: str                   # CLI flag
-    kind: str                   # "int" | "bool" | "str" | "size" | "path"
-    unset: Any                  # the ROS value meaning "backend default"
-    help: str
-    backends: tuple[str, ...]
-    low: int | None = None      # inclusive range of an int
-    high: int | None = None
-    choices: tuple[str, ...] = ()
-    scale: int = 1              # ROS/CLI value * scale = option value (workspace in MiB -> bytes)
-
-
-BACKEND_OPTIONS: tuple[BackendOption, ...] = (
-    BackendOption("intra_op_threads", "onnxruntime.intra_op_threads", "intra_op_threads", "--threads", "int", 0,
-                  "onnxruntime intra-op threads; 0: onnxruntime's default (one per core)", ("onnxruntime",),
-                  low=0, high=1024),
-    BackendOption("trt_provider", "onnxruntime.trt_provider", "trt_provider", "--trt-provider", "bool", False,
-                  "onnxruntime on cuda: put its TensorRT execution provider first (needs onnxruntime-gpu "
-                  "built with TensorRT)", ("onnxruntime",)),
-    BackendOption("workspace_bytes", "tensorrt.workspace_mb", "workspace_mb", "--workspace-mb", "int", 1024,
-                  "TensorRT builder workspace in MiB", ("tensorrt",), low=1, high=1 << 20, scale=1 << 20),
-    BackendOption("dla_core", "tensorrt.dla_core", "dla_core", "--dla-core", "int", -1,
-                  "Jetson DLA core for the TensorRT engine (fp16/int8, static shape, GPU fallback); -1: GPU",
-                  ("tensorrt",), low=-1, high=15),
-    BackendOption("max_batch", "tensorrt.max_batch", "max_batch", "--max-batch", "int", 1,
-                  "largest batch of the TensorRT engine's profile (also onnxruntime's TensorRT provider)",
-                  ("tensorrt", "onnxruntime"), low=1, high=256),
-    BackendOption("min_size", "tensorrt.min_size", "min_size", "--min-size", "size", "",
-                  "smallest input HxW of the TensorRT profile, e.g. 240x320; empty: the card's size",
-                  ("tensorrt", "onnxruntime")),
-    BackendOption("max_size", "tensorrt.max_size", "max_size", "--max-size", "size", "",
-                  "largest input HxW of the TensorRT profile; empty: the card's size", ("tensorrt", "onnxruntime")),
-    BackendOption("typing", "tensorrt.typing", "typing", "--typing", "str", "auto",
-                  "TensorRT network typing: auto (strongly typed; 10.x DLA: builder flags), strong, weak "
-                  "(builder flags; TensorRT 10.x only)", ("tensorrt",), choices=TYPING_MODES),
-    BackendOption("rebuild", "tensorrt.rebuild", "rebuild_engine", "--rebuild-engine", "bool", False,
-                  "rebuild the TensorRT engine even if a cached one fits", ("tensorrt",)),
+# Options of the model file (mde_ros.modelfiles), for the backends that run int8.
+MODEL_FILE_OPTIONS: tuple[BackendOption, ...] = (
     BackendOption("int8_model", "int8.model", "int8_model", "--int8-model", "path", "",
                   "precision int8: the Q/DQ model to run; empty: MODEL.int8.<target>.onnx / MODEL.int8.onnx "
-                  "beside the model", ("tensorrt", "onnxruntime")),
+                  "beside the model"),
     BackendOption("calibration", "int8.calibration", "calibration", "--calibration", "path", "",
                   "precision int8 without a Q/DQ model: a folder of images or a rosbag2 folder to build one "
-                  "from (mde-ros quantize, once; cached)", ("tensorrt", "onnxruntime")),
+                  "from (mde-ros quantize, once; cached)"),
 )
+INT8 = "int8"
+_MODEL_FILE_NAMES = frozenset(o.option for o in MODEL_FILE_OPTIONS)
+
+
+def _table() -> tuple[BackendOption, ...]:
+    """Each option once, in spec order, with the backends that take it."""
+    rows: dict[str, BackendOption] = {}
+    takers: dict[str, list[str]] = {}
+    for spec in SPECS:
+        for row in spec.options:
+            if rows.setdefault(row.option, row) != row:
+                raise ValueError(f"option {row.option!r} is declared twice, differently ({spec.name})")
+            takers.setdefault(row.option, []).append(spec.name)
+    int8_backends = [s.name for s in SPECS if any(INT8 in s.runs(d, INT8, {o: True for o in s.option_precisions})
+                                                  for d in s.devices)]
+    for row in MODEL_FILE_OPTIONS:
+        rows[row.option], takers[row.option] = row, int8_backends
+    return tuple(dataclasses.replace(row, backends=tuple(takers[name])) for name, row in rows.items())
+
+
+BACKEND_OPTIONS: tuple[BackendOption, ...] = _table()
 BY_PARAM = {o.param: o for o in BACKEND_OPTIONS}
 BY_OPTION = {o.option: o for o in BACKEND_OPTIONS}
 
@@ -83,6 +70,10 @@ def convert(spec: BackendOption, value: Any, name: str | None = None) -> tuple[b
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return True, value
+    if spec.kind == "switch":
+        if value not in SWITCH_CHOICES:
+            raise ValueError(f"{name} must be one of {', '.join(SWITCH_CHOICES)}, got {value!r}")
+        return True, value == SWITCH_CHOICES[1]
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -110,10 +101,10 @@ def options_from_params(values: dict[str, Any], backend: str, precision: str = "
         is_set, converted = convert(spec, value)
         if not is_set:
             continue
-        if backend != "auto" and backend not in spec.backends:
+        if backend != AUTO and backend not in spec.backends:
             raise ValueError(f"{param} is set, but backend {backend!r} does not use it "
                              f"(it is for {' / '.join(spec.backends)})")
-        if spec.option in ("int8_model", "calibration") and precision != "int8":
+        if spec.option in _MODEL_FILE_NAMES and precision != INT8:
             raise ValueError(f"{param} is set, but precision is {precision!r}: it is used with precision int8")
         options[spec.option] = converted
     return options
@@ -150,3 +141,10 @@ def options_from_args(args: argparse.Namespace, backend: str, precision: str = "
         for spec in BACKEND_OPTIONS:  # speak the command line's language
             message = message.replace(spec.param, spec.flag)
         raise ValueError(message) from exc
+
+
+def launch_arguments() -> list[tuple[str, str, type, str]]:
+    """(launch argument, node parameter, type, description) of every option, for launch/depth.launch.py:
+    passed to the node only when given, so a params file stays authoritative."""
+    return [(o.launch, o.param, o.ros_type, f"{o.param}: {o.help}; empty: the params file's")
+            for o in BACKEND_OPTIONS]

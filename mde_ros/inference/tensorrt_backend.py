@@ -33,8 +33,10 @@ import numpy as np
 from mde_ros.atomic import write_bytes_atomically
 from mde_ros.inference.base import (Backend, BackendUnavailable, FirstUse, as_network_batch, check_network_output,
                                     parse_device, resolve_extra_output, resolve_io_name)
-from mde_ros.inference.cache import file_sha256, onnx_for_model
+from mde_ros.inference.cache import file_sha256
+from mde_ros.inference.spec import BackendOption, BackendSpec, check_run
 from mde_ros.inference.tensorrt_build import (DEFAULT_WORKSPACE_BYTES, FUSED_IMAGE, FUSED_RESCALE, INSTALL_HINT,
+                                              PROFILE_OPTIONS, TENSORRT, TYPING_MODES,
                                               BuildPlan, EnginePaths, ProfileShapes, TensorRTConfig, TrtFeatures,
                                               engine_cache_key, engine_key_parts, engine_paths,
                                               fused_build_problem, fused_profile_shapes, network_creation_flags,
@@ -45,8 +47,20 @@ from mde_ros.models.fused_meta import (FUSED_OUTPUT, FusedSpec, existing_fused_m
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("workspace_bytes", "dla_core", "max_batch", "min_size", "max_size", "typing", "rebuild",
-           "int8_model", "calibration")
+NAME = TENSORRT
+OPTIONS = (
+    BackendOption("workspace_bytes", "tensorrt.workspace_mb", "workspace_mb", "--workspace-mb", "int", 1024,
+                  "TensorRT builder workspace in MiB", low=1, high=1 << 20, scale=1 << 20),
+    BackendOption("dla_core", "tensorrt.dla_core", "dla_core", "--dla-core", "int", -1,
+                  "Jetson DLA core for the TensorRT engine (fp16/int8, static shape, GPU fallback); -1: GPU",
+                  low=-1, high=15),
+    *PROFILE_OPTIONS,
+    BackendOption("typing", "tensorrt.typing", "typing", "--typing", "str", "auto",
+                  "TensorRT network typing: auto (strongly typed; 10.x DLA: builder flags), strong, weak "
+                  "(builder flags; TensorRT 10.x only)", choices=TYPING_MODES),
+    BackendOption("rebuild", "tensorrt.rebuild", "rebuild_engine", "--rebuild-engine", "bool", False,
+                  "rebuild the TensorRT engine even if a cached one fits"),
+)
 
 
 # --------------------------------------------------------------------------- availability
@@ -79,7 +93,7 @@ def import_tensorrt():
     """(tensorrt, cudart) or BackendUnavailable saying what is missing."""
     reason = tensorrt_unavailable_reason()
     if reason:
-        raise BackendUnavailable(f"backend 'tensorrt' is unavailable: {reason}")
+        raise BackendUnavailable(f"backend {NAME!r} is unavailable: {reason}")
     import tensorrt as trt
 
     from mde_ros.inference.cuda_memory import import_cudart
@@ -215,30 +229,31 @@ def _bind_tensor(trt, engine, context, cudart, name: str, allowed: tuple, source
 
 
 class TensorRTBackend(Backend):
-    name = "tensorrt"
+    """Builds (or loads the cached engine of) the ONNX file it is given: for fp16 / int8 the fp16 / Q/DQ
+    model that `model_variant` asked mde_ros.modelfiles for; `source` is the model the user named,
+    beside which its fused model is looked for."""
+
+    name = NAME
 
     def __init__(self, model_path: str | Path, card: ModelCard, device: str = "cuda",
                  precision: str = "fp32", *, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
                  dla_core: int | None = None, max_batch: int = 1,
                  min_size: tuple[int, int] | None = None, max_size: tuple[int, int] | None = None,
-                 typing: str = "auto", rebuild: bool = False, int8_model: str | Path | None = None,
-                 calibration: str | Path | None = None) -> None:
+                 typing: str = "auto", rebuild: bool = False, source: str | Path | None = None) -> None:
         self.config = TensorRTConfig(precision, workspace_bytes, dla_core, max_batch, min_size, max_size, typing)
-        kind, index = parse_device(device)
-        if kind != "cuda":
-            raise ValueError(f"backend 'tensorrt' runs on a CUDA GPU: use device 'cuda', not {device!r}")
-        if precision != "int8" and (int8_model is not None or calibration is not None):
-            raise ValueError("int8_model / calibration are only used with precision 'int8'")
+        check_run(SPEC, device, precision)
+        _, index = parse_device(device)
         self.profile = optimization_profile(card, self.config)  # bad sizes fail before TensorRT loads
         trt, cudart = import_tensorrt()
         self.device, self.precision, self.card = device, precision, card
         self._trt, self._cudart, self._index = trt, cudart, index
         self._buffers: list = []
         self._rebuild = rebuild
-        self._model_path = model_path  # its fused model is looked for beside it (not beside a variant)
+        # its fused model is looked for beside the model the user named (not beside a variant or an export)
+        self._model_path = Path(source if source is not None else model_path)
         self._fused = FirstUse(self._start_fused)  # the fused pipeline, started on first use
         try:
-            self._setup(model_path, rebuild, int8_model, calibration)
+            self._setup(Path(model_path), rebuild)
         except AttributeError as exc:
             # The running TensorRT / cuda-python lacks something this code expects: say which, as
             # BackendUnavailable so `auto` falls back instead of crashing.
@@ -249,28 +264,25 @@ class TensorRTBackend(Backend):
 
     # ---- setup ----------------------------------------------------------------------------
 
-    def _setup(self, model_path, rebuild: bool, int8_model, calibration) -> None:
+    def _setup(self, model_path: Path, rebuild: bool) -> None:
         from mde_ros.inference.cuda_memory import CudaError, Stream, check, device_info
-        from mde_ros.quantization.variants import model_for_precision
 
         trt, cudart, config = self._trt, self._cudart, self.config
         try:
             self.gpu = device_info(cudart, self._index)
             check(cudart, cudart.cudaSetDevice(self._index), "cudaSetDevice")
         except CudaError as exc:
-            raise BackendUnavailable(f"backend 'tensorrt' on {self.device}: {exc}") from exc
+            raise BackendUnavailable(f"backend {NAME!r} on {self.device}: {exc}") from exc
         self.features = TrtFeatures.probe(trt)
         self.plan = plan_build(self.features, config.precision, config.typing, config.dla_core)
-        source = onnx_for_model(model_path)
         # Names and output ranks are checked from the ONNX graph before minutes of engine building.
         from mde_ros.models.onnx_io import ModelIOUnavailable, check_model_io
 
         try:
-            check_model_io(source, self.card)
+            check_model_io(model_path, self.card)
         except ModelIOUnavailable as exc:  # neither onnxruntime nor onnx here: TensorRT's parser checks
             log.info("tensorrt: %s; the card is checked against the engine instead", exc)
-        self.onnx_path = model_for_precision(source, self.plan.model_variant, target="tensorrt",
-                                             int8_model=int8_model, calibration=calibration, card=self.card)
+        self.onnx_path = model_path
         self.key_parts = engine_key_parts(file_sha256(self.onnx_path), trt.__version__, self.gpu, config,
                                           self.plan, self.profile)
         self.paths = engine_paths(engine_cache_key(self.key_parts), trt.__version__, self.gpu)
@@ -484,3 +496,25 @@ class TensorRTFusedPipeline:
         for buffer in self._buffers:
             buffer.free()
         self._buffers = []
+
+
+def _model_variant(precision: str, device: str, options: dict, card: ModelCard) -> tuple[str, str]:
+    """The ONNX this TensorRT builds for `precision`: strongly typed, the precision's own model; weakly
+    typed (10.x builder flags), fp16 is a flag on the fp32 model. Bad settings fail before TensorRT
+    loads; no TensorRT here is BackendUnavailable (auto falls back)."""
+    config = TensorRTConfig(precision, options.get("workspace_bytes", DEFAULT_WORKSPACE_BYTES),
+                            options.get("dla_core"), options.get("max_batch", 1), options.get("min_size"),
+                            options.get("max_size"), options.get("typing", "auto"))
+    optimization_profile(card, config)
+    trt, _ = import_tensorrt()
+    try:
+        features = TrtFeatures.probe(trt)
+    except AttributeError as exc:  # as in the constructor: an API difference is BackendUnavailable
+        raise BackendUnavailable(f"TensorRT {getattr(trt, '__version__', '?')} API difference: {exc}") from exc
+    return plan_build(features, config.precision, config.typing, config.dla_core).model_variant, NAME
+
+
+SPEC = BackendSpec(
+    name=NAME, factory=TensorRTBackend, devices=("cuda",), precisions={"cuda": ("fp32", "fp16", "int8")},
+    unavailable=tensorrt_unavailable_reason, options=OPTIONS, auto_rank=0, auto_files=(".onnx",),
+    model_variant=_model_variant)

@@ -26,13 +26,27 @@ from typing import Any, NamedTuple
 
 from mde_ros.inference.base import PRECISIONS
 from mde_ros.inference.cache import cache_dir
+from mde_ros.inference.spec import BackendOption
 from mde_ros.models.card import ModelCard
 
+TENSORRT = "tensorrt"  # the backend's name, and the Q/DQ recipe TensorRT builds (symmetric int8, S8S8)
 MIN_VERSION = (10, 0)
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 TYPING_MODES = ("auto", "strong", "weak")
 INSTALL_HINT = ("pip install tensorrt cuda-python (x86_64 / SBSA, CUDA 12 or 13) or, on Jetson, "
                 "JetPack 6.1+ (TensorRT 10.3: python3-libnvinfer) plus pip install cuda-python")
+
+
+# The optimisation profile's options: the TensorRT backend's, and onnxruntime's TensorRT provider's.
+PROFILE_OPTIONS = (
+    BackendOption("max_batch", "tensorrt.max_batch", "max_batch", "--max-batch", "int", 1,
+                  "largest batch of the TensorRT engine's profile (also onnxruntime's TensorRT provider)",
+                  low=1, high=256),
+    BackendOption("min_size", "tensorrt.min_size", "min_size", "--min-size", "size", "",
+                  "smallest input HxW of the TensorRT profile, e.g. 240x320; empty: the card's size"),
+    BackendOption("max_size", "tensorrt.max_size", "max_size", "--max-size", "size", "",
+                  "largest input HxW of the TensorRT profile; empty: the card's size"),
+)
 
 
 # --------------------------------------------------------------------------- version and features
@@ -291,7 +305,7 @@ def engine_key_parts(onnx_sha256: str, trt_version: str, gpu: GpuInfo, config: T
     """Everything an engine depends on, as plain JSON types (also written as the sidecar).
 
     `onnx_sha256` is the hash of the ONNX actually parsed (the fp16 / Q/DQ variant, not its source).
-    A fused engine (models/fused.py) also records its camera (`fused`: height, width, policy) and the
+    A fused engine (inference/fused.py) also records its camera (`fused`: height, width, policy) and the
     static shape of each of its inputs (`fused_shapes`, fused_profile_shapes).
     """
     parts = {
@@ -322,7 +336,7 @@ def engine_cache_key(parts: dict[str, Any]) -> str:
     return f"{key}-{digest}"
 
 
-# --------------------------------------------------------------------------- fused engine (models/fused.py)
+# --------------------------------------------------------------------------- fused engine (inference/fused.py)
 
 FUSED_IMAGE, FUSED_RESCALE = "image", "rescale"
 

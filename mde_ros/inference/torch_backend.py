@@ -12,12 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from mde_ros.inference.base import (Backend, BackendUnavailable, as_network_batch,
-                                    check_network_output, check_precision, parse_device)
+from mde_ros.inference.base import Backend, BackendUnavailable, as_network_batch, check_network_output, parse_device
+from mde_ros.inference.spec import SWITCH_CHOICES, BackendOption, BackendSpec, check_run, package_missing
 from mde_ros.models.card import ModelCard
 
-OPTIONS = ("fast_path", "graph_cache_size")
-PRECISIONS = ("fp32", "fp16", "bf16")
+NAME = "torch"
+FAST_PATH = BackendOption(
+    "fast_path", "torch.fast_path", "fast_path", "--fast-path", "switch", "auto",
+    "torch: the runner with static buffers and a CUDA graph per input shape (torch_cuda.TorchRunner): "
+    "always | never; auto: on cuda only", choices=SWITCH_CHOICES)
+GRAPH_CACHE_SIZE = BackendOption(
+    "graph_cache_size", "torch.graph_cache_size", "graph_cache_size", "--graph-cache-size", "int", 0,
+    "torch fast path: input shapes whose CUDA graph is kept (least recently used dropped); 0: the default, 4",
+    low=0, high=64)
 
 
 def import_torch():
@@ -46,22 +53,19 @@ def torch_device(device: str):
 
 
 class TorchBackend(Backend):
-    name = "torch"
+    name = NAME
 
     def __init__(self, model_path: str | Path, card: ModelCard, device: str = "cpu",
                  precision: str = "fp32", fast_path: bool | None = None,
-                 graph_cache_size: int = 4) -> None:
+                 graph_cache_size: int = 4, *, source: str | Path | None = None) -> None:
         model_path = Path(model_path)
         if model_path.suffix != ".pt":
             raise BackendUnavailable(f"backend 'torch' needs a .pt bundle (weights + card), got "
                                      f"{model_path.name}: run ONNX files with backend "
                                      "'onnxruntime' or 'tensorrt'")
         torch = import_torch()
-        check_precision(precision, self.name, PRECISIONS)
+        check_run(SPEC, device, precision)
         self._device = torch_device(device)
-        if precision != "fp32" and self._device.type != "cuda":
-            raise ValueError(f"precision {precision!r} with backend 'torch' needs device 'cuda' (CPU half "
-                             "precision is slower than fp32); use fp32 on CPU")
         from mde_ros.models.bundle import load_bundle
 
         model, _ = load_bundle(model_path, map_location=self._device)
@@ -102,3 +106,11 @@ class TorchBackend(Backend):
         if self._runner is not None:
             info.update(self._runner.describe())
         return info
+
+
+SPEC = BackendSpec(
+    name=NAME, factory=TorchBackend, devices=("cpu", "cuda"),
+    precisions={"cpu": ("fp32",), "cuda": ("fp32", "fp16", "bf16")},
+    unavailable=lambda: package_missing("torch", "pip install torch"),
+    options=(FAST_PATH, GRAPH_CACHE_SIZE), auto_rank=20, auto_files=(".pt",), loads="pt",
+    precision_hint="half precision on the CPU is slower than fp32: fp16 / bf16 need device 'cuda'")

@@ -4,7 +4,7 @@ What the PyTorch performance guide asks for, in one place: cudnn.benchmark, chan
 weights cast once, pinned host staging buffers with non-blocking copies, device buffers allocated
 once per shape, and a CUDA graph captured per shape (a camera that changes resolution gets a new
 graph; a small LRU keeps the last few). `infer` keeps the Backend contract (float32 numpy in and
-out); `estimate` runs the fused pre -> network -> post pipeline (models/fused.py) on the device, so
+out); `estimate` runs the fused pre -> network -> post pipeline (inference/fused.py) on the device, so
 only the uint8 image goes up and only the depth at camera resolution comes back.
 
 On the CPU the same runner works without graphs (eager calls into the same static buffers): that
@@ -193,7 +193,7 @@ class TorchRunner:
     # ---- the fused pipeline -----------------------------------------------------------------------
 
     def _fused_entry(self, card: ModelCard, height: int, width: int, policy: str) -> _FusedEntry:
-        from mde_ros.models.fused import FusedPostprocess, FusedPreprocess
+        from mde_ros.inference.fused import FusedPostprocess, FusedPreprocess
 
         pre = FusedPreprocess(card, height, width, policy).to(self.device)
         post = FusedPostprocess(card, pre.info).to(self.device)

@@ -4,6 +4,9 @@ Attributes load lazily so ``import mde_ros.models.card`` (the onnxruntime/Tensor
 imports torch.
 """
 from importlib import import_module
+from pathlib import Path
+
+from mde_ros.models.card import ModelCard, register_card_reader
 
 _LAZY = {
     "build_model": "registry",
@@ -16,6 +19,16 @@ _LAZY = {
     "verify_onnx": "export",
 }
 __all__ = sorted(_LAZY)
+
+
+def _bundle_card(path: Path) -> ModelCard:
+    """The card inside a .pt bundle (imports torch only when a bundle is read)."""
+    from mde_ros.models.bundle import load_bundle_card
+
+    return load_bundle_card(path)
+
+
+register_card_reader(".pt", _bundle_card)  # .pt support registered above the card contract
 
 
 def __getattr__(name: str):

@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -19,8 +19,14 @@ OUTPUT_KINDS = ("metric_depth", "inverse_depth", "disparity", "relative_inverse_
 # Affine-invariant outputs: no metres without scale anchors (published as a relative image instead).
 RELATIVE_KINDS = ("relative_inverse_depth",)
 RESIZE_POLICIES = ("stretch", "letterbox", "keep_aspect")
-RESIZE_SIDES = ("shorter", "longer")
+# shorter: DA/MiDaS 'lower_bound'; longer: 'upper_bound'; minimal: MiDaS 'minimal' (the scale nearer 1)
+RESIZE_SIDES = ("shorter", "longer", "minimal")
 INTERPOLATIONS = ("auto", "linear", "cubic", "area", "nearest")
+# How the network's output is resized back to the camera's size (the family's own demo):
+# linear: bilinear, half-pixel centres (torch align_corners=False, OpenCV); linear_align_corners:
+# bilinear with corners aligned (Depth-Anything-V2's F.interpolate(..., align_corners=True));
+# cubic: bicubic, half-pixel (MiDaS's F.interpolate(..., mode="bicubic", align_corners=False)).
+OUTPUT_INTERPOLATIONS = ("linear", "linear_align_corners", "cubic")
 CHANNEL_ORDERS = ("RGB", "BGR")
 NORMALIZATIONS = ("outside", "inside")
 FOCAL_RULES = ("fx", "mean_fx_fy")
@@ -66,6 +72,7 @@ class ModelCard:
     # Letterbox padding as an RGB pixel value (0..255, before normalisation); null: the mean colour.
     pad_value: list | None = None
     interpolation: str = "auto"        # auto: area when shrinking, linear otherwise; or an OpenCV mode
+    output_interpolation: str = "linear"  # the output's resize back to the camera (OUTPUT_INTERPOLATIONS)
     value_range: float = 1.0           # pixel 255 becomes this (1.0: [0, 1]; 255.0: raw pixel values)
     channel_order: str = "RGB"
     normalization: str = "outside"     # outside: the pipeline applies mean/std; inside: the graph does
@@ -109,7 +116,8 @@ class ModelCard:
     def _validate_processing(self) -> None:
         name = self.name
         for key, allowed in (("resize_policy", RESIZE_POLICIES), ("resize_side", RESIZE_SIDES),
-                             ("interpolation", INTERPOLATIONS), ("channel_order", CHANNEL_ORDERS),
+                             ("interpolation", INTERPOLATIONS), ("output_interpolation", OUTPUT_INTERPOLATIONS),
+                             ("channel_order", CHANNEL_ORDERS),
                              ("normalization", NORMALIZATIONS), ("focal_rule", FOCAL_RULES)):
             if getattr(self, key) not in allowed:
                 raise CardError(f"card {name!r}: {key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -200,6 +208,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "input_name": ((str,), "a string"), "output_name": ((str,), "a string"),
     "resize_policy": ((str,), "a string"), "resize_side": ((str,), "a string"),
     "size_multiple": ((int,), "an integer"), "interpolation": ((str,), "a string"),
+    "output_interpolation": ((str,), "a string"),
     "value_range": (_NUMBER, "a number"), "channel_order": ((str,), "a string"),
     "normalization": ((str,), "a string"), "focal_rule": ((str,), "a string"),
     "canonical_focal_px": ((*_NUMBER, type(None)), "a number or null"),
@@ -268,8 +277,19 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
 
 
+# Card readers of model files that carry their card inside, by suffix, registered by the layer that can read
+# them (".pt": mde_ros.models, through the bundle reader, which needs torch): this contract imports no torch.
+CARD_READERS: dict[str, Callable[[Path], "ModelCard"]] = {}
+
+
+def register_card_reader(suffix: str, reader: Callable[[Path], "ModelCard"]) -> None:
+    """Let load_card_for read the card inside `suffix` files (a sidecar still wins)."""
+    CARD_READERS[suffix] = reader
+
+
 def load_card_for(model_path: str | Path) -> ModelCard:
-    """Find a model's card: a sidecar .card.json/.card.yaml, the ONNX metadata, or the .pt bundle."""
+    """Find a model's card: a sidecar .card.json/.card.yaml, the ONNX metadata, or a registered reader
+    (the .pt bundle's)."""
     model_path = Path(model_path)
     if not model_path.exists():
         raise CardError(f"model file not found: {model_path}")
@@ -283,8 +303,7 @@ def load_card_for(model_path: str | Path) -> ModelCard:
             return ModelCard.from_dict(json.loads(metadata[ONNX_METADATA_KEY]))
         raise CardError(f"{model_path} has no model card: write {card_path_for(model_path)} "
                         "(see README, 'Bring your own ONNX model')")
-    if model_path.suffix == ".pt":
-        from mde_ros.models.bundle import load_bundle_card
-
-        return load_bundle_card(model_path)
-    raise CardError(f"unsupported model file {model_path}: expected .onnx or .pt")
+    if model_path.suffix in CARD_READERS:
+        return CARD_READERS[model_path.suffix](model_path)
+    raise CardError(f"unsupported model file {model_path}: expected .onnx or "
+                    f"{' or '.join(sorted(CARD_READERS)) or '.pt (with mde_ros.models imported)'}")

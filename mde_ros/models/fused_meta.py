@@ -1,4 +1,4 @@
-"""What a fused ONNX model (models/fused.py) is for, readable without torch.
+"""What a fused ONNX model (inference/fused.py) is for, readable without torch.
 
 `model.fused.onnx` is the whole estimate as one graph for ONE camera resolution and resize policy
 (its resize matrices are constants): inputs `image` uint8 (N,H,W,3) and `rescale` float32 (N,),
@@ -34,7 +34,7 @@ def fused_supports(card: ModelCard, policy: str | None) -> bool:
     added later), callers keep the numpy path."""
     policy = card.resize_policy if policy is None else policy
     return (policy in FUSED_POLICIES and card.output in FUSED_OUTPUTS and card.sky_output is None
-            and card.interpolation == "auto")
+            and card.interpolation == "auto" and card.output_interpolation == "linear")
 
 
 def fused_path_for(model_path: str | Path) -> Path:

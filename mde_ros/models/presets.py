@@ -20,7 +20,14 @@ sidecar card. Sources (each project's inference/export code):
   `pred_depth` (N,1,H,W) in a canonical camera of focal 1000 px: metres = depth * fx_net / 1000.
 - MiDaS v2.1 small (github.com/isl-org/MiDaS `tf/make_onnx_model.py`, `tf/run_onnx.py`): RGB in
   [0, 1] normalised inside the graph, stretched to 256x256 with INTER_CUBIC, output (N,H,W) relative
-  inverse depth.
+  inverse depth, resized back with INTER_CUBIC.
+- MiDaS v3.1 DPT (`midas/model_loader.py`, `run.py`): Resize(384, keep aspect, multiple of 32,
+  resize_method 'minimal', INTER_CUBIC), NormalizeImage(mean = std = 0.5) outside the graph; the output
+  is resized back bicubic (align_corners=False); fixed-size exports are stretched (run.py --square).
+
+Output resizes as each demo does (card `output_interpolation`): DA-V2 bilinear align_corners=True, MiDaS
+and the ika DA3 node bicubic, Metric3D bilinear. Beyond names and shapes (here), `preset_checks` checks
+the graph and probes the output (`mde-ros card --preset` runs both).
 """
 from __future__ import annotations
 
@@ -45,10 +52,16 @@ class Preset:
     export: str  # the exact export command (README)
     source: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the family's graph looks like (checked where the `onnx` package can read the graph):
+    transformer: bool | None = None  # attention (Softmax) in the graph: ViT/DPT families; None: either
+    output_tail: str | None = None  # "sigmoid": the depth output ends in a sigmoid (x max_depth);
+    #                                 "no_sigmoid": it must not (a relative head); None: not checked
+    bounded_output: bool = False  # raw output never exceeds max_depth (sigmoid x max_depth): probed
 
 
 _DA2 = dict(architecture="external", mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="cubic",
-            size_multiple=14, resize_side="shorter", input_name="image", output_name="depth")
+            size_multiple=14, resize_side="shorter", input_name="image", output_name="depth",
+            output_interpolation="linear_align_corners")
 _DA2_EXPORT = ("git clone https://github.com/fabio-sim/Depth-Anything-ONNX && cd Depth-Anything-ONNX && "
                "python dynamo.py export --encoder vits{metric} -h 0 -w 0 -o depth_anything_v2_vits{suffix}.onnx")
 
@@ -57,29 +70,33 @@ PRESETS: dict[str, Preset] = {
         "Depth-Anything-V2 (relative, affine-invariant inverse depth; needs scale anchors for metres)",
         dict(_DA2, output="relative_inverse_depth", min_depth=0.1, max_depth=80.0),
         (518, 518), "keep_aspect", _DA2_EXPORT.format(metric="", suffix=""),
-        "DepthAnything/Depth-Anything-V2 image2tensor; fabio-sim/Depth-Anything-ONNX dynamo.py"),
+        "DepthAnything/Depth-Anything-V2 image2tensor; fabio-sim/Depth-Anything-ONNX dynamo.py",
+        transformer=True, output_tail="no_sigmoid"),
     "depth-anything-v2-metric-indoor": Preset(
         "Depth-Anything-V2 metric, Hypersim (indoor, 0..20 m)",
         dict(_DA2, output="metric_depth", min_depth=0.1, max_depth=20.0),
         (518, 518), "keep_aspect", _DA2_EXPORT.format(metric=" --metric indoor", suffix="_indoor"),
-        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py"),
+        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py",
+        transformer=True, output_tail="sigmoid", bounded_output=True),
     "depth-anything-v2-metric-outdoor": Preset(
         "Depth-Anything-V2 metric, Virtual KITTI 2 (outdoor, 0..80 m)",
         dict(_DA2, output="metric_depth", min_depth=0.1, max_depth=80.0),
         (518, 518), "keep_aspect", _DA2_EXPORT.format(metric=" --metric outdoor", suffix="_outdoor"),
-        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py"),
+        "DepthAnything/Depth-Anything-V2 metric_depth; fabio-sim/Depth-Anything-ONNX dynamo.py",
+        transformer=True, output_tail="sigmoid", bounded_output=True),
     "depth-anything-3-metric-ika": Preset(
         "Depth-Anything-3 metric (DA3METRIC) in the ika-rwth-aachen ROS 2 TensorRT node's ONNX layout",
         dict(architecture="external", mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="cubic",
              size_multiple=14, input_name="image", output_name="depth", output="metric_depth",
              focal_rule="mean_fx_fy", canonical_focal_px=300.0, sky_output="sky", sky_threshold=0.3,
-             min_depth=0.1, max_depth=200.0),
+             min_depth=0.1, max_depth=200.0, output_interpolation="cubic"),
         (280, 504), "stretch",
         "git clone https://github.com/ika-rwth-aachen/ros2-depth-anything-v3-trt && "
         "cp ros2-depth-anything-v3-trt/onnx/export.py depth-anything-3/src/depth_anything_3/ && "
         "cd depth-anything-3/src/depth_anything_3 && "
         "python export.py --model-dir DA3METRIC-LARGE --height 280 --width 504 --output-dir .",
-        "ika-rwth-aachen/ros2-depth-anything-v3-trt onnx/export.py, tensorrt_depth_anything.cpp"),
+        "ika-rwth-aachen/ros2-depth-anything-v3-trt onnx/export.py, tensorrt_depth_anything.cpp",
+        transformer=True),
     "metric3d-v2": Preset(
         "Metric3D v2 (ViT; canonical camera f = 1000 px, normalisation inside the graph)",
         dict(architecture="external", mean=METRIC3D_MEAN, std=METRIC3D_STD, value_range=255.0,
@@ -90,17 +107,31 @@ PRESETS: dict[str, Preset] = {
         "git clone https://github.com/YvanYin/Metric3D && cd Metric3D && "
         "python3 onnx/metric3d_onnx_export.py metric3d_vit_small",
         "YvanYin/Metric3D onnx/metric3d_onnx_export.py, onnx/test_onnx.py, hubconf.py",
-        extra={"static_policy": "letterbox"}),
+        extra={"static_policy": "letterbox"}, transformer=True),
     "midas-v2.1-small": Preset(
         "MiDaS v2.1 small (relative inverse depth, 256x256, normalisation inside the graph)",
         dict(architecture="external", mean=IMAGENET_MEAN, std=IMAGENET_STD, normalization="inside",
              interpolation="cubic", size_multiple=32, output="relative_inverse_depth",
-             min_depth=0.1, max_depth=80.0),
+             min_depth=0.1, max_depth=80.0, output_interpolation="cubic"),
         (256, 256), "stretch",
         "git clone https://github.com/isl-org/MiDaS && cd MiDaS/tf && "
         "python make_onnx_model.py  # with MidasNet_small and a (1,3,256,256) input; or use the v2_1 "
         "release's model-small.onnx",
-        "isl-org/MiDaS tf/make_onnx_model.py, tf/run_onnx.py"),
+        "isl-org/MiDaS tf/make_onnx_model.py, tf/run_onnx.py", transformer=False),
+    "midas-v3.1-dpt": Preset(
+        "MiDaS v3.1 DPT (dpt_hybrid_384, dpt_large_384, dpt_beit_large_384/512, dpt_next_vit_large_384; "
+        "relative inverse depth, mean = std = 0.5 outside the graph)",
+        dict(architecture="external", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="cubic",
+             size_multiple=32, resize_side="minimal", input_name="image", output_name="depth",
+             output="relative_inverse_depth", min_depth=0.1, max_depth=80.0, output_interpolation="cubic"),
+        (384, 384), "keep_aspect",
+        "git clone https://github.com/isl-org/MiDaS && cd MiDaS && python -c \"import torch; "
+        "from midas.model_loader import load_model; "
+        "m = load_model('cpu', 'weights/dpt_hybrid_384.pt', 'dpt_hybrid_384', optimize=False)[0]; "
+        "torch.onnx.export(m, torch.rand(1, 3, 384, 384), 'dpt_hybrid_384.onnx', input_names=['image'], "
+        "output_names=['depth'], opset_version=17, dynamo=False)\"",
+        "isl-org/MiDaS midas/model_loader.py (Resize minimal, multiple 32, NormalizeImage 0.5), run.py "
+        "(bicubic output resize; --square for fixed-size inputs)", transformer=True),
 }
 
 

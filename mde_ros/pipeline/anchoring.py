@@ -308,6 +308,12 @@ class FloorFit:
     u: np.ndarray  # pixels of the floor inliers
     v: np.ndarray
     inlier_fraction: float
+    disagreement: float = 0.0  # |log| distance ratio of the attitude's plane and the free one (both found)
+
+
+KNOWN_ATTITUDE_FREE_TILT = math.radians(15.0)  # how far a predicted floor may tilt from the known attitude
+TILTED_FLOOR_ANGLE = math.radians(5.0)  # a free plane tilted more than this from the attitude and holding
+TILTED_FLOOR_GAIN = 1.2  # this many times the floor points of the attitude's plane is the predicted floor
 
 
 def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorFit | None:
@@ -318,14 +324,51 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
     and the winner is refined in inverse depth along the pixel rays (_plane_from_rays). Tables and
     shelves are planes too: of the planes with at least half the best inlier count, the one farthest
     below the camera wins, and a plane with much of the scene below it is a table or box top hiding the
-    floor: no floor, not a guess. Deterministic (fixed seed)."""
+    floor: no floor, not a guess. Deterministic (fixed seed).
+
+    A network's floor can be tilted against the true one (measured up to ~9 degrees on real frames):
+    with pitch and roll known and no floor along them, the predicted floor is fitted freely within
+    KNOWN_ATTITUDE_FREE_TILT of the known attitude and its own distance is used (fit the predicted floor,
+    then align its distance to the known height). Only then: where the attitude's plane holds a floor it
+    is the better estimate (measured through the demo model, whose floors tilt by errors of 1-6 degrees:
+    AbsRel 0.095 along the attitude vs 0.18 with the free plane preferred)."""
     points, us, vs = _sampled_cloud(depth, intr, MAX_FLOOR_POINTS)
     if len(points) < 10:
         return None
-    rng = np.random.default_rng(_RNG_SEED)
-    tol = prior.tolerance
     known = prior.pitch is not None or prior.roll is not None
     nominal = down_vector(prior.pitch or 0.0, prior.roll or 0.0)
+    floor = _fit_floor(depth, intr, prior, points, us, vs, nominal, known)
+    if known and (floor is None or _tilt_of(floor, depth, intr, nominal) > TILTED_FLOOR_ANGLE):
+        # the predicted floor may be tilted against the attitude: fit its own plane too (the free fit
+        # costs ~10x the attitude's, so only when the attitude's inliers themselves lie on a tilted plane;
+        # a lower trigger (2-3.5 deg) also switched a demo-model view whose floor is wrong, AbsRel 0.095 -> 0.14)
+        free = _fit_floor(depth, intr, replace(prior, max_tilt=KNOWN_ATTITUDE_FREE_TILT), points, us, vs, nominal,
+                          False)
+        if free is not None and (floor is None or (
+                float(free.normal @ nominal) < math.cos(TILTED_FLOOR_ANGLE)
+                and free.inlier_fraction > TILTED_FLOOR_GAIN * floor.inlier_fraction)):
+            floor = replace(free, disagreement=0.0 if floor is None else abs(math.log(floor.distance / free.distance)))
+        elif free is not None:
+            floor = replace(floor, disagreement=abs(math.log(floor.distance / free.distance)))
+    return floor
+
+
+def _tilt_of(floor: FloorFit, depth: np.ndarray, intr: Intrinsics, nominal: np.ndarray) -> float:
+    """Angle (radians) between `nominal` and the plane through the floor's own inlier pixels (fitted in
+    inverse depth along their rays, _plane_from_rays); 0 when it cannot be fitted."""
+    z = depth[floor.v, floor.u].astype(np.float64)
+    rays = np.stack([(floor.u - intr.cx) / intr.fx, (floor.v - intr.cy) / intr.fy, np.ones(len(z))], axis=1)
+    ok = np.isfinite(z) & (z > 0)
+    refined = _plane_from_rays(rays[ok], z[ok], floor.normal / floor.distance) if ok.sum() >= 3 else None
+    if refined is None:
+        return 0.0
+    return float(math.acos(min(1.0, abs(float(refined[0] @ nominal)))))
+
+
+def _fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior, points: np.ndarray, us: np.ndarray,
+               vs: np.ndarray, nominal: np.ndarray, known: bool) -> FloorFit | None:
+    rng = np.random.default_rng(_RNG_SEED)
+    tol = prior.tolerance
     candidates: list[tuple[int, float, np.ndarray]] = []  # (inliers, distance, normal)
     heights = points @ nominal
     facing = _facing(depth, intr, us, vs, nominal, prior.max_tilt + math.radians(20.0) if not known
@@ -416,8 +459,67 @@ class FrameFit:
     sources: tuple[str, ...]  # those with at least one inlier
     n_anchors: int  # anchors that produced a constraint (before outlier rejection)
     n_inliers: int
-    confidence: float  # 0..1
+    confidence: float  # 0..1: 1 - the fit's predicted relative scale error (ERROR_QUANTILE bound)
     spread: float  # robust relative spread of the inlier residuals
+    variance: float = 0.0  # predicted variance of log(scale / the frame's best single factor)
+    u: np.ndarray | None = field(default=None, compare=False, repr=False)  # inlier pixels (prediction stability)
+    v: np.ndarray | None = field(default=None, compare=False, repr=False)
+    scale_only: bool = False  # an affine-invariant model fitted with too little to fix the shift (held)
+
+    @property
+    def error_bound(self) -> float:
+        return error_bound(self.variance)
+
+
+# The predicted relative scale error is the two-sided 90 % bound of a log-normal error with the
+# fit's variance: |scale / best - 1| <= exp(1.645 sigma) - 1 nine times out of ten.
+ERROR_QUANTILE = 1.645
+SYSTEMATIC_ERROR = 0.02  # log-scale error no number of anchors removes (spatially correlated model error)
+MAX_EFFECTIVE_POINTS = 30  # neighbouring anchors share the model's local error: more do not count fully
+_PRIOR_WEIGHT = 4.0  # pseudo-anchors of the prior per-pixel error when the spread is measured
+
+
+RANGE_CONE_WIDENING_DEG = 30.0
+
+
+def error_bound(variance: float) -> float:
+    """Relative scale error bound (90 %) of a log-scale variance."""
+    return math.expm1(ERROR_QUANTILE * math.sqrt(max(variance, 0.0)))
+
+
+def confidence_of(variance: float) -> float:
+    """The published confidence: 1 - the predicted relative error bound, in 0..1 (monotone in it)."""
+    return float(min(1.0, max(0.0, 1.0 - error_bound(variance))))
+
+
+def fit_variance(counts: dict[str, int], spread: float, config: "AnchoringConfig", scale_only: bool = False,
+                 ground_disagreement: float = 0.0, range_cone: float = 0.0) -> float:
+    """Predicted variance of a frame fit's log scale against the frame's best single factor.
+
+    Each constraint carries the model's error at its pixel (config.model_error, or the measured
+    spread of the points when there are enough to measure it, shrunk towards the prior) plus the
+    sensor's own noise; sources combine by inverse variance; neighbouring points share the model's
+    local error (at most MAX_EFFECTIVE_POINTS count) and SYSTEMATIC_ERROR never averages out. An
+    affine-invariant model whose shift could not be fitted carries the prior error once more."""
+    information = 0.0
+    n_points = counts.get("points", 0)
+    if n_points:
+        sigma2 = config.model_error ** 2
+        if n_points >= 3 and math.isfinite(spread):
+            sigma2 = (n_points * spread ** 2 + _PRIOR_WEIGHT * sigma2) / (n_points + _PRIOR_WEIGHT)
+        information += min(n_points, MAX_EFFECTIVE_POINTS) / (sigma2 + config.points_noise ** 2)
+    if counts.get("range", 0):  # a wide cone's nearest return falls on edges and floor: measured 1.9x the
+        # error of a 2 degree cone at 30 degrees (p90 of single frames through the demo model 0.30 vs 0.17)
+        widen = 1.0 + math.degrees(range_cone) / RANGE_CONE_WIDENING_DEG
+        information += counts["range"] / (config.model_error ** 2 * widen + config.range_noise ** 2)
+    if counts.get("ground", 0):
+        information += 1.0 / (config.ground_error ** 2 + ground_disagreement ** 2)
+    if information <= 0:
+        return float("inf")
+    variance = 1.0 / information + SYSTEMATIC_ERROR ** 2
+    if scale_only:
+        variance += config.model_error ** 2
+    return variance
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -431,16 +533,6 @@ def _inliers(residuals: np.ndarray, weights: np.ndarray, min_tolerance: float) -
     centre = _weighted_median(residuals, weights)
     sigma = 1.4826 * _weighted_median(np.abs(residuals - centre), weights)
     return np.abs(residuals - centre) <= max(3.0 * sigma, min_tolerance)
-
-
-def _confidence(inlier_weight: float, total_weight: float, spread: float) -> float:
-    """More agreeing evidence -> nearer 1; outliers and spread pull it down.
-
-    (inlier share) x (W / (W + 2), W = inlier weight: one point ~0.33, a range reading ~0.7) x
-    exp(-(spread / 0.1)^2) (a 10 % disagreement among inliers costs a factor e)."""
-    if total_weight <= 0:
-        return 0.0
-    return float((inlier_weight / total_weight) * inlier_weight / (inlier_weight + 2.0) * math.exp(-(spread / 0.1) ** 2))
 
 
 def _fit_scale(pred: np.ndarray, z: np.ndarray, weight: np.ndarray, min_tolerance: float):
@@ -460,7 +552,8 @@ def _fit_affine(rel: np.ndarray, z: np.ndarray, weight: np.ndarray, min_toleranc
                 shift_prior: float = 0.0):
     """1/z = a * rel + b by weighted least squares with outlier rejection on the relative residual.
 
-    Fewer than two distinct relative values cannot fix a shift: scale only, shift held at the prior."""
+    Fewer than two distinct relative values cannot fix a shift: scale only, shift held at the prior
+    (reported: the last value returned is True).""" 
     target = 1.0 / z
     distinct = len(rel) >= 2 and float(np.ptp(rel)) > 1e-6 * max(float(np.abs(rel).max()), 1e-12)
     inliers = np.ones(len(rel), bool)
@@ -481,30 +574,48 @@ def _fit_affine(rel: np.ndarray, z: np.ndarray, weight: np.ndarray, min_toleranc
         inliers = new if new.any() else inliers
     residual = (a * rel + b) / target - 1.0
     spread = float(np.sqrt(np.average(residual[inliers] ** 2, weights=weight[inliers])))
-    return float(a), float(b), inliers, spread
+    return float(a), float(b), inliers, spread, not distinct
+
+
+EXPIRY_CHOICES = ("hold", "decay", "stop", "nan")
 
 
 @dataclass(frozen=True)
 class AnchoringConfig:
-    """How anchors are weighed and smoothed (the node's `scale.*` parameters)."""
+    """How anchors are weighed, filtered over time and expire (the node's `scale.*` parameters)."""
 
-    range_weight: float = 5.0  # one range reading counts as this many sparse points
+    range_weight: float = 5.0  # one range reading counts as this many sparse points (in one frame's joint fit)
     ground_weight: float = 5.0  # the ground plane, likewise
     inlier_tolerance: float = 0.05  # residuals within this (relative) are never outliers
-    time_constant: float = 0.5  # seconds of exponential smoothing of the factor; 0: none
-    jump_threshold: float = 0.3  # a per-frame factor this far (relative) from the smoothed one is a jump
-    max_age: float = 2.0  # seconds the last factor is held after the anchors stop; then no factor
-    min_confidence: float = 0.0  # per-frame fits below this are not used
+    time_constant: float = 0.5  # s: the filter follows an accepted change at least this fast; 0: at once
+    jump_threshold: float = 0.3  # a change of the factor beyond this (relative) is never taken from one frame
+    max_age: float = 2.0  # s the factor is held after the anchors stop; then on_expiry
+    min_confidence: float = 0.0  # per-frame fits less confident than this (1 - error bound) are not used
+    on_expiry: str = "stop"  # after max_age: hold | decay (to the model's metres, time constant max_age) | stop | nan
+    model_error: float = 0.15  # prior relative error of the model at one pixel against its best single factor
+    ground_error: float = 0.08  # relative error of a ground-plane fit
+    range_noise: float = 0.02  # a rangefinder's relative noise
+    points_noise: float = 0.01  # a metric point's relative noise
+    drift: float = 0.05  # relative change of the true factor per sqrt(second) while the view stays
+    scene_change: float = 0.1  # median relative change of the prediction at the anchors: a new view
+    glitch_frames: int = 15  # frames an anchor disagreement must persist, without a new view, to be believed
 
     def __post_init__(self) -> None:
-        for name in ("range_weight", "ground_weight", "inlier_tolerance", "time_constant", "max_age"):
+        for name in ("range_weight", "ground_weight", "inlier_tolerance", "time_constant", "max_age",
+                     "range_noise", "points_noise", "drift"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"scale.{name} must be a finite number >= 0, got {value}")
-        if not (math.isfinite(self.jump_threshold) and self.jump_threshold > 0):
-            raise ValueError(f"scale.jump_threshold must be > 0, got {self.jump_threshold}")
+        for name in ("jump_threshold", "model_error", "ground_error", "scene_change"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"scale.{name} must be > 0, got {value}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"scale.min_confidence must be in 0..1, got {self.min_confidence}")
+        if self.on_expiry not in EXPIRY_CHOICES:
+            raise ValueError(f"scale.on_expiry must be one of {', '.join(EXPIRY_CHOICES)}, got {self.on_expiry!r}")
+        if not (isinstance(self.glitch_frames, int) and self.glitch_frames >= 1):
+            raise ValueError(f"scale.glitch_frames must be an integer >= 1, got {self.glitch_frames}")
 
 
 def fit_frame(depth: np.ndarray | None, intr: Intrinsics | None, anchors: Anchors,
@@ -539,6 +650,44 @@ def fit_frame(depth: np.ndarray | None, intr: Intrinsics | None, anchors: Anchor
     return fit
 
 
+EDGE_SCALE = 0.05  # |log| depth change across 2 pixels at which a point's weight halves
+POINT_ABSOLUTE_NOISE = 0.02  # metres: a lidar's range noise, which matters for near points
+DENSE_CLOUD_POINTS = 100  # a cloud this large is a scan: its points are weighted by the edge they sit on
+
+
+def point_weights(prediction: np.ndarray | None, u: np.ndarray, v: np.ndarray, z: np.ndarray,
+                  config: "AnchoringConfig") -> np.ndarray:
+    """Weights of metric points by what makes one less reliable than another:
+
+    - distance: a lidar's noise is roughly absolute (POINT_ABSOLUTE_NOISE), so a near point's relative
+      error grows as 1/z; weights 1 / (model_error^2 + (noise / z)^2), normalised;
+    - angle: a point on a surface seen at a grazing angle, or on a depth edge, lands where the predicted
+      depth changes fast, so a small offset between the sensor and the camera (or the network's soft
+      edges) puts it on the wrong depth. The predicted log-depth change across 2 pixels (the larger of
+      the two directions, dilated by one pixel) down-weights it: 1 / (1 + (change / EDGE_SCALE)^2).
+      Measured on 16-row lidar scans through the demo model (30 views): mean scale error 2.6 % -> 2.2 %;
+      on 20 random points it cost as much in some views, so it applies to scans (DENSE_CLOUD_POINTS+)."""
+    z = np.asarray(z, np.float64)
+    weight = 1.0 / (config.model_error ** 2 + (POINT_ABSOLUTE_NOISE / np.maximum(z, 1e-3)) ** 2)
+    weight = weight / weight.max() if len(weight) and np.isfinite(weight).all() else np.ones(len(z))
+    if prediction is None or len(z) < DENSE_CLOUD_POINTS:
+        return weight
+    height, width = prediction.shape
+    uu, vv = np.asarray(u, np.intp), np.asarray(v, np.intp)
+
+    def log_at(du: np.ndarray, dv: np.ndarray) -> np.ndarray:  # only the pixels needed, not the whole map
+        values = np.abs(prediction[np.clip(vv + dv, 0, height - 1), np.clip(uu + du, 0, width - 1)].astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.isfinite(values) & (values > 0), np.log(values), np.nan)
+
+    change = np.zeros(len(uu))
+    for du, dv in ((1, 0), (0, 1)):
+        for off in (-1, 0, 1):  # dilate by one pixel across the direction
+            step = np.abs(log_at(du + off * dv, dv + off * du) - log_at(-du + off * dv, -dv + off * du))
+            change = np.maximum(change, np.nan_to_num(step, nan=0.0))
+    return weight / (1.0 + (change / EDGE_SCALE) ** 2)
+
+
 def relative_depth(relative: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """Metres from affine-invariant inverse depth: 1 / (scale * relative + shift); <= 0 -> NaN
     (postprocess.relative_to_depth, the one conversion)."""
@@ -549,11 +698,14 @@ def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, conf
               relative: np.ndarray | None, prior: tuple[float, float] | None) -> FrameFit | None:
     constraints = _Constraints()
     n_anchors = 0
+    ground_disagreement = 0.0
+    cones: list[float] = []
     if len(anchors.points):
         u, v, z, reasons = project_points(anchors.points, intr)
         anchors.rejected.update(reasons)
         if len(u):
-            constraints.add("points", u, v, z, 1.0)
+            constraints.add("points", u, v, z, point_weights(relative if relative is not None else depth, u, v, z,
+                                                             config))
     if depth is not None:
         for reading in anchors.ranges:
             found = range_scale(reading, depth, intr)
@@ -562,11 +714,13 @@ def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, conf
                 continue
             scale, u, v = found
             constraints.add("range", u, v, scale * float(depth[v, u]), config.range_weight)
+            cones.append(reading.field_of_view)
         if anchors.ground is not None:
             floor = fit_floor(depth, intr, anchors.ground)
             if floor is None:
                 anchors.rejected["no_floor"] += 1
             else:
+                ground_disagreement = floor.disagreement
                 scale = anchors.ground.camera_height / floor.distance
                 weight = config.ground_weight * min(1.0, floor.inlier_fraction / FULL_FLOOR_FRACTION)
                 if relative is None:  # one constraint: every floor pixel says the same ratio
@@ -589,141 +743,22 @@ def _fit_pass(depth: np.ndarray | None, intr: Intrinsics, anchors: Anchors, conf
     if not usable.any():
         return None
     pred, z, weight, which = pred[usable], z[usable], weight[usable], which[usable]
+    scale_only = False
     if relative is None:
         scale, shift, inliers, spread = _fit_scale(pred, z, weight, config.inlier_tolerance)
     else:
-        scale, shift, inliers, spread = _fit_affine(pred, z, weight, config.inlier_tolerance,
-                                                    prior[1] if prior else 0.0)
+        scale, shift, inliers, spread, scale_only = _fit_affine(pred, z, weight, config.inlier_tolerance,
+                                                                prior[1] if prior else 0.0)
         if not scale > 0:
             anchors.rejected["no_prediction"] += 1
             return None
     sources = tuple(sorted({constraints.sources[i] for i in np.unique(which[inliers])}, key=SOURCES.index))
-    confidence = _confidence(float(weight[inliers].sum()), float(weight.sum()), spread)
-    return FrameFit(scale, shift, sources, n_anchors, int(inliers.sum()), confidence, spread)
-
-
-# ---- over time -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ScaleEstimate:
-    """What is applied to one frame (and reported in /diagnostics and summaries)."""
-
-    applied: bool  # False: no anchors (recently): the depth is left exactly as the model made it
-    scale: float = 1.0
-    shift: float = 0.0
-    source: str = "none"  # "+"-joined SOURCES of the fit, "held" while anchors are missing
-    confidence: float = 0.0
-    n_anchors: int = 0
-    frame_scale: float | None = None  # this frame's own fit, before smoothing (None: no fit)
-    event: str = ""  # "reset" on an accepted jump, "outlier" when a one-frame jump was not applied
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"applied": self.applied, "scale": round(self.scale, 6), "shift": round(self.shift, 6),
-                "source": self.source, "confidence": round(self.confidence, 4), "anchors": self.n_anchors,
-                "frame_scale": None if self.frame_scale is None else round(self.frame_scale, 6),
-                "event": self.event}
-
-
-class ScaleFilter:
-    """Temporal smoothing of the per-frame fits: exponential with a time constant (stamps, not frame
-    counts), a reset when the scene's scale really changed, and a hold while anchors are missing.
-
-    A jump (the new factor differs by more than jump_threshold) is applied only when the next frame
-    confirms it: one wild frame is never applied, a real change is followed one frame later."""
-
-    def __init__(self, config: AnchoringConfig = AnchoringConfig()) -> None:
-        self.config = config
-        self.reset()
-
-    def reset(self) -> None:
-        self._state: tuple[float, float, float] | None = None  # (log scale, shift, confidence)
-        self._last_fit_s: float | None = None
-        self._last_update_s: float | None = None
-        self._pending: float | None = None
-        self._source = "none"
-        self._n_anchors = 0
-
-    @property
-    def current(self) -> tuple[float, float] | None:
-        """The smoothed (scale, shift), or None."""
-        return None if self._state is None else (math.exp(self._state[0]), self._state[1])
-
-    def update(self, fit: FrameFit | None, stamp_s: float) -> ScaleEstimate:
-        config = self.config
-        if fit is not None and fit.confidence < config.min_confidence:
-            fit = None
-        if self._last_update_s is not None and stamp_s < self._last_update_s:
-            self.reset()  # time went backwards (a bag looped): start over
-        self._last_update_s = stamp_s
-        if fit is None:
-            if self._state is None or self._last_fit_s is None or stamp_s - self._last_fit_s > config.max_age:
-                self.reset()
-                self._last_update_s = stamp_s
-                return ScaleEstimate(False)
-            age = stamp_s - self._last_fit_s
-            confidence = self._state[2] * (1.0 - age / config.max_age if config.max_age > 0 else 0.0)
-            return ScaleEstimate(True, math.exp(self._state[0]), self._state[1], "held", confidence, 0, None)
-        log_scale = math.log(fit.scale)
-        source = "+".join(fit.sources)
-        event = ""
-        if self._state is None:
-            self._state = (log_scale, fit.shift, fit.confidence)
-        else:
-            threshold = math.log1p(config.jump_threshold)
-            dt = stamp_s - (self._last_fit_s if self._last_fit_s is not None else stamp_s)
-            if abs(log_scale - self._state[0]) > threshold:
-                if self._pending is not None and abs(log_scale - self._pending) <= threshold:
-                    self._state, event = (log_scale, fit.shift, fit.confidence), "reset"
-                    self._pending = None
-                else:
-                    self._pending = log_scale
-                    scale, shift, confidence = math.exp(self._state[0]), self._state[1], self._state[2]
-                    return ScaleEstimate(True, scale, shift, self._source, confidence, fit.n_anchors,
-                                         fit.scale, "outlier")
-            else:
-                self._pending = None
-                w = 1.0 if config.time_constant <= 0 else 1.0 - math.exp(-max(dt, 0.0) / config.time_constant)
-                if dt <= 0 and config.time_constant > 0:
-                    w = 0.5  # same stamp twice: average
-                s, b, c = self._state
-                self._state = (s + w * (log_scale - s), b + w * (fit.shift - b), c + w * (fit.confidence - c))
-        self._last_fit_s = stamp_s
-        self._source, self._n_anchors = source, fit.n_anchors
-        return ScaleEstimate(True, math.exp(self._state[0]), self._state[1], source, self._state[2],
-                             fit.n_anchors, fit.scale, event)
-
-
-def apply_scale(depth: np.ndarray, estimate: ScaleEstimate, relative: np.ndarray | None = None) -> np.ndarray:
-    """The anchored depth: depth * scale for metric models, 1 / (scale * relative + shift) for
-    affine-invariant ones; `depth` itself when nothing is applied (bit-identical output)."""
-    if not estimate.applied:
-        return depth
-    if relative is not None:
-        return relative_depth(relative, estimate.scale, estimate.shift)
-    return (depth * np.float32(estimate.scale)).astype(np.float32, copy=False)
-
-
-class ScaleAnchoring:
-    """fit_frame + ScaleFilter + apply_scale for one camera: what the node, replay and predict call.
-
-    `anchor(depth, intr, anchors, stamp_s, relative)` -> (anchored depth, ScaleEstimate)."""
-
-    def __init__(self, config: AnchoringConfig = AnchoringConfig()) -> None:
-        self.filter = ScaleFilter(config)
-
-    @property
-    def config(self) -> AnchoringConfig:
-        return self.filter.config
-
-    @config.setter
-    def config(self, config: AnchoringConfig) -> None:
-        self.filter.config = config
-
-    def anchor(self, depth: np.ndarray, intr: Intrinsics | None, anchors: Anchors, stamp_s: float,
-               relative: np.ndarray | None = None) -> tuple[np.ndarray, ScaleEstimate]:
-        fit = None
-        if anchors:
-            fit = fit_frame(depth, intr, anchors, self.config, relative,
-                            self.filter.current if relative is not None else None)
-        estimate = self.filter.update(fit, stamp_s)
-        return apply_scale(depth, estimate, relative), estimate
+    counts: Counter = Counter()
+    for i, source in enumerate(constraints.sources):  # points count one by one, a range or floor once
+        mine = inliers & (which == i)
+        counts[source] += int(np.count_nonzero(mine)) if source == "points" else int(mine.any())
+    variance = fit_variance(counts, spread, config, scale_only, ground_disagreement,
+                            float(np.mean(cones)) if cones else 0.0)
+    keep = np.flatnonzero(usable)[inliers]
+    return FrameFit(scale, shift, sources, n_anchors, int(inliers.sum()), confidence_of(variance), spread,
+                    variance, u[keep], v[keep], scale_only)

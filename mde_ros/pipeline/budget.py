@@ -17,12 +17,13 @@ from mde_ros.pipeline.text import clip_text
 DEFAULT_MAX_PIXELS = 4096 * 2304
 # A raw 4096x2304 rgba8/bgra8 image is 37.7 MB; JPEG/PNG of that size are smaller.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# depth 32FC1 + organised xyzrgb cloud (16 B/point) + rgb8 preview of a 4096x2304 frame: 217 MB.
-DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+# depth 32FC1 + organised xyzrgb cloud (32 B/point, PCL's layout) + rgb8 preview of a 4096x2304 frame: 368 MB.
+DEFAULT_MAX_OUTPUT_BYTES = 384 * 1024 * 1024
 # Sender-controlled text that reaches logs, /diagnostics and outputs (CameraInfo: pipeline.intrinsics).
 MAX_FRAME_ID_CHARS = 256  # tf frame ids are short names; longer is garbage, not a frame
 MAX_ENCODING_CHARS = 64
-CLOUD_POINT_BYTES = 16  # mde_ros.pipeline.geometry.pack_cloud's point_step
+CLOUD_POINT_BYTES = 16  # mde_ros.pipeline.geometry.pack_cloud's point_step: xyz
+CLOUD_POINT_BYTES_RGB = 32  # xyz + rgb (PCL's PointXYZRGB layout)
 
 
 class BudgetError(InputError):
@@ -59,14 +60,14 @@ class FrameBudget:
 
 
 def output_bytes(width: int, height: int, *, depth_bytes_per_pixel: int = 4, cloud: bool = True,
-                 cloud_decimation: int = 1, colorized: bool = True) -> int:
+                 cloud_decimation: int = 1, cloud_rgb: bool = True, colorized: bool = True) -> int:
     """Bytes of one frame's published outputs at width x height (depth, organised cloud, preview),
     an upper bound computed from the configuration alone."""
     pixels = int(width) * int(height)
     total = pixels * depth_bytes_per_pixel
     if cloud:
         k = max(1, int(cloud_decimation))
-        total += -(-int(height) // k) * -(-int(width) // k) * CLOUD_POINT_BYTES
+        total += -(-int(height) // k) * -(-int(width) // k) * (CLOUD_POINT_BYTES_RGB if cloud_rgb else CLOUD_POINT_BYTES)
     if colorized:
         total += pixels * 3
     return total

@@ -31,7 +31,7 @@ class EstimatorConfig:
     camera_aware_rescale: bool = True
     resize_policy: str | None = None  # None (or "card"): the model card's; else an override
     sky_depth: str = "too_far"  # pixels the model's sky output marks: +Inf (REP 117 too far), NaN, or kept
-    # Pre/post-processing on the backend's device (fused pipeline, models/fused.py) when the backend
+    # Pre/post-processing on the backend's device (fused pipeline, inference/fused.py) when the backend
     # offers one and the card is one it reproduces: torch on CUDA (CUDA graphs, any size); onnxruntime
     # and TensorRT run the fused ONNX beside the model for frames of its camera size and policy.
     # Else, and by default, numpy.
@@ -88,7 +88,9 @@ class DepthEstimator:
     def from_model(cls, model_path: str | Path, backend: str = "auto", device: str = "cpu",
                    precision: str = "fp32", config: EstimatorConfig | None = None,
                    **backend_options) -> "DepthEstimator":
-        """Load the model's card (sidecar, ONNX metadata or .pt bundle) and a backend for it."""
+        """Load the model's card (sidecar, ONNX metadata or .pt bundle) and a backend on the model file as
+        given (an fp32 ONNX, or a .pt bundle on torch). The node, the commands and replay load through
+        mde_ros.modelfiles.load_estimator, which also makes fp16 / int8 models and ONNX exports."""
         from mde_ros.inference import create_backend
         from mde_ros.models.card import load_card_for
 
@@ -144,14 +146,14 @@ class DepthEstimator:
         relative = None
         rescale = 1.0
         if card.is_relative:  # no metres without anchors: the relative image, depth all NaN
-            relative = to_camera_resolution(raw_to_relative(raw[0, 0], card), info)
+            relative = to_camera_resolution(raw_to_relative(raw[0, 0], card), info, card.output_interpolation)
             depth = np.full(relative.shape, np.nan, np.float32)
         else:
             depth_net = raw_to_depth(raw[0, 0], card)
             rescale = self._rescale_factor(intrinsics, info, warnings)
             if rescale != 1.0:
                 depth_net *= np.float32(rescale)
-            depth = to_camera_resolution(depth_net, info)  # bilinear: positive or NaN stays so
+            depth = to_camera_resolution(depth_net, info, card.output_interpolation)
         sky = None
         if sky_raw is not None:
             sky_raw = np.asarray(sky_raw)

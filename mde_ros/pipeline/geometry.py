@@ -22,9 +22,12 @@ import numpy as np
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
-POINT_STEP = 16  # bytes per point, with or without colour (see pack_cloud)
+# PCL's layouts (and depth_image_proc's): pcl::PointXYZ is x, y, z + 4 padding bytes (16); pcl::PointXYZRGB
+# is x, y, z, padding, rgb at 16, padding to 32. Code that copies the bytes into PCL structs relies on them.
+POINT_STEP = 16  # xyz
+POINT_STEP_RGB = 32  # xyz + rgb
 XYZ_FIELDS = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
-RGB_FIELD = ("rgb", 12, FLOAT32, 1)
+RGB_FIELD = ("rgb", 16, FLOAT32, 1)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -120,9 +123,9 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
                min_range: float = 0.0, max_range: float = math.inf, organized: bool = True) -> PackedCloud:
     """Back-project and pack into PointCloud2 layout in one buffer.
 
-    Layout: x, y, z float32 at offsets 0, 4, 8 and a 16-byte point_step either way: bytes 12..15 hold
-    'rgb' (PCL's packing, 0x00RRGGBB as a float32) when rgb is given, else zero padding (the layout of
-    depth_image_proc's xyz cloud and pcl::PointXYZ).
+    Layout: PCL's. x, y, z float32 at offsets 0, 4, 8; without rgb a 16-byte point_step (zero padding,
+    pcl::PointXYZ, depth_image_proc's xyz cloud); with rgb, 'rgb' at offset 16 (PCL's packing, 0x00RRGGBB
+    as a float32) and a 32-byte point_step (pcl::PointXYZRGB, depth_image_proc's xyzrgb cloud).
     The range filter is on z (depth along the optical axis), the quantity the depth image holds,
     so the cloud drops exactly the pixels a depth image with the same limits marks out of range.
     Organised clouds keep invalid points as NaN and, like depth_image_proc, say is_dense = False;
@@ -144,7 +147,8 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
     height, width = depth.shape
     # Separate scratch buffers with and without colour: the xyz one's padding bytes stay zero
     # from its allocation, so no frame pays for clearing them.
-    buffer = _scratch("points_rgb" if rgb is not None else "points_xyz", (height, width, 4), np.dtype("<f4"),
+    step = POINT_STEP_RGB if rgb is not None else POINT_STEP
+    buffer = _scratch("points_rgb" if rgb is not None else "points_xyz", (height, width, step // 4), np.dtype("<f4"),
                       zeroed=True)
     # Arithmetic on contiguous planes, then one interleaving copy per plane: strided arithmetic costs
     # more than the copies.
@@ -160,27 +164,29 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
         # PCL packing: the little-endian uint32 0x00RRGGBB, i.e. bytes B, G, R, 0 = OpenCV's BGRA.
         bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
         bgra[:, :, 3] = 0
-        buffer.view("<u4")[:, :, 3] = bgra.view("<u4")[:, :, 0]
+        buffer.view("<u4")[:, :, RGB_FIELD[1] // 4] = bgra.view("<u4")[:, :, 0]
         fields.append(RGB_FIELD)
     if organized:
-        return PackedCloud(height, width, fields, POINT_STEP, POINT_STEP * width, buffer.tobytes(), False)
-    # np.compress on 16-byte records is ~10x faster than boolean indexing of the float view.
-    record = np.dtype((np.void, POINT_STEP))
-    records = buffer.reshape(-1, POINT_STEP // 4).view(record)[:, 0]
+        return PackedCloud(height, width, fields, step, step * width, buffer.tobytes(), False)
+    # np.compress on whole records is ~10x faster than boolean indexing of the float view.
+    record = np.dtype((np.void, step))
+    records = buffer.reshape(-1, step // 4).view(record)[:, 0]
     keep = np.isfinite(z).ravel()
     points = _scratch("valid_points", records.shape, record)[:np.count_nonzero(keep)]
     np.compress(keep, records, out=points)
-    return PackedCloud(1, len(points), fields, POINT_STEP, POINT_STEP * len(points), points.tobytes(), True)
+    return PackedCloud(1, len(points), fields, step, step * len(points), points.tobytes(), True)
 
 
 def unpack_cloud(cloud: PackedCloud) -> tuple[np.ndarray, np.ndarray | None]:
     """(N x 3 float32 xyz, N x 3 uint8 rgb or None): the inverse of pack_cloud, for tests and tools."""
     records = np.frombuffer(cloud.data, "<f4").reshape(-1, cloud.point_step // 4)
     xyz = records[:, :3].copy()
-    if not any(name == "rgb" for name, *_ in cloud.fields):
+    offsets = {name: offset for name, offset, *_ in cloud.fields}
+    if "rgb" not in offsets:
         return xyz, None
     raw = np.frombuffer(cloud.data, np.uint8).reshape(-1, cloud.point_step)
-    return xyz, raw[:, 14:11:-1].copy()
+    blue = offsets["rgb"]  # little-endian 0x00RRGGBB: bytes B, G, R, 0
+    return xyz, raw[:, [blue + 2, blue + 1, blue]].copy()
 
 
 @dataclass
@@ -252,3 +258,32 @@ def depth_to_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, ran
     found = np.isfinite(nearest)
     ranges[found] = nearest[found]
     return Scan(angle_min, angle_max, increment, float(range_min), float(range_max), ranges)
+
+
+# How the scan's ranges are laid out: ros (REP 103/117, depthimage_to_laserscan) or mavlink (what MAVROS's
+# obstacle_distance plugin turns into MAVLink OBSTACLE_DISTANCE for PX4 / ArduPilot).
+SCAN_CONVENTIONS = ("ros", "mavlink")
+NO_OBSTACLE_M = 0.01  # OBSTACLE_DISTANCE: max_distance + 1 cm means "no obstacle"; UINT16_MAX "unknown"
+NEAREST_REPORTED_M = 0.01  # the plugin drops ranges <= 0 when it merges bins
+
+
+def mavlink_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, range_min: float = 0.45,
+                 range_max: float = 10.0) -> Scan:
+    """The scan the way MAVROS's obstacle_distance plugin expects it (mav_frame BODY_FRD).
+
+    The plugin copies angle_min into angle_offset and assumes "angle_increment is positive and the
+    message is in a FRD/NED frame": index 0 is the leftmost direction, angles grow clockwise seen from
+    above (to the right). So the ranges run left to right, angle_min = -(the ros scan's angle_max).
+    It turns NaN and +Inf into UINT16_MAX, "unknown", which PX4's collision prevention treats as no data
+    (CP_GO_NO_DATA): here a direction whose nearest depth is beyond range_max (or +Inf, REP 117 too far)
+    says "no obstacle" (range_max + 1 cm), one nearer than range_min (or -Inf, too close) is an obstacle
+    at range_min (at least 1 cm). Only pixels without any depth stay NaN (unknown). Bins are
+    depthimage_to_laserscan's; the shortest range of a bin wins.
+    """
+    if not 0 <= range_min < range_max:
+        raise ValueError(f"need 0 <= range_min < range_max, got {range_min}..{range_max}")
+    every = depth_to_scan(depth, intr, scan_height, 0.0, math.inf)
+    ranges = every.ranges[::-1].copy()
+    ranges[ranges > range_max] = range_max + NO_OBSTACLE_M  # +Inf included; NaN compares False
+    ranges[ranges < range_min] = max(range_min, NEAREST_REPORTED_M)  # -Inf included
+    return Scan(-every.angle_max, -every.angle_min, every.angle_increment, float(range_min), float(range_max), ranges)

@@ -7,6 +7,8 @@ Shared by the node (sensor_msgs/CompressedImage), replay (the same in a bag) and
 * the CompressedImage `format` field is honoured the way compressed_image_transport writes it
   ("jpeg", "png", "bgr8; jpeg compressed bgr8", ...): colour/mono 8-bit JPEG or PNG is accepted,
   depth encodings ("16UC1; png compressed", compressedDepth) and other formats are refused;
+* camera frames are decoded in sensor order (EXIF orientation ignored, as image_transport's decoders),
+  so they match their CameraInfo; a photo file (`read_image_file`, predict) is turned upright;
 * truncated files (no JPEG EOI, no PNG IEND) and corrupt data are refused: libjpeg and libpng print
   their complaints to the process's stderr, so they are captured around the decode and returned
   as the error (the caller throttles it with its other warnings) instead of bypassing the logger.
@@ -139,7 +141,59 @@ def codec_of_format(image_format: str) -> str | None:
 _STDERR_LOCK = threading.Lock()
 
 
-def _decode_capturing_stderr(buffer: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+# Camera frames are decoded in the sensor's pixel order, as image_transport's decoders (cv_bridge's
+# imdecode with IMREAD_IGNORE_ORIENTATION semantics: the JPEG's rows as stored) do: the CameraInfo
+# describes those pixels. OpenCV otherwise applies an EXIF orientation (a 320x240 frame with orientation
+# 6 came out 240x320 and was refused; orientation 3 came out rotated 180 degrees from its CameraInfo).
+SENSOR_ORDER = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+# EXIF orientation -> what makes the stored pixels upright (what a photo viewer does).
+ORIENTATIONS = {
+    1: ("as stored", lambda a: a),
+    2: ("mirrored left-right", lambda a: a[:, ::-1]),
+    3: ("rotated 180 degrees", lambda a: a[::-1, ::-1]),
+    4: ("mirrored top-bottom", lambda a: a[::-1, :]),
+    5: ("transposed", lambda a: np.swapaxes(a, 0, 1)),
+    6: ("rotated 90 degrees clockwise", lambda a: np.rot90(a, -1)),
+    7: ("transversed", lambda a: np.rot90(a, 1)[:, ::-1]),
+    8: ("rotated 90 degrees counter-clockwise", lambda a: np.rot90(a, 1)),
+}
+
+
+def exif_orientation(data: bytes | memoryview) -> int:
+    """The EXIF Orientation (tag 0x0112 of IFD0) of a JPEG, 1 (as stored) without one or when unreadable."""
+    data = bytes(data[:65536 + 4]) if len(data) > 65540 else bytes(data)
+    if not data.startswith(b"\xff\xd8"):
+        return 1
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, length = data[pos + 1], struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker in (0xDA, 0xD9):  # start of scan / end: no more metadata
+            return 1
+        segment = data[pos + 4:pos + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
+            return _tiff_orientation(segment[6:])
+        pos += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    try:
+        order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+        for index in range(count):
+            entry = tiff[ifd + 2 + 12 * index:ifd + 14 + 12 * index]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == 0x0112 and kind == 3:
+                value = struct.unpack(order + "H", entry[8:10])[0]
+                return value if value in ORIENTATIONS else 1
+    except (KeyError, struct.error, IndexError):
+        pass
+    return 1
+
+
+def _decode_capturing_stderr(buffer: np.ndarray, flags: int = SENSOR_ORDER) -> tuple[np.ndarray | None, list[str]]:
     """cv2.imdecode with file descriptor 2 redirected: (image or None, the codec's messages).
 
     Lines that are not a codec's (another thread's log line written meanwhile) go on to stderr.
@@ -154,7 +208,7 @@ def _decode_capturing_stderr(buffer: np.ndarray) -> tuple[np.ndarray | None, lis
             with tempfile.TemporaryFile() as capture:
                 os.dup2(capture.fileno(), 2)
                 try:
-                    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+                    image = cv2.imdecode(buffer, flags)
                 finally:
                     os.dup2(saved, 2)
                 capture.seek(0)
@@ -222,15 +276,25 @@ def decode_compressed(data: Any, image_format: str = "", budget: FrameBudget | N
     return to_rgb(bgr, "bgr8")
 
 
-def read_image_file(path: str | Path, budget: FrameBudget | None = None) -> np.ndarray:
-    """HxWx3 uint8 RGB of an image file, with decode_compressed's checks for JPEG/PNG (other
-    formats OpenCV reads, e.g. BMP/TIFF, are decoded as they are). FileNotFoundError, InputError."""
+def read_image_file(path: str | Path, budget: FrameBudget | None = None,
+                    notes: list[str] | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB of an image file (a photo): upright as its EXIF orientation says, as a photo
+    viewer shows it (`notes` gets "EXIF orientation 6: rotated 90 degrees clockwise" then), with
+    decode_compressed's checks for JPEG/PNG (other formats OpenCV reads, e.g. BMP/TIFF, are decoded as
+    they are). FileNotFoundError, InputError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     data = path.read_bytes()
     if sniff_codec(data) is not None:
-        return decode_compressed(data, budget=budget)
+        rgb = decode_compressed(data, budget=budget)  # sensor order: the header's size is checked
+        orientation = exif_orientation(data)
+        if orientation != 1:
+            what, turn = ORIENTATIONS[orientation]
+            rgb = np.ascontiguousarray(turn(rgb))
+            if notes is not None:
+                notes.append(f"EXIF orientation {orientation}: {what} to upright ({rgb.shape[1]}x{rgb.shape[0]})")
+        return rgb
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
         raise InputError(f"cannot decode {path}: not an image format OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from mde_ros.pipeline.colorize import check_colormap, colorize
-from mde_ros.pipeline.geometry import PackedCloud, Scan, depth_to_scan, pack_cloud
+from mde_ros.pipeline.geometry import SCAN_CONVENTIONS, PackedCloud, Scan, depth_to_scan, mavlink_scan, pack_cloud
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -34,6 +35,7 @@ class OutputConfig:
     scan_height: int = 1  # depthimage_to_laserscan's parameters and defaults
     scan_range_min: float = 0.45
     scan_range_max: float = 10.0
+    scan_convention: str = "ros"  # geometry.SCAN_CONVENTIONS: ros | mavlink (MAVROS obstacle_distance)
     colorized_enabled: bool = True
     colormap: str = "turbo"
 
@@ -54,6 +56,8 @@ class OutputConfig:
         if not 0 <= self.scan_range_min < self.scan_range_max:
             raise ValueError(f"need 0 <= scan_range_min < scan_range_max, got "
                              f"{self.scan_range_min}..{self.scan_range_max}")
+        if self.scan_convention not in SCAN_CONVENTIONS:
+            raise ValueError(f"scan_convention must be one of {SCAN_CONVENTIONS}, got {self.scan_convention!r}")
         check_colormap(self.colormap)
 
 
@@ -72,16 +76,6 @@ def pack_image(array: np.ndarray, encoding: str) -> PackedImage:
     array = np.ascontiguousarray(array)
     height, width = array.shape[:2]
     return PackedImage(height, width, encoding, array.strides[0], array.tobytes())
-
-
-@dataclass
-class FrameOutputs:
-    depth: PackedImage
-    depth_intrinsics: Intrinsics | None  # the input image's: published depth has its resolution
-    cloud: PackedCloud | None  # None when disabled or the intrinsics are unknown/invalid
-    scan: Scan | None  # idem
-    colorized: PackedImage | None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per part built
 
 
 def mark_out_of_range(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
@@ -110,29 +104,179 @@ def encode_depth(depth: np.ndarray, encoding: str, min_depth: float, max_depth: 
     raise ValueError(f"depth encoding must be one of {DEPTH_ENCODINGS}, got {encoding!r}")
 
 
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
+LASER_SCAN = "sensor_msgs/msg/LaserScan"
+DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+@dataclass
+class FrameData:
+    """One frame's (refined) DepthResult and what its outputs are built from, shared by the rows."""
+
+    result: Any  # pipeline.estimator.DepthResult
+    rgb: np.ndarray | None
+    config: OutputConfig
+    min_depth: float
+    max_depth: float
+    confidence: np.ndarray | None = None  # HxW 0..1 (pipeline.refine) when computed
+    scale: Any = None  # the frame's pipeline.scale_filter.ScaleEstimate when refined
+    _marked: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def marked(self) -> np.ndarray:
+        """The published float depth (REP 117 marks), computed once for depth, cloud and scan."""
+        if self._marked is None:
+            self._marked = mark_out_of_range(self.result.depth, self.min_depth, self.max_depth)
+        return self._marked
+
+    @property
+    def intrinsics(self) -> Intrinsics | None:
+        """The image's intrinsics when usable for geometry (cloud, scan), else None."""
+        intr = self.result.intrinsics
+        return intr if intr is not None and intr.is_valid() else None
+
+
+def _depth(f: FrameData) -> PackedImage:
+    if f.config.depth_encoding == "32FC1":
+        return pack_image(f.marked, "32FC1")
+    return encode_depth(f.result.depth, f.config.depth_encoding, f.min_depth, f.max_depth)
+
+
+def _cloud(f: FrameData) -> PackedCloud | None:
+    c = f.config
+    return None if f.intrinsics is None else pack_cloud(
+        f.marked, f.intrinsics, f.rgb if c.cloud_rgb else None, c.cloud_decimation, c.cloud_min_range,
+        c.cloud_max_range, c.cloud_organized)
+
+
+def _scan(f: FrameData) -> Scan | None:
+    c = f.config
+    if f.intrinsics is None:
+        return None
+    build = mavlink_scan if c.scan_convention == "mavlink" else depth_to_scan
+    return build(f.marked, f.intrinsics, c.scan_height, c.scan_range_min, c.scan_range_max)
+
+
+def _colorized(f: FrameData) -> PackedImage:
+    return pack_image(colorize(f.result.depth, f.min_depth, f.max_depth, f.config.colormap), "rgb8")
+
+
+def _relative(f: FrameData) -> PackedImage | None:
+    relative = getattr(f.result, "relative", None)
+    return None if relative is None else pack_image(relative, "32FC1")
+
+
+def _confidence(f: FrameData) -> PackedImage | None:
+    return None if f.confidence is None else pack_image(f.confidence, "32FC1")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One published output: what builds it, when, and which message carries it.
+
+    Adding an output = its algorithm + one row in OUTPUTS (+ a message adapter in mde_ros.ros.adapters
+    for a message type none of the rows uses yet); the node and `mde-ros replay` take it from here.
+    """
+
+    key: str  # FrameOutputs.parts key, replay's OutputTopics name and summary key
+    topic: str  # relative to the node's namespace (replay: the camera's namespace)
+    msgtype: str  # ROS message type
+    adapter: str  # mde_ros.ros.adapters.ADAPTERS key: packed value -> message (rclpy or rosbags)
+    build: Callable[[FrameData], Any]  # the packed value, or None when the frame cannot have it
+    description: str = ""
+    switch: str | None = None  # node parameter (and OutputConfig flag) that turns it off
+    config_flag: str | None = None  # OutputConfig field: enabled in this run
+    on_demand: bool = False  # built only while someone subscribes (depth_image_proc's way)
+    metric: bool = True  # needs metres: not built for an unanchored relative model's frame
+    when: str = "always"  # "always" | "relative" (relative models) | "confidence" (confidence enabled)
+    #                       | "anchoring" (a scale anchor source enabled)
+    stage: str | None = None  # timing name (None: not timed)
+
+
+OUTPUTS: tuple[OutputSpec, ...] = (
+    OutputSpec("depth", "depth/image", IMAGE, "image", _depth, "depth, REP 118 (32FC1 m or 16UC1 mm)",
+               stage="depth"),
+    OutputSpec("depth_camera_info", "depth/camera_info", CAMERA_INFO, "camera_info", lambda f: f.result.intrinsics,
+               "the depth image's CameraInfo (the camera's, at the depth resolution)"),
+    OutputSpec("points", "points", POINT_CLOUD2, "cloud", _cloud, "point cloud (depth_image_proc semantics)",
+               switch="publish.points", config_flag="cloud_enabled", on_demand=True, stage="cloud"),
+    OutputSpec("scan", "scan", LASER_SCAN, "scan", _scan, "laser scan (depthimage_to_laserscan semantics)",
+               switch="publish.scan", config_flag="scan_enabled", on_demand=True, stage="scan"),
+    OutputSpec("colorized", "depth/colorized", IMAGE, "image", _colorized, "rgb8 colour-mapped depth (RViz)",
+               switch="publish.colorized", config_flag="colorized_enabled", on_demand=True, stage="colorized"),
+    OutputSpec("relative", "depth/relative", IMAGE, "image", _relative,
+               "a relative model's affine-invariant output, 32FC1, larger = nearer", metric=False, when="relative"),
+    OutputSpec("confidence", "depth/confidence", IMAGE, "image", _confidence,
+               "per-pixel confidence 0..1 (flip consistency; one more network run, only while subscribed unless "
+               "confidence.threshold marks the depth)", on_demand=True, metric=False, when="confidence"),
+    OutputSpec("scale", "depth/scale", DIAGNOSTIC_ARRAY, "scale", lambda f: f.scale,
+               "each frame's scale: factor, regime, error bound, confidence, source (scale anchors)", metric=False,
+               when="anchoring"),
+)
+BY_KEY = {spec.key: spec for spec in OUTPUTS}
+METRIC_KEYS = tuple(spec.key for spec in OUTPUTS if spec.when == "always")  # every metric model's outputs
+
+
+def outputs_for(relative: bool, confidence: bool, anchoring: bool = False) -> tuple[OutputSpec, ...]:
+    """The rows a run has: the metric ones, depth/relative for a relative model, depth/confidence when on,
+    depth/scale with a scale anchor source."""
+    present = {"always": True, "relative": relative, "confidence": confidence, "anchoring": anchoring}
+    return tuple(spec for spec in OUTPUTS if present[spec.when])
+
+
+@dataclass
+class FrameOutputs:
+    """The packed outputs of one frame, keyed like OUTPUTS; missing keys were not built."""
+
+    parts: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per part built (OutputSpec.stage)
+
+    @property
+    def depth(self) -> PackedImage | None:
+        return self.parts.get("depth")
+
+    @property
+    def depth_intrinsics(self) -> Intrinsics | None:  # the input image's: published depth has its resolution
+        return self.parts.get("depth_camera_info")
+
+    @property
+    def cloud(self) -> PackedCloud | None:  # None when disabled or the intrinsics are unknown/invalid
+        return self.parts.get("points")
+
+    @property
+    def scan(self) -> Scan | None:
+        return self.parts.get("scan")
+
+    @property
+    def colorized(self) -> PackedImage | None:
+        return self.parts.get("colorized")
+
+
+def build_parts(frame: FrameData, keys: Iterable[str], metric: bool | None = None) -> FrameOutputs:
+    """Build the outputs named by `keys` that this frame can have (table order; the rows that need metres
+    only when `metric`, by default when the result holds metres; OutputConfig flags respected)."""
+    parts: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    wanted = set(keys)
+    metric = getattr(frame.result, "is_metric", True) if metric is None else metric
+    for spec in OUTPUTS:
+        if spec.key not in wanted or (spec.metric and not metric):
+            continue
+        if spec.config_flag is not None and not getattr(frame.config, spec.config_flag):
+            continue
+        start = time.perf_counter()
+        value = spec.build(frame)
+        if value is None:
+            continue
+        parts[spec.key] = value
+        if spec.stage is not None:
+            timings[spec.stage] = time.perf_counter() - start
+    return FrameOutputs(parts, timings)
+
+
 def build_outputs(result, rgb: np.ndarray | None, config: OutputConfig, min_depth: float,
                   max_depth: float) -> FrameOutputs:
-    """Build the enabled outputs of one DepthResult; timings keys: depth, cloud, scan, colorized."""
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    marked = mark_out_of_range(result.depth, min_depth, max_depth)
-    depth_image = (pack_image(marked, "32FC1") if config.depth_encoding == "32FC1"
-                   else encode_depth(result.depth, config.depth_encoding, min_depth, max_depth))
-    now = time.perf_counter()
-    timings["depth"], start = now - start, now
-
-    intr = result.intrinsics if result.intrinsics is not None and result.intrinsics.is_valid() else None
-    cloud = scan = colorized = None
-    if config.cloud_enabled and intr is not None:
-        cloud = pack_cloud(marked, intr, rgb if config.cloud_rgb else None, config.cloud_decimation,
-                           config.cloud_min_range, config.cloud_max_range, config.cloud_organized)
-        now = time.perf_counter()
-        timings["cloud"], start = now - start, now
-    if config.scan_enabled and intr is not None:
-        scan = depth_to_scan(marked, intr, config.scan_height, config.scan_range_min, config.scan_range_max)
-        now = time.perf_counter()
-        timings["scan"], start = now - start, now
-    if config.colorized_enabled:
-        colorized = pack_image(colorize(result.depth, min_depth, max_depth, config.colormap), "rgb8")
-        timings["colorized"] = time.perf_counter() - start
-    return FrameOutputs(depth_image, result.intrinsics, cloud, scan, colorized, timings)
+    """Build the enabled metric outputs of one DepthResult; timings keys: depth, cloud, scan, colorized."""
+    return build_parts(FrameData(result, rgb, config, min_depth, max_depth), METRIC_KEYS)

@@ -96,8 +96,27 @@ def camera_rescale_factor(intr_net: Intrinsics | None, card: ModelCard) -> float
     return float(camera_focal(intr_net, card) / reference)
 
 
-def to_camera_resolution(depth_net: np.ndarray, info: ResizeInfo) -> np.ndarray:
-    """Undo the letterbox crop and resize (bilinear) back to the camera image's size.
+def resize_output(content: np.ndarray, width: int, height: int, interpolation: str = "linear") -> np.ndarray:
+    """Resize a network output to width x height as the family's own demo does (card.OUTPUT_INTERPOLATIONS):
+    bilinear with half-pixel centres, bilinear with aligned corners (torch align_corners=True), or bicubic
+    (half-pixel, a = -0.75 as torch's)."""
+    content = content.astype(np.float32, copy=False)
+    if interpolation == "linear":
+        return cv2.resize(content, (width, height), interpolation=cv2.INTER_LINEAR)
+    if interpolation == "cubic":
+        return cv2.resize(content, (width, height), interpolation=cv2.INTER_CUBIC)
+    if interpolation == "linear_align_corners":
+        in_h, in_w = content.shape
+        map_x = np.arange(width, dtype=np.float32) * ((in_w - 1) / (width - 1) if width > 1 else 0.0)
+        map_y = np.arange(height, dtype=np.float32) * ((in_h - 1) / (height - 1) if height > 1 else 0.0)
+        grid_x, grid_y = np.meshgrid(map_x, map_y)
+        return cv2.remap(content, grid_x, grid_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    raise ValueError(f"unknown output interpolation {interpolation!r}")
+
+
+def to_camera_resolution(depth_net: np.ndarray, info: ResizeInfo, interpolation: str = "linear") -> np.ndarray:
+    """Undo the letterbox crop and resize back to the camera image's size (resize_output: the card's
+    output_interpolation).
 
     A network whose output is smaller than its input (e.g. half resolution) is handled by scaling
     the content box to the output size.
@@ -112,8 +131,7 @@ def to_camera_resolution(depth_net: np.ndarray, info: ResizeInfo) -> np.ndarray:
     content = depth_net[top:top + height, left:left + width]
     if content.shape == (info.src_height, info.src_width):
         return np.ascontiguousarray(content, dtype=np.float32)
-    return cv2.resize(content.astype(np.float32, copy=False), (info.src_width, info.src_height),
-                      interpolation=cv2.INTER_LINEAR)
+    return resize_output(content, info.src_width, info.src_height, interpolation)
 
 
 def clamp_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:

@@ -112,24 +112,53 @@ def _to_multiple(value: float, multiple: int, min_val: int = 0, max_val: int | N
     return max(rounded, multiple)
 
 
+# keep_aspect's network input may have at most this many times the card's pixels. Side "shorter" puts
+# the shorter side at the card's size, so a thin frame (4096x16) would ask for a 518x132608 input
+# (0.8 GB of float32, gigabytes inside the network) from a 196 KB message. Up to 4:1 frames (every
+# camera: 16:9, 21:9, 32:9 halves) are unaffected; thinner ones get a proportionally smaller input.
+KEEP_ASPECT_MAX_AREA_FACTOR = 4.0
+
+
 def keep_aspect_size(src_height: int, src_width: int, height: int, width: int, side: str = "shorter",
-                     multiple: int = 1) -> tuple[int, int]:
+                     multiple: int = 1, max_pixels: int | None = None) -> tuple[int, int]:
     """(h, w) of a dynamic-shape network input, as Depth-Anything / MiDaS size it.
 
     side "shorter" (their resize_method 'lower_bound'): the image covers height x width, so with a square
-    size the shorter side is at it; "longer" ('upper_bound'): the image fits inside, the longer side at it.
+    size the shorter side is at it; "longer" ('upper_bound'): the image fits inside, the longer side at it;
+    "minimal" (MiDaS 'minimal'): the aspect kept with whichever axis' scale is nearer 1.
     Both sides are then rounded to `multiple` (14 for ViT patches) with their rounding rule.
+    max_pixels (default KEEP_ASPECT_MAX_AREA_FACTOR x height x width): a larger result is scaled down,
+    aspect kept, until it fits, so what a frame costs the network is bounded before anything is allocated.
     """
     if side not in RESIZE_SIDES:
         raise InputError(f"unknown resize side {side!r}: expected one of {RESIZE_SIDES}")
+    if max_pixels is None:
+        max_pixels = int(KEEP_ASPECT_MAX_AREA_FACTOR * height * width)
     scale_h, scale_w = height / src_height, width / src_width
-    if side == "shorter":
+    if side == "minimal":  # MiDaS 'minimal': the scale nearer 1, sides rounded to the multiple, no bound
+        scale = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+        size = (_to_multiple(scale * src_height, multiple), _to_multiple(scale * src_width, multiple))
+    elif side == "shorter":
         scale = max(scale_h, scale_w)
-        return (_to_multiple(scale * src_height, multiple, min_val=height),
+        size = (_to_multiple(scale * src_height, multiple, min_val=height),
                 _to_multiple(scale * src_width, multiple, min_val=width))
-    scale = min(scale_h, scale_w)
-    return (_to_multiple(scale * src_height, multiple, max_val=height),
-            _to_multiple(scale * src_width, multiple, max_val=width))
+    else:
+        scale = min(scale_h, scale_w)
+        size = (_to_multiple(scale * src_height, multiple, max_val=height),
+                _to_multiple(scale * src_width, multiple, max_val=width))
+    if size[0] * size[1] <= max_pixels:
+        return size
+    # Clamp: the scale that fits, each side rounded down to the multiple (at least one multiple); a side
+    # already at its minimum leaves the other what remains of the budget (extreme strips lose aspect).
+    scale = (max_pixels / (src_height * src_width)) ** 0.5
+    h = max(multiple, int(scale * src_height // multiple) * multiple)
+    w = max(multiple, int(scale * src_width // multiple) * multiple)
+    if h * w > max_pixels:
+        if h <= w:
+            w = max(multiple, int(max_pixels // h // multiple) * multiple)
+        else:
+            h = max(multiple, int(max_pixels // w // multiple) * multiple)
+    return h, w
 
 
 def resize_info(src_height: int, src_width: int, net_height: int, net_width: int,

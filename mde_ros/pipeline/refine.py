@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, ScaleAnchoring, ScaleEstimate
+from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors
 from mde_ros.pipeline.confidence import DEFAULT_TOLERANCE, flip_confidence, mark_unconfident
+from mde_ros.pipeline.scale_filter import ScaleAnchoring, ScaleEstimate
 from mde_ros.pipeline.temporal import TemporalConfig, TemporalFilter
 
 if TYPE_CHECKING:
@@ -45,6 +46,11 @@ class Refined:
     confidence: np.ndarray | None  # HxW float32 0..1 when enabled
     anchors: Anchors
 
+    @property
+    def publish(self) -> bool:
+        """False when the scale expired with on_expiry 'stop': no metric output for this frame."""
+        return self.scale.publish
+
 
 class Refiner:
     """Per camera stream state (scale filter, temporal filter); `refine` once per frame in stamp order."""
@@ -71,11 +77,14 @@ class Refiner:
             self.temporal.config = config.temporal
 
     def refine(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray,
-               anchors: Anchors | None, stamp_s: float) -> Refined:
+               anchors: Anchors | None, stamp_s: float, *, confidence_wanted: bool = True) -> Refined:
+        """`confidence_wanted` False: skip the confidence's extra network run unless its threshold marks the
+        depth (the node: nobody subscribes to depth/confidence)."""
         config = self._config
         anchors = anchors if anchors is not None else Anchors()
         began = time.perf_counter()
-        confidence = flip_confidence(estimator, rgb, result, config.confidence_tolerance) if config.confidence else None
+        needed = config.confidence and (confidence_wanted or config.confidence_threshold > 0)
+        confidence = flip_confidence(estimator, rgb, result, config.confidence_tolerance) if needed else None
         relative = getattr(result, "relative", None)  # affine-invariant models: scale AND shift are fitted
         depth, estimate = self.anchoring.anchor(result.depth, result.intrinsics, anchors, stamp_s, relative)
         if self.temporal is not None:

@@ -3,7 +3,7 @@
 `preprocess.resize_image` resizes with OpenCV: INTER_AREA when shrinking both axes, INTER_LINEAR
 otherwise. Both are separable, so ``rows @ image @ cols.T`` with the matrices below gives the same
 result (before OpenCV's rounding to uint8, which the caller repeats with a round-half-even). That
-is how the fused GPU/ONNX path (`mde_ros.models.fused`) reproduces the CPU preprocessing without
+is how the fused GPU/ONNX path (`mde_ros.inference.fused`) reproduces the CPU preprocessing without
 OpenCV: two matrix products, which every engine runs fast and exports as plain MatMul.
 Pure numpy.
 """

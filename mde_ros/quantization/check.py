@@ -79,13 +79,13 @@ def fixture_accuracy(fp32: str | Path, int8: str | Path, fixture_dir: str | Path
 
     from mde_ros.bags import fixtures
     from mde_ros.bags.io import STORAGES
-    from mde_ros.pipeline.estimator import DepthEstimator
+    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
+    from mde_ros.modelfiles import load_estimator
 
     fixture_dir = Path(fixture_dir or fixtures.FIXTURE_DIR)
     estimators = {
-        "fp32": DepthEstimator.from_model(fp32, backend="onnxruntime", intra_op_threads=1),
-        "int8": DepthEstimator.from_model(fp32, backend="onnxruntime", precision="int8", int8_model=int8,
-                                          intra_op_threads=1),
+        "fp32": load_estimator(fp32, ONNXRUNTIME, intra_op_threads=1),
+        "int8": load_estimator(fp32, ONNXRUNTIME, precision="int8", int8_model=int8, intra_op_threads=1),
     }
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mde_int8_check_") as tmp:

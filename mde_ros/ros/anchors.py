@@ -1,34 +1,31 @@
 """The node's metric anchors and depth refinement: `scale.*`, `temporal.*` and `confidence.*`.
 
 Glue only (the algorithms are mde_ros.pipeline.anchoring / anchor_inputs / temporal / confidence /
-refine): declares the parameters, subscribes `range` (sensor_msgs/Range) and `anchor_points`
-(sensor_msgs/PointCloud2) when enabled, looks sensor poses up in TF where tf2_ros is importable
-(else the fixed poses in the parameters), publishes `depth/confidence` (32FC1, 0..1) when
-enabled, warns (throttled) about every rejected anchor and reports the applied factor to
-/diagnostics. With no anchor source enabled nothing is subscribed and the depth is untouched.
+refine): reads the parameters (declared by the node from ros/parameters' table), subscribes `range`
+(sensor_msgs/Range) and `anchor_points` (sensor_msgs/PointCloud2) when enabled, looks sensor poses up
+in TF where tf2_ros is importable (else the fixed poses in the parameters), hands the frame step
+(pipeline.frame_step) its refiner and anchors, and reports the applied factor to /diagnostics. The
+step's notes (rejected anchors, an expired scale) and the `depth/confidence` and `depth/scale` output
+rows are the node's, as for every other output. With no anchor source enabled nothing is subscribed
+and the depth is untouched.
 """
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from sensor_msgs.msg import Image, PointCloud2, Range
+from sensor_msgs.msg import PointCloud2, Range
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.anchor_inputs import AnchorBuffer, AnchorSettings, TransformLookup
-from mde_ros.pipeline.anchoring import AnchoringConfig, GroundPrior, quaternion_matrix
-from mde_ros.pipeline.outputs import pack_image
+from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, GroundPrior, quaternion_matrix
 from mde_ros.pipeline.refine import RefineConfig, Refined, Refiner
 from mde_ros.pipeline.temporal import TemporalConfig
 from mde_ros.ros import messages
 
 if TYPE_CHECKING:
     from rclpy.node import Node
-
-    from mde_ros.pipeline.estimator import DepthEstimator, DepthResult
 
 try:  # feature-detected: not every install has tf2_ros (the PyPI wheels here do not)
     import tf2_ros
@@ -37,68 +34,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 RANGE_TOPIC = "range"
 POINTS_TOPIC = "anchor_points"
-CONFIDENCE_TOPIC = "depth/confidence"
-REJECTION_HINTS = {
-    "nan": "NaN values", "negative": "negative depth", "range_limits": "reading outside its min_range..max_range",
-    "field_of_view": "invalid field_of_view", "outside_image": "outside the image",
-    "behind_camera": "behind the camera", "stamp": "stamp too far from the image's (scale.stamp_tolerance)",
-    "frame": "frame unknown (no TF and not scale.range.frame_id / scale.points.frame_id)",
-    "no_prediction": "no valid predicted depth there", "no_floor": "no floor found in the predicted depth",
-    "no_intrinsics": "no camera intrinsics", "bad_cloud": "unreadable PointCloud2 (needs FLOAT32/64 x, y, z)",
-}
-
-# (name, default, description, (low, high) or None); all read-only: they shape subscriptions and filters.
-PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
-    ("scale.range.enabled", False, f"subscribe sensor_msgs/Range on '{RANGE_TOPIC}' and anchor the scale to it", None),
-    ("scale.range.frame_id", "", "the fixed pose below is for Range messages in this frame (empty: any frame); "
-     "TF is used first where tf2_ros is available", None),
-    ("scale.range.position", [0.0, 0.0, 0.0], "rangefinder position in the camera's optical frame (x right, "
-     "y down, z forward), metres", None),
-    ("scale.range.direction", [0.0, 0.0, 1.0], "rangefinder beam axis (the Range frame's x) in the camera's "
-     "optical frame", None),
-    ("scale.points.enabled", False, f"subscribe sensor_msgs/PointCloud2 on '{POINTS_TOPIC}' (metric points: "
-     "lidar, VIO/SLAM map points, a stereo/ToF patch) and anchor the scale to them", None),
-    ("scale.points.frame_id", "", "clouds in this frame use scale.points.transform (empty: only clouds in the "
-     "image's frame, or resolvable by TF, are used)", None),
-    ("scale.points.transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "x y z qx qy qz qw of scale.points.frame_id "
-     "in the camera's optical frame", None),
-    ("scale.ground.camera_height", 0.0, "metres from the camera to a flat floor; > 0 anchors the scale to the "
-     "floor fitted in the predicted cloud; 0: off", (0.0, 100.0)),
-    ("scale.ground.attitude_known", False, "use scale.ground.pitch/roll (strongly recommended: the floor's tilt "
-     "fitted from the prediction alone is far less accurate)", None),
-    ("scale.ground.pitch", 0.0, "radians, > 0 looks down (REP 103 body convention)", (-1.5, 1.5)),
-    ("scale.ground.roll", 0.0, "radians, > 0 turns the image clockwise", (-1.5, 1.5)),
-    ("scale.use_tf", True, "look sensor poses up in TF when tf2_ros is importable", None),
-    ("scale.stamp_tolerance", 0.1, "seconds; an anchor farther than this from the image stamp is not used",
-     (0.0, 10.0)),
-    ("scale.time_constant", 0.5, "seconds of exponential smoothing of the scale factor; 0: none", (0.0, 3600.0)),
-    ("scale.jump_threshold", 0.3, "relative change of the factor that is a jump: applied only when the next "
-     "frame confirms it", (0.001, 100.0)),
-    ("scale.max_age", 2.0, "seconds the last factor is held after anchors stop; then the model's own metres",
-     (0.0, 3600.0)),
-    ("scale.min_confidence", 0.0, "per-frame fits less confident than this (0..1) are not used", (0.0, 1.0)),
-    ("scale.range_weight", 5.0, "a Range reading counts as this many metric points", (0.0, 1e6)),
-    ("scale.ground_weight", 5.0, "the ground plane counts as this many metric points", (0.0, 1e6)),
-    ("temporal.enabled", False, "damp frame-to-frame flicker of static structure (follows motion)", None),
-    ("temporal.time_constant", 0.3, "seconds of per-pixel smoothing", (0.001, 3600.0)),
-    ("temporal.threshold", 0.03, "relative change of a pixel that counts as real (the pixel follows at once)",
-     (0.0001, 10.0)),
-    ("temporal.scene_change", 0.1, "share of changed pixels that means the camera moved (all pixels follow)",
-     (0.001, 1.0)),
-    ("confidence.enabled", False, f"publish per-pixel confidence (flip consistency, 32FC1 0..1) on "
-     f"'{CONFIDENCE_TOPIC}'; costs one more network run per frame", None),
-    ("confidence.tolerance", 0.1, "relative disagreement of the mirrored prediction that gives confidence 0.37",
-     (0.001, 10.0)),
-    ("confidence.threshold", 0.0, "depth whose confidence is below this becomes NaN (invalid); 0: none",
-     (0.0, 1.0)),
-)
-
-
-def _descriptor(name: str, description: str, limits: tuple[float, float] | None) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(name=name, description=description, read_only=True)
-    if limits is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=limits[0], to_value=limits[1], step=0.0)]
-    return descriptor
+CONFIDENCE_TOPIC = "depth/confidence"  # the output row "confidence" (pipeline.outputs.OUTPUTS)
 
 
 def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSettings, bool, bool]:
@@ -125,7 +61,10 @@ def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSet
         raise ValueError(f"scale.*: {exc}") from exc
     anchoring = AnchoringConfig(range_weight=v["scale.range_weight"], ground_weight=v["scale.ground_weight"],
                                 time_constant=v["scale.time_constant"], jump_threshold=v["scale.jump_threshold"],
-                                max_age=v["scale.max_age"], min_confidence=v["scale.min_confidence"])
+                                max_age=v["scale.max_age"], min_confidence=v["scale.min_confidence"],
+                                on_expiry=v["scale.on_expiry"], glitch_frames=int(v["scale.glitch_frames"]),
+                                scene_change=v["scale.scene_change"], model_error=v["scale.model_error"],
+                                drift=v["scale.drift"])
     temporal = None
     if v["temporal.enabled"]:
         temporal = TemporalConfig(time_constant=v["temporal.time_constant"], threshold=v["temporal.threshold"],
@@ -141,17 +80,12 @@ def configs_from_values(values: dict[str, Any]) -> tuple[RefineConfig, AnchorSet
 class NodeAnchors:
     """Everything the node needs for anchoring, the temporal filter and confidence (see module doc).
 
-    `refine(estimator, result, rgb, header)` runs on the inference thread once per frame."""
+    `anchors_for(header)` and `record(refined)` run on the inference thread once per frame."""
 
-    def __init__(self, node: "Node", sub_qos: Any, pub_qos: Any, warn: Callable[[str, str], None]) -> None:
+    def __init__(self, node: "Node", values: dict[str, Any], sub_qos: Any) -> None:
+        """`values`: the scale.* / temporal.* / confidence.* parameters (ros/parameters, declared by the node);
+        ValueError names a bad one."""
         self._node = node
-        self._warn = warn
-        try:
-            declared = node.declare_parameters("", [(name, default, _descriptor(name, text, limits))
-                                                    for name, default, text, limits in PARAMETERS])
-        except ParameterException as exc:
-            raise ValueError(f"invalid parameter: {exc}") from exc
-        values = {p.name: p.value for p in declared}
         config, settings, range_on, points_on = configs_from_values(values)
         self._refiner = Refiner(config)
         self._buffer = AnchorBuffer(settings)
@@ -166,9 +100,8 @@ class NodeAnchors:
         if values["scale.use_tf"] and tf2_ros is not None and (range_on or points_on):
             self._tf = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf, node)
-        self._confidence_pub = node.create_publisher(Image, CONFIDENCE_TOPIC, pub_qos) if config.confidence else None
-        self.active = range_on or points_on or settings.ground is not None or config.temporal is not None \
-            or config.confidence
+        self.anchoring = range_on or points_on or settings.ground is not None  # depth/scale is published
+        self.active = self.anchoring or config.temporal is not None or config.confidence
         sources = [name for name, on in (("range", range_on), ("points", points_on),
                                          ("ground", settings.ground is not None)) if on]
         if self.active:
@@ -176,6 +109,10 @@ class NodeAnchors:
                 f"scale anchors: {', '.join(sources) or 'none'}; pose lookup: "
                 f"{'TF' if self._tf is not None else 'fixed poses (scale.range.*, scale.points.*)'}; temporal "
                 f"filter {'on' if config.temporal else 'off'}; confidence {'on' if config.confidence else 'off'}")
+
+    def subscriptions(self) -> list[Any]:
+        """The range / anchor_points subscriptions (the node destroys them on lifecycle cleanup)."""
+        return list(self._subs)
 
     def _lookup(self) -> TransformLookup | None:
         if self._tf is None:
@@ -194,21 +131,24 @@ class NodeAnchors:
 
         return lookup
 
-    def refine(self, estimator: "DepthEstimator", result: "DepthResult", rgb: np.ndarray, header: Header) -> "DepthResult":
-        """The frame's depth after anchoring, the temporal filter and confidence marking."""
-        if not self.active:
-            return result
-        image_ns = messages.stamp_ns(header)
-        anchors = self._buffer.anchors_for(image_ns, header.frame_id, self._lookup())
-        refined = self._refiner.refine(estimator, result, rgb, anchors, image_ns * 1e-9)
-        for reason, count in sorted(refined.anchors.rejected.items()):
-            self._warn(f"anchor_{reason}", f"ignored {count} scale anchor(s) for the image at "
-                       f"{image_ns * 1e-9:.3f} s: {REJECTION_HINTS.get(reason, reason)}")
-        if self._confidence_pub is not None and refined.confidence is not None:
-            self._confidence_pub.publish(messages.image_msg(pack_image(refined.confidence, "32FC1"), header))
-        with self._lock:
-            self._last = refined
-        return refined.result
+    @property
+    def refiner(self) -> Refiner | None:
+        """The refiner the frame step runs (None with nothing enabled: the depth stays the estimator's)."""
+        return self._refiner if self.active else None
+
+    @property
+    def confidence(self) -> bool:
+        return self._refiner.config.confidence
+
+    def anchors_for(self, header: Header) -> Anchors:
+        """The anchors received for the image with this header (inference thread)."""
+        return self._buffer.anchors_for(messages.stamp_ns(header), header.frame_id, self._lookup())
+
+    def record(self, refined: Refined | None) -> None:
+        """Keep the frame's scale estimate for /diagnostics."""
+        if refined is not None:
+            with self._lock:
+                self._last = refined
 
     def diagnostic_values(self) -> dict[str, str]:
         """Applied factor, source, confidence and anchor count of the latest frame (empty when off)."""
@@ -220,9 +160,12 @@ class NodeAnchors:
             return {"scale source": "none yet"}
         s = last.scale
         values = {"scale factor": f"{s.scale:.4f}" if s.applied else "1 (not anchored)",
-                  "scale source": s.source, "scale confidence": f"{s.confidence:.3f}",
+                  "scale regime": s.regime, "scale source": s.source, "scale confidence": f"{s.confidence:.3f}",
+                  "scale error bound (90 %)": "n/a" if not s.applied else f"{s.error_bound:.3f}",
                   "scale anchors": str(s.n_anchors),
                   "scale frame factor": "n/a" if s.frame_scale is None else f"{s.frame_scale:.4f}"}
+        if s.scale_only:
+            values["scale fit"] = "scale only (one anchor cannot fix a relative model's shift: held)"
         if s.shift:
             values["scale shift"] = f"{s.shift:.6f}"
         if s.event:

@@ -6,18 +6,21 @@ move fields between the packed pipeline outputs and the ROS message classes.
 from __future__ import annotations
 
 import array
+import functools
+import importlib
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
 from std_msgs.msg import Header
 
 from mde_ros.pipeline.geometry import PackedCloud, Scan
-from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_matrices,  # noqa: F401 (re-export)
+from mde_ros.pipeline.intrinsics import (CameraInfoError, Intrinsics, camera_info_image_size,  # noqa: F401
                                          intrinsics_from_camera_info)
-from mde_ros.pipeline.outputs import PackedImage
+from mde_ros.pipeline.outputs import OutputSpec, PackedImage
 from mde_ros.pipeline.budget import FrameBudget
 from mde_ros.pipeline.imagecodec import message_to_rgb
 from mde_ros.pipeline.preprocess import InputError  # noqa: F401 (re-export)
+from mde_ros.ros import adapters
 
 
 def image_msg_to_rgb(msg: Image, budget: FrameBudget | None = None) -> np.ndarray:
@@ -31,50 +34,60 @@ def compressed_msg_to_rgb(msg: CompressedImage, budget: FrameBudget | None = Non
     return message_to_rgb(msg, True, budget, notes)
 
 
+@functools.lru_cache(maxsize=None)
+def message_class(msgtype: str) -> type:
+    """The rclpy message class of "sensor_msgs/msg/Image"."""
+    package, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+class _RclpyWorld:
+    """rclpy's message classes for mde_ros.ros.adapters (arrays as array.array: no per-element checks)."""
+
+    def make(self, msgtype: str, **fields):
+        return message_class(msgtype)(**fields)
+
+    def uint8s(self, data: bytes) -> array.array:
+        return array.array("B", data)
+
+    def float32s(self, values: np.ndarray) -> array.array:
+        return array.array("f", np.ascontiguousarray(values, dtype=np.float32).tobytes())
+
+    def float64s(self, values) -> list[float]:
+        return [float(v) for v in values]
+
+    def byte(self, value: int) -> bytes:
+        return bytes([value])
+
+
+RCLPY = _RclpyWorld()
+
+
+def output_msg(spec: OutputSpec, packed, header: Header, context: adapters.AdapterContext):
+    """The rclpy message of one output row."""
+    return adapters.output_message(RCLPY, spec.adapter, packed, header, context)
+
+
 def camera_info_msg(intr: Intrinsics, header: Header, template: CameraInfo | None = None) -> CameraInfo:
     """CameraInfo of a published depth image.
 
-    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's,
-    scaled per axis when the depth image's resolution differs from the template's.
+    D, R and the distortion model come from the camera's CameraInfo; K and P are the template's for
+    the image it describes (its ROI and binning applied), scaled per axis to the depth image; the
+    message itself has binning 0 and no ROI (pipeline.intrinsics.camera_info_matrices).
     """
-    msg = CameraInfo(header=header, width=intr.width, height=intr.height)
-    msg.k, msg.p = camera_info_matrices(intr, template)
-    if template is None:
-        msg.distortion_model = "plumb_bob"
-        msg.d = [0.0] * 5
-        msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        return msg
-    msg.distortion_model = template.distortion_model
-    msg.d = list(template.d)
-    msg.r = list(template.r)
-    msg.binning_x, msg.binning_y = template.binning_x, template.binning_y
-    if (template.width, template.height) == (intr.width, intr.height):
-        msg.roi = template.roi
-    return msg
+    return adapters.camera_info(RCLPY, intr, header, template=template)
 
 
 def image_msg(packed: PackedImage, header: Header) -> Image:
-    msg = Image(header=header, height=packed.height, width=packed.width, encoding=packed.encoding,
-                is_bigendian=0, step=packed.step)
-    msg.data = array.array("B", packed.data)
-    return msg
+    return adapters.image(RCLPY, packed, header)
 
 
 def point_cloud_msg(cloud: PackedCloud, header: Header) -> PointCloud2:
-    msg = PointCloud2(header=header, height=cloud.height, width=cloud.width, is_bigendian=False,
-                      point_step=cloud.point_step, row_step=cloud.row_step, is_dense=cloud.is_dense)
-    msg.fields = [PointField(name=name, offset=offset, datatype=datatype, count=count)
-                  for name, offset, datatype, count in cloud.fields]
-    msg.data = array.array("B", cloud.data)
-    return msg
+    return adapters.cloud(RCLPY, cloud, header)
 
 
 def laser_scan_msg(scan: Scan, header: Header, scan_time: float = 0.0) -> LaserScan:
-    msg = LaserScan(header=header, angle_min=float(scan.angle_min), angle_max=float(scan.angle_max),
-                    angle_increment=float(scan.angle_increment), time_increment=0.0, scan_time=float(scan_time),
-                    range_min=float(scan.range_min), range_max=float(scan.range_max))
-    msg.ranges = array.array("f", np.ascontiguousarray(scan.ranges, dtype=np.float32).tobytes())
-    return msg
+    return adapters.scan(RCLPY, scan, header, scan_time=scan_time)
 
 
 def stamp_ns(header: Header) -> int:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import posixpath
 
+from mde_ros.pipeline.outputs import BY_KEY
+
 # Outputs, relative to the node's namespace: an image and its sibling camera_info (REP 118,
 # realsense-ros layout `depth/image_rect_raw` + `depth/camera_info`), so an image_transport
 # CameraSubscriber (depth_image_proc, depthimage_to_laserscan) pairs them by itself.
-DEPTH_IMAGE = "depth/image"
-DEPTH_CAMERA_INFO = "depth/camera_info"
-DEPTH_COLORIZED = "depth/colorized"
-POINTS = "points"
-SCAN = "scan"
+# The names themselves are the output table's (mde_ros.pipeline.outputs.OUTPUTS).
+DEPTH_IMAGE = BY_KEY["depth"].topic
+DEPTH_CAMERA_INFO = BY_KEY["depth_camera_info"].topic
+DEPTH_COLORIZED = BY_KEY["colorized"].topic
+POINTS = BY_KEY["points"].topic
+SCAN = BY_KEY["scan"].topic
 # Names before 0.2: `depth` was a sibling of `camera_info`, not of `depth/camera_info`.
 RENAMED_OUTPUTS = {"depth": DEPTH_IMAGE}
 

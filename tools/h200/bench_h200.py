@@ -241,7 +241,7 @@ def part_fused_onnx(args, results: dict) -> dict:
 
     from mde_ros.commands.bench_gpu import FRAME_H, FRAME_W, default_network_bundle
     from mde_ros.inference import create_backend
-    from mde_ros.models.fused import export_fused_onnx
+    from mde_ros.inference.fused import export_fused_onnx
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.synthetic import render_frame
 

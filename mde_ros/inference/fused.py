@@ -206,8 +206,9 @@ def fuse_onnx_model(model_path: str | Path, card: ModelCard, path: str | Path, h
     policy = card.resize_policy if policy is None else policy
     if not fused_supports(card, policy):
         raise ValueError(f"cannot fuse this card: resize policy {policy!r}, output {card.output!r}, "
-                         f"sky output {card.sky_output!r}, interpolation {card.interpolation!r} (the fused "
-                         f"path does {FUSED_POLICIES}, {FUSED_OUTPUTS}, no sky output, interpolation 'auto')")
+                         f"sky output {card.sky_output!r}, interpolation {card.interpolation!r}, output "
+                         f"interpolation {card.output_interpolation!r} (the fused path does {FUSED_POLICIES}, "
+                         f"{FUSED_OUTPUTS}, no sky output, interpolation 'auto', output interpolation 'linear')")
     model_path, path = Path(model_path), Path(path)
     network = onnx.load(str(model_path))
     opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), None)

@@ -1,4 +1,7 @@
-"""Options shared by the commands that run a model."""
+"""The model flags shared by every command that runs a model (predict, demo, replay) and the estimator they name.
+
+Below the commands and bags/replay (both use it), above the loader (mde_ros.modelfiles) it calls.
+"""
 from __future__ import annotations
 
 import argparse
@@ -57,8 +60,8 @@ def backend_options_of(args: argparse.Namespace) -> dict:
 
 def build_estimator(args: argparse.Namespace, **backend_options):
     """The DepthEstimator that add_model_arguments' options name; CommandError says why it cannot load."""
+    from mde_ros.modelfiles import load_estimator
     from mde_ros.models.card import CardError
-    from mde_ros.pipeline.estimator import DepthEstimator
     from mde_ros.resources import default_model_path
 
     try:
@@ -70,8 +73,8 @@ def build_estimator(args: argparse.Namespace, **backend_options):
     config = estimator_config_of(args)
     options = {**backend_options_of(args), **backend_options}
     try:
-        return DepthEstimator.from_model(model, backend=args.backend, device=args.device,
-                                         precision=args.precision, config=config, **options)
+        return load_estimator(model, backend=args.backend, device=args.device, precision=args.precision,
+                              config=config, **options)
     except (CardError, BackendUnavailable, ValueError) as exc:
         raise CommandError(f"cannot load model {model}: {exc}") from exc
     except Exception as exc:  # a runtime's own error for a corrupt file (onnxruntime's InvalidProtobuf, ...)
