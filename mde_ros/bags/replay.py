@@ -621,10 +621,4 @@ def _number_problem(args: argparse.Namespace) -> str | None:
         return f"--sync-tolerance must be a finite number of seconds >= 0, got {args.sync_tolerance}"
     if args.threads < 0:
         return f"--threads must be >= 0 (0: all cores), got {args.threads}"
-    for name in ("cloud_decimation", "scan_height"):
-        if getattr(args, name) < 1:
-            return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
-    for name in ("scan_range_min", "scan_range_max"):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
-            return f"--{name.replace('_', '-')} must be a finite distance >= 0, got {getattr(args, name)}"
-    return None
+    return None  # the output options: OutputConfig's own checks (_output_config)

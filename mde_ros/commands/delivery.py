@@ -39,12 +39,17 @@ OUTPUT_TOPICS = ("depth/image", "points", "points_full", "scan")
 CAMERA_TOPICS = ("camera_reliable/image_raw", "camera_best_effort/image_raw")
 SUBSCRIBERS = ("reliable", "sensor_data", "node_input", "node_input_best_effort")
 MATCH_TIMEOUT_S = 10.0
+# points_full only up to 640x480: 1280x720's is 29.5 MB a frame, more than a loaded 2-core machine copies at
+# 15 Hz next to everything else (the publishers fell seconds behind and took every other row with them).
+FULL_CLOUD_MAX_PIXELS = 640 * 480
 DRAIN_S = 2.0  # after the last frame: reliable retransmissions finish
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("delivery section")
-    group.add_argument("--delivery-frames", type=int, default=60, help="frames per run (at 15 Hz)")
+    from mde_ros.argtypes import int_range
+
+    group.add_argument("--delivery-frames", type=int_range(1), default=60, help="frames per run (at 15 Hz)")
     group.add_argument("--delivery-sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
                        help="comma-separated WIDTHxHEIGHT list")
     group.add_argument("--delivery-profiles", default="none,node,all",
@@ -52,16 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(the depth node's process: the launch file's default), all")
 
 
-def profile_env(enabled: bool, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a process with the shipped profile as the node selects it (enabled), or with
-    every profile variable removed (stock Fast DDS)."""
+def profile_env(use: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one process: `node` as the depth node selects it for itself (the shipped profile
+    and its XML history policies), `transport` the profile file only (what the README tells the other
+    processes to export), `none` every profile variable removed (stock Fast DDS)."""
     from mde_ros.ros import fastdds
 
     env = dict(os.environ if environ is None else environ)
     for name in (*fastdds.PROFILE_VARIABLES, fastdds.XML_QOS, fastdds.PROFILE_ENV):
         env.pop(name, None)
-    if enabled:
+    if use in ("node", "transport"):
         env.update(fastdds.profile_environment({**env, fastdds.PROFILE_ENV: "true"})[0])
+    if use == "transport":
+        env.pop(fastdds.XML_QOS, None)
     return env
 
 
@@ -140,13 +148,14 @@ def _frame_messages(role: str, width: int, height: int):
     cloud = pack_cloud(frame.depth, frame.intrinsics, frame.rgb if default["cloud.rgb"] else None,
                        default["cloud.decimation"], default["cloud.min_range"],
                        default["cloud.max_range"] or math.inf, default["cloud.organized"])
-    full = pack_cloud(frame.depth, frame.intrinsics, frame.rgb)
     scan = depth_to_scan(frame.depth, frame.intrinsics, default["scan.scan_height"], default["scan.range_min"],
                          default["scan.range_max"])
-    return {"depth/image": messages.image_msg(pack_image(frame.depth, "32FC1"), header),
-            "points": messages.point_cloud_msg(cloud, header),
-            "points_full": messages.point_cloud_msg(full, header),
-            "scan": messages.laser_scan_msg(scan, header, default["scan.scan_time"])}
+    outputs = {"depth/image": messages.image_msg(pack_image(frame.depth, "32FC1"), header),
+               "points": messages.point_cloud_msg(cloud, header),
+               "scan": messages.laser_scan_msg(scan, header, default["scan.scan_time"])}
+    if width * height <= FULL_CLOUD_MAX_PIXELS:
+        outputs["points_full"] = messages.point_cloud_msg(pack_cloud(frame.depth, frame.intrinsics, frame.rgb), header)
+    return outputs
 
 
 def publish(role: str, namespace: str, width: int, height: int, frames: int, subscribers: int) -> int:
@@ -193,10 +202,13 @@ def publish(role: str, namespace: str, width: int, height: int, frames: int, sub
 
 # ---- the bench ----------------------------------------------------------------------------------------
 
-# Which processes run with the shipped profile: none; the node's (its outputs' publisher and its
-# image subscription: what `ros2 launch mde_ros depth.launch.py` and `ros2 run` give by default); all.
-PROFILE_ROLES = {"none": (), "node": ("node", "node_input", "node_input_best_effort"),
-                 "all": ("node", "node_input", "node_input_best_effort", "camera", "reliable", "sensor_data")}
+# Which processes run with the shipped profile: none (the node with fastdds_profile:=false); node: the
+# depth node's process as it starts by default (its outputs' publisher and its image subscription);
+# all: the node so, and the camera and the consumers with FASTDDS_DEFAULT_PROFILES_FILE exported.
+NODE_ROLES = ("node", "node_input", "node_input_best_effort")
+PROFILE_ROLES = {"none": {}, "node": dict.fromkeys(NODE_ROLES, "node"),
+                 "all": {**dict.fromkeys(("camera", "reliable", "sensor_data"), "transport"),
+                         **dict.fromkeys(NODE_ROLES, "node")}}
 
 
 def _module_command(*args: str) -> list[str]:
@@ -209,7 +221,7 @@ def run_once(width: int, height: int, frames: int, profile: str) -> tuple[dict[s
 
     envs = {}
     for role in ("node", "camera", *SUBSCRIBERS):
-        env = profile_env(role in PROFILE_ROLES[profile])
+        env = profile_env(PROFILE_ROLES[profile].get(role, "none"))
         for key, value in localhost_discovery_env(env).items():
             env.setdefault(key, value)
         envs[role] = env
@@ -272,7 +284,8 @@ def bench_delivery(args: argparse.Namespace) -> None:
             note = f" (publishers {late:.2f} s behind 15 Hz)" if late > 0.1 else ""
             for kind in ("reliable", "sensor_data"):
                 got = counts.get(kind, {})
-                cells = [_cell(got.get(t), frames) for t in OUTPUT_TOPICS]
+                cells = [_cell(None if t == "points_full" and width * height > FULL_CLOUD_MAX_PIXELS else got.get(t),
+                               frames) for t in OUTPUT_TOPICS]
                 print(f"| {width}x{height} | {profile} | {kind} | " + " | ".join(cells) + " | | |")
             for kind, label in (("node_input", f"node input ({SPECS['qos.reliability'].default}, the default)"),
                                 ("node_input_best_effort", "node input (qos.reliability best_effort)")):

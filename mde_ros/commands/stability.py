@@ -37,8 +37,10 @@ PERIOD_S = 0.1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--model", type=Path, default=None, help="model (default: the shipped demo model)")
-    parser.add_argument("--scenes", type=int, default=12, help="scenes for the anchoring section")
-    parser.add_argument("--seed", type=int, default=0)
+    from mde_ros.argtypes import int_range
+
+    parser.add_argument("--scenes", type=int_range(1, 10_000), default=12, help="scenes for the anchoring section")
+    parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
 
 
 def _noisy(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -279,6 +281,15 @@ def cost_section(repeats: int = 10) -> dict[str, float]:
              "camera height + pitch/roll": lambda: fit_frame(depth, intr, Anchors(
                  ground=GroundPrior(pose.position[2], pose.pitch, pose.roll))),
              "camera height only": lambda: fit_frame(depth, intr, Anchors(ground=GroundPrior(pose.position[2])))}
+    from mde_ros.pipeline.scale_filter import ScaleAnchoring
+    from mde_ros.synthetic.sensors import lidar_points, range_reading
+
+    scan = lidar_points(frame.depth, intr)
+    beam = range_reading(frame.depth, intr, 0.1)
+    anchoring = ScaleAnchoring()
+    stamps = iter(range(1, 10 * repeats + 100))
+    cases["16-row scan + range, fits + filter + apply"] = lambda: anchoring.anchor(
+        depth, intr, Anchors(points=scan, ranges=[beam]), 0.1 * next(stamps))
     filt = TemporalFilter()
     filt.update(depth, 0.0)
     ticks = iter(range(1, 10 * repeats + 100))

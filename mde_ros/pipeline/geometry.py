@@ -267,3 +267,32 @@ def depth_to_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, ran
     found = np.isfinite(nearest)
     ranges[found] = nearest[found]
     return Scan(angle_min, angle_max, increment, float(range_min), float(range_max), ranges)
+
+
+# How the scan's ranges are laid out: ros (REP 103/117, depthimage_to_laserscan) or mavlink (what MAVROS's
+# obstacle_distance plugin turns into MAVLink OBSTACLE_DISTANCE for PX4 / ArduPilot).
+SCAN_CONVENTIONS = ("ros", "mavlink")
+NO_OBSTACLE_M = 0.01  # OBSTACLE_DISTANCE: max_distance + 1 cm means "no obstacle"; UINT16_MAX "unknown"
+NEAREST_REPORTED_M = 0.01  # the plugin drops ranges <= 0 when it merges bins
+
+
+def mavlink_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, range_min: float = 0.45,
+                 range_max: float = 10.0) -> Scan:
+    """The scan the way MAVROS's obstacle_distance plugin expects it (mav_frame BODY_FRD).
+
+    The plugin copies angle_min into angle_offset and assumes "angle_increment is positive and the
+    message is in a FRD/NED frame": index 0 is the leftmost direction, angles grow clockwise seen from
+    above (to the right). So the ranges run left to right, angle_min = -(the ros scan's angle_max).
+    It turns NaN and +Inf into UINT16_MAX, "unknown", which PX4's collision prevention treats as no data
+    (CP_GO_NO_DATA): here a direction whose nearest depth is beyond range_max (or +Inf, REP 117 too far)
+    says "no obstacle" (range_max + 1 cm), one nearer than range_min (or -Inf, too close) is an obstacle
+    at range_min (at least 1 cm). Only pixels without any depth stay NaN (unknown). Bins are
+    depthimage_to_laserscan's; the shortest range of a bin wins.
+    """
+    if not 0 <= range_min < range_max:
+        raise ValueError(f"need 0 <= range_min < range_max, got {range_min}..{range_max}")
+    every = depth_to_scan(depth, intr, scan_height, 0.0, math.inf)
+    ranges = every.ranges[::-1].copy()
+    ranges[ranges > range_max] = range_max + NO_OBSTACLE_M  # +Inf included; NaN compares False
+    ranges[ranges < range_min] = max(range_min, NEAREST_REPORTED_M)  # -Inf included
+    return Scan(-every.angle_max, -every.angle_min, every.angle_increment, float(range_min), float(range_max), ranges)

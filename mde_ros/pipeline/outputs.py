@@ -17,7 +17,7 @@ import numpy as np
 
 from mde_ros.pipeline.buffers import message_buffer, packed_copy, view
 from mde_ros.pipeline.colorize import check_colormap, colorize
-from mde_ros.pipeline.geometry import PackedCloud, Scan, depth_to_scan, pack_cloud
+from mde_ros.pipeline.geometry import SCAN_CONVENTIONS, PackedCloud, Scan, depth_to_scan, mavlink_scan, pack_cloud
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -37,6 +37,7 @@ class OutputConfig:
     scan_height: int = 1  # depthimage_to_laserscan's parameters and defaults
     scan_range_min: float = 0.45
     scan_range_max: float = 10.0
+    scan_convention: str = "ros"  # geometry.SCAN_CONVENTIONS: ros | mavlink (MAVROS obstacle_distance)
     colorized_enabled: bool = True
     colormap: str = "turbo"
 
@@ -57,6 +58,8 @@ class OutputConfig:
         if not 0 <= self.scan_range_min < self.scan_range_max:
             raise ValueError(f"need 0 <= scan_range_min < scan_range_max, got "
                              f"{self.scan_range_min}..{self.scan_range_max}")
+        if self.scan_convention not in SCAN_CONVENTIONS:
+            raise ValueError(f"scan_convention must be one of {SCAN_CONVENTIONS}, got {self.scan_convention!r}")
         check_colormap(self.colormap)
 
 
@@ -167,8 +170,10 @@ def _cloud(f: FrameData) -> PackedCloud | None:
 
 def _scan(f: FrameData) -> Scan | None:
     c = f.config
-    return None if f.intrinsics is None else depth_to_scan(f.marked, f.intrinsics, c.scan_height, c.scan_range_min,
-                                                           c.scan_range_max)
+    if f.intrinsics is None:
+        return None
+    build = mavlink_scan if c.scan_convention == "mavlink" else depth_to_scan
+    return build(f.marked, f.intrinsics, c.scan_height, c.scan_range_min, c.scan_range_max)
 
 
 def _colorized(f: FrameData) -> PackedImage:
