@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "mde_ros.pipeline.outputs", "mde_ros.pipeline.pairing", "mde_ros.pipeline.postprocess",
                   "mde_ros.pipeline.preprocess", "mde_ros.pipeline.resample", "mde_ros.pipeline.scale_filter",
                   "mde_ros.pipeline.temporal", "mde_ros.pipeline.text", "mde_ros.fileio", "mde_ros.synthetic*",
-                  "mde_ros.ros.naming", "mde_ros.ros.adapters")),
+                  "mde_ros.ros.naming", "mde_ros.ros.adapters", "mde_ros.yardstick")),
     ("bag io", ("mde_ros.bags", "mde_ros.bags.io", "mde_ros.bags.messages")),
     # torch networks, their bundle and export (the .pt card reader is registered here)
     ("networks", ("mde_ros.models", "mde_ros.models.*")),
