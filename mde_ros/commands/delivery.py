@@ -9,8 +9,8 @@ memory / UDP loopback), not rclpy's intra-process path:
   true give; up to 640x480);
 - `camera` publishes image_raw twice: reliable (realsense-ros, most drivers: the system default) and
   best effort (sensor-data drivers);
-- a `reliable` subscriber (the system default profile: RViz, depth_image_proc,
-  depthimage_to_laserscan, rosbag2);
+- a `reliable` subscriber (reliable, keep last 10: rclcpp's default QoS, RViz, depth_image_proc, rosbag2;
+  SYSTEM_DEFAULT reliability, as depthimage_to_laserscan asks, is a best-effort reader on Fast DDS);
 - a `sensor_data` subscriber (rclpy's qos_profile_sensor_data: best effort, keep last 5: nav2's
   obstacle and voxel layers);
 - `node_input` subscribers with the node's own image subscription QoS (qos.* defaults: reliable, keep
