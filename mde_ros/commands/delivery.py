@@ -48,7 +48,9 @@ DRAIN_S = 2.0  # after the last frame: reliable retransmissions finish
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("delivery section")
-    group.add_argument("--delivery-frames", type=int, default=60, help="frames per run (at 15 Hz)")
+    from mde_ros.argtypes import int_range
+
+    group.add_argument("--delivery-frames", type=int_range(1), default=60, help="frames per run (at 15 Hz)")
     group.add_argument("--delivery-sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
                        help="comma-separated WIDTHxHEIGHT list")
     group.add_argument("--delivery-profiles", default="none,node,all",
