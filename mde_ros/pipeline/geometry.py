@@ -11,6 +11,7 @@ Per-pixel ray factors depend only on the intrinsics, so they are computed once p
 """
 from __future__ import annotations
 
+import array
 import functools
 import math
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mde_ros.pipeline.buffers import message_buffer, view
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
@@ -95,7 +97,7 @@ class PackedCloud:
     fields: list[tuple[str, int, int, int]]  # (name, offset, datatype, count)
     point_step: int
     row_step: int
-    data: bytes
+    data: bytes | array.array  # array.array('B') as built (pipeline.buffers): rclpy's message takes it as it is
     is_dense: bool
 
     @property
@@ -145,11 +147,17 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
         intr = decimated_intrinsics(intr, decimation)
     x_ray, y_ray = _rays(intr)
     height, width = depth.shape
-    # Separate scratch buffers with and without colour: the xyz one's padding bytes stay zero
-    # from its allocation, so no frame pays for clearing them.
+    # Separate buffers with and without colour: their padding bytes stay zero from the allocation
+    # (a reused buffer only ever held the same layout), so no frame pays for clearing them.
     step = POINT_STEP_RGB if rgb is not None else POINT_STEP
-    buffer = _scratch("points_rgb" if rgb is not None else "points_xyz", (height, width, step // 4), np.dtype("<f4"),
-                      zeroed=True)
+    # Built in place in the buffer the message takes (pipeline.buffers). Organised: the message's own
+    # buffer; unorganised: a scratch one, compressed into the message's (its length varies per frame).
+    points_name = "points_rgb" if rgb is not None else "points_xyz"
+    if organized:
+        data = message_buffer(points_name, height * width * step)
+        buffer = view(data, np.dtype("<f4"), (height, width, step // 4))
+    else:
+        buffer = _scratch(points_name, (height, width, step // 4), np.dtype("<f4"), zeroed=True)
     # Arithmetic on contiguous planes, then one interleaving copy per plane: strided arithmetic costs
     # more than the copies.
     planes = _scratch("xyz_planes", (3, height, width), np.dtype("<f4"))
@@ -167,14 +175,15 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
         buffer.view("<u4")[:, :, RGB_FIELD[1] // 4] = bgra.view("<u4")[:, :, 0]
         fields.append(RGB_FIELD)
     if organized:
-        return PackedCloud(height, width, fields, step, step * width, buffer.tobytes(), False)
+        return PackedCloud(height, width, fields, step, step * width, data, False)
     # np.compress on whole records is ~10x faster than boolean indexing of the float view.
     record = np.dtype((np.void, step))
     records = buffer.reshape(-1, step // 4).view(record)[:, 0]
     keep = np.isfinite(z).ravel()
-    points = _scratch("valid_points", records.shape, record)[:np.count_nonzero(keep)]
-    np.compress(keep, records, out=points)
-    return PackedCloud(1, len(points), fields, step, step * len(points), points.tobytes(), True)
+    count = int(np.count_nonzero(keep))
+    data = message_buffer("points_valid", count * step)
+    np.compress(keep, records, out=view(data, record, (count,)))
+    return PackedCloud(1, count, fields, step, step * count, data, True)
 
 
 def unpack_cloud(cloud: PackedCloud) -> tuple[np.ndarray, np.ndarray | None]:
