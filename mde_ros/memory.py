@@ -16,7 +16,8 @@ import statistics
 
 RECENT_FRAMES = 30
 LARGE_FACTOR = 2.0  # pixels > 2 x the recent median: a one-off large frame
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
+M_MMAP_THRESHOLD = -3
 # 32 MiB, glibc's own upper bound for its dynamic threshold: a 1080p frame's arrays (cloud 33.2 MB) stay
 # in the heap as before (no per-frame page faults); what matters is that the threshold is fixed.
 LARGE_ARRAY_BYTES = 32 << 20
@@ -52,7 +53,13 @@ def map_large_arrays(threshold_bytes: int = LARGE_ARRAY_BYTES) -> bool:
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)) == 1
+    # The trim threshold too, at twice the mmap threshold (glibc's own rule when it adjusts them):
+    # fixing only the mmap threshold leaves trimming at 128 KiB, so every freed per-frame buffer at
+    # the heap's top (rclpy's C copy of a 4.9 MB cloud, its CDR buffer) went back to the system and
+    # was faulted in again the next frame: +3 ms CPU per 640x480 cloud published (issue 20).
+    # One-off large frames are still returned by LargeFrameTrim's malloc_trim(0).
+    return (mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)) == 1
+            and mallopt(M_TRIM_THRESHOLD, 2 * int(threshold_bytes)) == 1)
 
 
 class LargeFrameTrim:

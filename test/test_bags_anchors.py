@@ -112,6 +112,7 @@ def test_replay_anchors_a_misscaled_model_to_range_and_points(anchor_bag, missca
     assert scale["sources"].get("range+points", 0) >= N_FRAMES - 3 and "range" not in [
         f["source"] for f in scale["per_frame"][:2]]
     assert 0.3 < scale["factor"]["median"] < 0.8  # undoes most of the x2
+    assert scale["regimes"] == {"anchored": N_FRAMES}
     assert scale["rejected"] == {"frame": N_FRAMES, "nan": 1, "range_limits": 1}  # never applied
     assert [f["anchors"] for f in scale["per_frame"]] == [20, 20] + [21] * (N_FRAMES - 2)
     raw_abs_rel, anchored_abs_rel = abs_rel(tmp_path / "raw", truth), abs_rel(tmp_path / "anchored", truth)

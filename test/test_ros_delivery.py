@@ -148,10 +148,13 @@ def test_delivery_bench_prints_delivered_fractions_per_subscriber_kind(capsys):
 
 
 def test_node_bench_section_runs_and_reports_late_frames_as_a_result(capsys):
-    from mde_ros.commands.bench import node_overhead
+    """A frame whose outputs take longer than --node-timeout is counted as missed, not raised
+    (test_bench_node runs the section with real figures)."""
+    import re
 
-    args = argparse.Namespace(warmup=1, iters=2, node_timeout=60.0)
-    node_overhead(args, "tiny", str(TEST_MODEL))
-    assert "overhead / network" in capsys.readouterr().out
-    node_overhead(argparse.Namespace(warmup=0, iters=2, node_timeout=0.0), "tiny", str(TEST_MODEL))
-    assert "lacked outputs after 0 s" in capsys.readouterr().out
+    from mde_ros.commands.bench_node import bench_node
+
+    bench_node(argparse.Namespace(warmup=0, iters=2, node_timeout=0.0, node_sizes="160x120", model=TEST_MODEL))
+    out = capsys.readouterr().out
+    missed = re.findall(r"^160x120\s+(?:depth|all).*?(\d+)\s+(\d+)\s*$", out, re.M)
+    assert missed == [("0", "2")] * 5, out

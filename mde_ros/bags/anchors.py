@@ -122,6 +122,9 @@ class ReplayRefine:
                                                "median": round(float(np.median(factors)), 6),
                                                "max": round(float(factors.max()), 6), "last": applied[-1]["scale"]},
             "sources": dict(Counter(f["source"] for f in applied)),
+            # every frame's regime (anchored, held, stopped, ...) and the filter's events (outlier, reset, ...)
+            "regimes": dict(Counter(f.get("regime", "unanchored") for f in self.frames)),
+            "events": dict(Counter(f["event"] for f in self.frames if f.get("event"))),
             "confidence_mean": None if not applied else round(float(np.mean([f["confidence"] for f in applied])), 4),
             "anchors_mean": None if not applied else round(float(np.mean([f["anchors"] for f in applied])), 2),
             "rejected": dict(self.rejected),

@@ -590,7 +590,9 @@ def run(args: argparse.Namespace) -> int:
         factor = scale["factor"]
         print(f"  scale: {scale['frames_anchored']} frames anchored" + (
             f", factor median {factor['median']} ({factor['min']}..{factor['max']}), sources {scale['sources']}"
-            if factor else "") + (f"; rejected anchors {scale['rejected']}" if scale["rejected"] else ""))
+            if factor else "") + f"; regimes {scale['regimes']}" +
+            (f", events {scale['events']}" if scale["events"] else "") +
+            (f"; rejected anchors {scale['rejected']}" if scale["rejected"] else ""))
     return _outcome(summary, bag, out, args.allow_partial)
 
 

@@ -5,9 +5,9 @@ Sections:
             (ResNet-34 U-Net, 320x320, random weights) for a 640x480 frame, and the project's
             onnxruntime backend against a bare onnxruntime session on the same ONNX file
             (goal: ratio <= 1.05).
-  node      the real DepthNode in-process: time outside the network for 640x480 with depth + cloud
-            + scan + colourised output built and published through rclpy, relative to the network
-            time (goal: <= 10 %), for the shipped demo model and the default network.
+  node      the node process's CPU time per frame at 640x480 and 1280x720, every output subscribed
+            from this process (transport counted), per output and in total, beside the network alone
+            (goal: <= 5 ms outside the network at 640x480; commands/bench_node.py).
   cloud     the cloud builder against Open3D's create_from_depth_image on the same depth and K
             (goal: >= 3x faster; needs the optional open3d package).
   replay    offline bag replay throughput relative to the network-only rate on the same frames
@@ -64,9 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
     parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
     parser.add_argument("--gpu-size", type=int, default=320, help="gpu section: network input side")
+    from mde_ros.commands.bench_node import add_arguments as add_node_arguments
     from mde_ros.commands.delivery import add_arguments as add_delivery_arguments
     from mde_ros.commands.overload import add_arguments as add_overload_arguments
 
+    add_node_arguments(parser)
     add_overload_arguments(parser)
     add_delivery_arguments(parser)
 
@@ -239,90 +241,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench_node(args: argparse.Namespace) -> None:
-    print(f"\n## node: {FRAME_W}x{FRAME_H} rgb8 in; depth + camera_info + points + scan + colorized out; "
-          "onnxruntime; median ms per frame")
-    for label, model in models_to_run(args):
-        node_overhead(args, label, model)
+    from mde_ros.commands.bench_node import bench_node as run_node_section
 
-
-def node_overhead(args: argparse.Namespace, label: str, model: str) -> None:
-    """The real DepthNode in-process, fed one frame at a time, every output subscribed."""
-    import threading
-
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.node import Node
-    from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
-    from std_msgs.msg import Header
-
-    from mde_ros.inference.onnxruntime_backend import NAME as ONNXRUNTIME
-    from mde_ros.pipeline.outputs import pack_image
-    from mde_ros.ros import messages, naming
-    from mde_ros.ros.depth_node import DepthNode
-
-    frame = demo_frame()
-    rclpy.init()
-    overrides = [rclpy.parameter.Parameter("model", value=model),
-                 rclpy.parameter.Parameter("backend", value=ONNXRUNTIME)]
-    node = DepthNode(parameter_overrides=overrides)
-    per_frame: list[dict[str, float]] = []
-    record = node._stats.frame_published  # measurement hook: keep each frame's stage timings
-
-    def recording(timings, *rest):
-        per_frame.append(dict(timings))
-        record(timings, *rest)
-
-    node._stats.frame_published = recording
-    client = Node("mde_bench_client")
-    outputs = {naming.DEPTH_IMAGE: Image, naming.POINTS: PointCloud2, naming.SCAN: LaserScan,
-               naming.DEPTH_COLORIZED: Image}
-    received = {topic: threading.Event() for topic in outputs}
-    for topic, msg_type in outputs.items():
-        client.create_subscription(msg_type, topic, lambda _m, t=topic: received[t].set(), 10)
-    image_pub = client.create_publisher(Image, "image", 10)
-    info_pub = client.create_publisher(CameraInfo, "camera_info", 10)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    executor.add_node(client)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    missing: dict[int, list[str]] = {}  # frame -> outputs that did not arrive in time
-    try:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and (image_pub.get_subscription_count() == 0
-                                               or node.count_publishers("image") == 0):
-            time.sleep(0.05)
-        time.sleep(0.5)  # let the node's publishers and the client's subscriptions discover each other
-        for i in range(args.warmup + args.iters):
-            header = Header(frame_id="camera_color_optical_frame")
-            header.stamp.sec, header.stamp.nanosec = 1000 + i, 0
-            for event in received.values():
-                event.clear()
-            info_pub.publish(messages.camera_info_msg(frame.intrinsics, header))
-            image_pub.publish(messages.image_msg(pack_image(frame.rgb, "rgb8"), header))
-            wait_until = time.monotonic() + args.node_timeout
-            late = [t for t, event in received.items() if not event.wait(max(0.0, wait_until - time.monotonic()))]
-            if late:
-                missing[i] = late
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        client.destroy_node()
-        rclpy.utilities.try_shutdown()
-    if missing:  # a result, not a crash: say what did not arrive
-        print(f"{label}: {len(missing)} of {args.warmup + args.iters} frames lacked outputs after "
-              f"{args.node_timeout:g} s (e.g. frame {min(missing)}: {', '.join(missing[min(missing)])})")
-    if not per_frame[args.warmup:]:
-        print(f"{label}: no frame was published after the {args.warmup} warm-up frames: no timings")
-        return
-    timed_frames = per_frame[args.warmup:]
-    stages = [k for k in timed_frames[0] if k != "queue"]
-    medians = {k: median_ms([f[k] for f in timed_frames]) for k in stages}
-    network = medians.pop("network")
-    overhead = sum(medians.values())
-    print(f"{label}: network {network:.2f}; outside the network {overhead:.2f} ("
-          + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
-          + f"): overhead / network = {100 * overhead / network:.1f} % (goal <= 10 %)")
+    run_node_section(args)
 
 
 def bench_replay(args: argparse.Namespace) -> None:

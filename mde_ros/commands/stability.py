@@ -279,6 +279,15 @@ def cost_section(repeats: int = 10) -> dict[str, float]:
              "camera height + pitch/roll": lambda: fit_frame(depth, intr, Anchors(
                  ground=GroundPrior(pose.position[2], pose.pitch, pose.roll))),
              "camera height only": lambda: fit_frame(depth, intr, Anchors(ground=GroundPrior(pose.position[2])))}
+    from mde_ros.pipeline.scale_filter import ScaleAnchoring
+    from mde_ros.synthetic.sensors import lidar_points, range_reading
+
+    scan = lidar_points(frame.depth, intr)
+    beam = range_reading(frame.depth, intr, 0.1)
+    anchoring = ScaleAnchoring()
+    stamps = iter(range(1, 10 * repeats + 100))
+    cases["16-row scan + range, fits + filter + apply"] = lambda: anchoring.anchor(
+        depth, intr, Anchors(points=scan, ranges=[beam]), 0.1 * next(stamps))
     filt = TemporalFilter()
     filt.update(depth, 0.0)
     ticks = iter(range(1, 10 * repeats + 100))

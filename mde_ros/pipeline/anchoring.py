@@ -338,7 +338,10 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
     known = prior.pitch is not None or prior.roll is not None
     nominal = down_vector(prior.pitch or 0.0, prior.roll or 0.0)
     floor = _fit_floor(depth, intr, prior, points, us, vs, nominal, known)
-    if known:  # the predicted floor may be tilted against the attitude: fit its own plane too
+    if known and (floor is None or _tilt_of(floor, depth, intr, nominal) > TILTED_FLOOR_ANGLE):
+        # the predicted floor may be tilted against the attitude: fit its own plane too (the free fit
+        # costs ~10x the attitude's, so only when the attitude's inliers themselves lie on a tilted plane;
+        # a lower trigger (2-3.5 deg) also switched a demo-model view whose floor is wrong, AbsRel 0.095 -> 0.14)
         free = _fit_floor(depth, intr, replace(prior, max_tilt=KNOWN_ATTITUDE_FREE_TILT), points, us, vs, nominal,
                           False)
         if free is not None and (floor is None or (
@@ -348,6 +351,18 @@ def fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior) -> FloorF
         elif free is not None:
             floor = replace(floor, disagreement=abs(math.log(floor.distance / free.distance)))
     return floor
+
+
+def _tilt_of(floor: FloorFit, depth: np.ndarray, intr: Intrinsics, nominal: np.ndarray) -> float:
+    """Angle (radians) between `nominal` and the plane through the floor's own inlier pixels (fitted in
+    inverse depth along their rays, _plane_from_rays); 0 when it cannot be fitted."""
+    z = depth[floor.v, floor.u].astype(np.float64)
+    rays = np.stack([(floor.u - intr.cx) / intr.fx, (floor.v - intr.cy) / intr.fy, np.ones(len(z))], axis=1)
+    ok = np.isfinite(z) & (z > 0)
+    refined = _plane_from_rays(rays[ok], z[ok], floor.normal / floor.distance) if ok.sum() >= 3 else None
+    if refined is None:
+        return 0.0
+    return float(math.acos(min(1.0, abs(float(refined[0] @ nominal)))))
 
 
 def _fit_floor(depth: np.ndarray, intr: Intrinsics, prior: GroundPrior, points: np.ndarray, us: np.ndarray,
@@ -657,17 +672,18 @@ def point_weights(prediction: np.ndarray | None, u: np.ndarray, v: np.ndarray, z
     weight = weight / weight.max() if len(weight) and np.isfinite(weight).all() else np.ones(len(z))
     if prediction is None or len(z) < DENSE_CLOUD_POINTS:
         return weight
-    values = np.abs(prediction.astype(np.float32))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(np.isfinite(values) & (values > 0), np.log(values), np.nan).astype(np.float32)
-    height, width = logs.shape
+    height, width = prediction.shape
     uu, vv = np.asarray(u, np.intp), np.asarray(v, np.intp)
+
+    def log_at(du: np.ndarray, dv: np.ndarray) -> np.ndarray:  # only the pixels needed, not the whole map
+        values = np.abs(prediction[np.clip(vv + dv, 0, height - 1), np.clip(uu + du, 0, width - 1)].astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.isfinite(values) & (values > 0), np.log(values), np.nan)
+
     change = np.zeros(len(uu))
     for du, dv in ((1, 0), (0, 1)):
         for off in (-1, 0, 1):  # dilate by one pixel across the direction
-            u0, v0 = np.clip(uu - du + off * dv, 0, width - 1), np.clip(vv - dv + off * du, 0, height - 1)
-            u1, v1 = np.clip(uu + du + off * dv, 0, width - 1), np.clip(vv + dv + off * du, 0, height - 1)
-            step = np.abs(logs[v1, u1] - logs[v0, u0]).astype(np.float64)
+            step = np.abs(log_at(du + off * dv, dv + off * du) - log_at(-du + off * dv, -dv + off * du))
             change = np.maximum(change, np.nan_to_num(step, nan=0.0))
     return weight / (1.0 + (change / EDGE_SCALE) ** 2)
 

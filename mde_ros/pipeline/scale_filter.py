@@ -26,10 +26,10 @@ Pure numpy, no rclpy.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from mde_ros.pipeline.anchoring import SOURCES, AnchoringConfig, Anchors, FrameFit, error_bound, fit_frame, relative_depth
@@ -279,19 +279,17 @@ STABILITY_BLOCKS = 40  # the prediction is compared over blocks of ~1/40 of the 
 
 def stability_map(prediction: np.ndarray) -> tuple[np.ndarray, int]:
     """(log |prediction| averaged over blocks, block size): a network's per-pixel flicker averages
-    out over a block, a new view does not."""
+    out over a block, a new view does not. A block with an invalid pixel is NaN (not compared)."""
     height, width = prediction.shape
     block = max(1, width // STABILITY_BLOCKS)
-    values = np.abs(prediction.astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(np.isfinite(values) & (values > 0), np.log(values), np.nan)
     rows, cols = height // block, width // block
     if rows == 0 or cols == 0:
-        return logs, 1
-    blocks = logs[:rows * block, :cols * block].reshape(rows, block, cols, block)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
-        return np.nanmean(blocks, axis=(1, 3)), block
+        block, rows, cols = 1, height, width
+    values = np.abs(prediction[:rows * block, :cols * block].astype(np.float32, copy=False))
+    means = cv2.resize(values, (cols, rows), interpolation=cv2.INTER_AREA) if block > 1 else values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(np.isfinite(means) & (means > 0), np.log(means), np.nan)
+    return logs, block
 
 
 def prediction_change(previous: tuple[np.ndarray, int] | None, current: tuple[np.ndarray, int],

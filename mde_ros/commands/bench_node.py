@@ -1,0 +1,451 @@
+"""`mde-ros bench --sections node`: the node's CPU time per frame, as a robot pays it.
+
+The node runs as its own process (`python -m mde_ros.ros.depth_node` with the shipped
+config/depth.yaml, onnxruntime on one intra-op thread); this process is the camera and every
+subscriber, so receiving the image and serialising and sending each output over DDS are counted.
+The figure is the node PROCESS's CPU time (all its threads: the sum of /proc/<pid>/task/*/schedstat,
+nanoseconds; /proc/<pid>/stat ticks where schedstat is missing), not wall time, per frame: frames
+are sent one at a time and each waits for every subscribed output.
+
+Per resolution the subscriptions change in phases (outputs are built only while subscribed):
+depth (depth/image + depth/camera_info) alone, depth + each optional output, then all of them (the
+launch file's defaults). An output's cost is its phase minus depth alone. Beside it, the network
+alone (the same model and thread count in this process, process CPU time): "outside the network" =
+node CPU - network CPU. Then where each output's milliseconds go, measured here on the same frame:
+building it (numpy), wrapping it into its message (Python), rclpy's serialisation (conversion to C
++ CDR); what remains of the node's figure is DDS send, the input's receipt and Python glue.
+
+A frame whose outputs do not arrive within --node-timeout is counted as missed and reported; a node
+that does not start is a reported result too. No traceback ends this section.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mde_ros.processes import interrupt
+
+RESOLUTIONS = ((640, 480), (1280, 720))
+OPTIONAL = ("points", "scan", "depth/colorized")
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+START_TIMEOUT_S = 90.0
+STAMP_STEP_NS = 20_000_000
+REST_WAIT_S = 3.0  # after the depth image: the other outputs of its frame follow within milliseconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("node section")
+    group.add_argument("--node-sizes", default=",".join(f"{w}x{h}" for w, h in RESOLUTIONS),
+                       help="comma-separated WIDTHxHEIGHT frames (default 640x480,1280x720)")
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time (user + system) of the threads `pid` has now, in nanoseconds (a thread that ended
+    between two readings is missing from the second: the node's threads live as long as it does)."""
+    total, found = 0, False
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                    found = True
+            except (OSError, ValueError, IndexError):  # a thread that just ended
+                continue
+    except OSError:
+        pass
+    if found:
+        return total
+    with open(f"/proc/{pid}/stat") as f:  # no schedstat (kernel without CONFIG_SCHEDSTATS): clock ticks
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        width, _, height = part.partition("x")
+        if not (width.isdigit() and height.isdigit()) or int(width) < 16 or int(height) < 16:
+            raise ValueError(f"--node-sizes: {part!r} is not WIDTHxHEIGHT (at least 16x16)")
+        sizes.append((int(width), int(height)))
+    if not sizes:
+        raise ValueError("--node-sizes: no size given")
+    return sizes
+
+
+# ---------------------------------------------------------------- network alone (this process)
+
+def network_cpu_ms(model: str, width: int, height: int, iters: int, warmup: int) -> dict[str, float]:
+    """Median process CPU ms of the network alone and of the whole estimate (pre + network + post),
+    onnxruntime with one intra-op thread, on a synthetic width x height frame."""
+    from mde_ros.bags.replay import load_estimator
+    from mde_ros.pipeline.preprocess import preprocess
+    from mde_ros.synthetic import render_frame
+
+    estimator = load_estimator(model, "onnxruntime", intra_op_threads=1)
+    frame = render_frame(3, width, height)
+    batch, _ = preprocess(frame.rgb, estimator.card, estimator.config.resize_policy)
+    network, estimate = [], []
+    for i in range(warmup + iters):
+        start = time.process_time_ns()
+        estimator.backend.infer(batch)
+        middle = time.process_time_ns()
+        estimator.estimate(frame.rgb, frame.intrinsics)
+        end = time.process_time_ns()
+        if i >= warmup:
+            network.append((middle - start) / 1e6)
+            estimate.append((end - middle) / 1e6)
+    return {"network": statistics.median(network), "estimate": statistics.median(estimate)}
+
+
+def breakdown_ms(model: str, width: int, height: int, iters: int) -> dict[str, dict[str, float]]:
+    """Per output, median process CPU ms in this process of: building it (numpy), wrapping it into
+    its message, rclpy's serialize_message (Python -> C conversion + CDR), on one synthetic frame."""
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Header
+
+    from mde_ros.bags.replay import load_estimator
+    from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+    from mde_ros.ros import messages
+    from mde_ros.synthetic import render_frame
+
+    estimator = load_estimator(model, "onnxruntime", intra_op_threads=1)
+    frame = render_frame(3, width, height)
+    result = estimator.estimate(frame.rgb, frame.intrinsics)
+    header = Header(frame_id="camera_optical_frame")
+    wrap = {"depth": lambda o: messages.image_msg(o.depth, header),
+            "points": lambda o: messages.point_cloud_msg(o.cloud, header),
+            "scan": lambda o: messages.laser_scan_msg(o.scan, header),
+            "depth/colorized": lambda o: messages.image_msg(o.colorized, header)}
+    build_key = {"depth": "depth", "points": "cloud", "scan": "scan", "depth/colorized": "colorized"}
+    samples: dict[str, dict[str, list[float]]] = {k: {"build": [], "message": [], "serialize": []} for k in wrap}
+    config = OutputConfig()
+    for i in range(iters + 1):
+        outputs = build_outputs(result, frame.rgb, config, estimator.min_depth, estimator.max_depth)
+        for topic, to_msg in wrap.items():
+            start = time.process_time_ns()
+            msg = to_msg(outputs)
+            middle = time.process_time_ns()
+            serialize_message(msg)
+            end = time.process_time_ns()
+            if i:
+                samples[topic]["build"].append(outputs.timings[build_key[topic]] * 1e3)  # wall; one thread here
+                samples[topic]["message"].append((middle - start) / 1e6)
+                samples[topic]["serialize"].append((end - middle) / 1e6)
+    return {topic: {part: statistics.median(v) for part, v in parts.items()} for topic, parts in samples.items()}
+
+
+def conversion_ms(nbytes: int, iters: int) -> dict[str, dict[str, float]]:
+    """rclpy's cost of taking `nbytes` of uint8[] (Image.data) in each form a producer can hand it:
+    median ms of the setter (`msg.data = value`) and of serialize_message (conversion to C + CDR)."""
+    import array
+
+    import numpy as np
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    source = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
+    made = {"bytes": lambda: source.tobytes(), "bytearray": lambda: bytearray(source.data),
+            "array.array('B') from bytes": lambda: array.array("B", source.tobytes()),
+            "array.array('B') built in place": lambda: _array_view(nbytes)[0],
+            "memoryview": lambda: memoryview(source), "numpy uint8": lambda: source}
+    figures: dict[str, dict[str, float]] = {}
+    for name, make in made.items():
+        setter, serialise, build = [], [], []
+        for _ in range(iters):
+            start = time.perf_counter()
+            value = make()
+            built = time.perf_counter()
+            msg = Image(height=1, width=nbytes, encoding="mono8", step=nbytes)
+            try:
+                msg.data = value
+            except (AssertionError, TypeError) as exc:
+                figures[name] = {"error": f"{type(exc).__name__}: {str(exc)[:80]}"}
+                break
+            assigned = time.perf_counter()
+            serialize_message(msg)
+            done = time.perf_counter()
+            build.append((built - start) * 1e3)
+            setter.append((assigned - built) * 1e3)
+            serialise.append((done - assigned) * 1e3)
+        else:
+            figures[name] = {"make": statistics.median(build), "setter": statistics.median(setter),
+                             "serialize": statistics.median(serialise)}
+    return figures
+
+
+def _array_view(nbytes: int):
+    """(array.array('B') of nbytes, writable numpy uint8 view of it): how outputs are built in place."""
+    import array
+
+    import numpy as np
+
+    buffer = array.array("B", bytes(1)) * nbytes
+    view = np.frombuffer(buffer, np.uint8)
+    view[:] = 7
+    return buffer, view
+
+
+# ---------------------------------------------------------------- the node process
+
+@dataclass
+class Phase:
+    label: str
+    topics: tuple[str, ...]  # optional outputs subscribed besides depth/image + depth/camera_info
+    cpu_ms: float = float("nan")  # node process CPU per frame
+    wall_ms: float = float("nan")
+    frames: int = 0
+    missed: int = 0
+    note: str = ""
+
+
+@dataclass
+class NodeRun:
+    width: int
+    height: int
+    phases: list[Phase] = field(default_factory=list)
+    idle_ms_per_s: float = float("nan")  # node CPU while no frame comes (timers, DDS), per second
+    error: str = ""
+
+
+def _phases() -> list[Phase]:
+    return ([Phase("depth", ())] + [Phase(f"depth + {topic}", (topic,)) for topic in OPTIONAL]
+            + [Phase("all (launch defaults)", OPTIONAL)])
+
+
+def _start_node(model: str, namespace: str, params_file: Path | None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args"]
+    if params_file is not None:
+        command += ["--params-file", str(params_file)]
+    # Reliable input: Fast DDS drops best-effort samples over ~512 KB on an untuned loopback, and a
+    # 640x480 rgb8 frame is 921 KB; the outputs are reliable anyway.
+    command += ["-r", f"__ns:={namespace}", "-p", f"model:={model}", "-p", "backend:=onnxruntime",
+                "-p", "onnxruntime.intra_op_threads:=1", "-p", "qos.reliability:=reliable"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, timeout: float) -> list[NodeRun]:
+    """The node process fed by this one; every phase of every size. Never raises for the node's
+    failures: they end up in NodeRun.error / Phase.missed."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+
+    from mde_ros.resources import default_params_file
+    from mde_ros.ros import naming
+    from mde_ros.ros.fastdds import profile_environment
+
+    namespace = f"/mde_bench_node_{os.getpid()}"
+    process = _start_node(model, namespace, default_params_file())
+    # This process (camera and subscribers) takes the node's Fast DDS profile too, as the README asks of
+    # every process of the camera pipeline (read when this process's first participant starts).
+    chosen, _ = profile_environment(os.environ)
+    saved = {name: os.environ.get(name) for name in chosen}
+    os.environ.update(chosen)
+    context = rclpy.context.Context()
+    try:
+        rclpy.init(context=context)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    client = rclpy.create_node("mde_bench_camera", namespace=namespace, context=context)
+    reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = client.create_publisher(Image, "image", reliable)
+    info_pub = client.create_publisher(CameraInfo, "camera_info", reliable)
+    types = {naming.DEPTH_IMAGE: Image, naming.DEPTH_CAMERA_INFO: CameraInfo, "points": PointCloud2,
+             "scan": LaserScan, "depth/colorized": Image}
+    arrived: dict[str, set[int]] = {topic: set() for topic in types}
+    lock = threading.Lock()
+    changed = threading.Condition(lock)
+
+    def on_output(topic: str, msg) -> None:
+        with changed:
+            arrived[topic].add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+            changed.notify_all()
+
+    def subscribe(topic: str):
+        return client.create_subscription(types[topic], topic, lambda m, t=topic: on_output(t, m), reliable)
+
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(client)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    runs = [NodeRun(w, h, _phases()) for w, h in sizes]
+    stamp = [1000 * 1_000_000_000]
+    try:
+        always = [subscribe(naming.DEPTH_IMAGE), subscribe(naming.DEPTH_CAMERA_INFO)]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while image_pub.get_subscription_count() == 0 or client.count_publishers(
+                f"{namespace}/{naming.DEPTH_IMAGE}") == 0:
+            if process.poll() is not None:
+                lines = [line for line in process.stderr.read().splitlines() if line.strip()]
+                raise RuntimeError(f"the node exited at start-up: {(lines or ['(no output)'])[-1][-500:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node did not start within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+        for run in runs:
+            _measure_size(run, process, client, image_pub, info_pub, subscribe, arrived, changed, stamp,
+                          iters, warmup, timeout)
+        del always
+    except Exception as exc:  # reported, never a traceback: the runs not measured say why
+        for run in runs:
+            if not any(p.frames for p in run.phases):
+                run.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+        rclpy.shutdown(context=context)
+        interrupt(process)
+    return runs
+
+
+def _measure_size(run: NodeRun, process, client, image_pub, info_pub, subscribe, arrived, changed, stamp,
+                  iters: int, warmup: int, timeout: float) -> None:
+    from std_msgs.msg import Header
+
+    from mde_ros.pipeline.outputs import pack_image
+    from mde_ros.ros import messages, naming
+    from mde_ros.synthetic import render_frame
+
+    frame = render_frame(3, run.width, run.height)
+    image = messages.image_msg(pack_image(frame.rgb, "rgb8"), Header())  # built once: not the node's cost
+
+    def header_for(key: int):
+        header = Header(frame_id="camera_color_optical_frame")
+        header.stamp.sec, header.stamp.nanosec = divmod(key, 1_000_000_000)
+        return header
+
+    def send_and_wait(topics: tuple[str, ...], wait: float) -> bool:
+        # Each frame's CameraInfo went out while the previous frame was processed (below), as a
+        # camera's CameraInfo precedes its image: a small message may otherwise arrive after a large
+        # image, beyond the node's sync_tolerance, on a loaded machine.
+        key = stamp[0]
+        stamp[0] += STAMP_STEP_NS
+        image.header = header_for(key)
+        image_pub.publish(image)
+        info_pub.publish(messages.camera_info_msg(frame.intrinsics, header_for(stamp[0])))
+        wanted = (naming.DEPTH_IMAGE, naming.DEPTH_CAMERA_INFO, *topics)
+        end = time.monotonic() + wait
+        with changed:
+            while not all(key in arrived[t] for t in wanted):
+                if key in arrived[naming.DEPTH_IMAGE]:  # the rest is published right after the depth
+                    end = min(end, arrived_at.setdefault(key, time.monotonic()) + REST_WAIT_S)
+                left = end - time.monotonic()
+                if left <= 0 or process.poll() is not None:
+                    return False
+                changed.wait(min(left, 0.5))
+        return True
+
+    arrived_at: dict[int, float] = {}
+    info_pub.publish(messages.camera_info_msg(frame.intrinsics, header_for(stamp[0])))
+    time.sleep(0.2)
+    # Idle: what the node burns with no frame (diagnostics timer, DDS heartbeats), per second.
+    before = process_cpu_ns(process.pid)
+    time.sleep(1.0)
+    run.idle_ms_per_s = (process_cpu_ns(process.pid) - before) / 1e6
+    subscriptions: dict[str, object] = {}
+    for phase in run.phases:
+        for topic in list(subscriptions):
+            if topic not in phase.topics:
+                client.destroy_subscription(subscriptions.pop(topic))
+        for topic in phase.topics:
+            if topic not in subscriptions:
+                subscriptions[topic] = subscribe(topic)
+        time.sleep(0.3)  # the node's publishers see the change
+        # Warm-up until a frame comes back complete (matching, first-frame allocations), then `warmup` more.
+        ready = any(send_and_wait(phase.topics, 2.0) for _ in range(10))
+        if not ready:
+            phase.note = "outputs never arrived complete during warm-up"
+        for _ in range(warmup):
+            send_and_wait(phase.topics, timeout)
+        if process.poll() is not None:
+            phase.note = f"the node exited (code {process.returncode})"
+            break
+        cpu, wall = [], []
+        for _ in range(iters):
+            cpu0, wall0 = process_cpu_ns(process.pid), time.perf_counter()
+            complete = send_and_wait(phase.topics, timeout)
+            cpu1, wall1 = process_cpu_ns(process.pid), time.perf_counter()
+            if complete:  # medians of complete frames: a loaded machine's stalls do not skew them
+                phase.frames += 1
+                cpu.append((cpu1 - cpu0) / 1e6)
+                wall.append((wall1 - wall0) * 1e3)
+            else:
+                phase.missed += 1
+        if cpu:
+            phase.cpu_ms, phase.wall_ms = statistics.median(cpu), statistics.median(wall)
+    for sub in subscriptions.values():
+        client.destroy_subscription(sub)
+
+
+# ---------------------------------------------------------------- report
+
+def bench_node(args: argparse.Namespace) -> None:
+    from mde_ros.resources import default_model_path
+
+    try:
+        sizes = parse_sizes(getattr(args, "node_sizes", None) or ",".join(f"{w}x{h}" for w, h in RESOLUTIONS))
+    except ValueError as exc:
+        print(f"\n## node: {exc}")
+        return
+    timeout = float(getattr(args, "node_timeout", 30.0))
+    model = str(args.model or default_model_path())
+    label = Path(model).stem
+    print(f"\n## node: CPU time of the node PROCESS per frame (all threads; not wall), model {label}, "
+          "shipped config/depth.yaml, onnxruntime.intra_op_threads 1; the node in its own process, every "
+          "subscriber and the camera in this one (DDS transport counted); frames one at a time; medians over complete frames")
+    from mde_ros.ros.fastdds import profile_environment
+
+    print(f"DDS: {profile_environment(os.environ)[1]} (node and this process)")
+    print("device pipeline: not measured here (needs CUDA: tools/h200/bench.sh on a GPU machine)")
+    network = {}
+    for width, height in sizes:
+        try:
+            network[(width, height)] = network_cpu_ms(model, width, height, args.iters, args.warmup)
+        except Exception as exc:
+            print(f"network alone {width}x{height}: failed: {type(exc).__name__}: {exc}")
+    runs = run_node(model, sizes, args.iters, args.warmup, timeout)
+    print(f"{'size':<11}{'subscribed':<30}{'node CPU ms':>12}{'outside net':>12}{'wall ms':>9}{'frames':>8}"
+          f"{'missed':>8}")
+    for run in runs:
+        size = f"{run.width}x{run.height}"
+        net = network.get((run.width, run.height), {}).get("network", float("nan"))
+        if run.error:
+            print(f"{size:<11}not measured: {run.error}")
+            continue
+        for phase in run.phases:
+            print(f"{size:<11}{phase.label:<30}{phase.cpu_ms:>12.2f}{phase.cpu_ms - net:>12.2f}{phase.wall_ms:>9.1f}"
+                  f"{phase.frames:>8}{phase.missed:>8}" + (f"  ({phase.note})" if phase.note else ""))
+        base = run.phases[0].cpu_ms
+        extra = ", ".join(f"{p.topics[0]} {p.cpu_ms - base:+.2f}" for p in run.phases[1:-1])
+        everything = run.phases[-1]
+        estimate = network.get((run.width, run.height), {}).get("estimate", float("nan"))
+        print(f"{size:<11}network alone {net:.2f} ms CPU (whole estimate: pre + network + post {estimate:.2f}); "
+              f"per output over depth alone: {extra}; idle node {run.idle_ms_per_s:.2f} ms CPU per s")
+        if (run.width, run.height) == (640, 480):
+            outside = everything.cpu_ms - net
+            print(f"{size:<11}outside the network, launch defaults all subscribed: {outside:.2f} ms per frame "
+                  f"(goal <= 5 ms, stretch <= 2 ms): {'met' if outside <= 5 else 'NOT met'}")
+    for width, height in sizes:
+        try:
+            parts = breakdown_ms(model, width, height, max(3, args.iters // 2))
+        except Exception as exc:
+            print(f"where it goes {width}x{height}: failed: {type(exc).__name__}: {exc}")
+            continue
+        print(f"where it goes {width}x{height} (this process, medians ms): "
+              + "; ".join(f"{topic}: build {p['build']:.2f}, to message {p['message']:.2f}, serialise "
+                          f"{p['serialize']:.2f}" for topic, p in parts.items())
+              + "; the rest of the node's figure: DDS send, the input image's receipt and decode, Python glue")

@@ -1,0 +1,76 @@
+"""`mde-ros bench --sections node`: the node process's CPU per frame, measured from another process.
+
+Figures are not asserted (speed goals are benchmarks); what is: the section runs the real node
+process and reports a CPU figure per phase, and a failure is a reported result, never a traceback.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mde_ros.commands.bench_node import parse_sizes, process_cpu_ns
+
+pytest.importorskip("rclpy")
+
+
+def test_process_cpu_counts_every_thread_in_nanoseconds():
+    """A busy thread of this process shows in process_cpu_ns as in the kernel's own process clock."""
+    import threading
+
+    done, finish = threading.Event(), threading.Event()
+
+    def spin(seconds):  # the node's threads live as long as the node: this one outlives the reading
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        done.set()
+        finish.wait()
+
+    before, clock_before = process_cpu_ns(os.getpid()), time.process_time_ns()
+    worker = threading.Thread(target=spin, args=(0.2,))
+    worker.start()
+    done.wait()
+    used, clock_used = process_cpu_ns(os.getpid()) - before, time.process_time_ns() - clock_before
+    finish.set()
+    worker.join()
+    assert used >= 0.15e9
+    assert abs(used - clock_used) < 0.05e9
+
+
+def test_sizes_are_parsed_or_refused_with_a_reason():
+    assert parse_sizes("640x480, 1280x720") == [(640, 480), (1280, 720)]
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_sizes("640by480")
+
+
+def _bench(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mde_ros.cli", "bench", "--sections", "node", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_node_section_reports_cpu_per_phase_from_another_process():
+    run = _bench("--node-sizes", "160x120", "--iters", "3", "--warmup", "1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stdout + run.stderr
+    rows = re.findall(r"^160x120\s+(depth.*?|all \(launch defaults\))\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)",
+                      run.stdout, re.M)
+    labels = [row[0].strip() for row in rows]
+    assert labels == ["depth", "depth + points", "depth + scan", "depth + depth/colorized", "all (launch defaults)"]
+    for _, cpu, _, _, frames, missed in rows:
+        assert float(cpu) > 0 and int(frames) + int(missed) == 3
+    assert sum(int(row[4]) for row in rows) >= 10  # most frames came back complete on a loaded machine
+    assert re.search(r"160x120\s+network alone [\d.]+ ms CPU", run.stdout)
+    assert "where it goes 160x120" in run.stdout and "serialise" in run.stdout
+
+
+def test_node_that_cannot_start_is_a_reported_result(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    run = _bench("--node-sizes", "64x48", "--iters", "1", "--warmup", "0", "--model", str(broken), timeout=200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+    assert re.search(r"64x48\s+not measured: RuntimeError: the node exited at start-up", run.stdout)
+    assert "network alone 64x48: failed" in run.stdout
