@@ -14,6 +14,8 @@ COMMANDS = {
     "bench": ("mde_ros.commands.bench", "per-stage timings of backends, node outputs and bag replay"),
     "stability": ("mde_ros.commands.stability", "figures for the temporal filter and scale anchoring on synthetic "
                   "sequences"),
+    "yardstick": ("mde_ros.commands.yardstick", "the held-out synthetic benchmark models are chosen with (AbsRel per "
+                  "kind, mean over kinds)"),
     "export": ("mde_ros.commands.export", "export a .pt model bundle to ONNX (with its card)"),
     "quantize": ("mde_ros.commands.quantize", "INT8 Q/DQ ONNX of a model, calibrated on images or a bag"),
     "card": ("mde_ros.commands.card", "write (--preset) or check the card of a bring-your-own ONNX model"),

@@ -70,12 +70,24 @@ def test_replay_matches_the_goldens(demo_replays):
 
 
 def test_shipped_model_is_accurate_on_the_fixtures(demo_replays):
-    _, replays = demo_replays
+    from mde_ros.models.card import load_card_for
+
+    model, replays = demo_replays
+    floor = fixtures.accuracy_floor(load_card_for(model))
+    assert "yardstick" in load_card_for(model).metrics, "the shipped card records its yardstick figures"
     for name, replay in replays.items():
         metrics = replay["metrics"]
         assert metrics["n_images"] == fixtures.N_FRAMES, name
-        assert metrics["abs_rel"] <= fixtures.ACCURACY_FLOOR["abs_rel_max"], (name, metrics)
-        assert metrics["delta1"] >= fixtures.ACCURACY_FLOOR["delta1_min"], (name, metrics)
+        assert metrics["abs_rel"] <= floor["abs_rel_max"], (name, metrics, floor)
+        assert metrics["delta1"] >= floor["delta1_min"], (name, metrics, floor)
+
+
+def test_the_accuracy_floor_follows_the_yardstick_record():
+    from types import SimpleNamespace
+
+    card = SimpleNamespace(metrics={"yardstick": {"by_kind": {"classic": {"abs_rel": 0.2, "delta1": 0.8}}}})
+    assert fixtures.accuracy_floor(card) == {"abs_rel_max": 0.3, "delta1_min": 0.6}
+    assert fixtures.accuracy_floor(SimpleNamespace(metrics={})) == fixtures.ACCURACY_FLOOR
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def test_replay_runs_the_same_pipeline_as_the_node(bag, estimator, tmp_path):
         intr = intrinsics_from_camera_info(infos[stamp_ns(image.header)], rgb.shape[1], rgb.shape[0])
         expected = build_outputs(estimator.estimate(rgb, intr), rgb, OutputConfig(), estimator.min_depth,
                                  estimator.max_depth)
-        assert bytes(depth_msg.data) == expected.depth.data
+        assert bytes(depth_msg.data) == bytes(expected.depth.data)
 
 
 def test_replay_is_deterministic(bag, model, tmp_path):
@@ -307,3 +307,27 @@ def test_a_new_output_is_one_row_of_the_output_table(bag, estimator, tmp_path, m
         assert mask.encoding == "mono8" and mask.header == depth.header
         assert np.array_equal(np.asarray(mask.data).reshape(depth.height, depth.width) > 0,
                               np.isfinite(image_array(depth)))
+
+
+def test_the_writer_thread_hands_a_write_error_to_the_reading_loop_without_blocking():
+    """A writer that fails (stand-in for a full disk; the real one is test_bags_interrupted's file size
+    limit) stops the writing: the next put raises its error, close() drains and raises it, never hangs."""
+    from mde_ros.bags.replay import _Stats, _WriterThread
+
+    class FailingWriter:  # stand-in: a storage that fails on its third write
+        def __init__(self):
+            self.written = 0
+
+        def write(self, conn, timestamp, data):
+            self.written += 1
+            if self.written == 3:
+                raise OSError(28, "No space left on device")
+
+    writer = FailingWriter()
+    sink = _WriterThread(writer, lambda conn: conn, _Stats())
+    with pytest.raises(OSError, match="No space"):
+        for i in range(10 * _WriterThread.QUEUE_ITEMS):
+            sink.copy("conn", i, b"x")
+    with pytest.raises(OSError, match="No space"):
+        sink.close()
+    assert writer.written == 3

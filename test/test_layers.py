@@ -15,18 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top; a module belongs to the first layer with a matching pattern.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("mde_ros", "mde_ros.atomic", "mde_ros.memory", "mde_ros.processes", "mde_ros.resources",
-                    "mde_ros.metrics", "mde_ros.stopping")),
+                    "mde_ros.metrics", "mde_ros.stopping", "mde_ros.argtypes")),
     # the model contract: what a model file promises, readable without torch
     ("contract", ("mde_ros.models.card", "mde_ros.models.fused_meta", "mde_ros.models.onnx_io",
                   "mde_ros.models.presets")),
     # pure numpy / pure Python data: the pipeline's stages, files, names, synthetic scenes, bag reading
     ("pipeline", ("mde_ros.pipeline", "mde_ros.pipeline.anchor_inputs", "mde_ros.pipeline.anchoring",
-                  "mde_ros.pipeline.budget", "mde_ros.pipeline.colorize", "mde_ros.pipeline.geometry",
+                  "mde_ros.pipeline.budget", "mde_ros.pipeline.buffers", "mde_ros.pipeline.colorize",
+                  "mde_ros.pipeline.geometry",
                   "mde_ros.pipeline.health", "mde_ros.pipeline.imagecodec", "mde_ros.pipeline.intrinsics",
                   "mde_ros.pipeline.outputs", "mde_ros.pipeline.pairing", "mde_ros.pipeline.postprocess",
                   "mde_ros.pipeline.preprocess", "mde_ros.pipeline.resample", "mde_ros.pipeline.scale_filter",
                   "mde_ros.pipeline.temporal", "mde_ros.pipeline.text", "mde_ros.fileio", "mde_ros.synthetic*",
-                  "mde_ros.ros.naming", "mde_ros.ros.adapters")),
+                  "mde_ros.ros.naming", "mde_ros.ros.adapters", "mde_ros.yardstick")),
     ("bag io", ("mde_ros.bags", "mde_ros.bags.io", "mde_ros.bags.messages")),
     # torch networks, their bundle and export (the .pt card reader is registered here)
     ("networks", ("mde_ros.models", "mde_ros.models.*")),

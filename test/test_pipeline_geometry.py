@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from mde_ros.pipeline.geometry import (FLOAT32, backproject, decimated_intrinsics, depth_to_scan, pack_cloud,
-                                       unpack_cloud)
+from mde_ros.pipeline.geometry import (FLOAT32, backproject, decimated_intrinsics, depth_to_scan, mavlink_scan,
+                                       pack_cloud, unpack_cloud)
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 INTR = Intrinsics(fx=520.0, fy=515.0, cx=318.5, cy=245.25, width=640, height=480)
@@ -272,3 +272,71 @@ def test_scan_height_too_large_for_the_image_is_rejected():
     low = Intrinsics(40.0, 40.0, 31.3, 46.5, 64, 48)
     with pytest.raises(ValueError, match="too large"):
         depth_to_scan(plane(1.0, SMALL), low, scan_height=5)
+
+
+# --- the scan for MAVROS's obstacle_distance plugin (PX4 / ArduPilot) ---------------------------------
+
+def obstacle_distance(scan) -> dict:
+    """MAVLink OBSTACLE_DISTANCE as mavros_extras' obstacle_distance plugin (ROS 2, obstacle_cb) fills it
+    from a LaserScan: <= 72 ranges copied, more merged into 72 slots by their minimum; cm; NaN, < 0 and
+    >= UINT16_MAX cm are UINT16_MAX (unknown); angle_offset = angle_min in degrees."""
+    uint16_max, slots = 65535, 72
+    ranges = np.asarray(scan.ranges, np.float32)
+    distances = np.full(slots, uint16_max, np.int64)
+    if len(ranges) <= slots:
+        for i, r in enumerate(ranges):
+            cm = r * 1e2
+            distances[i] = uint16_max if (np.isnan(cm) or cm >= uint16_max or cm < 0) else int(cm)
+        increment = math.degrees(scan.angle_increment)
+    else:
+        scale = np.float32(len(ranges) / slots)
+        for i in range(slots):
+            j = 0
+            while j < scale:
+                cm = ranges[int(math.floor(i * scale + j))] * 1e2
+                if not np.isnan(cm) and cm < uint16_max and cm > 0:
+                    distances[i] = min(distances[i], int(cm))
+                j += 1
+        increment = math.degrees(scan.angle_increment) * float(scale)
+    return {"distances": distances, "increment": increment, "angle_offset": math.degrees(scan.angle_min),
+            "max_distance": int(scan.range_max * 1e2)}
+
+
+def test_mavlink_scan_reads_right_way_round_through_the_mavros_plugin():
+    """A post 2 m ahead-left of the camera must come out of OBSTACLE_DISTANCE (BODY_FRD: 0 forward,
+    positive clockwise = right) at a negative angle and 2 m; open space as 'no obstacle', not unknown."""
+    depth = plane(np.inf)  # nothing within range: REP 117 'too far'
+    depth[:, 100:140] = 2.0  # columns left of cx = 318.5
+    depth[:, 600:] = 25.0  # far wall beyond range_max
+    scan = mavlink_scan(depth, INTR, range_min=0.45, range_max=10.0)
+    msg = obstacle_distance(scan)
+    angles = msg["angle_offset"] + (np.arange(72) + 0.5) * msg["increment"]  # slot centres, degrees, + = right
+    near = np.flatnonzero(msg["distances"] < 1000)
+    assert len(near) and (angles[near] < 0).all()
+    expected = np.degrees(np.arctan2([100 - 318.5, 140 - 318.5], 520.0))  # the post's true bearing, + = right
+    assert expected.min() - msg["increment"] <= angles[near].min() and angles[near].max() <= expected.max() + msg[
+        "increment"]
+    ray = np.hypot((np.arange(100, 140) - 318.5) / 520.0, 1.0)
+    assert msg["distances"][near].min() == int(np.float32(2.0 * ray.min()) * 100)
+    free = np.setdiff1d(np.arange(72), near)
+    assert (msg["distances"][free] == msg["max_distance"] + 1).all()  # 'no obstacle': never unknown
+    assert msg["angle_offset"] == pytest.approx(-math.degrees(math.atan(318.5 / 520.0)))
+
+
+def test_mavlink_scan_is_the_ros_scan_mirrored_with_explicit_free_space():
+    rng = np.random.default_rng(4)
+    depth = rng.uniform(0.5, 8.0, (480, 640)).astype(np.float32)
+    row = int(INTR.cy - 0.5)  # the scan's row (scan_height 1)
+    depth[row, :50] = np.nan  # no depth at all: stays unknown
+    depth[row, 50:60] = 0.2  # nearer than range_min: an obstacle at range_min
+    ros = depth_to_scan(depth, INTR)
+    mav = mavlink_scan(depth, INTR)
+    assert (mav.angle_min, mav.angle_max) == (-ros.angle_max, -ros.angle_min)
+    assert mav.angle_increment == ros.angle_increment > 0
+    both = np.isfinite(ros.ranges[::-1])
+    np.testing.assert_array_equal(mav.ranges[both], ros.ranges[::-1][both])
+    # ros: NaN where nothing is usable; mavlink: the too-close columns become obstacles at range_min, the
+    # columns without depth stay unknown.
+    mirrored_nan = np.isnan(ros.ranges[::-1])
+    assert (mav.ranges[mirrored_nan & ~np.isnan(mav.ranges)] == 0.45).all() and (mav.ranges == 0.45).any()
+    assert np.isnan(mav.ranges).any() and not np.isnan(mav.ranges[~mirrored_nan]).any()

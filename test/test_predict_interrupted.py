@@ -87,9 +87,38 @@ def test_predict_replaces_a_symlink_in_out_instead_of_writing_through_it(images,
     assert not (out / "img00.ply").is_symlink() and (out / "img00.ply").stat().st_size > 100
 
 
+def nan_model(path):
+    """The test model's graph with its output multiplied by NaN (a broken export), beside its card."""
+    import json
+
+    import onnx
+    from onnx import helper
+
+    from mde_ros.bags import fixtures
+    from mde_ros.models.card import card_path_for
+
+    source = fixtures.export_test_model(path.with_name("tiny.onnx"))
+    model = onnx.load(source)
+    graph = model.graph
+    output = graph.output[0].name
+    graph.node.append(helper.make_node("Constant", [], ["nan_value"], value=helper.make_tensor(
+        "nan_value", onnx.TensorProto.FLOAT, [], [float("nan")])))
+    graph.node.append(helper.make_node("Mul", [output + "_raw", "nan_value"], [output]))
+    for node in graph.node[:-2]:  # the old output now feeds the Mul
+        node.output[:] = [output + "_raw" if name == output else name for name in node.output]
+    onnx.save(model, path)
+    card = json.loads(card_path_for(source).read_text())
+    card["name"] = "nan_model"
+    card_path_for(path).write_text(json.dumps(card))
+    return path
+
+
 def test_predict_says_so_when_no_pixel_has_depth(images, tmp_path):
-    """--fx 1e308 makes every depth infinite: before, written silently with exit 0."""
-    result = subprocess.run(predict(images[0], "--out", tmp_path / "out", "--fx", "1e308"), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 1
-    assert "no valid depth" in result.stderr and "Traceback" not in result.stderr
+    """A model that outputs NaN: before, all-invalid depth was written silently with exit 0."""
+    model = nan_model(tmp_path / "nan.onnx")
+    result = subprocess.run(predict(images[0], "--out", tmp_path / "out", "--model", model, "--backend",
+                                    "onnxruntime"), capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "no valid depth" in result.stderr
+    assert not list((tmp_path / "out").glob("*"))

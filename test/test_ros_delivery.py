@@ -20,7 +20,9 @@ from sensor_msgs.msg import Image, PointCloud2
 from mde_ros.bags.fixtures import TEST_MODEL
 from mde_ros.ros import fastdds
 from mde_ros.ros.parameters import SPECS
-from test_ros_node import HEIGHT, PLANE_M, WIDTH, image_msg, info_msg, rig, wait_for  # noqa: F401
+from mde_ros.pipeline.geometry import depth_to_scan
+from mde_ros.pipeline.intrinsics import Intrinsics
+from test_ros_node import CX, CY, FX, FY, HEIGHT, PLANE_M, WIDTH, image_msg, info_msg, rig, wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "config" / "fastdds_large_data.xml"
@@ -130,6 +132,16 @@ def test_best_effort_camera_gets_a_warning_that_names_the_parameter(tmp_path):
         node.send_signal(2)
         _, err = node.communicate(timeout=30)
     assert "qos.reliability to best_effort" in err, err[-2000:]
+
+
+def test_mavlink_scan_convention_reaches_the_scan_topic(rig):
+    """scan.convention mavlink (MAVROS obstacle_distance): the same bins, left to right, angles FRD."""
+    r = rig(params={"scan.convention": "mavlink"})
+    scan = r.exchange(1.0, need=("scan",))["scan"]
+    ros = depth_to_scan(np.full((HEIGHT, WIDTH), PLANE_M, np.float32), Intrinsics(FX, FY, CX, CY, WIDTH, HEIGHT))
+    assert (scan.angle_min, scan.angle_max) == pytest.approx((-ros.angle_max, -ros.angle_min))
+    assert scan.angle_increment == pytest.approx(ros.angle_increment)
+    np.testing.assert_allclose(np.asarray(scan.ranges), ros.ranges[::-1], rtol=1e-6)
 
 
 # ---- the bench sections ------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ leaves out, so code may index any key listed here)::
       betas: [0.9, 0.999]
       momentum: 0.9             # sgd only
     schedule:
-      name: none                # none | cosine | step
+      name: none                # none | cosine | poly | step (training.schedule)
       warmup_epochs: 0          # linear warm-up from 0 to lr
+      warmup_fraction: null     # or: warm up over this share of the run (of train.max_minutes when set)
+      power: 0.9                # poly: (1 - progress) ** power
       min_lr: 0.0               # cosine floor
       step_size: 10             # step: epochs between decays
       gamma: 0.1                # step: decay factor
@@ -74,6 +76,7 @@ from typing import Any, Iterable
 
 import yaml
 from mde_ros.atomic import atomic_write
+from training.schedule import SCHEDULES
 
 DEFAULTS: dict[str, Any] = {
     "model": {"name": None, "kwargs": {}},
@@ -94,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
         "betas": [0.9, 0.999],
         "momentum": 0.9,
     },
-    "schedule": {"name": "none", "warmup_epochs": 0, "min_lr": 0.0, "step_size": 10, "gamma": 0.1},
+    "schedule": {"name": "none", "warmup_epochs": 0, "warmup_fraction": None, "min_lr": 0.0, "step_size": 10,
+                 "gamma": 0.1, "power": 0.9},
     "train": {
         "epochs": 10,
         "batch_size": 8,
@@ -117,7 +121,6 @@ DEFAULTS: dict[str, Any] = {
 BASE_KEY = "_base_"
 CLOSED_SECTIONS = ("optim", "schedule")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("none", "cosine", "step")
 EVAL_CROPS = ("eigen", "garg", "none")
 PHASE_KEYS = ("name", "lr", "epochs", "init_from")
 _EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

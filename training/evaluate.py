@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mde_ros.fileio import write_image
-from mde_ros.metrics import (DEFAULT_RANGES, depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask,
+from mde_ros.metrics import (DEFAULT_RANGES, METRIC_KEYS, depth_metrics, eigen_crop_mask, format_metrics_table, garg_crop_mask,
                              mean_metrics, metrics_by_range)
 from mde_ros.pipeline.colorize import colorize
 from training.model_wrapper import DepthModel, depth_model_from_checkpoint
@@ -151,6 +151,24 @@ def predictions(model: DepthModel, dataset: Dataset, *, device: str | torch.devi
         model.train(was_training)
 
 
+KIND_MEAN = "_kind_mean"
+
+
+def selection_metrics() -> tuple[str, ...]:
+    """Names ``train.best_metric`` may take: every Eigen metric, and its mean over scene kinds
+    (``abs_rel_kind_mean``: datasets whose samples have a kind, e.g. synthetic_world)."""
+    return tuple(METRIC_KEYS) + tuple(f"{key}{KIND_MEAN}" for key in METRIC_KEYS)
+
+
+def metrics_by_kind(dataset: Dataset, per_image: list[dict]) -> dict[str, dict]:
+    """Mean metrics per scene kind, when the dataset knows its samples' kinds (else {})."""
+    kind_of = getattr(dataset, "kind_of", None)
+    if kind_of is None:
+        return {}
+    kinds = [kind_of(i) for i in range(len(per_image))]
+    return {kind: mean_metrics(m for m, k in zip(per_image, kinds) if k == kind) for kind in sorted(set(kinds))}
+
+
 def evaluate(model_or_bundle: DepthModel | str | Path | tuple[nn.Module, Any], dataset: Dataset, cfg: dict, *,
              out_dir: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 4,
              num_workers: int = 0, amp_dtype: torch.dtype | None = None, num_vis: int = 4,
@@ -176,8 +194,16 @@ def evaluate(model_or_bundle: DepthModel | str | Path | tuple[nn.Module, Any], d
         if len(visuals) < num_vis:
             visuals.append(visual_panel(image, pred, gt, valid, min_depth, max_depth))
     by_range = {label: mean_metrics(r[label] for r in per_range) for label in per_range[0]}
+    metrics = mean_metrics(per_image)
+    by_kind = metrics_by_kind(dataset, per_image)
+    if by_kind:   # the yardstick's way: every kind weighs the same, whatever its share of the images
+        for key in METRIC_KEYS:
+            values = [m[key] for m in by_kind.values() if key in m]
+            if values:
+                metrics[f"{key}{KIND_MEAN}"] = float(np.mean(values))
     result = {
-        "metrics": mean_metrics(per_image),
+        "metrics": metrics,
+        "metrics_by_kind": by_kind,
         "metrics_by_range": by_range,
         "protocol": PROTOCOL | {"crop": crop, "min_depth": min_depth, "max_depth": max_depth},
         "n_images": len(per_image),

@@ -74,7 +74,7 @@ def heldout_metrics(state: dict, *, scenes: int | None = None, views: int | None
                 per_image.append(depth_metrics(p, gt, valid, min_depth, max_depth))
                 per_range.append(metrics_by_range(p, gt, DEFAULT_RANGES, valid, min_depth=min_depth,
                                                   max_depth=max_depth))
-                kinds.append(scene_kind(dataset.scene_seed(int(batch["index"][i])), dataset.kinds))
+                kinds.append(dataset.kind_of(int(batch["index"][i])))
     by_kind = {kind: mean_metrics(m for m, k in zip(per_image, kinds) if k == kind) for kind in sorted(set(kinds))}
     return {
         "split": "heldout_synthetic",

@@ -63,9 +63,10 @@ def build_depth_model(model_cfg: dict[str, Any], *, load_pretrained: bool = True
 
 
 def depth_model_from_checkpoint(state: dict[str, Any]) -> DepthModel:
-    """The network of a loaded training checkpoint (its config's model, its weights; no ImageNet file needed)."""
+    """The network of a loaded training checkpoint (its config's model, its weights; no ImageNet file needed):
+    the weight average (``ema``) when the run kept one, as validation scored it."""
     model = build_depth_model(state["config"]["model"], load_pretrained=False)
-    model.net.load_state_dict(state["model"])
+    model.net.load_state_dict(state.get("ema") or state["model"])
     return model
 
 

@@ -68,11 +68,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from mde_ros.metrics import METRIC_KEYS
 from training.camera_effects import build_camera_effects
 from training.checkpoint import (BEST_NAME, LAST_NAME, CheckpointError, capture_rng_state, load_checkpoint,
                                  restore_rng_state, save_checkpoint)
+from training.batch_augment import crop_for_curriculum, curriculum_scale, random_roll
+from training.ema import ModelEma
+from training.evaluate import selection_metrics
 from training.model_wrapper import build_depth_model
+from training.schedule import WallClockBudget, lr_multiplier
 
 log = logging.getLogger("training.train")
 
@@ -152,6 +155,14 @@ def epoch_loaders(dataset: Dataset, train_cfg: dict, epoch: int, ctx: DistContex
     seed = int(train_cfg["seed"])
     chunk_size = (train_cfg.get("curriculum") or {}).get("chunk_size")
     chunks = chunk_indices(len(dataset), chunk_size, seed, epoch) if chunk_size else [None]
+    if int(train_cfg["num_workers"]) > 0:
+        # A child forked while OpenCV's thread pool is alive (the parent rendered validation views)
+        # deadlocks in worker_init's cv2.setNumThreads: the parent keeps OpenCV single-threaded.
+        import cv2
+
+        cv2.setNumThreads(1)
+    if hasattr(dataset, "set_epoch"):   # a streaming dataset: this epoch's own scenes
+        dataset.set_epoch(epoch)
     for number, chunk in enumerate(chunks):
         subset = dataset if chunk is None else Subset(dataset, list(chunk))
         generator = torch.Generator().manual_seed(_mixed_seed(seed, epoch, number))
@@ -214,31 +225,6 @@ def build_optimizer(net: nn.Module, optim_cfg: dict) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(groups, momentum=float(optim_cfg.get("momentum", 0.9)))
     raise ValueError(f"optim.name must be adam, adamw or sgd, got {name!r}")
-
-
-def lr_multiplier(schedule_cfg: dict, iters_per_epoch: int, epochs: int,
-                  base_lr: float) -> Callable[[int], float]:
-    """Per-iteration multiplier of the base lr (see the module docstring)."""
-    name = schedule_cfg["name"]
-    warmup = int(round(float(schedule_cfg.get("warmup_epochs") or 0) * iters_per_epoch))
-    total = max(1, iters_per_epoch * epochs)
-    floor = float(schedule_cfg.get("min_lr") or 0.0) / base_lr if base_lr > 0 else 0.0
-    step_iters = max(1, int(schedule_cfg.get("step_size", 10)) * iters_per_epoch)
-    gamma = float(schedule_cfg.get("gamma", 0.1))
-    if name not in ("none", "cosine", "step"):
-        raise ValueError(f"schedule.name must be none, cosine or step, got {name!r}")
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if name == "cosine":
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if name == "step":
-            return gamma ** (step // step_iters)
-        return 1.0
-
-    return multiplier
 
 
 def _amp_dtype(amp: Any, device: torch.device) -> torch.dtype | None:
@@ -363,25 +349,136 @@ def _use_configured_hyperparameters(optimizer: torch.optim.Optimizer, scheduler:
     scheduler._last_lr = lrs
 
 
+@dataclass
+class _Phase:
+    """Everything one phase trains with, built once by :func:`_setup_phase`; the steps below read it."""
+    cfg: dict
+    name: str
+    ctx: DistContext
+    device: torch.device
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    train_set: Dataset
+    val_set: Dataset
+    amp_dtype: torch.dtype | None
+    effects: Callable | None
+    budget: "WallClockBudget"
+    ema: ModelEma | None
+    repeats: int
+    iters: int
+    epochs: int
+    metric_name: str
+    mode: str
+    focal_px: float | None
+    provenance: dict
+    last_path: Path
+    best_path: Path
+    generator: torch.Generator
+    start_epoch: int = 0
+    global_step: int = 0
+    images_seen: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    stale: int = 0
+    history: list = None  # type: ignore[assignment]
+
+    @property
+    def train_cfg(self) -> dict:
+        return self.cfg["train"]
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """What validation, ``best.pt`` and export use: the weight average when EMA is on."""
+        return self.ema.net if self.ema is not None else self.model
+
+
 def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *, resume: bool,
                ctx: DistContext, on_batch: BatchHook | None, on_start: Callable[[], None] = lambda: None,
                changes: dict[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """One phase: set up (or resume), then train / validate / checkpoint epoch by epoch."""
     from training.config import save_config
+
+    last_path = phase_dir / LAST_NAME
+    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    if state is not None and _phase_finished(state, cfg, name, last_path):
+        return _phase_summary(name, phase_dir, state)
+    phase = _setup_phase(cfg, name, phase_dir, init_path, state, ctx, changes)
+    if ctx.is_main:
+        on_start()
+        save_config(cfg, phase_dir / "config.yaml")
+    # Purge only what was logged AFTER the checkpoint: its own epoch's scalars sit at exactly global_step.
+    writer = _summary_writer(phase_dir, phase.train_cfg, ctx, purge_step=phase.global_step + 1 if state else None)
+    patience = phase.train_cfg.get("early_stopping_patience")
+    stopped_early = False
+    try:
+        for epoch in range(phase.start_epoch, phase.epochs):
+            totals, n_steps, n_images, seconds = _train_epoch(phase, epoch, on_batch, writer)
+            val = _validate(phase, writer) if ctx.is_main else None
+            value = _broadcast(val["metrics"][phase.metric_name] if val else 0.0, ctx, phase.device)
+            improved = _improved(value, phase.best, phase.mode)
+            if improved:
+                phase.best, phase.best_epoch, phase.stale = value, epoch, 0
+            else:
+                phase.stale += 1
+            stopped_early = bool(patience) and phase.stale >= int(patience)
+            finished = stopped_early or phase.budget.out or epoch + 1 == phase.epochs
+            record = {"epoch": epoch, "global_step": phase.global_step, "images_seen": phase.images_seen,
+                      "train_seconds": phase.budget.elapsed(),
+                      "train": {k: v / max(1, n_steps) for k, v in totals.items()},
+                      "images_per_s": n_images / max(1e-9, seconds),
+                      "loaded_images_per_s": n_images / phase.repeats / max(1e-9, seconds),
+                      "val": val["metrics"] if val else {}, "lr": [g["lr"] for g in phase.optimizer.param_groups]}
+            phase.history.append(record)
+            if ctx.is_main:
+                _log_epoch(name, record, phase.metric_name, phase.best, phase.train_cfg, cfg["eval"])
+                if writer is not None:
+                    _write_epoch(writer, record, val, epoch)
+                _save_epoch(phase, epoch, improved=improved, finished=finished, stopped_early=stopped_early,
+                            val_metrics=record["val"])
+            if ctx.enabled:
+                dist.barrier()
+            if stopped_early:
+                log.info("phase %s: early stop after epoch %d (%d epochs without a better %s)",
+                         name, epoch + 1, phase.stale, phase.metric_name)
+                break
+            if phase.budget.out:
+                log.info("phase %s: wall-clock budget train.max_minutes=%s spent in epoch %d (step %d, %d images); "
+                         "stopped with its checkpoints written", name, phase.budget.minutes, epoch + 1,
+                         phase.global_step, phase.images_seen)
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"name": name, "dir": str(phase_dir), "best_checkpoint": str(phase.best_path),
+            "last_checkpoint": str(phase.last_path), "best_metric": phase.best, "best_metric_name": phase.metric_name,
+            "best_epoch": phase.best_epoch, "epochs_run": len(phase.history), "stopped_early": stopped_early,
+            "out_of_time": phase.budget.out, "history": phase.history}
+
+
+def _phase_finished(state: dict, cfg: dict, name: str, last_path: Path) -> bool:
+    train_cfg = cfg["train"]
+    minutes = train_cfg.get("max_minutes")
+    if state["stopped_early"] or state["epoch"] + 1 >= int(train_cfg["epochs"]) or (
+            minutes and float(state.get("train_seconds") or 0.0) >= 60.0 * float(minutes)):
+        log.info("phase %s: already finished (%s), skipping", name, last_path)
+        return True
+    if state["config"]["train"]["epochs"] != train_cfg["epochs"]:
+        log.warning("phase %s: extending the run from %d to %d epochs; the lr schedule is recomputed for "
+                    "the new length", name, state["config"]["train"]["epochs"], train_cfg["epochs"])
+    return False
+
+
+def _setup_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, state: dict | None,
+                 ctx: DistContext, changes: dict[str, tuple[Any, Any]] | None) -> _Phase:
+    """Data, network, optimiser, schedule, budget and EMA; restored from ``state`` when resuming."""
     from training.datasets import build_dataset
-    from training.evaluate import evaluate
     from training.losses import build_loss
 
     train_cfg = cfg["train"]
-    last_path, best_path = phase_dir / LAST_NAME, phase_dir / BEST_NAME
-    state = load_checkpoint(last_path) if resume and last_path.exists() else None
-    if state is not None:
-        if state["stopped_early"] or state["epoch"] + 1 >= int(train_cfg["epochs"]):
-            log.info("phase %s: already finished (%s), skipping", name, last_path)
-            return _phase_summary(name, phase_dir, state)
-        if state["config"]["train"]["epochs"] != train_cfg["epochs"]:
-            log.warning("phase %s: extending the run from %d to %d epochs; the lr schedule is recomputed for "
-                        "the new length", name, state["config"]["train"]["epochs"], train_cfg["epochs"])
-
     device = resolve_device(str(train_cfg.get("device", "auto")), ctx)
     if train_cfg.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -401,6 +498,10 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
         raise ValueError(f"train.batch_repeats must be >= 1, got {repeats}")
     iters = steps_per_epoch(len(train_set), train_cfg, ctx.world_size) * repeats
     epochs = int(train_cfg["epochs"])
+    metric_name, mode = str(train_cfg.get("best_metric", "rmse")), str(train_cfg.get("best_mode", "min"))
+    if metric_name not in selection_metrics():
+        raise ValueError(f"train.best_metric must be one of {list(selection_metrics())}, got {metric_name!r}")
+    curriculum_scale(train_cfg.get("resolution_curriculum"), 0.0)   # validates it before hours are spent
 
     # Pretrained encoder weights only matter for a fresh start; resume/init overwrite them.
     model = build_depth_model(cfg["model"], load_pretrained=state is None and init_path is None).to(device)
@@ -408,155 +509,157 @@ def _run_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, *,
         model = model.to(memory_format=torch.channels_last)
     if state is None and init_path is not None:
         init_state = load_checkpoint(init_path)
-        model.net.load_state_dict(init_state["model"])
+        model.net.load_state_dict(init_state.get("ema") or init_state["model"])
         log.info("phase %s: initialised from %s (epoch %d)", name, init_path, init_state["epoch"])
     optimizer = build_optimizer(model.net, cfg["optim"])
+    budget = WallClockBudget(train_cfg.get("max_minutes"), spent_before=(state or {}).get("train_seconds", 0.0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_multiplier(cfg["schedule"], iters, epochs, float(cfg["optim"]["lr"])))
+        optimizer, lr_multiplier(cfg["schedule"], iters, epochs, float(cfg["optim"]["lr"]), budget))
     amp_dtype = _amp_dtype(train_cfg.get("amp"), device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = build_loss(cfg["loss"]).to(device)
-    metric_name, mode = str(train_cfg.get("best_metric", "rmse")), str(train_cfg.get("best_mode", "min"))
-    if metric_name not in METRIC_KEYS:
-        raise ValueError(f"train.best_metric must be one of {list(METRIC_KEYS)}, got {metric_name!r}")
-    patience = train_cfg.get("early_stopping_patience")
-    log_every = int(train_cfg.get("log_every", 10))
-    effects = build_camera_effects(train_cfg.get("camera_effects"))
-    budget = WallClockBudget(train_cfg.get("max_minutes"))
-
-    start_epoch, global_step, best, best_epoch, stale, history = 0, 0, None, None, 0, []
-    focal_px = network_focal_px(val_set, cfg["data"]["input_size"])
-    provenance = {"command": reproducible_command("training.train"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "git_commit": git_commit(), "dataset": cfg["data"]["name"], "phase": name,
-                  "init_from": str(init_path) if init_path else None}
+    ema_decay = train_cfg.get("ema_decay")
+    phase = _Phase(
+        cfg=cfg, name=name, ctx=ctx, device=device, model=model, train_model=model, optimizer=optimizer,
+        scheduler=scheduler, scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        loss_fn=build_loss(cfg["loss"]).to(device), train_set=train_set, val_set=val_set, amp_dtype=amp_dtype,
+        effects=build_camera_effects(train_cfg.get("camera_effects")), budget=budget,
+        ema=ModelEma(model.net, float(ema_decay)) if ema_decay else None, repeats=repeats, iters=iters,
+        epochs=epochs, metric_name=metric_name, mode=mode,
+        focal_px=network_focal_px(val_set, cfg["data"]["input_size"]),
+        provenance={"command": reproducible_command("training.train"),
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+                    "dataset": cfg["data"]["name"], "phase": name, "init_from": str(init_path) if init_path else None},
+        last_path=phase_dir / LAST_NAME, best_path=phase_dir / BEST_NAME,
+        generator=torch.Generator().manual_seed(_mixed_seed(seed, 11)), history=[])
     if state is not None:
-        model.net.load_state_dict(state["model"])
-        configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _use_configured_hyperparameters(optimizer, scheduler, configured)
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
-        best, best_epoch, stale = state["best_metric"], state["best_epoch"], state["epochs_without_improvement"]
-        history, provenance = list(state["history"]), dict(state["provenance"])
-        if changes:
-            provenance["resumed_with_changes"] = [*provenance.get("resumed_with_changes", []), {
-                "epoch": start_epoch, "changes": {k: list(v) for k, v in changes.items()}}]
-            log.warning("phase %s: applying changed config from epoch %d on: %s", name, start_epoch + 1,
-                        ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-        restore_rng_state(state["rng"])
-        log.info("phase %s: resuming from %s at epoch %d (step %d)", name, last_path, start_epoch, global_step)
-    if ctx.is_main:
-        on_start()
-        save_config(cfg, phase_dir / "config.yaml")
-
-    train_model: nn.Module = model
+        _restore(phase, state, changes)
     if ctx.enabled:
         if ctx.world_size > 1 and device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            phase.model = nn.SyncBatchNorm.convert_sync_batchnorm(phase.model)
+        phase.train_model = nn.parallel.DistributedDataParallel(
+            phase.model, device_ids=[device.index] if device.type == "cuda" else None)
+    return phase
 
-    # Purge only what was logged AFTER the checkpoint: its own epoch's scalars sit at exactly global_step.
-    writer = _summary_writer(phase_dir, train_cfg, ctx, purge_step=global_step + 1 if state else None)
-    stopped_early = False
-    try:
-        for epoch in range(start_epoch, epochs):
-            train_model.train()
-            totals: dict[str, float] = {}
-            n_steps, n_images, epoch_start = 0, 0, time.monotonic()
-            bar = _progress(iters, f"phase {name} epoch {epoch + 1}/{epochs}", ctx, train_cfg)
-            for loader in epoch_loaders(train_set, train_cfg, epoch, ctx, pin_memory=device.type == "cuda"):
-                for batch in loader:
-                    if on_batch is not None:
-                        on_batch(epoch, batch)
-                    for repeat in range(repeats):   # train.batch_repeats: the batch again, mirrored, new effects
-                        loss, parts = _train_step(train_model, loss_fn, optimizer, scaler, batch, device, amp_dtype,
-                                                  train_cfg.get("grad_clip"), effects,
-                                                  mirror=repeat % 2 == 1)
-                        if not math.isfinite(loss):
-                            raise FloatingPointError(
-                                f"phase {name}: loss is {loss} at epoch {epoch}, step {global_step}; lower optim.lr, "
-                                "set train.grad_clip, or check the data for invalid depth")
-                        global_step += 1
-                        n_steps += 1
-                        n_images += int(batch["image"].shape[0])
-                        for key, value in {"loss": loss, **parts}.items():
-                            totals[key] = totals.get(key, 0.0) + value
-                        if bar is not None:
-                            bar.update(loss)
-                        if writer is not None and global_step % log_every == 0:
-                            writer.add_scalar("train/loss", loss, global_step)
-                            for key, value in parts.items():
-                                writer.add_scalar(f"train/{key}", value, global_step)
-                            for group in optimizer.param_groups:   # the lr this step used: stepped below
-                                writer.add_scalar(f"lr/{group['name']}", group["lr"], global_step)
-                        scheduler.step()
-                        if budget.spent(ctx, device):
-                            break
-                    if budget.out:
-                        break
-                if budget.out:
+
+def _restore(phase: _Phase, state: dict, changes: dict[str, tuple[Any, Any]] | None) -> None:
+    """Continue exactly where ``state`` (a ``last.pt``) stopped: weights, optimiser, schedule, counters, RNG."""
+    phase.model.net.load_state_dict(state["model"])
+    optimizer, scheduler = phase.optimizer, phase.scheduler
+    configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _use_configured_hyperparameters(optimizer, scheduler, configured)
+    phase.scaler.load_state_dict(state["scaler"])
+    if phase.ema is not None:
+        if state.get("ema_state"):
+            phase.ema.load_state_dict(state["ema_state"])
+        else:   # a run that had no EMA before: start the average from the resumed weights
+            phase.ema.net.load_state_dict(state["model"])
+    if state.get("generator") is not None:
+        phase.generator.set_state(state["generator"])
+    phase.start_epoch, phase.global_step = state["epoch"] + 1, state["global_step"]
+    phase.images_seen = int(state.get("images_seen", 0))
+    phase.best, phase.best_epoch = state["best_metric"], state["best_epoch"]
+    phase.stale = state["epochs_without_improvement"]
+    phase.history, phase.provenance = list(state["history"]), dict(state["provenance"])
+    if changes:
+        phase.provenance["resumed_with_changes"] = [*phase.provenance.get("resumed_with_changes", []), {
+            "epoch": phase.start_epoch, "changes": {k: list(v) for k, v in changes.items()}}]
+        log.warning("phase %s: applying changed config from epoch %d on: %s", phase.name, phase.start_epoch + 1,
+                    ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    restore_rng_state(state["rng"])
+    log.info("phase %s: resuming from %s at epoch %d (step %d, %.0f s of training done)", phase.name,
+             phase.last_path, phase.start_epoch, phase.global_step, phase.budget.elapsed())
+
+
+def _train_epoch(phase: _Phase, epoch: int, on_batch: BatchHook | None, writer) -> tuple[dict, int, int, float]:
+    """Train one epoch (or until the budget is spent); returns (loss totals, steps, images, seconds)."""
+    train_cfg = phase.train_cfg
+    phase.train_model.train()
+    totals: dict[str, float] = {}
+    n_steps, n_images, start = 0, 0, time.monotonic()
+    log_every = int(train_cfg.get("log_every", 10))
+    bar = _progress(phase.iters, f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}", phase.ctx, train_cfg)
+    for loader in epoch_loaders(phase.train_set, train_cfg, epoch, phase.ctx, pin_memory=phase.device.type == "cuda"):
+        for batch in loader:
+            if on_batch is not None:
+                on_batch(epoch, batch)
+            for repeat in range(phase.repeats):   # train.batch_repeats: the batch again, mirrored, new effects
+                progress = max(phase.global_step / max(1, phase.iters * phase.epochs), phase.budget.fraction())
+                loss, parts = _train_step(phase.train_model, phase.loss_fn, phase.optimizer, phase.scaler, batch,
+                                          phase.device, phase.amp_dtype, train_cfg.get("grad_clip"), phase.effects,
+                                          mirror=repeat % 2 == 1, roll_deg=float(train_cfg.get("roll_deg") or 0.0),
+                                          crop_scale=curriculum_scale(train_cfg.get("resolution_curriculum"), progress),
+                                          generator=phase.generator)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"phase {phase.name}: loss is {loss} at epoch {epoch}, step {phase.global_step}; lower "
+                        "optim.lr, set train.grad_clip, or check the data for invalid depth")
+                if phase.ema is not None:
+                    phase.ema.update(phase.model.net)
+                phase.global_step += 1
+                n_steps += 1
+                n_images += int(batch["image"].shape[0])
+                phase.images_seen += int(batch["image"].shape[0])
+                for key, value in {"loss": loss, **parts}.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                if bar is not None:
+                    bar.update(loss)
+                if writer is not None and phase.global_step % log_every == 0:
+                    writer.add_scalar("train/loss", loss, phase.global_step)
+                    for key, value in parts.items():
+                        writer.add_scalar(f"train/{key}", value, phase.global_step)
+                    for group in phase.optimizer.param_groups:   # the lr this step used: stepped below
+                        writer.add_scalar(f"lr/{group['name']}", group["lr"], phase.global_step)
+                phase.scheduler.step()
+                if _budget_spent(phase):
                     break
-            if bar is not None:
-                bar.close()
+            if phase.budget.out:
+                break
+        if phase.budget.out:
+            break
+    if bar is not None:
+        bar.close()
+    return totals, n_steps, n_images, time.monotonic() - start
 
-            val = None
-            if ctx.is_main:
-                val = evaluate(model, val_set, cfg, device=device, batch_size=int(train_cfg["batch_size"]),
-                               amp_dtype=amp_dtype, num_vis=int(train_cfg.get("vis_samples", 4)) if writer else 0,
-                               verbose=False)
-            value = _broadcast(val["metrics"][metric_name] if val else 0.0, ctx, device)
-            improved = _improved(value, best, mode)
-            if improved:
-                best, best_epoch, stale = value, epoch, 0
-            else:
-                stale += 1
-            stopped_early = bool(patience) and stale >= int(patience)
-            finished = stopped_early or budget.out or epoch + 1 == epochs
-            record = {"epoch": epoch, "global_step": global_step,
-                      "train": {k: v / max(1, n_steps) for k, v in totals.items()},
-                      "images_per_s": n_images / max(1e-9, time.monotonic() - epoch_start),
-                      "loaded_images_per_s": n_images / repeats / max(1e-9, time.monotonic() - epoch_start),
-                      "val": val["metrics"] if val else {}, "lr": [g["lr"] for g in optimizer.param_groups]}
-            history.append(record)
-            if ctx.is_main:
-                _log_epoch(name, record, metric_name, best, train_cfg, cfg["eval"])
-                if writer is not None:
-                    _write_epoch(writer, record, val, epoch)
-                checkpoint = {
-                    "model": model.net.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "epoch": epoch, "global_step": global_step,
-                    "best_metric": best, "best_metric_name": metric_name, "best_mode": mode,
-                    "best_epoch": best_epoch, "epochs_without_improvement": stale, "finished": finished,
-                    "stopped_early": stopped_early, "out_of_time": budget.out,
-                    "val_metrics": record["val"], "history": history,
-                    "config": cfg, "phase": name, "train_focal_px": focal_px, "provenance": provenance,
-                    "rng": capture_rng_state(),
-                }
-                # best.pt first: a crash between the two writes must never leave a last.pt whose
-                # best_metric names an epoch that best.pt does not hold.
-                if improved:
-                    save_checkpoint(checkpoint, best_path)
-                save_checkpoint(checkpoint, last_path)
-            if ctx.enabled:
-                dist.barrier()
-            if stopped_early:
-                log.info("phase %s: early stop after epoch %d (%d epochs without a better %s)",
-                         name, epoch + 1, stale, metric_name)
-                break
-            if budget.out:
-                log.info("phase %s: wall-clock budget train.max_minutes=%s spent in epoch %d (step %d); "
-                         "stopped with its checkpoints written", name, budget.minutes, epoch + 1, global_step)
-                break
-    finally:
-        if writer is not None:
-            writer.close()
-    return {"name": name, "dir": str(phase_dir), "best_checkpoint": str(best_path), "last_checkpoint": str(last_path),
-            "best_metric": best, "best_metric_name": metric_name, "best_epoch": best_epoch,
-            "epochs_run": len(history), "stopped_early": stopped_early, "out_of_time": budget.out,
-            "history": history}
+
+def _validate(phase: _Phase, writer) -> dict:
+    from training.evaluate import evaluate
+
+    net = phase.eval_net
+    eval_model = phase.model if phase.ema is None else _with_net(phase.model, net)
+    return evaluate(eval_model, phase.val_set, phase.cfg, device=phase.device,
+                    batch_size=int(phase.train_cfg["batch_size"]), amp_dtype=phase.amp_dtype,
+                    num_vis=int(phase.train_cfg.get("vis_samples", 4)) if writer else 0, verbose=False)
+
+
+def _with_net(model: nn.Module, net: nn.Module) -> nn.Module:
+    """The training wrapper (normalisation) around another network: the EMA average."""
+    from training.model_wrapper import DepthModel
+
+    return DepthModel(net, model.mean.flatten().tolist(), model.std.flatten().tolist()).to(model.mean.device)
+
+
+def _save_epoch(phase: _Phase, epoch: int, *, improved: bool, finished: bool, stopped_early: bool,
+                val_metrics: dict) -> None:
+    checkpoint = {
+        "model": phase.model.net.state_dict(),
+        "ema": phase.ema.net.state_dict() if phase.ema is not None else None,
+        "ema_state": phase.ema.state_dict() if phase.ema is not None else None,
+        "optimizer": phase.optimizer.state_dict(), "scheduler": phase.scheduler.state_dict(),
+        "scaler": phase.scaler.state_dict(), "epoch": epoch, "global_step": phase.global_step,
+        "images_seen": phase.images_seen, "train_seconds": phase.budget.elapsed(),
+        "best_metric": phase.best, "best_metric_name": phase.metric_name, "best_mode": phase.mode,
+        "best_epoch": phase.best_epoch, "epochs_without_improvement": phase.stale, "finished": finished,
+        "stopped_early": stopped_early, "out_of_time": phase.budget.out,
+        "val_metrics": val_metrics, "history": phase.history,
+        "config": phase.cfg, "phase": phase.name, "train_focal_px": phase.focal_px, "provenance": phase.provenance,
+        "rng": capture_rng_state(), "generator": phase.generator.get_state(),
+    }
+    # best.pt first: a crash between the two writes must never leave a last.pt whose
+    # best_metric names an epoch that best.pt does not hold.
+    if improved:
+        save_checkpoint(checkpoint, phase.best_path)
+    save_checkpoint(checkpoint, phase.last_path)
 
 
 def _phase_summary(name: str, phase_dir: Path, state: dict) -> dict[str, Any]:
@@ -569,13 +672,18 @@ def _phase_summary(name: str, phase_dir: Path, state: dict) -> dict[str, Any]:
 
 def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, batch: dict, device: torch.device, amp_dtype: torch.dtype | None,
-                grad_clip: float | None, effects: Callable | None = None,
-                mirror: bool = False) -> tuple[float, dict[str, float]]:
+                grad_clip: float | None, effects: Callable | None = None, mirror: bool = False,
+                roll_deg: float = 0.0, crop_scale: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[float, dict[str, float]]:
     image = batch["image"].to(device, non_blocking=True)
     depth = batch["depth"].to(device, non_blocking=True)
     valid = batch["valid"].to(device, non_blocking=True)
+    if crop_scale < 1.0:                # resolution curriculum: a window of the frame early in the run
+        image, depth, valid = crop_for_curriculum((image, depth, valid), crop_scale, generator=generator)
     if mirror:                          # a repeated batch, mirrored left-right (depth stays exact)
         image, depth, valid = image.flip(-1), depth.flip(-1), valid.flip(-1)
+    if roll_deg:                        # +-roll_deg about the optical axis (depth per pixel unchanged)
+        image, depth, valid = random_roll(image, depth, valid, roll_deg, generator)
     if effects is not None:
         image = effects(image)          # camera effects on the image only, on the training device
     if device.type == "cuda":
@@ -593,25 +701,13 @@ def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
     return float(loss.detach()), {k: float(v) for k, v in parts.items()}
 
 
-class WallClockBudget:
-    """``train.max_minutes``: a phase stops training once this much wall-clock time has passed since it
-    started (checked after every step), then validates and writes its checkpoints as after an epoch."""
-
-    def __init__(self, minutes: float | None) -> None:
-        self.minutes = None if minutes in (None, 0) else float(minutes)
-        if self.minutes is not None and not self.minutes > 0:
-            raise ValueError(f"train.max_minutes must be a positive number of minutes or null, got {minutes!r}")
-        self.start = time.monotonic()
-        self.out = False
-
-    def spent(self, ctx: DistContext, device: torch.device) -> bool:
-        if self.minutes is None:
-            return False
-        over = time.monotonic() - self.start >= 60.0 * self.minutes
-        if ctx.enabled:   # every rank stops at the same step: rank 0's clock decides
-            over = bool(_broadcast(float(over), ctx, device))
-        self.out = over
-        return over
+def _budget_spent(phase: "_Phase") -> bool:
+    """Checked after every step; every rank stops at the same step (rank 0's clock decides)."""
+    over = phase.budget.over()
+    if phase.ctx.enabled:
+        over = bool(_broadcast(float(over), phase.ctx, phase.device))
+    phase.budget.out = over
+    return over
 
 
 def _broadcast(value: float, ctx: DistContext, device: torch.device) -> float:

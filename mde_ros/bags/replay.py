@@ -15,10 +15,12 @@ import argparse
 import bisect
 import json
 import logging
+import queue
 import shutil
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -341,6 +343,9 @@ def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics
     stats.messages_in_bag = reader.message_count
     bar = tqdm(total=stats.frames_in_bag, unit="frame", disable=not progress, desc="replay",
                file=sys.stderr)
+    # sqlite3 objects belong to the thread that made them (rosbags opens the .db3 here): .db3 output is
+    # written inline, mcap output by the writer thread.
+    sink = _WriterThread(writer, copy, stats, threaded=not _is_sqlite(writer))
     try:
         for index, (conn, timestamp, data) in enumerate(read_messages(reader)):
             if index < skip:  # replayed by the interrupted run this one resumes
@@ -350,7 +355,7 @@ def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics
             if stop is not None and stop.requested:
                 stats.interrupted = stop.signum
                 break
-            _replay_message(writer, copy, conn, timestamp, data, image_topic, outputs_conn, pipeline, bar)
+            _replay_message(sink, conn, timestamp, data, image_topic, outputs_conn, pipeline, bar)
             stats.done_messages, stats.last_timestamp = index + 1, timestamp
     except _read_errors() as exc:
         stats.read_error = str(exc)
@@ -358,13 +363,86 @@ def _replay_messages(reader: "Reader", writer: Any, image_topic: str, out_topics
                    f"({stats.frames} images): {exc}; the output holds everything before it")
     finally:
         bar.close()
+        sink.close()  # everything queued is written (or the writer's own error, e.g. a full disk, is raised)
 
 
-def _replay_message(writer: Any, copy: ConnectionCopier, conn: Any, timestamp: int, data: bytes, image_topic: str,
+class _WriterThread:
+    """The output bag written in its own thread, in the order given: serialising and writing frame N
+    overlap with decoding and inference of frame N+1 (onnxruntime and numpy release the GIL). At most
+    QUEUE_ITEMS messages / frames wait, so memory stays bounded; queued outputs keep their buffers (the
+    pipeline makes the next frame new ones: pipeline.buffers). A writer error (full disk) stops the
+    writing; the reading loop gets it at its next put, and close() raises it after draining."""
+
+    QUEUE_ITEMS = 16
+
+    def __init__(self, writer: Any, copy: ConnectionCopier, stats: _Stats, threaded: bool = True) -> None:
+        self._writer, self._copy, self._stats = writer, copy, stats
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_ITEMS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mde_replay_writer", daemon=True)
+        self._threaded = threaded
+        if threaded:
+            self._thread.start()
+
+    def copy(self, conn: Any, timestamp: int, data: bytes) -> None:
+        self._put((conn, timestamp, data, None, None))
+
+    def outputs(self, outputs_conn: dict[str, Any], timestamp: int, out_msgs: dict[str, Any], began: float) -> None:
+        self._put((outputs_conn, timestamp, out_msgs, began, True))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _put(self, item: tuple) -> None:
+        self._raise()
+        if self._threaded:
+            self._queue.put(item)
+        else:
+            self._write(item)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:  # keep draining, so the reading loop never blocks on a full queue
+                continue
+            try:
+                self._write(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                self._error = exc
+
+    def _write(self, item: tuple) -> None:
+        target, timestamp, payload, began, is_outputs = item
+        if not is_outputs:
+            self._writer.write(self._copy(target), timestamp, payload)
+            return
+        written = time.perf_counter()
+        for key, out_msg in payload.items():
+            self._writer.write(target[key], timestamp, serialize(out_msg))
+        done = time.perf_counter()
+        self._stats.latencies["write"].append(done - written)
+        self._stats.latencies["total"].append(done - began)
+
+
+def _is_sqlite(writer: Any) -> bool:
+    """Whether a rosbags Writer stores into sqlite3 (.db3)."""
+    storage = getattr(writer, "storage", None)
+    return type(storage).__name__.lower().startswith("sqlite")
+
+
+def _replay_message(sink: _WriterThread, conn: Any, timestamp: int, data: bytes, image_topic: str,
                     outputs_conn: dict[str, Any], pipeline: _FramePipeline, bar: Any) -> None:
-    """One input message: copied, and for an image its outputs written after it."""
+    """One input message: copied, and for an image its outputs written after it (by the writer thread)."""
     stats, refine = pipeline.stats, pipeline.refine
-    writer.write(copy(conn), timestamp, data)
+    sink.copy(conn, timestamp, data)
     stats.copied += 1
     if refine is not None and refine.feed(conn.topic, data):
         return
@@ -376,12 +454,7 @@ def _replay_message(writer: Any, copy: ConnectionCopier, conn: Any, timestamp: i
     out_msgs = pipeline(conn.msgtype, data, timestamp)
     if out_msgs is None:
         return
-    written = time.perf_counter()
-    for key, out_msg in out_msgs.items():
-        writer.write(outputs_conn[key], timestamp, serialize(out_msg))
-    done = time.perf_counter()
-    stats.latencies["write"].append(done - written)
-    stats.latencies["total"].append(done - began)
+    sink.outputs(outputs_conn, timestamp, out_msgs, began)
 
 
 def _discard(writer: Any, target: Path) -> None:
@@ -621,10 +694,4 @@ def _number_problem(args: argparse.Namespace) -> str | None:
         return f"--sync-tolerance must be a finite number of seconds >= 0, got {args.sync_tolerance}"
     if args.threads < 0:
         return f"--threads must be >= 0 (0: all cores), got {args.threads}"
-    for name in ("cloud_decimation", "scan_height"):
-        if getattr(args, name) < 1:
-            return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
-    for name in ("scan_range_min", "scan_range_max"):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
-            return f"--{name.replace('_', '-')} must be a finite distance >= 0, got {getattr(args, name)}"
-    return None
+    return None  # the output options: OutputConfig's own checks (_output_config)

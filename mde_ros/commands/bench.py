@@ -49,12 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: {','.join(CPU_SECTIONS)}; "
                              "gpu with --device cuda; overload and delivery only when named)")
-    parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
-    parser.add_argument("--warmup", type=int, default=3)
+    from mde_ros.argtypes import float_range, int_range
+
+    parser.add_argument("--iters", type=int_range(1), default=20, help="timed iterations per measurement")
+    parser.add_argument("--warmup", type=int_range(0), default=3)
     parser.add_argument("--model", type=Path, default=None,
                         help="model for node/replay sections (default: the shipped demo model)")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
-    parser.add_argument("--node-timeout", type=float, default=NODE_FRAME_TIMEOUT_S,
+    parser.add_argument("--threads", type=int_range(0, 1024), default=0,
+                        help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--node-timeout", type=float_range(0, low_open=True), default=NODE_FRAME_TIMEOUT_S,
                         help="node section: seconds a frame's outputs may take; later ones are reported missing")
     parser.add_argument("--device", default="cpu", help="gpu section: cpu, cuda or cuda:N")
     from mde_ros.inference.torch_backend import NAME as TORCH
@@ -63,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None,
                         help="gpu section: comma-separated fp32,fp16,bf16 (default: all three on CUDA, fp32 on CPU)")
     parser.add_argument("--gpu-arch", default="unet_resnet34", help="gpu section: network (random weights)")
-    parser.add_argument("--gpu-size", type=int, default=320, help="gpu section: network input side")
+    parser.add_argument("--gpu-size", type=int_range(32, 8192), default=320, help="gpu section: network input side")
     from mde_ros.commands.bench_node import add_arguments as add_node_arguments
     from mde_ros.commands.delivery import add_arguments as add_delivery_arguments
     from mde_ros.commands.overload import add_arguments as add_overload_arguments
@@ -226,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"mde-ros bench: unknown sections {unknown}; choose from {SECTIONS}", file=sys.stderr)
         return 2
+    if args.model is not None and not args.model.is_file():  # before minutes of other sections
+        print(f"mde-ros bench: --model {args.model}: no such file", file=sys.stderr)
+        return 1
     import onnxruntime
 
     print(f"mde-ros bench: onnxruntime {onnxruntime.__version__}, {args.iters} iterations, medians")

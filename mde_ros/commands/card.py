@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         card.save(out)
     except CardError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # --out in a missing or read-only folder, a full disk
+        return _fail(f"cannot write {out}: {exc.strerror or exc}")
     print(f"wrote {out}: {card.output}, input {card.input_height}x{card.input_width} ({card.resize_policy}), "
           f"depth output {card.output_name!r}" + (f", sky output {card.sky_output!r}" if card.sky_output else ""))
     if card.is_relative:

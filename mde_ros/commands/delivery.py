@@ -3,22 +3,23 @@
 Every role is its own process, as deployed, so samples cross the real transport (Fast DDS shared
 memory / UDP loopback), not rclpy's intra-process path:
 
-- a publisher plays the node: depth/image, points and scan at 15 Hz with the node's publisher QoS
-  (mde_ros.ros.qos.publisher_qos) and the node's default output settings (the params file's: an
-  obstacle-sized cloud), plus the full organised xyzrgb cloud on points_full (the cloud a user gets
-  with cloud.decimation 1, cloud.organized true), and plays two cameras: one publishing image_raw
-  reliable (realsense-ros, the system default) and one best effort (sensor-data drivers);
-- a `reliable` subscriber (the system default profile: RViz, depth_image_proc,
-  depthimage_to_laserscan, rosbag2);
-- a `sensor_data` subscriber (rclpy's qos_profile_sensor_data: best effort, keep last 5 — nav2's
+- `node` plays the node's publishers: depth/image, points and scan at 15 Hz with its publisher QoS
+  (mde_ros.ros.qos.publisher_qos) and its default output settings (an obstacle-sized cloud), plus the
+  full organised xyzrgb cloud on points_full (what cloud.decimation 1, cloud.organized true, cloud.rgb
+  true give; up to 640x480);
+- `camera` publishes image_raw twice: reliable (realsense-ros, most drivers: the system default) and
+  best effort (sensor-data drivers);
+- a `reliable` subscriber (reliable, keep last 10: rclcpp's default QoS, RViz, depth_image_proc, rosbag2;
+  SYSTEM_DEFAULT reliability, as depthimage_to_laserscan asks, is a best-effort reader on Fast DDS);
+- a `sensor_data` subscriber (rclpy's qos_profile_sensor_data: best effort, keep last 5: nav2's
   obstacle and voxel layers);
-- a `node_input` subscriber with the node's own image subscription QoS (qos.* defaults: reliable, keep
-  last 1), and one with `qos.reliability: best_effort`.
+- `node_input` subscribers with the node's own image subscription QoS (qos.* defaults: reliable, keep
+  last 1), and with `qos.reliability: best_effort`.
 
-Each subscriber counts the distinct frames it got per topic; the table prints delivered / sent.
-Runs once without and once with the shipped Fast DDS profile (config/fastdds_large_data.xml, the
-launch file's `fastdds_profile:=true`), at 640x480 and 1280x720. Goal (issue 18): >= 95 % to both
-kinds of subscriber at 15 Hz 640x480 with the launch file's defaults.
+Each subscriber counts the distinct frames it got per topic (raw subscriptions: no deserialisation);
+the table prints delivered / sent, per size and per choice of which processes run with the shipped
+profile (PROFILE_ROLES). Goal (issue 18): >= 95 % to both kinds of subscriber at 15 Hz 640x480 with
+the launch file's defaults (the `node` choice).
 """
 from __future__ import annotations
 
@@ -39,12 +40,17 @@ OUTPUT_TOPICS = ("depth/image", "points", "points_full", "scan")
 CAMERA_TOPICS = ("camera_reliable/image_raw", "camera_best_effort/image_raw")
 SUBSCRIBERS = ("reliable", "sensor_data", "node_input", "node_input_best_effort")
 MATCH_TIMEOUT_S = 10.0
+# points_full only up to 640x480: 1280x720's is 29.5 MB a frame, more than a loaded 2-core machine copies at
+# 15 Hz next to everything else (the publishers fell seconds behind and took every other row with them).
+FULL_CLOUD_MAX_PIXELS = 640 * 480
 DRAIN_S = 2.0  # after the last frame: reliable retransmissions finish
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("delivery section")
-    group.add_argument("--delivery-frames", type=int, default=60, help="frames per run (at 15 Hz)")
+    from mde_ros.argtypes import int_range
+
+    group.add_argument("--delivery-frames", type=int_range(1), default=60, help="frames per run (at 15 Hz)")
     group.add_argument("--delivery-sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
                        help="comma-separated WIDTHxHEIGHT list")
     group.add_argument("--delivery-profiles", default="none,node,all",
@@ -52,28 +58,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(the depth node's process: the launch file's default), all")
 
 
-def profile_env(enabled: bool, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a process with the shipped profile as the node selects it (enabled), or with
-    every profile variable removed (stock Fast DDS)."""
+def profile_env(use: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one process: `node` as the depth node selects it for itself (the shipped profile
+    and its XML history policies), `transport` the profile file only (what the README tells the other
+    processes to export), `none` every profile variable removed (stock Fast DDS)."""
     from mde_ros.ros import fastdds
 
     env = dict(os.environ if environ is None else environ)
     for name in (*fastdds.PROFILE_VARIABLES, fastdds.XML_QOS, fastdds.PROFILE_ENV):
         env.pop(name, None)
-    if enabled:
+    if use in ("node", "transport"):
         env.update(fastdds.profile_environment({**env, fastdds.PROFILE_ENV: "true"})[0])
+    if use == "transport":
+        env.pop(fastdds.XML_QOS, None)
     return env
 
 
 # ---- the roles, each in its own process ---------------------------------------------------------------
 
 def _subscriber_qos(kind: str):
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
     from mde_ros.ros.qos import subscription_qos
 
     if kind == "reliable":
-        return QoSProfile(depth=10, reliability=qos_profile_system_default.reliability)  # rclcpp's default: reliable
+        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # rclcpp's default QoS
     if kind == "sensor_data":
         return qos_profile_sensor_data
     if kind == "node_input_best_effort":
@@ -140,13 +149,14 @@ def _frame_messages(role: str, width: int, height: int):
     cloud = pack_cloud(frame.depth, frame.intrinsics, frame.rgb if default["cloud.rgb"] else None,
                        default["cloud.decimation"], default["cloud.min_range"],
                        default["cloud.max_range"] or math.inf, default["cloud.organized"])
-    full = pack_cloud(frame.depth, frame.intrinsics, frame.rgb)
     scan = depth_to_scan(frame.depth, frame.intrinsics, default["scan.scan_height"], default["scan.range_min"],
                          default["scan.range_max"])
-    return {"depth/image": messages.image_msg(pack_image(frame.depth, "32FC1"), header),
-            "points": messages.point_cloud_msg(cloud, header),
-            "points_full": messages.point_cloud_msg(full, header),
-            "scan": messages.laser_scan_msg(scan, header, default["scan.scan_time"])}
+    outputs = {"depth/image": messages.image_msg(pack_image(frame.depth, "32FC1"), header),
+               "points": messages.point_cloud_msg(cloud, header),
+               "scan": messages.laser_scan_msg(scan, header, default["scan.scan_time"])}
+    if width * height <= FULL_CLOUD_MAX_PIXELS:
+        outputs["points_full"] = messages.point_cloud_msg(pack_cloud(frame.depth, frame.intrinsics, frame.rgb), header)
+    return outputs
 
 
 def publish(role: str, namespace: str, width: int, height: int, frames: int, subscribers: int) -> int:
@@ -193,10 +203,13 @@ def publish(role: str, namespace: str, width: int, height: int, frames: int, sub
 
 # ---- the bench ----------------------------------------------------------------------------------------
 
-# Which processes run with the shipped profile: none; the node's (its outputs' publisher and its
-# image subscription: what `ros2 launch mde_ros depth.launch.py` and `ros2 run` give by default); all.
-PROFILE_ROLES = {"none": (), "node": ("node", "node_input", "node_input_best_effort"),
-                 "all": ("node", "node_input", "node_input_best_effort", "camera", "reliable", "sensor_data")}
+# Which processes run with the shipped profile: none (the node with fastdds_profile:=false); node: the
+# depth node's process as it starts by default (its outputs' publisher and its image subscription);
+# all: the node so, and the camera and the consumers with FASTDDS_DEFAULT_PROFILES_FILE exported.
+NODE_ROLES = ("node", "node_input", "node_input_best_effort")
+PROFILE_ROLES = {"none": {}, "node": dict.fromkeys(NODE_ROLES, "node"),
+                 "all": {**dict.fromkeys(("camera", "reliable", "sensor_data"), "transport"),
+                         **dict.fromkeys(NODE_ROLES, "node")}}
 
 
 def _module_command(*args: str) -> list[str]:
@@ -209,7 +222,7 @@ def run_once(width: int, height: int, frames: int, profile: str) -> tuple[dict[s
 
     envs = {}
     for role in ("node", "camera", *SUBSCRIBERS):
-        env = profile_env(role in PROFILE_ROLES[profile])
+        env = profile_env(PROFILE_ROLES[profile].get(role, "none"))
         for key, value in localhost_discovery_env(env).items():
             env.setdefault(key, value)
         envs[role] = env
@@ -272,7 +285,8 @@ def bench_delivery(args: argparse.Namespace) -> None:
             note = f" (publishers {late:.2f} s behind 15 Hz)" if late > 0.1 else ""
             for kind in ("reliable", "sensor_data"):
                 got = counts.get(kind, {})
-                cells = [_cell(got.get(t), frames) for t in OUTPUT_TOPICS]
+                cells = [_cell(None if t == "points_full" and width * height > FULL_CLOUD_MAX_PIXELS else got.get(t),
+                               frames) for t in OUTPUT_TOPICS]
                 print(f"| {width}x{height} | {profile} | {kind} | " + " | ".join(cells) + " | | |")
             for kind, label in (("node_input", f"node input ({SPECS['qos.reliability'].default}, the default)"),
                                 ("node_input_best_effort", "node input (qos.reliability best_effort)")):

@@ -14,15 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
+from mde_ros.argtypes import int_range
+from mde_ros.commands.predict import prepare_out_dir
 from mde_ros.modelargs import CommandError, add_model_arguments, build_estimator
+
+
+# The synthetic scene needs a few pixels per side to hold its walls and objects; 4096 keeps one
+# frame's exact depth, prediction and preview strip in memory comfortably.
+MIN_SIDE, MAX_DEMO_SIDE = 16, 4096
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
-    parser.add_argument("--frames", type=int, default=24, help="frames in the demo sequence")
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--seed", type=int, default=7, help="scene seed (deterministic)")
+    parser.add_argument("--frames", type=int_range(2, 100_000), default=24,
+                        help="frames in the demo sequence (the camera moves between frames: at least 2)")
+    parser.add_argument("--width", type=int_range(MIN_SIDE, MAX_DEMO_SIDE), default=320)
+    parser.add_argument("--height", type=int_range(MIN_SIDE, MAX_DEMO_SIDE), default=240)
+    parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=7, help="scene seed (deterministic)")
     add_model_arguments(parser)
 
 
@@ -47,13 +55,7 @@ def preview_strip(rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, min_depth: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mde_ros import fileio
-    from mde_ros.metrics import depth_metrics, format_metrics_table, mean_metrics
-    from mde_ros.pipeline.colorize import with_scale_bar
-    from mde_ros.pipeline.geometry import backproject
-    from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+    from mde_ros.metrics import format_metrics_table
     from mde_ros.synthetic import approach_sequence
 
     if args.frames < 2:
@@ -65,12 +67,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"mde-ros demo: {exc}", file=sys.stderr)
         return 1
     card = estimator.card
-    min_depth, max_depth = card.min_depth, card.max_depth
     frames = approach_sequence(args.seed, args.frames, args.width, args.height)
     out = args.out
-    (out / "depth").mkdir(parents=True, exist_ok=True)
-    (out / "preview").mkdir(exist_ok=True)
-    (out / "points").mkdir(exist_ok=True)
+    try:
+        for sub in ("depth", "preview", "points"):
+            prepare_out_dir(out / sub)
+    except CommandError as exc:
+        print(f"mde-ros demo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        summary, metrics = _run_frames(args, estimator, frames, out)
+    except OSError as exc:  # --out read-only, full disk
+        print(f"mde-ros demo: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"\nmde-ros demo: {len(frames)} frames at {args.width}x{args.height}, model {card.name}, "
+          f"backend {estimator.backend.name}")
+    print(f"  throughput {summary['fps_end_to_end']:.1f} frames/s (including file writing); per stage (ms): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_ms_mean"].items()))
+    print("  metrics vs exact depth (per-frame mean, no median scaling):")
+    print(format_metrics_table(metrics))
+    print(f"  wrote {out}/depth/*.png (16-bit mm), {out}/points/*.ply, {out}/preview/*.png, "
+          f"{out}/preview.png, {out}/summary.json")
+    return 0
+
+
+def _run_frames(args: argparse.Namespace, estimator, frames, out: Path) -> tuple[dict, dict]:
+    """Estimate, score and write every frame; (summary, mean metrics)."""
+    from tqdm import tqdm
+
+    from mde_ros import fileio
+    from mde_ros.metrics import depth_metrics, mean_metrics
+    from mde_ros.pipeline.colorize import with_scale_bar
+    from mde_ros.pipeline.geometry import backproject
+    from mde_ros.pipeline.outputs import OutputConfig, build_outputs
+
+    card = estimator.card
+    min_depth, max_depth = card.min_depth, card.max_depth
     config = OutputConfig()
 
     per_frame, stage_times = [], {"preprocess": [], "network": [], "postprocess": [], "outputs": []}
@@ -106,12 +138,4 @@ def run(args: argparse.Namespace) -> int:
         "metrics_vs_exact_depth": metrics,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nmde-ros demo: {len(frames)} frames at {args.width}x{args.height}, model {card.name}, "
-          f"backend {estimator.backend.name}")
-    print(f"  throughput {summary['fps_end_to_end']:.1f} frames/s (including file writing); per stage (ms): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_ms_mean"].items()))
-    print("  metrics vs exact depth (per-frame mean, no median scaling):")
-    print(format_metrics_table(metrics))
-    print(f"  wrote {out}/depth/*.png (16-bit mm), {out}/points/*.ply, {out}/preview/*.png, "
-          f"{out}/preview.png, {out}/summary.json")
-    return 0
+    return summary, metrics

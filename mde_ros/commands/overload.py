@@ -29,10 +29,14 @@ WIDTH, HEIGHT = 320, 240
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mde_ros.argtypes import float_range
+
     group = parser.add_argument_group("overload section")
-    group.add_argument("--overload-seconds", type=float, default=15.0, help="seconds of 2x overload per QoS")
+    group.add_argument("--overload-seconds", type=float_range(0, 3600, low_open=True), default=15.0,
+                       help="seconds of 2x overload per QoS")
     group.add_argument("--overload-qos", default=",".join(QOS_CHOICES), help="comma-separated: best_effort,reliable")
-    group.add_argument("--overload-factor", type=float, default=2.0, help="publish rate / sustainable rate")
+    group.add_argument("--overload-factor", type=float_range(0, 100, low_open=True), default=2.0,
+                       help="publish rate / sustainable rate")
 
 
 def _percentile(values: list[float], q: float) -> float:

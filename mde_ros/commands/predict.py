@@ -58,6 +58,11 @@ def image_intrinsics(args: argparse.Namespace, width: int, height: int, card):
     return None, False
 
 
+# A 16384-pixel-wide sensor behind a 1 degree lens has fx = 0.94 million pixels; beyond 1e7 is a typo
+# (1e308 made every point of the cloud collapse onto the optical axis).
+MAX_FOCAL_PX = 1e7
+
+
 def camera_argument_problem(args: argparse.Namespace) -> str | None:
     """Why --fx/--fy/--cx/--cy cannot describe a camera (checked before anything is written), or None."""
     import math
@@ -68,8 +73,8 @@ def camera_argument_problem(args: argparse.Namespace) -> str | None:
         return "--fy, --cx and --cy need --fx"
     for name in ("fx", "fy"):
         value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            return f"--{name} must be a finite focal length in pixels > 0, got {value}"
+        if value is not None and not (math.isfinite(value) and 0 < value <= MAX_FOCAL_PX):
+            return f"--{name} must be a focal length in pixels within 0..{MAX_FOCAL_PX:g}, got {value}"
     for name in ("cx", "cy"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):

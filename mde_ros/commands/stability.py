@@ -37,8 +37,10 @@ PERIOD_S = 0.1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--model", type=Path, default=None, help="model (default: the shipped demo model)")
-    parser.add_argument("--scenes", type=int, default=12, help="scenes for the anchoring section")
-    parser.add_argument("--seed", type=int, default=0)
+    from mde_ros.argtypes import int_range
+
+    parser.add_argument("--scenes", type=int_range(1, 10_000), default=12, help="scenes for the anchoring section")
+    parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
 
 
 def _noisy(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -30,8 +30,10 @@ def check_colormap(colormap: str) -> None:
     _lut(colormap)
 
 
-def colorize(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo") -> np.ndarray:
-    """HxWx3 uint8 RGB; depth outside [min_depth, max_depth] takes the end colour, NaN/Inf is black."""
+def colorize(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo",
+             out: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB; depth outside [min_depth, max_depth] takes the end colour, NaN/Inf is black.
+    `out`: an HxWx3 uint8 C-contiguous array to write into (a message buffer's view), returned."""
     if not 0 <= min_depth < max_depth:
         raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}..{max_depth}")
     depth = np.asarray(depth, np.float32)
@@ -39,7 +41,10 @@ def colorize(depth: np.ndarray, min_depth: float, max_depth: float, colormap: st
     level = (np.float32(max_depth) - depth) * np.float32(255.0 / (max_depth - min_depth))
     np.maximum(level, 0, out=level)
     index = cv2.convertScaleAbs(level)  # rounds and saturates at 255 (the abs is a no-op here)
-    rgb = cv2.applyColorMap(index, _lut(colormap))
+    rgb = cv2.applyColorMap(index, _lut(colormap)) if out is None else cv2.applyColorMap(index, _lut(colormap), out)
+    if out is not None and not np.shares_memory(rgb, out):  # OpenCV made its own (another shape or type)
+        np.copyto(out, rgb)
+        rgb = out
     rgb[~np.isfinite(depth)] = 0
     return rgb
 

@@ -7,6 +7,8 @@ in its summary), so both report the same problems. Pure: no rclpy, no message cl
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Collection
 
@@ -77,13 +79,9 @@ def output_config_for(config: OutputConfig, wanted: Collection[str], intrinsics:
     if "scan" in wanted and config.scan_enabled and intrinsics is not None and not scan_possible:
         notes.append(Note("scan_height", f"scan.scan_height {config.scan_height} does not fit the "
                                          f"{intrinsics.height}-row image around cy={intrinsics.cy:.1f}: no scan"))
-    return OutputConfig(
-        depth_encoding=config.depth_encoding, colormap=config.colormap,
-        cloud_enabled=config.cloud_enabled and "points" in wanted and intrinsics is not None,
-        cloud_decimation=config.cloud_decimation, cloud_min_range=config.cloud_min_range,
-        cloud_max_range=config.cloud_max_range, cloud_organized=config.cloud_organized, cloud_rgb=config.cloud_rgb,
-        scan_enabled=config.scan_enabled and "scan" in wanted and scan_possible, scan_height=config.scan_height,
-        scan_range_min=config.scan_range_min, scan_range_max=config.scan_range_max,
+    return dataclasses.replace(  # every other setting (scan_convention, cloud_*, ...) as configured
+        config, cloud_enabled=config.cloud_enabled and "points" in wanted and intrinsics is not None,
+        scan_enabled=config.scan_enabled and "scan" in wanted and scan_possible,
         colorized_enabled=config.colorized_enabled and "colorized" in wanted)
 
 

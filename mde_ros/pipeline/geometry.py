@@ -11,6 +11,7 @@ Per-pixel ray factors depend only on the intrinsics, so they are computed once p
 """
 from __future__ import annotations
 
+import array
 import functools
 import math
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mde_ros.pipeline.buffers import message_buffer, view
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
@@ -95,7 +97,7 @@ class PackedCloud:
     fields: list[tuple[str, int, int, int]]  # (name, offset, datatype, count)
     point_step: int
     row_step: int
-    data: bytes
+    data: bytes | array.array  # array.array('B') as built (pipeline.buffers): rclpy's message takes it as it is
     is_dense: bool
 
     @property
@@ -145,11 +147,17 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
         intr = decimated_intrinsics(intr, decimation)
     x_ray, y_ray = _rays(intr)
     height, width = depth.shape
-    # Separate scratch buffers with and without colour: the xyz one's padding bytes stay zero
-    # from its allocation, so no frame pays for clearing them.
+    # Separate buffers with and without colour: their padding bytes stay zero from the allocation
+    # (a reused buffer only ever held the same layout), so no frame pays for clearing them.
     step = POINT_STEP_RGB if rgb is not None else POINT_STEP
-    buffer = _scratch("points_rgb" if rgb is not None else "points_xyz", (height, width, step // 4), np.dtype("<f4"),
-                      zeroed=True)
+    # Built in place in the buffer the message takes (pipeline.buffers). Organised: the message's own
+    # buffer; unorganised: a scratch one, compressed into the message's (its length varies per frame).
+    points_name = "points_rgb" if rgb is not None else "points_xyz"
+    if organized:
+        data = message_buffer(points_name, height * width * step)
+        buffer = view(data, np.dtype("<f4"), (height, width, step // 4))
+    else:
+        buffer = _scratch(points_name, (height, width, step // 4), np.dtype("<f4"), zeroed=True)
     # Arithmetic on contiguous planes, then one interleaving copy per plane: strided arithmetic costs
     # more than the copies.
     planes = _scratch("xyz_planes", (3, height, width), np.dtype("<f4"))
@@ -167,14 +175,15 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
         buffer.view("<u4")[:, :, RGB_FIELD[1] // 4] = bgra.view("<u4")[:, :, 0]
         fields.append(RGB_FIELD)
     if organized:
-        return PackedCloud(height, width, fields, step, step * width, buffer.tobytes(), False)
+        return PackedCloud(height, width, fields, step, step * width, data, False)
     # np.compress on whole records is ~10x faster than boolean indexing of the float view.
     record = np.dtype((np.void, step))
     records = buffer.reshape(-1, step // 4).view(record)[:, 0]
     keep = np.isfinite(z).ravel()
-    points = _scratch("valid_points", records.shape, record)[:np.count_nonzero(keep)]
-    np.compress(keep, records, out=points)
-    return PackedCloud(1, len(points), fields, step, step * len(points), points.tobytes(), True)
+    count = int(np.count_nonzero(keep))
+    data = message_buffer("points_valid", count * step)
+    np.compress(keep, records, out=view(data, record, (count,)))
+    return PackedCloud(1, count, fields, step, step * count, data, True)
 
 
 def unpack_cloud(cloud: PackedCloud) -> tuple[np.ndarray, np.ndarray | None]:
@@ -258,3 +267,32 @@ def depth_to_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, ran
     found = np.isfinite(nearest)
     ranges[found] = nearest[found]
     return Scan(angle_min, angle_max, increment, float(range_min), float(range_max), ranges)
+
+
+# How the scan's ranges are laid out: ros (REP 103/117, depthimage_to_laserscan) or mavlink (what MAVROS's
+# obstacle_distance plugin turns into MAVLink OBSTACLE_DISTANCE for PX4 / ArduPilot).
+SCAN_CONVENTIONS = ("ros", "mavlink")
+NO_OBSTACLE_M = 0.01  # OBSTACLE_DISTANCE: max_distance + 1 cm means "no obstacle"; UINT16_MAX "unknown"
+NEAREST_REPORTED_M = 0.01  # the plugin drops ranges <= 0 when it merges bins
+
+
+def mavlink_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, range_min: float = 0.45,
+                 range_max: float = 10.0) -> Scan:
+    """The scan the way MAVROS's obstacle_distance plugin expects it (mav_frame BODY_FRD).
+
+    The plugin copies angle_min into angle_offset and assumes "angle_increment is positive and the
+    message is in a FRD/NED frame": index 0 is the leftmost direction, angles grow clockwise seen from
+    above (to the right). So the ranges run left to right, angle_min = -(the ros scan's angle_max).
+    It turns NaN and +Inf into UINT16_MAX, "unknown", which PX4's collision prevention treats as no data
+    (CP_GO_NO_DATA): here a direction whose nearest depth is beyond range_max (or +Inf, REP 117 too far)
+    says "no obstacle" (range_max + 1 cm), one nearer than range_min (or -Inf, too close) is an obstacle
+    at range_min (at least 1 cm). Only pixels without any depth stay NaN (unknown). Bins are
+    depthimage_to_laserscan's; the shortest range of a bin wins.
+    """
+    if not 0 <= range_min < range_max:
+        raise ValueError(f"need 0 <= range_min < range_max, got {range_min}..{range_max}")
+    every = depth_to_scan(depth, intr, scan_height, 0.0, math.inf)
+    ranges = every.ranges[::-1].copy()
+    ranges[ranges > range_max] = range_max + NO_OBSTACLE_M  # +Inf included; NaN compares False
+    ranges[ranges < range_min] = max(range_min, NEAREST_REPORTED_M)  # -Inf included
+    return Scan(-every.angle_max, -every.angle_min, every.angle_increment, float(range_min), float(range_max), ranges)

@@ -7,6 +7,7 @@ depth_image_proc or depthimage_to_laserscan on our depth topic gets what we publ
 """
 from __future__ import annotations
 
+import array
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from mde_ros.pipeline.buffers import message_buffer, packed_copy, view
 from mde_ros.pipeline.colorize import check_colormap, colorize
-from mde_ros.pipeline.geometry import PackedCloud, Scan, depth_to_scan, pack_cloud
+from mde_ros.pipeline.geometry import SCAN_CONVENTIONS, PackedCloud, Scan, depth_to_scan, mavlink_scan, pack_cloud
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -35,6 +37,7 @@ class OutputConfig:
     scan_height: int = 1  # depthimage_to_laserscan's parameters and defaults
     scan_range_min: float = 0.45
     scan_range_max: float = 10.0
+    scan_convention: str = "ros"  # geometry.SCAN_CONVENTIONS: ros | mavlink (MAVROS obstacle_distance)
     colorized_enabled: bool = True
     colormap: str = "turbo"
 
@@ -55,6 +58,8 @@ class OutputConfig:
         if not 0 <= self.scan_range_min < self.scan_range_max:
             raise ValueError(f"need 0 <= scan_range_min < scan_range_max, got "
                              f"{self.scan_range_min}..{self.scan_range_max}")
+        if self.scan_convention not in SCAN_CONVENTIONS:
+            raise ValueError(f"scan_convention must be one of {SCAN_CONVENTIONS}, got {self.scan_convention!r}")
         check_colormap(self.colormap)
 
 
@@ -66,18 +71,25 @@ class PackedImage:
     width: int
     encoding: str
     step: int
-    data: bytes
+    data: bytes | array.array  # array.array('B') as built (pipeline.buffers): rclpy's message takes it as it is
 
 
-def pack_image(array: np.ndarray, encoding: str) -> PackedImage:
-    array = np.ascontiguousarray(array)
+def pack_image(array: np.ndarray, encoding: str, name: str = "image") -> PackedImage:
+    """`array` copied once into output `name`'s message buffer (pipeline.buffers), rows packed."""
     height, width = array.shape[:2]
-    return PackedImage(height, width, encoding, array.strides[0], array.tobytes())
+    data = packed_copy(name, array)
+    return PackedImage(height, width, encoding, len(data) // height if height else 0, data)
 
 
-def mark_out_of_range(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """REP 117 float depth: -Inf below min_depth, +Inf beyond max_depth, NaN kept (float32 copy)."""
-    marked = np.array(depth, dtype="<f4")
+def mark_out_of_range(depth: np.ndarray, min_depth: float, max_depth: float,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """REP 117 float depth: -Inf below min_depth, +Inf beyond max_depth, NaN kept (a float32 copy, or
+    `out`: a little-endian float32 array of depth's shape, e.g. the depth message buffer's view)."""
+    if out is None:
+        marked = np.array(depth, dtype="<f4")
+    else:
+        marked = out
+        np.copyto(marked, depth, casting="same_kind")
     marked[marked < min_depth] = -np.inf
     marked[marked > max_depth] = np.inf
     return marked
@@ -95,9 +107,9 @@ def depth_to_millimetres(depth: np.ndarray, min_depth: float = 0.0, max_depth: f
 
 def encode_depth(depth: np.ndarray, encoding: str, min_depth: float, max_depth: float) -> PackedImage:
     if encoding == "32FC1":
-        return pack_image(mark_out_of_range(depth, min_depth, max_depth), encoding)
+        return pack_image(mark_out_of_range(depth, min_depth, max_depth), encoding, "depth")
     if encoding == "16UC1":
-        return pack_image(depth_to_millimetres(depth, min_depth, max_depth), encoding)
+        return pack_image(depth_to_millimetres(depth, min_depth, max_depth), encoding, "depth")
     raise ValueError(f"depth encoding must be one of {DEPTH_ENCODINGS}, got {encoding!r}")
 
 
@@ -120,12 +132,19 @@ class FrameData:
     confidence: np.ndarray | None = None  # HxW 0..1 (pipeline.refine) when computed
     scale: Any = None  # the frame's pipeline.scale_filter.ScaleEstimate when refined
     _marked: np.ndarray | None = field(default=None, repr=False)
+    _marked_data: Any = field(default=None, repr=False)  # the 32FC1 depth message's buffer, marked in place
 
     @property
     def marked(self) -> np.ndarray:
-        """The published float depth (REP 117 marks), computed once for depth, cloud and scan."""
+        """The published float depth (REP 117 marks), computed once for depth, cloud and scan; with
+        32FC1 depth it is built in the depth message's own buffer (no copy to publish it)."""
         if self._marked is None:
-            self._marked = mark_out_of_range(self.result.depth, self.min_depth, self.max_depth)
+            depth = self.result.depth
+            out = None
+            if self.config.depth_encoding == "32FC1":
+                self._marked_data = message_buffer("depth", depth.size * 4)
+                out = view(self._marked_data, np.dtype("<f4"), depth.shape)
+            self._marked = mark_out_of_range(depth, self.min_depth, self.max_depth, out)
         return self._marked
 
     @property
@@ -137,7 +156,8 @@ class FrameData:
 
 def _depth(f: FrameData) -> PackedImage:
     if f.config.depth_encoding == "32FC1":
-        return pack_image(f.marked, "32FC1")
+        height, width = f.marked.shape
+        return PackedImage(height, width, "32FC1", width * 4, f._marked_data)
     return encode_depth(f.result.depth, f.config.depth_encoding, f.min_depth, f.max_depth)
 
 
@@ -150,21 +170,26 @@ def _cloud(f: FrameData) -> PackedCloud | None:
 
 def _scan(f: FrameData) -> Scan | None:
     c = f.config
-    return None if f.intrinsics is None else depth_to_scan(f.marked, f.intrinsics, c.scan_height, c.scan_range_min,
-                                                           c.scan_range_max)
+    if f.intrinsics is None:
+        return None
+    build = mavlink_scan if c.scan_convention == "mavlink" else depth_to_scan
+    return build(f.marked, f.intrinsics, c.scan_height, c.scan_range_min, c.scan_range_max)
 
 
 def _colorized(f: FrameData) -> PackedImage:
-    return pack_image(colorize(f.result.depth, f.min_depth, f.max_depth, f.config.colormap), "rgb8")
+    height, width = f.result.depth.shape
+    data = message_buffer("colorized", height * width * 3)
+    colorize(f.result.depth, f.min_depth, f.max_depth, f.config.colormap, out=view(data, np.uint8, (height, width, 3)))
+    return PackedImage(height, width, "rgb8", width * 3, data)
 
 
 def _relative(f: FrameData) -> PackedImage | None:
     relative = getattr(f.result, "relative", None)
-    return None if relative is None else pack_image(relative, "32FC1")
+    return None if relative is None else pack_image(np.asarray(relative, "<f4"), "32FC1", "relative")
 
 
 def _confidence(f: FrameData) -> PackedImage | None:
-    return None if f.confidence is None else pack_image(f.confidence, "32FC1")
+    return None if f.confidence is None else pack_image(np.asarray(f.confidence, "<f4"), "32FC1", "confidence")
 
 
 @dataclass(frozen=True)

@@ -565,9 +565,18 @@ def main(args: list[str] | None = None) -> int:
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as exc:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM while the node was starting: rclpy's handler shut the context down under the
+        # constructor (RCLError "context is invalid"); a requested stop, not a crash.
+        print(f"[INFO] [{NODE_NAME}]: shut down during start-up ({type(exc).__name__})", file=sys.stderr)
     finally:
         if node is not None:
-            node.destroy_node()
+            try:
+                node.destroy_node()
+            except Exception:  # noqa: BLE001 - already shut down
+                pass
         rclpy.utilities.try_shutdown()
     return 0
 

@@ -5,8 +5,9 @@ fragments; `mde-ros bench --sections delivery`, README "Delivery") and keeps eve
 subscription's largest sample buffer for the life of the process (README "Reliability"). The shipped
 config/fastdds_large_data.xml fixes both: a shared-memory segment sized for 1280x720 images and clouds
 (a reader receives through the segment of the writer's process, so the node's own process is what makes
-depth, points and scan arrive at any subscriber) and DYNAMIC history memory, which rmw_fastrtps reads
-from XML only with RMW_FASTRTPS_USE_QOS_FROM_XML=1 (QoS set in code still wins over the XML).
+depth, points and scan arrive at any subscriber) and DYNAMIC history memory for subscriptions (a large
+input sample's buffer is freed again), which rmw_fastrtps reads from XML only with
+RMW_FASTRTPS_USE_QOS_FROM_XML=1 (QoS set in code still wins over the XML).
 
 MDE_ROS_DDS_PROFILE (the launch file's `fastdds_profile` argument sets it for the node):
   auto (default; also empty or 1)  the shipped profile, unless the environment already chose

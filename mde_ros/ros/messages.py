@@ -45,9 +45,24 @@ class _RclpyWorld:
     """rclpy's message classes for mde_ros.ros.adapters (arrays as array.array: no per-element checks)."""
 
     def make(self, msgtype: str, **fields):
-        return message_class(msgtype)(**fields)
+        # rosidl_python's generated __init__ copies an array field into a new array.array, and so does the
+        # setter unless field checks are on (Humble's asserts; Jazzy's ROS_PYTHON_CHECK_FIELDS), which
+        # stores an array.array of the field's type code as it is. Array fields are stored that way here
+        # (the field's slot, as the checked setter does), so a cloud is not copied before rclpy's own copy.
+        arrays = {name: value for name, value in fields.items() if isinstance(value, array.array)}
+        msg = message_class(msgtype)(**{name: value for name, value in fields.items() if name not in arrays})
+        for name, value in arrays.items():
+            current = getattr(msg, name)
+            if isinstance(current, array.array) and current.typecode == value.typecode and hasattr(msg, f"_{name}"):
+                setattr(msg, f"_{name}", value)
+            else:
+                setattr(msg, name, value)
+        return msg
 
-    def uint8s(self, data: bytes) -> array.array:
+    def uint8s(self, data) -> array.array:
+        # The pipeline's outputs are array.array('B') already (pipeline.buffers): the setter stores it as it is.
+        if isinstance(data, array.array) and data.typecode == "B":
+            return data
         return array.array("B", data)
 
     def float32s(self, values: np.ndarray) -> array.array:

@@ -22,6 +22,7 @@ from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.budget import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS, FrameBudget
 from mde_ros.pipeline.estimator import SKY_DEPTHS, EstimatorConfig
 from mde_ros.pipeline.frame_step import StepConfig
+from mde_ros.pipeline.geometry import SCAN_CONVENTIONS
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OUTPUTS, OutputConfig
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES
@@ -114,6 +115,10 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("scan.range_max", 10.0, "metres; longer ranges are not returns", low=0.0, high=MAX_RANGE_M),
     ParamSpec("scan.scan_time", 0.033, "seconds between scans, copied into LaserScan.scan_time "
               "(depthimage_to_laserscan's default)", low=0.0, high=3600.0),
+    ParamSpec("scan.convention", "ros", "ros: REP 103/117 (angles counter-clockwise, +-Inf), what nav2, "
+              "slam_toolbox and RViz read; mavlink: for MAVROS's obstacle_distance plugin (mav_frame BODY_FRD, PX4 "
+              "collision prevention): ranges left to right (clockwise), beyond range_max as range_max + 1 cm "
+              "('no obstacle'), nearer than range_min as range_min", choices=SCAN_CONVENTIONS),
     ParamSpec("scan.output_frame", "", "frame_id of 'scan' (a body-convention frame, x forward, z up); "
               "empty: the image's optical frame without '_optical' (camera_color_optical_frame -> "
               "camera_color_frame)"),
@@ -275,7 +280,8 @@ class _Settings:
             depth_encoding=self.depth_encoding, cloud_decimation=self.cloud_decimation,
             cloud_min_range=self.cloud_min_range, cloud_max_range=self.cloud_max_range or float("inf"),
             cloud_organized=self.cloud_organized, cloud_rgb=self.cloud_rgb, scan_height=self.scan_scan_height,
-            scan_range_min=self.scan_range_min, scan_range_max=self.scan_range_max)
+            scan_range_min=self.scan_range_min, scan_range_max=self.scan_range_max,
+            scan_convention=self.scan_convention)
         return StepConfig(outputs, min_depth, max_depth, self.budget())
 
     def budget(self) -> FrameBudget:

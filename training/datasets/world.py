@@ -7,11 +7,13 @@ rendered directly at ``input_size``, so the sample's intrinsics are the focal le
 resolution.
 
 Keys: ``num_scenes`` (int or {train, val, test}), ``views_per_scene`` (32), ``seed`` (0),
-``kinds`` ({tabletop, room, hall} weights), ``hfov_deg`` ([45, 90]), ``canonical_focal_px``
+``kinds`` ({tabletop, room, hall, classic} weights; classic: the old generator's rooms), ``hfov_deg`` ([45, 90]), ``canonical_focal_px``
 (null: depth labels as is; a number f: labels are depth * f / fx, Metric3D's canonical camera, and
 the model card's train_focal_px is f, so the node's rescale ``d * fx / f`` undoes it exactly),
 ``jpeg`` ({prob, quality: [lo, hi]}: JPEG round trip of the train images, on the CPU), ``scene_cache``
-(compiled scenes kept per process, 16), ``cache_views`` (keep rendered val/test samples in memory; never train).
+(compiled scenes kept per process, 16), ``cache_views`` (keep rendered val/test samples in memory; never train),
+``stream`` (train only, default true: epoch ``e`` renders scenes ``e * num_scenes ...`` of the split's seed
+range, so no view is ever trained on twice; an epoch is a slice of an endless stream, not a fixed set).
 
 Speed: building a scene costs ~5-10 renders, so :meth:`SyntheticWorldDataset.epoch_sampler` orders an
 epoch so that each DataLoader worker sees views of the same few scenes in a row (its LRU cache
@@ -29,6 +31,9 @@ from torch.utils.data import Sampler
 from training.datasets.base import SPLITS, DatasetError, DepthDataset, RawSample
 
 SCENES_PER_SPLIT = 1_000_000
+# The world's kinds, and "classic": the old generator's furnished rooms (mde_ros.synthetic.scenes), seen
+# through the same random cameras: a model that ships is judged on both (mde_ros.yardstick).
+TRAIN_KINDS = ("tabletop", "room", "hall", "classic")
 DEFAULT_NUM_SCENES = {"train": 1024, "val": 16, "test": 32}
 
 
@@ -41,11 +46,11 @@ def world_scene_seed(seed: int, split: str, scene: int) -> int:
 
 class SyntheticWorldDataset(DepthDataset):
     KEYS = ("num_scenes", "views_per_scene", "seed", "kinds", "hfov_deg", "canonical_focal_px", "jpeg",
-            "scene_cache", "cache_views")
+            "scene_cache", "cache_views", "stream", "balanced_kinds")
 
     def __init__(self, cfg: dict, split: str):
         super().__init__(cfg, split)
-        from mde_ros.synthetic.world import DEFAULT_HFOV_DEG, DEFAULT_KIND_WEIGHTS, WORLD_KINDS
+        from mde_ros.synthetic.world import DEFAULT_HFOV_DEG, DEFAULT_KIND_WEIGHTS
 
         counts = cfg.get("num_scenes", DEFAULT_NUM_SCENES)
         count = counts.get(split, DEFAULT_NUM_SCENES[split]) if isinstance(counts, dict) else counts
@@ -58,9 +63,9 @@ class SyntheticWorldDataset(DepthDataset):
             raise DatasetError(f"data.views_per_scene must be >= 1, got {self.views}")
         self.seed = int(cfg.get("seed", 0))
         self.kinds = dict(cfg.get("kinds") or DEFAULT_KIND_WEIGHTS)
-        if set(self.kinds) - set(WORLD_KINDS):
-            raise DatasetError(f"data.kinds: unknown kind(s) {sorted(set(self.kinds) - set(WORLD_KINDS))}; "
-                               f"use {list(WORLD_KINDS)}")
+        if set(self.kinds) - set(TRAIN_KINDS) or not any(w > 0 for w in self.kinds.values()):
+            raise DatasetError(f"data.kinds: unknown kind(s) {sorted(set(self.kinds) - set(TRAIN_KINDS))} or no "
+                               f"positive weight; use {list(TRAIN_KINDS)}")
         self.hfov = tuple(float(v) for v in cfg.get("hfov_deg", DEFAULT_HFOV_DEG))
         self.height, self.width = (int(v) for v in cfg["input_size"])
         canonical = cfg.get("canonical_focal_px")
@@ -75,25 +80,49 @@ class SyntheticWorldDataset(DepthDataset):
         self._scene_cache = max(1, int(cfg.get("scene_cache", 16)))
         self._views_cache: dict[int, RawSample] | None = (
             {} if cfg.get("cache_views", False) and split != "train" else None)
+        self.stream = bool(cfg.get("stream", True)) and split == "train"
+        # val/test: scene i is of kind i mod K (every kind scored, equally often); train draws by weight
+        self.balanced = bool(cfg.get("balanced_kinds", split != "train"))
+        self._first_scene = 0     # set_epoch moves it along the stream
         _preload_textures()   # once in the parent: DataLoader workers inherit the decoded photos
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch ``epoch`` of a streaming train split sees its own scenes (called before its loader starts)."""
+        if self.stream:
+            first = int(epoch) * self.num_scenes
+            if first + self.num_scenes > SCENES_PER_SPLIT:
+                first %= max(1, SCENES_PER_SPLIT - self.num_scenes)
+            self._first_scene = first
 
     def num_items(self) -> int:
         return self.num_scenes * self.views
 
     def scene_seed(self, index: int) -> int:
-        return world_scene_seed(self.seed, self.split, index // self.views)
+        return world_scene_seed(self.seed, self.split, self._first_scene + index // self.views)
+
+    def kind_of(self, index: int) -> str:
+        """The scene kind of sample ``index`` (validation reports metrics per kind)."""
+        from mde_ros.synthetic.world import scene_kind
+
+        names = [k for k in TRAIN_KINDS if self.kinds.get(k, 0) > 0]
+        if self.balanced:
+            return names[(self._first_scene + index // self.views) % len(names)]
+        if "classic" not in names:
+            return scene_kind(self.scene_seed(index), self.kinds)
+        p = np.array([self.kinds[k] for k in names], float)
+        return names[int(np.random.default_rng([self.scene_seed(index), 100, 1]).choice(len(names), p=p / p.sum()))]
 
     def name(self, index: int) -> str:
         return f"{self.split}_scene{self.scene_seed(index)}_view{index % self.views:03d}"
 
-    def _scene(self, seed: int):
-        from mde_ros.synthetic.world import make_world_scene, scene_kind
+    def _scene(self, seed: int, kind: str):
+        from mde_ros.synthetic.scenes import make_scene
+        from mde_ros.synthetic.world import make_world_scene
 
         if seed in self._scenes:
             self._scenes.move_to_end(seed)
             return self._scenes[seed]
-        kind = scene_kind(seed, self.kinds)
-        entry = (make_world_scene(seed, kind), kind)
+        entry = (make_scene(seed) if kind == "classic" else make_world_scene(seed, kind), kind)
         self._scenes[seed] = entry
         while len(self._scenes) > self._scene_cache:
             self._scenes.popitem(last=False)
@@ -111,7 +140,7 @@ class SyntheticWorldDataset(DepthDataset):
         from mde_ros.synthetic.world import render_world_view
 
         seed = self.scene_seed(index)
-        scene, kind = self._scene(seed)
+        scene, kind = self._scene(seed, self.kind_of(index))
         view = render_world_view(seed, index % self.views, self.width, self.height, scene=scene, kind=kind,
                                  hfov_deg=self.hfov)
         intr = view.frame.intrinsics
