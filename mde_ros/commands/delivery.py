@@ -3,22 +3,23 @@
 Every role is its own process, as deployed, so samples cross the real transport (Fast DDS shared
 memory / UDP loopback), not rclpy's intra-process path:
 
-- a publisher plays the node: depth/image, points and scan at 15 Hz with the node's publisher QoS
-  (mde_ros.ros.qos.publisher_qos) and the node's default output settings (the params file's: an
-  obstacle-sized cloud), plus the full organised xyzrgb cloud on points_full (the cloud a user gets
-  with cloud.decimation 1, cloud.organized true), and plays two cameras: one publishing image_raw
-  reliable (realsense-ros, the system default) and one best effort (sensor-data drivers);
-- a `reliable` subscriber (the system default profile: RViz, depth_image_proc,
-  depthimage_to_laserscan, rosbag2);
-- a `sensor_data` subscriber (rclpy's qos_profile_sensor_data: best effort, keep last 5 — nav2's
+- `node` plays the node's publishers: depth/image, points and scan at 15 Hz with its publisher QoS
+  (mde_ros.ros.qos.publisher_qos) and its default output settings (an obstacle-sized cloud), plus the
+  full organised xyzrgb cloud on points_full (what cloud.decimation 1, cloud.organized true, cloud.rgb
+  true give; up to 640x480);
+- `camera` publishes image_raw twice: reliable (realsense-ros, most drivers: the system default) and
+  best effort (sensor-data drivers);
+- a `reliable` subscriber (reliable, keep last 10: rclcpp's default QoS, RViz, depth_image_proc, rosbag2;
+  SYSTEM_DEFAULT reliability, as depthimage_to_laserscan asks, is a best-effort reader on Fast DDS);
+- a `sensor_data` subscriber (rclpy's qos_profile_sensor_data: best effort, keep last 5: nav2's
   obstacle and voxel layers);
-- a `node_input` subscriber with the node's own image subscription QoS (qos.* defaults: reliable, keep
-  last 1), and one with `qos.reliability: best_effort`.
+- `node_input` subscribers with the node's own image subscription QoS (qos.* defaults: reliable, keep
+  last 1), and with `qos.reliability: best_effort`.
 
-Each subscriber counts the distinct frames it got per topic; the table prints delivered / sent.
-Runs once without and once with the shipped Fast DDS profile (config/fastdds_large_data.xml, the
-launch file's `fastdds_profile:=true`), at 640x480 and 1280x720. Goal (issue 18): >= 95 % to both
-kinds of subscriber at 15 Hz 640x480 with the launch file's defaults.
+Each subscriber counts the distinct frames it got per topic (raw subscriptions: no deserialisation);
+the table prints delivered / sent, per size and per choice of which processes run with the shipped
+profile (PROFILE_ROLES). Goal (issue 18): >= 95 % to both kinds of subscriber at 15 Hz 640x480 with
+the launch file's defaults (the `node` choice).
 """
 from __future__ import annotations
 
@@ -76,12 +77,12 @@ def profile_env(use: str, environ: dict[str, str] | None = None) -> dict[str, st
 # ---- the roles, each in its own process ---------------------------------------------------------------
 
 def _subscriber_qos(kind: str):
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
     from mde_ros.ros.qos import subscription_qos
 
     if kind == "reliable":
-        return QoSProfile(depth=10, reliability=qos_profile_system_default.reliability)  # rclcpp's default: reliable
+        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # rclcpp's default QoS
     if kind == "sensor_data":
         return qos_profile_sensor_data
     if kind == "node_input_best_effort":
