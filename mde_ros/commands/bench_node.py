@@ -440,6 +440,42 @@ def _stage_means(diagnostics: list[tuple[float, dict[str, str]]], start: float, 
     return {stage: statistics.fmean(v) for stage, v in sums.items()}
 
 
+def device_pipeline_line(model: str, iters: int, warmup: int, timeout: float, network_ms: float | None) -> None:
+    """The launch defaults at 640x480 with `device_pipeline: true`: onnxruntime runs the model's fused
+    graph (pre/post-processing around the network, made here with `mde-ros export --fused`'s
+    fuse_onnx_model) on this machine's CPU; on a GPU that graph runs there. A reported result either way."""
+    import shutil
+    import tempfile
+
+    label = "640x480    all, device_pipeline true (fused ONNX on onnxruntime CPU)"
+    try:
+        from mde_ros.inference.fused import fuse_onnx_model
+        from mde_ros.models.card import load_card_for
+        from mde_ros.models.fused_meta import fused_path_for
+
+        with tempfile.TemporaryDirectory(prefix="mde_bench_fused_") as tmp:
+            source = Path(model)
+            copy = Path(tmp) / source.name
+            shutil.copy(source, copy)
+            sidecar = source.with_name(source.stem + ".card.json")
+            if sidecar.exists():
+                shutil.copy(sidecar, copy.with_name(sidecar.name))
+            fuse_onnx_model(copy, load_card_for(copy), fused_path_for(copy), 480, 640)
+            run = run_node(str(copy), [(640, 480)], iters, warmup, timeout, ("device_pipeline:=true",),
+                           ["all (launch defaults)"])[0]
+    except Exception as exc:  # torch / onnx missing, a model that cannot be fused: said, not raised
+        print(f"{label}: not measured: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    if run.error or not run.phases:
+        print(f"{label}: not measured: {run.error or 'no phase'}")
+        return
+    phase = run.phases[0]
+    outside = "" if network_ms is None else f", node - network alone {phase.cpu_ms - network_ms:.2f}"
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in phase.stages_ms.items() if k != "queue")
+    print(f"{label}: node {phase.cpu_ms:.2f} ms CPU{outside}, {phase.frames} frames, {phase.missed} missed"
+          + (f"; its stage times (wall ms): {stages}" if stages else ""))
+
+
 # ---------------------------------------------------------------- report
 
 def bench_node(args: argparse.Namespace) -> None:
@@ -459,7 +495,8 @@ def bench_node(args: argparse.Namespace) -> None:
     from mde_ros.ros.fastdds import profile_environment
 
     print(f"DDS: {profile_environment(os.environ)[1]} (node and this process)")
-    print("device pipeline: not measured here (needs CUDA: tools/h200/bench.sh on a GPU machine)")
+    print("device pipeline on a GPU: not measured here (no CUDA; tools/h200/bench.sh on a GPU machine); on this "
+          "CPU: the fused ONNX line below")
     network = {}
     for width, height in sizes:
         try:
@@ -501,6 +538,8 @@ def bench_node(args: argparse.Namespace) -> None:
             print(f"640x480    all, full-resolution organised xyzrgb cloud ({' '.join(FULL_CLOUD)}): node "
                   f"{phase.cpu_ms:.2f} ms CPU, outside the network {phase.cpu_ms - net:.2f}, {phase.frames} frames, "
                   f"{phase.missed} missed")
+    if (640, 480) in sizes:
+        device_pipeline_line(model, args.iters, args.warmup, timeout, network.get((640, 480), {}).get("network"))
     nbytes = 640 * 480 * 16
     conversions = conversion_ms(nbytes, max(3, args.iters // 2))
     print(f"rclpy taking {nbytes / 1e6:.1f} MB of uint8[] (a 640x480 xyz cloud), process CPU ms, medians: "
