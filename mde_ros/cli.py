@@ -125,6 +125,11 @@ def _run(args: argparse.Namespace) -> int:
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"{prog}: interrupted ({stopping.signal_name(signum)})", file=sys.stderr)
         return stopping.exit_code(signum)
+    except ModuleNotFoundError as exc:  # a runtime-only install running a torch command, say
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        print(f"{prog}: needs the Python package {exc.name!r}, which is not installed here", file=sys.stderr)
+        return 1
     except Exception as exc:
         if os.environ.get(TRACEBACK_ENV) == "1":
             raise

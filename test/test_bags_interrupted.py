@@ -15,7 +15,7 @@ import pytest
 from mde_ros.bags import fixtures
 from mde_ros.bags.io import custom_data, open_reader, topic_counts
 
-N_FRAMES = 60
+N_FRAMES = 40
 DEPTH_TOPIC = "/camera/depth/image"
 
 
@@ -87,9 +87,10 @@ def test_an_interrupted_replay_is_a_readable_bag_and_resume_completes_it(bags, t
     finished = subprocess.run(mde_ros("replay", bags[storage], "--out", out, "--resume"), cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 1 and "already complete" in finished.stderr
-    overwritten = subprocess.run(mde_ros("replay", bags[storage], "--out", out, "--no-progress", "--overwrite"),
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert overwritten.returncode == 0 and topic_counts(out)[DEPTH_TOPIC] == N_FRAMES
+    if storage == "sqlite3":  # (one storage is enough: it is the same folder removal)
+        overwritten = subprocess.run(mde_ros("replay", bags[storage], "--out", out, "--no-progress", "--overwrite"),
+                                     cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert overwritten.returncode == 0 and topic_counts(out)[DEPTH_TOPIC] == N_FRAMES
 
 
 def _limit_file_size():
@@ -152,7 +153,7 @@ def test_play_stops_on_a_signal_with_one_line_and_the_signal_exit_code(bags, tmp
     process = subprocess.Popen(mde_ros("play", bags["mcap"], "--delay", "0", "--rate", "0.5"), cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "ROS_DOMAIN_ID": "77"})
-    time.sleep(4.0)  # past start-up: the bag's 6 s (at half speed) are playing
+    time.sleep(4.0)  # past start-up: the bag's 4 s (8 s at half speed) are playing
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     no_traceback(err)

@@ -361,3 +361,18 @@ def test_a_real_unknown_key_is_still_warned_with_a_hint_from_every_declared_name
     assert "unknown parameter 'temporal.time_constnat' ignored: did you mean temporal.time_constant?" in output
     assert "unknown parameter 'zzz_unrelated' ignored (not a parameter of this node)" in output
     assert output.count("unknown parameter") == 3, output
+
+
+def test_the_launch_overrides_name_parameters_of_the_table_with_their_types():
+    """The launch file's own argument -> parameter rows (backend options come from their table) point at
+    rows of ros/parameters with the same value type, so a launch argument always reaches the node."""
+    from mde_ros.ros.parameters import SPECS
+
+    tree = launch_tree()
+    overrides = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "OVERRIDES")
+    rows = {ast.literal_eval(k): (ast.literal_eval(v.elts[0]), v.elts[1].id)
+            for k, v in zip(overrides.keys, overrides.values) if k is not None}
+    assert {"backend", "model", "device", "precision", "lifecycle"} <= set(rows)
+    for argument, (parameter, kind) in rows.items():
+        assert parameter in SPECS, f"launch argument {argument} sets unknown parameter {parameter}"
+        assert type(SPECS[parameter].default).__name__ == kind, (argument, parameter, kind)

@@ -110,9 +110,15 @@ class NodeAnchors:
                 f"{'TF' if self._tf is not None else 'fixed poses (scale.range.*, scale.points.*)'}; temporal "
                 f"filter {'on' if config.temporal else 'off'}; confidence {'on' if config.confidence else 'off'}")
 
-    def subscriptions(self) -> list[Any]:
-        """The range / anchor_points subscriptions (the node destroys them on lifecycle cleanup)."""
-        return list(self._subs)
+    def close(self) -> None:
+        """Remove the range / anchor_points subscriptions and the TF listener (lifecycle cleanup)."""
+        for sub in self._subs:
+            self._node.destroy_subscription(sub)
+        self._subs = []
+        listener = getattr(self, "_tf_listener", None)
+        if listener is not None and hasattr(listener, "unregister"):  # tf2_ros: its /tf, /tf_static subscriptions
+            listener.unregister()
+        self._tf_listener = self._tf = None
 
     def _lookup(self) -> TransformLookup | None:
         if self._tf is None:

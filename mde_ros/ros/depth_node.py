@@ -184,8 +184,9 @@ class DepthNode(Node):
         """Undo _configure: subscriptions and publishers destroyed, the model released."""
         self._set_active(False)
         with self._frame_lock:
-            for sub in (self._image_sub, self._info_sub, *self._anchors.subscriptions()):
+            for sub in (self._image_sub, self._info_sub):
                 self.destroy_subscription(sub)
+            self._anchors.close()
             with self._pubs_lock:
                 for pub in self._pubs.values():
                     self.destroy_publisher(pub)
