@@ -40,8 +40,8 @@ def test_l1_and_mse_hand_computed():
 def test_l1_grad_constant_offset_has_no_gradient_error():
     gt = ramp()
     loss, parts = build_loss({"name": "l1_grad"})(gt + 0.3, gt, all_valid(gt))
-    assert parts["grad"] == pytest.approx(0.0, abs=1e-6)
-    assert parts["l1"] == pytest.approx(0.3, rel=1e-5)
+    assert float(parts["grad"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(parts["l1"]) == pytest.approx(0.3, rel=1e-5)
     assert float(loss) == pytest.approx(0.3, rel=1e-5)
 
 

@@ -59,7 +59,7 @@ class CameraEffects:
         y = y * (1 - u((0.0, p["vignetting"])) * (xx * xx + yy * yy) / 2)
         # blur: per-image Gaussian, separable, as grouped convolutions
         blur = (torch.rand(n, generator=generator, device=x.device) < float(p["blur_prob"]))
-        if bool(blur.any()):
+        if x.device.type != "cpu" or bool(blur.any()):   # on a GPU: always (an identity kernel), no host sync
             sigma = self._uniform(n, p["blur_sigma"], x, generator)
             taps = torch.arange(_BLUR_TAPS, device=x.device, dtype=torch.float32) - _BLUR_TAPS // 2
             kernel = torch.exp(-0.5 * (taps.view(1, -1) / sigma.view(-1, 1)) ** 2)

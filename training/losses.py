@@ -2,7 +2,7 @@
 
 Every loss is an ``nn.Module`` with ``forward(pred, gt, valid) -> (loss, parts)``: ``pred``/``gt`` are
 (N,1,H,W) metres, ``valid`` a bool mask of the same shape, ``loss`` a scalar tensor to back-propagate
-and ``parts`` a dict of its terms as floats for logging. A batch with no valid pixel gives a zero loss
+and ``parts`` a dict of its terms as detached 0-d tensors for logging (no host sync per step). A batch with no valid pixel gives a zero loss
 that still has a graph (so a sparse KITTI batch never crashes ``backward``).
 
 ``build_loss(cfg)`` takes the recipe's ``loss`` section: ``name`` plus that loss's options.
@@ -70,14 +70,14 @@ class L1Loss(nn.Module):
     def forward(self, pred, gt, valid):
         pred, gt, valid = _check(pred, gt, valid)
         loss = _masked_mean((pred - gt).abs(), valid)
-        return loss, {"l1": float(loss.detach())}
+        return loss, {"l1": loss.detach()}
 
 
 class MSELoss(nn.Module):
     def forward(self, pred, gt, valid):
         pred, gt, valid = _check(pred, gt, valid)
         loss = _masked_mean((pred - gt) ** 2, valid)
-        return loss, {"mse": float(loss.detach())}
+        return loss, {"mse": loss.detach()}
 
 
 class L1GradLoss(nn.Module):
@@ -89,7 +89,7 @@ class L1GradLoss(nn.Module):
         pred, gt, valid = _check(pred, gt, valid)
         l1 = _masked_mean((pred - gt).abs(), valid)
         grad = gradient_loss(pred, gt, valid)
-        return l1 + self.grad_weight * grad, {"l1": float(l1.detach()), "grad": float(grad.detach())}
+        return l1 + self.grad_weight * grad, {"l1": l1.detach(), "grad": grad.detach()}
 
 
 class SILogLoss(nn.Module):
@@ -121,7 +121,7 @@ class SILogLoss(nn.Module):
     def forward(self, pred, gt, valid):
         pred, gt, valid = _check(pred, gt, valid)
         loss = self.silog(pred, gt, valid)
-        return loss, {"silog": float(loss.detach())}
+        return loss, {"silog": loss.detach()}
 
 
 class SILogGradLoss(SILogLoss):
@@ -133,7 +133,7 @@ class SILogGradLoss(SILogLoss):
         pred, gt, valid = _check(pred, gt, valid)
         silog = self.silog(pred, gt, valid)
         grad = gradient_loss(torch.log(pred.clamp_min(self.min_pred)), torch.log(gt.clamp_min(self.min_pred)), valid)
-        return silog + self.grad_weight * grad, {"silog": float(silog.detach()), "grad": float(grad.detach())}
+        return silog + self.grad_weight * grad, {"silog": silog.detach(), "grad": grad.detach()}
 
 
 _BUILDERS = {"l1": L1Loss, "l1_grad": L1GradLoss, "silog": SILogLoss, "silog_grad": SILogGradLoss, "mse": MSELoss}

@@ -572,42 +572,47 @@ def _restore(phase: _Phase, state: dict, changes: dict[str, tuple[Any, Any]] | N
 
 
 def _train_epoch(phase: _Phase, epoch: int, on_batch: BatchHook | None, writer) -> tuple[dict, int, int, float]:
-    """Train one epoch (or until the budget is spent); returns (loss totals, steps, images, seconds)."""
+    """Train one epoch (or until the budget is spent); returns (loss totals, steps, images, seconds).
+
+    Each loaded batch goes to the device once (``train.batch_repeats`` reuse that copy), and on a GPU the
+    host waits for the device only where a number is printed or logged (every ``log_every`` steps, the
+    progress report, the epoch's end): losses are summed as device tensors, the finite check batched there.
+    """
     train_cfg = phase.train_cfg
     phase.train_model.train()
-    totals: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     n_steps, n_images, start = 0, 0, time.monotonic()
     log_every = int(train_cfg.get("log_every", 10))
+    check_every = 1 if phase.device.type == "cpu" else log_every   # a CPU has no sync to save
     bar = _progress(phase.iters, f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}", phase.ctx, train_cfg)
     for loader in epoch_loaders(phase.train_set, train_cfg, epoch, phase.ctx, pin_memory=phase.device.type == "cuda"):
         for batch in loader:
             if on_batch is not None:
                 on_batch(epoch, batch)
+            on_device = _to_device(batch, phase.device)
             for repeat in range(phase.repeats):   # train.batch_repeats: the batch again, mirrored, new effects
                 progress = max(phase.global_step / max(1, phase.iters * phase.epochs), phase.budget.fraction())
-                loss, parts = _train_step(phase.train_model, phase.loss_fn, phase.optimizer, phase.scaler, batch,
+                loss, parts = _train_step(phase.train_model, phase.loss_fn, phase.optimizer, phase.scaler, on_device,
                                           phase.device, phase.amp_dtype, train_cfg.get("grad_clip"), phase.effects,
                                           mirror=repeat % 2 == 1, roll_deg=float(train_cfg.get("roll_deg") or 0.0),
                                           crop_scale=curriculum_scale(train_cfg.get("resolution_curriculum"), progress),
                                           generator=phase.generator)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"phase {phase.name}: loss is {loss} at epoch {epoch}, step {phase.global_step}; lower "
-                        "optim.lr, set train.grad_clip, or check the data for invalid depth")
                 if phase.ema is not None:
                     phase.ema.update(phase.model.net)
                 phase.global_step += 1
                 n_steps += 1
-                n_images += int(batch["image"].shape[0])
-                phase.images_seen += int(batch["image"].shape[0])
+                n_images += int(on_device["image"].shape[0])
+                phase.images_seen += int(on_device["image"].shape[0])
                 for key, value in {"loss": loss, **parts}.items():
-                    totals[key] = totals.get(key, 0.0) + value
+                    totals[key] = totals[key] + value if key in totals else value.clone()
+                if phase.global_step % check_every == 0:
+                    _check_finite(phase, totals["loss"], epoch)
                 if bar is not None:
-                    bar.update(loss)
+                    bar.update(loss)   # a 0-d tensor: read (synced) only when the bar prints it
                 if writer is not None and phase.global_step % log_every == 0:
-                    writer.add_scalar("train/loss", loss, phase.global_step)
+                    writer.add_scalar("train/loss", float(loss), phase.global_step)
                     for key, value in parts.items():
-                        writer.add_scalar(f"train/{key}", value, phase.global_step)
+                        writer.add_scalar(f"train/{key}", float(value), phase.global_step)
                     for group in phase.optimizer.param_groups:   # the lr this step used: stepped below
                         writer.add_scalar(f"lr/{group['name']}", group["lr"], phase.global_step)
                 phase.scheduler.step()
@@ -619,7 +624,22 @@ def _train_epoch(phase: _Phase, epoch: int, on_batch: BatchHook | None, writer) 
             break
     if bar is not None:
         bar.close()
-    return totals, n_steps, n_images, time.monotonic() - start
+    if totals:
+        _check_finite(phase, totals["loss"], epoch)
+    return {k: float(v) for k, v in totals.items()}, n_steps, n_images, time.monotonic() - start
+
+
+def _to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """The training tensors of a loaded batch on the device, once per batch (pinned memory: asynchronous)."""
+    return {key: batch[key].to(device, non_blocking=True) for key in ("image", "depth", "valid")}
+
+
+def _check_finite(phase: _Phase, loss_sum: torch.Tensor, epoch: int) -> None:
+    """A NaN/inf anywhere in the summed losses since the epoch began stops the run with what to do."""
+    if not bool(torch.isfinite(loss_sum)):
+        raise FloatingPointError(
+            f"phase {phase.name}: loss is {float(loss_sum)} at epoch {epoch}, by step {phase.global_step}; lower "
+            "optim.lr, set train.grad_clip, or check the data for invalid depth")
 
 
 def _validate(phase: _Phase, writer) -> dict:
@@ -674,10 +694,10 @@ def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
                 scaler: torch.amp.GradScaler, batch: dict, device: torch.device, amp_dtype: torch.dtype | None,
                 grad_clip: float | None, effects: Callable | None = None, mirror: bool = False,
                 roll_deg: float = 0.0, crop_scale: float = 1.0,
-                generator: torch.Generator | None = None) -> tuple[float, dict[str, float]]:
-    image = batch["image"].to(device, non_blocking=True)
-    depth = batch["depth"].to(device, non_blocking=True)
-    valid = batch["valid"].to(device, non_blocking=True)
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step on ``batch`` (its image / depth / valid, already on ``device`` or moved there);
+    returns the loss and its parts as detached 0-d tensors (reading them is the caller's sync)."""
+    image, depth, valid = (batch[key].to(device, non_blocking=True) for key in ("image", "depth", "valid"))
     if crop_scale < 1.0:                # resolution curriculum: a window of the frame early in the run
         image, depth, valid = crop_for_curriculum((image, depth, valid), crop_scale, generator=generator)
     if mirror:                          # a repeated batch, mirrored left-right (depth stays exact)
@@ -698,7 +718,7 @@ def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
     scaler.step(optimizer)
     scaler.update()
-    return float(loss.detach()), {k: float(v) for k, v in parts.items()}
+    return loss.detach(), {k: v.detach() for k, v in parts.items()}
 
 
 def _budget_spent(phase: "_Phase") -> bool:

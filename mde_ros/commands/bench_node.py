@@ -9,11 +9,14 @@ are sent one at a time and each waits for every subscribed output.
 
 Per resolution the subscriptions change in phases (outputs are built only while subscribed):
 depth (depth/image + depth/camera_info) alone, depth + each optional output, then all of them (the
-launch file's defaults). An output's cost is its phase minus depth alone. Beside it, the network
+launch file's defaults); at 640x480 also everything with depth_image_proc's full-resolution organised
+xyzrgb cloud (a second node process). An output's cost is its phase minus depth alone. Beside it, the network
 alone (the same model and thread count in this process, process CPU time): "outside the network" =
 node CPU - network CPU. Then where each output's milliseconds go, measured here on the same frame:
 building it (numpy), wrapping it into its message (Python), rclpy's serialisation (conversion to C
-+ CDR); what remains of the node's figure is DDS send, the input's receipt and Python glue.
++ CDR), and rclpy's cost of taking a cloud-sized uint8[] in each form a producer could hand it (the
+reason outputs are built in place as array.array('B'): pipeline/buffers.py); what remains of the node's
+figure is DDS send, the input's receipt and Python glue.
 
 A frame whose outputs do not arrive within --node-timeout is counted as missed and reported; a node
 that does not start is a reported result too. No traceback ends this section.
@@ -37,6 +40,7 @@ OPTIONAL = ("points", "scan", "depth/colorized")
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_TIMEOUT_S = 90.0
 STAMP_STEP_NS = 20_000_000
+FULL_CLOUD = ("cloud.decimation:=1", "cloud.organized:=true", "cloud.rgb:=true", "cloud.max_range:=0.0")
 REST_WAIT_S = 3.0  # after the depth image: the other outputs of its frame follow within milliseconds
 
 
@@ -118,6 +122,9 @@ def breakdown_ms(model: str, width: int, height: int, iters: int) -> dict[str, d
     from mde_ros.ros import messages
     from mde_ros.synthetic import render_frame
 
+    from mde_ros.memory import map_large_arrays
+
+    map_large_arrays()  # the node's allocator settings (its start-up does the same)
     estimator = load_estimator(model, "onnxruntime", intra_op_threads=1)
     frame = render_frame(3, width, height)
     result = estimator.estimate(frame.rgb, frame.intrinsics)
@@ -141,6 +148,8 @@ def breakdown_ms(model: str, width: int, height: int, iters: int) -> dict[str, d
                 samples[topic]["build"].append(outputs.timings[build_key[topic]] * 1e3)  # wall; one thread here
                 samples[topic]["message"].append((middle - start) / 1e6)
                 samples[topic]["serialize"].append((end - middle) / 1e6)
+            del msg  # published and dropped, as in the node: the next frame reuses its buffer
+        del outputs
     return {topic: {part: statistics.median(v) for part, v in parts.items()} for topic, parts in samples.items()}
 
 
@@ -225,7 +234,8 @@ def _phases() -> list[Phase]:
             + [Phase("all (launch defaults)", OPTIONAL)])
 
 
-def _start_node(model: str, namespace: str, params_file: Path | None) -> subprocess.Popen:
+def _start_node(model: str, namespace: str, params_file: Path | None,
+                extra: tuple[str, ...] = ()) -> subprocess.Popen:
     command = [sys.executable, "-m", "mde_ros.ros.depth_node", "--ros-args"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
@@ -233,10 +243,13 @@ def _start_node(model: str, namespace: str, params_file: Path | None) -> subproc
     # 640x480 rgb8 frame is 921 KB; the outputs are reliable anyway.
     command += ["-r", f"__ns:={namespace}", "-p", f"model:={model}", "-p", "backend:=onnxruntime",
                 "-p", "onnxruntime.intra_op_threads:=1", "-p", "qos.reliability:=reliable"]
+    for assignment in extra:
+        command += ["-p", assignment]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, timeout: float) -> list[NodeRun]:
+def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, timeout: float,
+             extra: tuple[str, ...] = (), phases: list[str] | None = None) -> list[NodeRun]:
     """The node process fed by this one; every phase of every size. Never raises for the node's
     failures: they end up in NodeRun.error / Phase.missed."""
     import rclpy
@@ -249,7 +262,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
     from mde_ros.ros.fastdds import profile_environment
 
     namespace = f"/mde_bench_node_{os.getpid()}"
-    process = _start_node(model, namespace, default_params_file())
+    process = _start_node(model, namespace, default_params_file(), extra)
     # This process (camera and subscribers) takes the node's Fast DDS profile too, as the README asks of
     # every process of the camera pipeline (read when this process's first participant starts).
     chosen, _ = profile_environment(os.environ)
@@ -286,7 +299,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    runs = [NodeRun(w, h, _phases()) for w, h in sizes]
+    runs = [NodeRun(w, h, [p for p in _phases() if phases is None or p.label in phases]) for w, h in sizes]
     stamp = [1000 * 1_000_000_000]
     try:
         always = [subscribe(naming.DEPTH_IMAGE), subscribe(naming.DEPTH_CAMERA_INFO)]
@@ -442,6 +455,16 @@ def bench_node(args: argparse.Namespace) -> None:
             outside = everything.cpu_ms - net
             print(f"{size:<11}outside the network, launch defaults all subscribed: {outside:.2f} ms per frame "
                   f"(goal <= 5 ms, stretch <= 2 ms): {'met' if outside <= 5 else 'NOT met'}")
+    if (640, 480) in sizes:  # the cloud depth_image_proc makes (and the launch default before issue 18)
+        full = run_node(model, [(640, 480)], args.iters, args.warmup, timeout, FULL_CLOUD, ["all (launch defaults)"])[0]
+        phase = full.phases[0] if full.phases else None
+        if full.error or phase is None:
+            print(f"640x480    full cloud: not measured: {full.error or 'no phase'}")
+        else:
+            net = network.get((640, 480), {}).get("network", float("nan"))
+            print(f"640x480    all, full-resolution organised xyzrgb cloud ({' '.join(FULL_CLOUD)}): node "
+                  f"{phase.cpu_ms:.2f} ms CPU, outside the network {phase.cpu_ms - net:.2f}, {phase.frames} frames, "
+                  f"{phase.missed} missed")
     nbytes = 640 * 480 * 16
     conversions = conversion_ms(nbytes, max(3, args.iters // 2))
     print(f"rclpy taking {nbytes / 1e6:.1f} MB of uint8[] (a 640x480 xyz cloud), process CPU ms, medians: "

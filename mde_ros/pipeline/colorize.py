@@ -25,6 +25,11 @@ def _lut(colormap: str) -> np.ndarray:
     return lut
 
 
+def colormap_table(colormap: str) -> np.ndarray:
+    """The colour map as a read-only 256x3 uint8 RGB table (index 255 = near), for builders off the CPU."""
+    return _lut(colormap).reshape(256, 3)
+
+
 def check_colormap(colormap: str) -> None:
     """Raise ValueError for a colour map name OpenCV does not have."""
     _lut(colormap)

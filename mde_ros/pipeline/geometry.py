@@ -248,9 +248,20 @@ def depth_to_scan(depth: np.ndarray, intr: Intrinsics, scan_height: int = 1, ran
                          f"{intr.height} with cy = {intr.cy:.1f}")
     if not 0 <= range_min < range_max:
         raise ValueError(f"need 0 <= range_min < range_max, got {range_min}..{range_max}")
-    angle_min, angle_max, increment, index, norm = _scan_geometry(intr)
+    return scan_of_band(depth[scan_rows(intr, scan_height)], intr, range_min, range_max)
+
+
+def scan_rows(intr: Intrinsics, scan_height: int) -> slice:
+    """The image rows a scan is made of: int(cy - scan_height/2) .. + scan_height (depthimage_to_laserscan)."""
     offset = int(intr.cy - scan_height / 2.0)
-    band = np.asarray(depth[offset:offset + scan_height], dtype=np.float32)
+    return slice(offset, offset + scan_height)
+
+
+def scan_of_band(band: np.ndarray, intr: Intrinsics, range_min: float = 0.45, range_max: float = 10.0) -> Scan:
+    """depth_to_scan's reduction of its rows (`band`: scan_rows of a REP 117 float depth image, width
+    intr.width), shared with builders that hold the depth elsewhere (inference.device_outputs)."""
+    angle_min, angle_max, increment, index, norm = _scan_geometry(intr)
+    band = np.asarray(band, dtype=np.float32)
     finite = np.isfinite(band)
     ranges_band = np.where(finite, np.abs(band) * norm, band)
     usable = finite & (ranges_band >= range_min) & (ranges_band <= range_max)

@@ -1,0 +1,91 @@
+"""inference.device_outputs (outputs built with torch where the depth is) held to the numpy pipeline.
+
+Run on CPU torch here (no GPU in this project's sessions): the same NaN / +-Inf pattern and values
+within 1e-4 m as pipeline.outputs / geometry / colorize on the same depth.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from mde_ros.pipeline.colorize import colorize
+from mde_ros.pipeline.geometry import depth_to_scan, pack_cloud, unpack_cloud
+from mde_ros.pipeline.outputs import mark_out_of_range
+from mde_ros.synthetic import render_frame
+
+torch = pytest.importorskip("torch")
+from mde_ros.inference import device_outputs  # noqa: E402
+
+MIN_DEPTH, MAX_DEPTH = 0.3, 6.0
+
+
+@pytest.fixture(scope="module")
+def scene():
+    frame = render_frame(5, 96, 72)
+    depth = frame.depth.copy()
+    depth[5:9, 10:20] = np.nan
+    depth[20:22, :] = 0.1  # too near
+    depth[30:31, :] = 9.0  # too far
+    depth[36, 40:50] = np.nan  # in the scan's row
+    return frame, depth
+
+
+def same_pattern_and_close(actual, expected):
+    actual, expected = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
+    assert actual.shape == expected.shape
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    for sign in (1, -1):
+        np.testing.assert_array_equal(actual == sign * np.inf, expected == sign * np.inf)
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(actual[finite], expected[finite], atol=1e-4, rtol=0)
+
+
+def test_depth_image_is_the_rep117_marked_depth(scene):
+    _, depth = scene
+    marked = device_outputs.marked_depth(torch.from_numpy(depth), MIN_DEPTH, MAX_DEPTH)
+    packed = device_outputs.depth_image(marked)
+    assert (packed.height, packed.width, packed.encoding, packed.step) == (72, 96, "32FC1", 96 * 4)
+    same_pattern_and_close(np.frombuffer(packed.data, "<f4").reshape(72, 96),
+                           mark_out_of_range(depth, MIN_DEPTH, MAX_DEPTH))
+
+
+@pytest.mark.parametrize("rgb, decimation, organized, max_range", [
+    (True, 1, True, math.inf), (False, 1, True, math.inf), (False, 4, False, 5.0), (True, 2, False, math.inf)])
+def test_cloud_matches_pack_cloud(scene, rgb, decimation, organized, max_range):
+    frame, depth = scene
+    marked = mark_out_of_range(depth, MIN_DEPTH, MAX_DEPTH)
+    colour = frame.rgb if rgb else None
+    expected = pack_cloud(marked, frame.intrinsics, colour, decimation, 0.0, max_range, organized)
+    actual = device_outputs.cloud(torch.from_numpy(marked), frame.intrinsics,
+                                  None if colour is None else torch.from_numpy(colour), decimation, 0.0, max_range,
+                                  organized)
+    for name in ("height", "width", "fields", "point_step", "row_step", "is_dense"):
+        assert getattr(actual, name) == getattr(expected, name), name
+    (xyz, colours), (xyz_ref, colours_ref) = unpack_cloud(actual), unpack_cloud(expected)
+    same_pattern_and_close(xyz, xyz_ref)
+    if rgb:
+        np.testing.assert_array_equal(colours, colours_ref)
+    raw, raw_ref = (np.frombuffer(c.data, np.uint8).reshape(-1, c.point_step) for c in (actual, expected))
+    padding = [i for i in range(actual.point_step) if not any(o <= i < o + 4 for _, o, _, _ in actual.fields)]
+    assert not raw[:, padding].any() and not raw_ref[:, padding].any()
+
+
+def test_colorized_matches_colorize(scene):
+    _, depth = scene
+    packed = device_outputs.colorized(torch.from_numpy(depth), MIN_DEPTH, MAX_DEPTH)
+    assert (packed.encoding, packed.step) == ("rgb8", 96 * 3)
+    expected = colorize(depth, MIN_DEPTH, MAX_DEPTH)
+    actual = np.frombuffer(packed.data, np.uint8).reshape(expected.shape)
+    np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("scan_height", [1, 5])
+def test_scan_matches_depth_to_scan(scene, scan_height):
+    frame, depth = scene
+    marked = mark_out_of_range(depth, MIN_DEPTH, MAX_DEPTH)
+    expected = depth_to_scan(marked, frame.intrinsics, scan_height, 0.45, 5.0)
+    actual = device_outputs.scan(torch.from_numpy(marked), frame.intrinsics, scan_height, 0.45, 5.0)
+    assert (actual.angle_min, actual.angle_max, actual.angle_increment) == (
+        expected.angle_min, expected.angle_max, expected.angle_increment)
+    same_pattern_and_close(actual.ranges, expected.ranges)
+    assert device_outputs.scan(torch.from_numpy(marked), frame.intrinsics, 1000) is None  # does not fit: no scan
