@@ -72,7 +72,8 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
 
 def test_defaults_fill_what_a_recipe_leaves_out(tmp_path):
     cfg = load_config(write(tmp_path / "a.yaml", MINIMAL))
-    assert cfg["schedule"] == {"name": "none", "warmup_epochs": 0, "min_lr": 0.0, "step_size": 10, "gamma": 0.1}
+    assert cfg["schedule"] == {"name": "none", "warmup_epochs": 0, "warmup_fraction": None, "min_lr": 0.0,
+                               "step_size": 10, "gamma": 0.1, "power": 0.9}
     assert cfg["train"]["curriculum"] == {"chunk_size": None}
     assert cfg["eval"]["crop"] == "none" and cfg["data"]["max_depth"] == 10.0
 
