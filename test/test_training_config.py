@@ -104,7 +104,7 @@ def test_base_cycle_is_an_error(tmp_path):
     (MINIMAL, ["optim.lr"], "section.key=value"),
     (MINIMAL, ["data.input_size=[64]"], "input_size"),
     (MINIMAL, ["optim.name=lion"], "optim.name"),
-    (MINIMAL, ["schedule.name=poly"], "schedule.name"),
+    (MINIMAL, ["schedule.name=exponential"], "schedule.name"),
     (MINIMAL, ["eval.crop=center"], "eval.crop"),
     (MINIMAL, ["train.batch_size=0"], "batch_size"),
     (MINIMAL, ["train.curriculum.chunk_size=-5"], "chunk_size"),
