@@ -170,3 +170,20 @@ def test_node_bench_section_runs_and_reports_late_frames_as_a_result(capsys):
     out = capsys.readouterr().out
     missed = re.findall(r"^160x120\s+(?:depth|all).*?(\d+)\s+(\d+)\s*$", out, re.M)
     assert missed == [("0", "2")] * 5, out
+
+
+def test_launch_file_hands_its_fastdds_profile_argument_to_the_node_process():
+    """launch_ros is not installed here: the Node action's additional_env is read from the syntax tree."""
+    import ast
+
+    tree = ast.parse((ROOT / "launch" / "depth.launch.py").read_text())
+    nodes = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "Node"
+             and any(k.arg == "executable" and getattr(k.value, "value", None) == "depth_node" for k in c.keywords)]
+    assert len(nodes) == 1
+    env = next(k.value for k in nodes[0].keywords if k.arg == "additional_env")
+    assert [key.value for key in env.keys] == [fastdds.PROFILE_ENV]
+    assert "fastdds_profile" in ast.unparse(env.values[0])
+    declared = {c.args[0].value: c for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", None) == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
+    default = next(k.value.value for k in declared["fastdds_profile"].keywords if k.arg == "default_value")
+    assert default == "auto"
