@@ -42,3 +42,22 @@ def float_range(low: float | None = None, high: float | None = None, *, low_open
         return value
     parse.__name__ = "float"
     return parse
+
+
+def size_list(min_side: int = 1) -> Callable[[str], list[tuple[int, int]]]:
+    """Comma-separated WIDTHxHEIGHT sizes ("640x480,1280x720"), each side >= min_side."""
+    def parse(text: str) -> list[tuple[int, int]]:
+        sizes = []
+        for part in text.split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            width, _, height = part.partition("x")
+            if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < min_side:
+                raise argparse.ArgumentTypeError(f"{part!r} is not WIDTHxHEIGHT (each side >= {min_side})")
+            sizes.append((int(width), int(height)))
+        if not sizes:
+            raise argparse.ArgumentTypeError("no size given")
+        return sizes
+    parse.__name__ = "size list"
+    return parse

@@ -74,3 +74,9 @@ def test_node_that_cannot_start_is_a_reported_result(tmp_path):
     assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
     assert re.search(r"64x48\s+not measured: RuntimeError: the node exited at start-up", run.stdout)
     assert "network alone 64x48: failed" in run.stdout
+
+
+def test_a_bad_size_is_a_one_line_usage_error():
+    run = subprocess.run([sys.executable, "-m", "mde_ros.cli", "bench", "--sections", "node", "--node-sizes", "640"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--node-sizes" in run.stderr and "Traceback" not in run.stderr

@@ -34,12 +34,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mde_ros.argtypes import size_list
 from mde_ros.processes import interrupt
 
 RESOLUTIONS = ((640, 480), (1280, 720))
 OPTIONAL = ("points", "scan", "depth/colorized")
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_TIMEOUT_S = 90.0
+MIN_SIDE = 16
 STAMP_STEP_NS = 20_000_000
 FULL_CLOUD = ("cloud.decimation:=1", "cloud.organized:=true", "cloud.rgb:=true", "cloud.max_range:=0.0")
 DIAGNOSTICS_PERIOD_S = 1.0  # the node's /diagnostics window
@@ -48,7 +50,7 @@ REST_WAIT_S = 3.0  # after the depth image: the other outputs of its frame follo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("node section")
-    group.add_argument("--node-sizes", default=",".join(f"{w}x{h}" for w, h in RESOLUTIONS),
+    group.add_argument("--node-sizes", type=size_list(MIN_SIDE), default=list(RESOLUTIONS),
                        help="comma-separated WIDTHxHEIGHT frames (default 640x480,1280x720)")
 
 
@@ -74,18 +76,11 @@ def process_cpu_ns(pid: int) -> int:
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        width, _, height = part.partition("x")
-        if not (width.isdigit() and height.isdigit()) or int(width) < 16 or int(height) < 16:
-            raise ValueError(f"--node-sizes: {part!r} is not WIDTHxHEIGHT (at least 16x16)")
-        sizes.append((int(width), int(height)))
-    if not sizes:
-        raise ValueError("--node-sizes: no size given")
-    return sizes
+    """--node-sizes' value (ValueError saying what is wrong)."""
+    try:
+        return size_list(MIN_SIDE)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"--node-sizes: {exc}") from None
 
 
 # ---------------------------------------------------------------- network alone (this process)
@@ -481,11 +476,13 @@ def device_pipeline_line(model: str, iters: int, warmup: int, timeout: float, ne
 def bench_node(args: argparse.Namespace) -> None:
     from mde_ros.resources import default_model_path
 
-    try:
-        sizes = parse_sizes(getattr(args, "node_sizes", None) or ",".join(f"{w}x{h}" for w, h in RESOLUTIONS))
-    except ValueError as exc:
-        print(f"\n## node: {exc}")
-        return
+    sizes = getattr(args, "node_sizes", None) or list(RESOLUTIONS)
+    if isinstance(sizes, str):  # called with the flag's text (tests, other commands)
+        try:
+            sizes = parse_sizes(sizes)
+        except ValueError as exc:
+            print(f"\n## node: {exc}")
+            return
     timeout = float(getattr(args, "node_timeout", 30.0))
     model = str(args.model or default_model_path())
     label = Path(model).stem
