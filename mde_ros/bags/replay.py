@@ -7,7 +7,8 @@ DepthEstimator + build_outputs the node runs, so a replayed bag is what the node
 published for that recording, minus the frames a live node drops when it falls behind.
 
 With a fixed model, backend and thread count the output messages are byte-identical from run to
-run (onnxruntime runs with one intra-op thread unless told otherwise).
+run (onnxruntime runs with one intra-op thread unless told otherwise). An .mcap output is written by a
+writer thread, in input order, while the next frame is inferred (_WriterThread).
 """
 from __future__ import annotations
 
