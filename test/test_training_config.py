@@ -72,7 +72,8 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
 
 def test_defaults_fill_what_a_recipe_leaves_out(tmp_path):
     cfg = load_config(write(tmp_path / "a.yaml", MINIMAL))
-    assert cfg["schedule"] == {"name": "none", "warmup_epochs": 0, "min_lr": 0.0, "step_size": 10, "gamma": 0.1}
+    assert cfg["schedule"] == {"name": "none", "warmup_epochs": 0, "warmup_fraction": None, "min_lr": 0.0,
+                               "step_size": 10, "gamma": 0.1, "power": 0.9}
     assert cfg["train"]["curriculum"] == {"chunk_size": None}
     assert cfg["eval"]["crop"] == "none" and cfg["data"]["max_depth"] == 10.0
 
@@ -103,7 +104,7 @@ def test_base_cycle_is_an_error(tmp_path):
     (MINIMAL, ["optim.lr"], "section.key=value"),
     (MINIMAL, ["data.input_size=[64]"], "input_size"),
     (MINIMAL, ["optim.name=lion"], "optim.name"),
-    (MINIMAL, ["schedule.name=poly"], "schedule.name"),
+    (MINIMAL, ["schedule.name=exponential"], "schedule.name"),
     (MINIMAL, ["eval.crop=center"], "eval.crop"),
     (MINIMAL, ["train.batch_size=0"], "batch_size"),
     (MINIMAL, ["train.curriculum.chunk_size=-5"], "chunk_size"),

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="*", type=Path,
                         help="models (.onnx with card, or .pt bundle); default: the shipped model. The first is the "
                              "reference the others are compared with")
-    parser.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    parser.add_argument("--backend", default="auto",
+                        help="inference backend (default auto: onnxruntime for .onnx, torch for a .pt bundle)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     parser.add_argument("--scenes", type=int, default=12, help="scenes per world kind (default 12)")
     parser.add_argument("--views", type=int, default=1, help="views per scene and frame size (default 1)")
@@ -36,7 +37,8 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
 
 
-    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+    from mde_ros.modelfiles import load_estimator
+    from mde_ros.pipeline.estimator import EstimatorConfig
     from mde_ros.resources import default_model_path
     from mde_ros.yardstick import YardstickSpec, beats, format_table, score_frames, yardstick_frames
 
@@ -52,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"model file(s) not found: {', '.join(missing)}")
     estimators = {}
     for model in models:
-        options = {"intra_op_threads": args.threads} if args.threads and args.backend == "onnxruntime" else {}
+        onnx = args.backend == "onnxruntime" or (args.backend == "auto" and Path(model).suffix == ".onnx")
+        options = {"intra_op_threads": args.threads} if args.threads and onnx else {}
         try:
-            estimators[str(model)] = DepthEstimator.from_model(
-                model, backend=args.backend, config=EstimatorConfig(camera_aware_rescale=True), **options)
+            estimators[str(model)] = load_estimator(model, args.backend,
+                                                    config=EstimatorConfig(camera_aware_rescale=True), **options)
         except Exception as exc:  # one line, not a traceback: a bad card, a missing runtime, a corrupt file
             return _fail(f"cannot load {model}: {type(exc).__name__}: {exc}")
     print(f"yardstick: {spec.n_frames} frames per model ({spec.scenes} scenes x {spec.views} view(s) x 2 sizes per "
