@@ -16,7 +16,8 @@ node CPU - network CPU. Then where each output's milliseconds go, measured here 
 building it (numpy), wrapping it into its message (Python), rclpy's serialisation (conversion to C
 + CDR), and rclpy's cost of taking a cloud-sized uint8[] in each form a producer could hand it (the
 reason outputs are built in place as array.array('B'): pipeline/buffers.py); what remains of the node's
-figure is DDS send, the input's receipt and Python glue.
+figure is DDS send, the input's receipt and Python glue. The node's own wall time per stage (its
+/diagnostics: decode, preprocess, network, postprocess, outputs, publish) is printed beside it.
 
 A frame whose outputs do not arrive within --node-timeout is counted as missed and reported; a node
 that does not start is a reported result too. No traceback ends this section.
@@ -41,6 +42,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_TIMEOUT_S = 90.0
 STAMP_STEP_NS = 20_000_000
 FULL_CLOUD = ("cloud.decimation:=1", "cloud.organized:=true", "cloud.rgb:=true", "cloud.max_range:=0.0")
+DIAGNOSTICS_PERIOD_S = 1.0  # the node's /diagnostics window
 REST_WAIT_S = 3.0  # after the depth image: the other outputs of its frame follow within milliseconds
 
 
@@ -218,6 +220,7 @@ class Phase:
     frames: int = 0
     missed: int = 0
     note: str = ""
+    stages_ms: dict[str, float] = field(default_factory=dict)  # the node's own wall time per stage (/diagnostics)
 
 
 @dataclass
@@ -255,6 +258,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
     from mde_ros.resources import default_params_file
@@ -295,6 +299,15 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
     def subscribe(topic: str):
         return client.create_subscription(types[topic], topic, lambda m, t=topic: on_output(t, m), reliable)
 
+    diagnostics: list[tuple[float, dict[str, str]]] = []  # (received, the node's status values)
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith(namespace + "/"):
+                diagnostics.append((time.perf_counter(), {kv.key: kv.value for kv in status.values}))
+
+    client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
+
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -314,7 +327,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
             time.sleep(0.1)
         for run in runs:
             _measure_size(run, process, client, image_pub, info_pub, subscribe, arrived, changed, stamp,
-                          iters, warmup, timeout)
+                          iters, warmup, timeout, diagnostics)
         del always
     except Exception as exc:  # reported, never a traceback: the runs not measured say why
         for run in runs:
@@ -329,7 +342,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
 
 
 def _measure_size(run: NodeRun, process, client, image_pub, info_pub, subscribe, arrived, changed, stamp,
-                  iters: int, warmup: int, timeout: float) -> None:
+                  iters: int, warmup: int, timeout: float, diagnostics: list | None = None) -> None:
     from std_msgs.msg import Header
 
     from mde_ros.pipeline.outputs import pack_image
@@ -391,6 +404,7 @@ def _measure_size(run: NodeRun, process, client, image_pub, info_pub, subscribe,
             phase.note = f"the node exited (code {process.returncode})"
             break
         cpu, wall = [], []
+        started = time.perf_counter()
         for _ in range(iters):
             cpu0, wall0 = process_cpu_ns(process.pid), time.perf_counter()
             complete = send_and_wait(phase.topics, timeout)
@@ -403,8 +417,63 @@ def _measure_size(run: NodeRun, process, client, image_pub, info_pub, subscribe,
                 phase.missed += 1
         if cpu:
             phase.cpu_ms, phase.wall_ms = statistics.median(cpu), statistics.median(wall)
+        if diagnostics is not None:
+            time.sleep(DIAGNOSTICS_PERIOD_S * 1.2)  # the window that holds the last frames
+            phase.stages_ms = _stage_means(diagnostics, started, time.perf_counter())
     for sub in subscriptions.values():
         client.destroy_subscription(sub)
+
+
+def _stage_means(diagnostics: list[tuple[float, dict[str, str]]], start: float, end: float) -> dict[str, float]:
+    """Mean of the node's own per-stage latencies (ms, wall) over the /diagnostics windows received
+    after `start` up to `end` that published frames (the first may hold a few warm-up frames)."""
+    sums: dict[str, list[float]] = {}
+    for received, values in diagnostics:
+        if not start < received <= end or float(values.get("output rate (Hz)", "0") or 0) <= 0:
+            continue
+        for key, value in values.items():
+            if key.startswith("latency ") and key.endswith(" (ms)") and key != "latency total (ms)":
+                try:
+                    sums.setdefault(key[len("latency "):-len(" (ms)")], []).append(float(value))
+                except ValueError:
+                    continue
+    return {stage: statistics.fmean(v) for stage, v in sums.items()}
+
+
+def device_pipeline_line(model: str, iters: int, warmup: int, timeout: float, network_ms: float | None) -> None:
+    """The launch defaults at 640x480 with `device_pipeline: true`: onnxruntime runs the model's fused
+    graph (pre/post-processing around the network, made here with `mde-ros export --fused`'s
+    fuse_onnx_model) on this machine's CPU; on a GPU that graph runs there. A reported result either way."""
+    import shutil
+    import tempfile
+
+    label = "640x480    all, device_pipeline true (fused ONNX on onnxruntime CPU)"
+    try:
+        from mde_ros.inference.fused import fuse_onnx_model
+        from mde_ros.models.card import load_card_for
+        from mde_ros.models.fused_meta import fused_path_for
+
+        with tempfile.TemporaryDirectory(prefix="mde_bench_fused_") as tmp:
+            source = Path(model)
+            copy = Path(tmp) / source.name
+            shutil.copy(source, copy)
+            sidecar = source.with_name(source.stem + ".card.json")
+            if sidecar.exists():
+                shutil.copy(sidecar, copy.with_name(sidecar.name))
+            fuse_onnx_model(copy, load_card_for(copy), fused_path_for(copy), 480, 640)
+            run = run_node(str(copy), [(640, 480)], iters, warmup, timeout, ("device_pipeline:=true",),
+                           ["all (launch defaults)"])[0]
+    except Exception as exc:  # torch / onnx missing, a model that cannot be fused: said, not raised
+        print(f"{label}: not measured: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    if run.error or not run.phases:
+        print(f"{label}: not measured: {run.error or 'no phase'}")
+        return
+    phase = run.phases[0]
+    outside = "" if network_ms is None else f", node - network alone {phase.cpu_ms - network_ms:.2f}"
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in phase.stages_ms.items() if k != "queue")
+    print(f"{label}: node {phase.cpu_ms:.2f} ms CPU{outside}, {phase.frames} frames, {phase.missed} missed"
+          + (f"; its stage times (wall ms): {stages}" if stages else ""))
 
 
 # ---------------------------------------------------------------- report
@@ -426,7 +495,8 @@ def bench_node(args: argparse.Namespace) -> None:
     from mde_ros.ros.fastdds import profile_environment
 
     print(f"DDS: {profile_environment(os.environ)[1]} (node and this process)")
-    print("device pipeline: not measured here (needs CUDA: tools/h200/bench.sh on a GPU machine)")
+    print("device pipeline on a GPU: not measured here (no CUDA; tools/h200/bench.sh on a GPU machine); on this "
+          "CPU: the fused ONNX line below")
     network = {}
     for width, height in sizes:
         try:
@@ -451,6 +521,9 @@ def bench_node(args: argparse.Namespace) -> None:
         estimate = network.get((run.width, run.height), {}).get("estimate", float("nan"))
         print(f"{size:<11}network alone {net:.2f} ms CPU (whole estimate: pre + network + post {estimate:.2f}); "
               f"per output over depth alone: {extra}; idle node {run.idle_ms_per_s:.2f} ms CPU per s")
+        if everything.stages_ms:
+            print(f"{size:<11}the node's own stage times, all subscribed (wall ms, /diagnostics): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in everything.stages_ms.items() if k != "queue"))
         if (run.width, run.height) == (640, 480):
             outside = everything.cpu_ms - net
             print(f"{size:<11}outside the network, launch defaults all subscribed: {outside:.2f} ms per frame "
@@ -465,6 +538,8 @@ def bench_node(args: argparse.Namespace) -> None:
             print(f"640x480    all, full-resolution organised xyzrgb cloud ({' '.join(FULL_CLOUD)}): node "
                   f"{phase.cpu_ms:.2f} ms CPU, outside the network {phase.cpu_ms - net:.2f}, {phase.frames} frames, "
                   f"{phase.missed} missed")
+    if (640, 480) in sizes:
+        device_pipeline_line(model, args.iters, args.warmup, timeout, network.get((640, 480), {}).get("network"))
     nbytes = 640 * 480 * 16
     conversions = conversion_ms(nbytes, max(3, args.iters // 2))
     print(f"rclpy taking {nbytes / 1e6:.1f} MB of uint8[] (a 640x480 xyz cloud), process CPU ms, medians: "
