@@ -150,10 +150,10 @@ def test_a_damaged_input_bag_is_reported_with_what_was_read(bags, tmp_path, stor
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_play_stops_on_a_signal_with_one_line_and_the_signal_exit_code(bags, tmp_path, signum):
     """Before: SIGTERM gave an RCLError traceback (publish after rclpy's handler shut the context)."""
-    process = subprocess.Popen(mde_ros("play", bags["mcap"], "--delay", "0", "--rate", "0.5"), cwd=tmp_path,
+    process = subprocess.Popen(mde_ros("play", bags["mcap"], "--delay", "0", "--rate", "0.25"), cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "ROS_DOMAIN_ID": "77"})
-    time.sleep(4.0)  # past start-up: the bag's 4 s (8 s at half speed) are playing
+    time.sleep(6.0)  # past start-up (a few seconds on a loaded machine): the bag's 4 s (16 s at 0.25) play
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     no_traceback(err)

@@ -223,15 +223,30 @@ def test_camera_frames_are_decoded_in_sensor_order_whatever_their_exif_orientati
 
     msg = SimpleNamespace(format="jpeg", data=tagged, header=SimpleNamespace(frame_id="camera_optical_frame"))
     assert message_to_rgb(msg, True).shape == (48, 64, 3)  # the node's and replay's decode
+    image, _ = orientation_test_jpeg()  # PNG's eXIf chunk, which OpenCV 5 applies too
+    np.testing.assert_array_equal(decode_compressed(png_with_exif_orientation(image, orientation), "png"), image)
 
 
+def png_with_exif_orientation(image, orientation):
+    """A PNG with an eXIf chunk (PNG 1.5) after IHDR."""
+    import struct
+
+    png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+    tiff = b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1,
+                                                                                 orientation, 0) + struct.pack("<I", 0)
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "png"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_photos_are_turned_upright_as_opencv_and_photo_viewers_do(tmp_path, orientation):
+def test_photos_are_turned_upright_as_opencv_and_photo_viewers_do(tmp_path, orientation, codec):
     """predict's files: the EXIF orientation applied (OpenCV's own imread, which honours EXIF, is the
     reference) and said in a note."""
-    _, plain = orientation_test_jpeg()
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(with_exif_orientation(plain, orientation))
+    image, plain = orientation_test_jpeg()
+    path = tmp_path / ("photo.jpg" if codec == "jpeg" else "photo.png")
+    path.write_bytes(with_exif_orientation(plain, orientation) if codec == "jpeg"
+                     else png_with_exif_orientation(image, orientation))
     notes = []
     upright = read_image_file(path, notes=notes)
     reference = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -161,7 +161,10 @@ ORIENTATIONS = {
 
 
 def exif_orientation(data: bytes | memoryview) -> int:
-    """The EXIF Orientation (tag 0x0112 of IFD0) of a JPEG, 1 (as stored) without one or when unreadable."""
+    """The EXIF Orientation (tag 0x0112 of IFD0) of a JPEG (APP1) or PNG (eXIf chunk), 1 (as stored)
+    without one or when unreadable."""
+    if bytes(data[:8]) == PNG_SIGNATURE:
+        return _png_orientation(data)
     data = bytes(data[:65536 + 4]) if len(data) > 65540 else bytes(data)
     if not data.startswith(b"\xff\xd8"):
         return 1
@@ -174,6 +177,19 @@ def exif_orientation(data: bytes | memoryview) -> int:
         if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
             return _tiff_orientation(segment[6:])
         pos += 2 + length
+    return 1
+
+
+def _png_orientation(data: bytes | memoryview) -> int:
+    """The eXIf chunk's orientation; PNG puts it before the image data (IDAT)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", bytes(data[pos:pos + 8]))
+        if kind in (b"IDAT", b"IEND"):
+            return 1
+        if kind == b"eXIf":
+            return _tiff_orientation(bytes(data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
     return 1
 
 
