@@ -89,3 +89,72 @@ def test_scan_matches_depth_to_scan(scene, scan_height):
         expected.angle_min, expected.angle_max, expected.angle_increment)
     same_pattern_and_close(actual.ranges, expected.ranges)
     assert device_outputs.scan(torch.from_numpy(marked), frame.intrinsics, 1000) is None  # does not fit: no scan
+
+
+# ---------------------------------------------------------------- wired: torch's device pipeline
+
+@pytest.fixture(scope="module")
+def fast_estimator(tmp_path_factory):
+    """A small network on the torch fast path (CPU stand-in for CUDA) with device_pipeline on."""
+    from mde_ros.inference import create_backend
+    from mde_ros.models import build_model, save_bundle
+    from mde_ros.models.card import ModelCard
+    from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
+
+    torch.manual_seed(0)
+    card = ModelCard(name="plain-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
+                     input_height=32, input_width=48, train_focal_px=40.0, max_depth=10.0)
+    model = build_model(card.architecture, **card.arch_kwargs).eval()
+    bundle = save_bundle(tmp_path_factory.mktemp("device") / "m.pt", model, card)
+    return DepthEstimator(create_backend("torch", bundle, card, fast_path=True), card,
+                          EstimatorConfig(device_pipeline=True))
+
+
+def test_the_device_pipeline_builds_its_outputs_where_the_depth_is(fast_estimator):
+    """run_frame with torch's device pipeline: the outputs come from the DeviceFrame and match numpy's
+    builders on the same depth; a refined depth (made on the CPU) is built by numpy."""
+    from mde_ros.pipeline.frame_step import StepConfig, run_frame
+    from mde_ros.pipeline.outputs import METRIC_KEYS, FrameData, OutputConfig, build_parts
+
+    frame = render_frame(7, 64, 48)
+    config = OutputConfig(cloud_rgb=True, cloud_organized=True, cloud_decimation=1, cloud_max_range=math.inf)
+    step = run_frame(fast_estimator, frame.rgb, frame.intrinsics, METRIC_KEYS,
+                     StepConfig(config, fast_estimator.min_depth, fast_estimator.max_depth))
+    assert step.result.device is not None
+    numpy_outputs = build_parts(FrameData(step.result, frame.rgb, config, fast_estimator.min_depth,
+                                          fast_estimator.max_depth), METRIC_KEYS)
+    got, want = step.outputs, numpy_outputs
+    same_pattern_and_close(np.frombuffer(got.depth.data, "<f4"), np.frombuffer(want.depth.data, "<f4"))
+    same_pattern_and_close(unpack_cloud(got.cloud)[0], unpack_cloud(want.cloud)[0])
+    np.testing.assert_array_equal(unpack_cloud(got.cloud)[1], unpack_cloud(want.cloud)[1])
+    np.testing.assert_array_equal(np.frombuffer(got.colorized.data, np.uint8), np.frombuffer(want.colorized.data, np.uint8))
+    same_pattern_and_close(got.scan.ranges, want.scan.ranges)
+    assert step.result.device._marked  # the device builders ran (they mark the depth once, there)
+
+
+def test_a_refined_depth_is_not_built_from_the_stale_device_tensor(fast_estimator):
+    """A refinement makes a new depth on the CPU (dataclasses.replace carries `device` along): its
+    outputs are numpy's of that depth, not the device tensor's."""
+    import dataclasses
+
+    from mde_ros.pipeline.anchoring import AnchoringConfig
+    from mde_ros.pipeline.frame_step import StepConfig, run_frame
+    from mde_ros.pipeline.outputs import METRIC_KEYS, OutputConfig
+    from mde_ros.pipeline.refine import RefineConfig, Refined, Refiner
+
+    class ScalingRefiner(Refiner):  # stand-in for an anchor fit: the real refinement, then depth x 1.5
+        def refine(self, *args, **kwargs):
+            refined = super().refine(*args, **kwargs)
+            changed = dataclasses.replace(refined.result, depth=refined.result.depth * np.float32(1.5))
+            return Refined(changed, refined.scale, refined.confidence, refined.anchors)
+
+    frame = render_frame(7, 64, 48)
+    step = run_frame(fast_estimator, frame.rgb, frame.intrinsics, METRIC_KEYS,
+                     StepConfig(OutputConfig(), fast_estimator.min_depth, fast_estimator.max_depth),
+                     refiner=ScalingRefiner(RefineConfig(AnchoringConfig())))
+    assert step.result.device is not None  # carried along by replace, and not used:
+    depth = np.frombuffer(step.outputs.depth.data, "<f4").reshape(step.result.depth.shape)
+    same_pattern_and_close(depth, mark_out_of_range(step.result.depth, fast_estimator.min_depth,
+                                                    fast_estimator.max_depth))
+    device_depth = step.result.device.depth.numpy()
+    assert not np.allclose(depth[np.isfinite(depth)], device_depth[np.isfinite(depth)], atol=1e-3)

@@ -7,8 +7,9 @@ is (pipeline.buffers); the scan copies only its rows (scan_height x width) and r
 pipeline.geometry's own code. The numpy builders of mde_ros.pipeline are the reference: test_device_outputs
 holds these to them on CPU torch (same NaN / +-Inf pattern, values within 1e-4 m).
 
-Not measured on a GPU here (none in this project's sessions), so nothing selects it yet: a backend whose
-depth stays on the device calls `build(...)` instead of pipeline.outputs for the same OutputConfig.
+The torch device pipeline hands its depth tensor over as a DeviceFrame (DepthResult.device), and
+pipeline.outputs builds through it whenever the frame's depth is the estimator's own (a refined depth,
+changed on the CPU, is built by numpy). Not measured on a GPU here (none in this project's sessions).
 """
 from __future__ import annotations
 
@@ -127,3 +128,34 @@ def scan(marked: "torch.Tensor", intr: Intrinsics, scan_height: int = 1, range_m
         return None
     band = marked[scan_rows(intr, scan_height)].cpu().numpy()
     return scan_of_band(band, intr, range_min, range_max)
+
+
+class DeviceFrame:
+    """One frame's depth tensor and the outputs built from it (what pipeline.outputs calls)."""
+
+    def __init__(self, depth: "torch.Tensor") -> None:
+        self.depth = depth
+        self._marked: dict[tuple[float, float], "torch.Tensor"] = {}
+
+    def marked(self, min_depth: float, max_depth: float) -> "torch.Tensor":
+        key = (min_depth, max_depth)
+        if key not in self._marked:
+            self._marked[key] = marked_depth(self.depth, min_depth, max_depth)
+        return self._marked[key]
+
+    def depth_image(self, min_depth: float, max_depth: float) -> PackedImage:
+        return depth_image(self.marked(min_depth, max_depth))
+
+    def cloud(self, min_depth: float, max_depth: float, intr: Intrinsics, rgb: np.ndarray | None, decimation: int,
+              min_range: float, max_range: float, organized: bool) -> PackedCloud:
+        import torch
+
+        colour = None if rgb is None else torch.from_numpy(np.ascontiguousarray(rgb)).to(self.depth.device)
+        return cloud(self.marked(min_depth, max_depth), intr, colour, decimation, min_range, max_range, organized)
+
+    def colorized(self, min_depth: float, max_depth: float, colormap: str) -> PackedImage:
+        return colorized(self.depth, min_depth, max_depth, colormap)
+
+    def scan(self, min_depth: float, max_depth: float, intr: Intrinsics, scan_height: int, range_min: float,
+             range_max: float) -> Scan | None:
+        return scan(self.marked(min_depth, max_depth), intr, scan_height, range_min, range_max)

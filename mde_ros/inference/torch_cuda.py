@@ -250,6 +250,9 @@ class TorchRunner:
             else:
                 seconds = [marks[i + 1] - marks[i] for i in range(3)]
             depth = entry.host_depth.numpy().copy()
+            # The same depth where it was made, for outputs built there (inference.device_outputs): a
+            # static buffer, valid until the next estimate of this shape.
+            self.last_device_depth = entry.device_depth[0]
         return depth, dict(zip(("preprocess", "network", "postprocess"), seconds))
 
     @staticmethod

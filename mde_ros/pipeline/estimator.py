@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,9 @@ class DepthResult:
     # Whether `depth` holds metres: False for a relative model until scale anchoring fills `depth`
     # (postprocess.relative_to_depth) and sets it True.
     is_metric: bool = True
+    # The same depth on the device that made it (torch's device pipeline: inference.device_outputs.DeviceFrame),
+    # valid until the next estimate: outputs are built there. None on every other path.
+    device: Any = None
 
 
 class DepthEstimator:
@@ -207,4 +210,10 @@ class DepthEstimator:
                            card.size_multiple)
         rescale = self._rescale_factor(intrinsics, info, warnings)
         depth, timings = fused.estimate(np.ascontiguousarray(rgb), card, policy, rescale)
-        return DepthResult(depth, intrinsics, rescale, timings, warnings)
+        device = None
+        device_depth = getattr(fused, "last_device_depth", None)
+        if device_depth is not None:
+            from mde_ros.inference.device_outputs import DeviceFrame
+
+            device = DeviceFrame(device_depth)
+        return DepthResult(depth, intrinsics, rescale, timings, warnings, device=device)

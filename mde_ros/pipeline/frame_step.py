@@ -101,6 +101,7 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
         except BudgetError as exc:
             return FrameResult(None, notes=[*notes, Note("over_budget", str(exc))])
     result = estimator.estimate(rgb, intrinsics)
+    estimated = result
     notes += [Note("intrinsics_ignored", warning) for warning in result.warnings]
     refined = None
     if refiner is not None:
@@ -116,7 +117,10 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
     stopped = refined is not None and not refined.publish
     frame = FrameData(result, rgb, out_config, config.min_depth, config.max_depth,
                       confidence=None if refined is None else refined.confidence,
-                      scale=None if refined is None else refined.scale)
+                      scale=None if refined is None else refined.scale,
+                      # outputs built where the depth is only while it is the estimator's own (a refined
+                      # depth is a new result made on the CPU: dataclasses.replace would carry a stale device)
+                      device=estimated.device if result is estimated else None)
     outputs = build_parts(frame, wanted, metric=result.is_metric and not stopped)
     if stopped:  # nothing metric published: no health to judge
         return FrameResult(outputs, result, refined, 0.0, [], notes, stopped=True)

@@ -131,6 +131,9 @@ class FrameData:
     max_depth: float
     confidence: np.ndarray | None = None  # HxW 0..1 (pipeline.refine) when computed
     scale: Any = None  # the frame's pipeline.scale_filter.ScaleEstimate when refined
+    # Builders where the depth is (inference.device_outputs.DeviceFrame) when `result` is the estimator's
+    # own, unrefined result from a device pipeline; None: numpy (the reference).
+    device: Any = None
     _marked: np.ndarray | None = field(default=None, repr=False)
     _marked_data: Any = field(default=None, repr=False)  # the 32FC1 depth message's buffer, marked in place
 
@@ -155,6 +158,8 @@ class FrameData:
 
 
 def _depth(f: FrameData) -> PackedImage:
+    if f.config.depth_encoding == "32FC1" and f.device is not None:
+        return f.device.depth_image(f.min_depth, f.max_depth)
     if f.config.depth_encoding == "32FC1":
         height, width = f.marked.shape
         return PackedImage(height, width, "32FC1", width * 4, f._marked_data)
@@ -163,6 +168,9 @@ def _depth(f: FrameData) -> PackedImage:
 
 def _cloud(f: FrameData) -> PackedCloud | None:
     c = f.config
+    if f.intrinsics is not None and f.device is not None:
+        return f.device.cloud(f.min_depth, f.max_depth, f.intrinsics, f.rgb if c.cloud_rgb else None,
+                              c.cloud_decimation, c.cloud_min_range, c.cloud_max_range, c.cloud_organized)
     return None if f.intrinsics is None else pack_cloud(
         f.marked, f.intrinsics, f.rgb if c.cloud_rgb else None, c.cloud_decimation, c.cloud_min_range,
         c.cloud_max_range, c.cloud_organized)
@@ -172,11 +180,16 @@ def _scan(f: FrameData) -> Scan | None:
     c = f.config
     if f.intrinsics is None:
         return None
+    if f.device is not None and c.scan_convention == "ros":
+        return f.device.scan(f.min_depth, f.max_depth, f.intrinsics, c.scan_height, c.scan_range_min,
+                             c.scan_range_max)
     build = mavlink_scan if c.scan_convention == "mavlink" else depth_to_scan
     return build(f.marked, f.intrinsics, c.scan_height, c.scan_range_min, c.scan_range_max)
 
 
 def _colorized(f: FrameData) -> PackedImage:
+    if f.device is not None:
+        return f.device.colorized(f.min_depth, f.max_depth, f.config.colormap)
     height, width = f.result.depth.shape
     data = message_buffer("colorized", height * width * 3)
     colorize(f.result.depth, f.min_depth, f.max_depth, f.config.colormap, out=view(data, np.uint8, (height, width, 3)))
