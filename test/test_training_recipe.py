@@ -17,15 +17,15 @@ from training.datasets import build_dataset
 from training.ema import ModelEma
 from training.schedule import WallClockBudget, lr_multiplier
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+from test_training_world import TINY_MODEL
+from test_training_world import world_cfg as small_world
 
-TINY_MODEL = {"name": "unet_resnet18", "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 8],
-                                                  "max_depth": 10.0}}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def world_cfg(**extra) -> dict:
-    return {"name": "synthetic_world", "input_size": [32, 40], "max_depth": 10.0,
-            "num_scenes": {"train": 2, "val": 3, "test": 0}, "views_per_scene": 2, **extra}
+    """Two train scenes, one val scene per kind (tabletop, room, hall), two views each."""
+    return small_world(**{"num_scenes": {"train": 2, "val": 3, "test": 0}, "views_per_scene": 2, **extra})
 
 
 class FakeClock:
