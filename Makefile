@@ -39,9 +39,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mde-ros demo --out demo_output
 
-# Both runs always run; the target fails if either failed.
+# ruff (rules in ruff.toml), then both test runs; all always run, and the target fails if any failed.
 test: $(STAMP)
-	@status=0; $(PY) -m pytest -q test || status=$$?; \
+	@status=0; $(VENV)/bin/ruff check . || status=$$?; \
+	$(PY) -m pytest -q test || status=$$?; \
 	$(MAKE) --no-print-directory test-py310 || status=1; exit $$status
 
 # The runtime tests (everything needing neither torch nor training; those modules skip) on Python 3.10.

@@ -10,7 +10,7 @@ import pytest
 
 from mde_ros import cli
 from mde_ros.bags.anchors import ReplayAnchors
-from mde_ros.bags.fixtures import ground_truth, read_topic, image_array
+from mde_ros.bags.fixtures import read_topic, image_array
 from mde_ros.bags.io import stamp_ns, typestore, write_bag
 from mde_ros.bags.messages import camera_info_msg, image_msg, make_header
 from mde_ros.bags.replay import load_estimator, run_replay

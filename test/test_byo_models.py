@@ -8,7 +8,6 @@ Depth-Anything-3 in the ika layout, stretch for MiDaS).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -171,7 +170,7 @@ def test_midas_small_relative_output_with_torch_default_names(exports, frame):
 def test_card_command_writes_a_loadable_sidecar_and_refuses_a_mismatch(exports, tmp_path, capsys):
     path = exports["da3"]
     assert cli_main(["card", "--preset", "depth-anything-3-metric-ika", str(path), "--force"]) == 0
-    card = load_card_for(path)
+    load_card_for(path)  # the sidecar loads
     assert json.loads(card_path_for(path).read_text())["provenance"]["preset"] == "depth-anything-3-metric-ika"
     assert cli_main(["card", "--check", str(path)]) == 0
     # Without --force an existing card is kept.

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, FrameFit, GroundPrior, fit_floor
+from mde_ros.pipeline.anchoring import AnchoringConfig, Anchors, FrameFit
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.scale_filter import ScaleAnchoring, ScaleFilter, apply_scale
 from mde_ros.synthetic import camera_path, make_scene

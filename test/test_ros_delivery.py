@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
 from mde_ros.bags.fixtures import TEST_MODEL

@@ -10,7 +10,6 @@ import byo_exports as bx
 from mde_ros.modelfiles import load_estimator
 from mde_ros.models.presets import card_for_preset
 from mde_ros.models.card import card_path_for
-from mde_ros.pipeline.estimator import DepthEstimator
 from test_ros_node import HEIGHT, WIDTH, depth_array, rig, stamp_of  # noqa: F401  (rig is a fixture)
 
 

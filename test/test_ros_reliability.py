@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from sensor_msgs.msg import CameraInfo, CompressedImage
+from sensor_msgs.msg import CompressedImage
 
 from mde_ros.models.card import ModelCard
 from mde_ros.processes import interrupt
 from test_pipeline_imagecodec import big_black_png
-from test_ros_node import (CARD, CX, CY, FX, FY, HEIGHT, ROOT, WIDTH, PlaneBackend, Rig, bad_image, image_msg,
+from test_ros_node import (FX, HEIGHT, ROOT, WIDTH, PlaneBackend, Rig, bad_image, image_msg,
                            info_msg, seconds_of, stamp_of, tiny_onnx_model, wait_for)
 
 DEPTH = "depth/image"

@@ -5,7 +5,6 @@ by the mean AbsRel over kinds."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
