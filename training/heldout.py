@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -34,7 +33,6 @@ def heldout_metrics(state: dict, *, scenes: int | None = None, views: int | None
     """Metrics of a training checkpoint's network on held-out synthetic_world scenes (see module doc).
 
     One batch per scene (its views), so each DataLoader worker renders whole scenes."""
-    from mde_ros.synthetic.world import scene_kind
     from training.datasets import build_dataset, worker_init
     from training.evaluate import eval_range
     from training.model_wrapper import depth_model_from_checkpoint
