@@ -101,16 +101,13 @@ def yardstick_frames(spec: YardstickSpec = YardstickSpec()) -> Iterator[Yardstic
 
 
 def score_frames(predict: Callable[[np.ndarray, Intrinsics], np.ndarray], frames: Iterator[YardstickFrame],
-                 eval_range: tuple[float, float] = EVAL_RANGE,
-                 on_frame: Callable[[YardstickFrame, dict], None] | None = None) -> dict:
+                 eval_range: tuple[float, float] = EVAL_RANGE) -> dict:
     """Metrics per kind and over kinds of ``predict(rgb, intrinsics) -> depth (metres, HxW)``."""
     per_kind: dict[str, list[dict]] = {}
     for frame in frames:
         pred = predict(frame.rgb, frame.intrinsics)
         metrics = depth_metrics(pred, frame.depth, np.isfinite(frame.depth), *eval_range)
         per_kind.setdefault(frame.kind, []).append(metrics)
-        if on_frame is not None:
-            on_frame(frame, metrics)
     return summarise(per_kind, eval_range)
 
 

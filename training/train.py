@@ -56,7 +56,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -384,7 +384,7 @@ class _Phase:
     best: float | None = None
     best_epoch: int | None = None
     stale: int = 0
-    history: list = None  # type: ignore[assignment]
+    history: list = field(default_factory=list)
 
     @property
     def train_cfg(self) -> dict:
@@ -529,7 +529,7 @@ def _setup_phase(cfg: dict, name: str, phase_dir: Path, init_path: Path | None, 
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
                     "dataset": cfg["data"]["name"], "phase": name, "init_from": str(init_path) if init_path else None},
         last_path=phase_dir / LAST_NAME, best_path=phase_dir / BEST_NAME,
-        generator=torch.Generator().manual_seed(_mixed_seed(seed, 11)), history=[])
+        generator=torch.Generator().manual_seed(_mixed_seed(seed, 11)))
     if state is not None:
         _restore(phase, state, changes)
     if ctx.enabled:
