@@ -226,25 +226,21 @@ class ScaleFilter:
         best = min(fits, key=lambda f: f.variance)
         limit = math.log1p(self.config.jump_threshold)
         agree = [f for f in fits if abs(math.log(f.scale / best.scale)) <= limit]
-        x, var = _fuse(agree, [f.variance for f in agree])
-        self._x, self._model_var = x, var
-        self._p = min(self._noise_var(f) for f in agree)
-        self._shift = float(np.mean([f.shift for f in agree]))
-        self._scale_only = all(f.scale_only for f in agree)
-        self._source = _joined(s for f in agree for s in f.sources)
-        self._last_fit_s = stamp_s
-        self._run = []
+        self._adopt(agree, *_fuse(agree, [f.variance for f in agree]), stamp_s)
 
-    def _restart(self, rejected, z: float, var: float, stamp_s: float, event: str,
-                 frame: float | None, n_anchors: int) -> ScaleEstimate:
-        fits = [f for f, _, _ in rejected]
-        self._x, self._model_var = z, var
+    def _adopt(self, fits: Sequence[FrameFit], x: float, var: float, stamp_s: float) -> None:
+        """The filter's state taken from ``fits`` (a first fit, or a reset/persistent change)."""
+        self._x, self._model_var = x, var
         self._p = min(self._noise_var(f) for f in fits)
         self._shift = float(np.mean([f.shift for f in fits]))
         self._scale_only = all(f.scale_only for f in fits)
         self._source = _joined(s for f in fits for s in f.sources)
         self._last_fit_s = stamp_s
         self._run = []
+
+    def _restart(self, rejected, z: float, var: float, stamp_s: float, event: str,
+                 frame: float | None, n_anchors: int) -> ScaleEstimate:
+        self._adopt([f for f, _, _ in rejected], z, var, stamp_s)
         return self._estimate("anchored", n_anchors, event, frame, stamp_s)
 
 
