@@ -1,19 +1,79 @@
 """Returning a one-off large frame's memory (the node-level measurement is in test_ros_reliability)."""
-from mde_ros.memory import LargeFrameTrim, map_large_arrays, release_free_memory
+import threading
+
+from mde_ros.memory import (DEFAULT_TRIM_THRESHOLD, TRIM_FRAMES_AFTER_LARGE, LargeFrameTrim, map_large_arrays,
+                            release_free_memory)
+
+
+def resident_mb():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024
 
 
 def test_memory_is_returned_once_after_a_run_of_large_frames():
-    calls = []
-    trim = LargeFrameTrim(release=lambda: calls.append(1) or True)
+    calls, thresholds = [], []
+    trim = LargeFrameTrim(release=lambda: calls.append(1) or True,
+                          set_trim_threshold=lambda t: thresholds.append(t) or True, steady_trim_threshold=64 << 20)
     assert not trim.after_frame(640 * 480)  # nothing to compare with yet
     for _ in range(10):
         assert not trim.after_frame(640 * 480)
-    assert not trim.after_frame(3840 * 2160)  # the large frame itself
+    assert not trim.after_frame(3840 * 2160)  # the large frame itself: tops are returned from now on
+    assert thresholds == [DEFAULT_TRIM_THRESHOLD]
     assert not trim.after_frame(0)  # a rejected frame in between: still large memory around
+    for _ in range(TRIM_FRAMES_AFTER_LARGE - 1):
+        assert not trim.after_frame(640 * 480)
     assert trim.after_frame(640 * 480) and len(calls) == 1  # back to normal: returned once
+    assert thresholds == [DEFAULT_TRIM_THRESHOLD, 64 << 20]  # and the steady threshold is back
+    for _ in range(10):
+        assert not trim.after_frame(640 * 480)
     for _ in range(40):  # the camera switches to 4K for good: returned once more when 4K is the normal
         trim.after_frame(3840 * 2160)
-    assert len(calls) == 2
+    assert len(calls) == 2 and thresholds[-1] == 64 << 20
+
+
+def test_a_rejected_large_message_is_returned_at_once_and_by_the_next_frames():
+    calls, thresholds = [], []
+    trim = LargeFrameTrim(release=lambda: calls.append(1) or True,
+                          set_trim_threshold=lambda t: thresholds.append(t) or True)
+    for _ in range(5):
+        trim.after_frame(640 * 480)
+    assert not trim.after_frame(0, message_bytes=1000)  # a small rejected message: nothing to return
+    assert trim.after_frame(0, message_bytes=144 << 20) and len(calls) == 1
+    for _ in range(TRIM_FRAMES_AFTER_LARGE):
+        trim.after_frame(640 * 480)
+    assert len(calls) == 2 and thresholds[0] == DEFAULT_TRIM_THRESHOLD and thresholds[-1] != DEFAULT_TRIM_THRESHOLD
+
+
+def test_a_thread_arenas_top_is_returned_after_a_large_frame():
+    """A large frame processed in a worker thread (the node's inference thread) lands in that thread's
+    arena; malloc_trim(0) does not shrink a thread arena's top (measured: 60 MB stayed), the frees of
+    the next normal frames under the lowered threshold do."""
+    import numpy as np
+
+    assert map_large_arrays()
+    figures = {}
+
+    def frame(nbytes):
+        arrays = [np.ones(nbytes, np.uint8) for _ in range(3)]
+        return sum(int(a[0]) for a in arrays)
+
+    def camera():
+        trim = LargeFrameTrim()
+        for _ in range(10):
+            frame(1 << 20)
+            trim.after_frame(640 * 480)
+        figures["steady"] = resident_mb()
+        frame(20 << 20)  # under the fixed 32 MiB mmap threshold: served by the heap
+        trim.after_frame(3840 * 2160)
+        for _ in range(TRIM_FRAMES_AFTER_LARGE + 2):
+            frame(1 << 20)
+            trim.after_frame(640 * 480)
+        figures["after"] = resident_mb()
+
+    worker = threading.Thread(target=camera)
+    worker.start()
+    worker.join()
+    assert figures["after"] - figures["steady"] < 10, figures
 
 
 def test_release_free_memory_runs_on_glibc():
@@ -24,10 +84,6 @@ def test_release_free_memory_runs_on_glibc():
 def test_large_arrays_are_mapped_and_returned_when_freed():
     """After map_large_arrays a freed 64 MB array leaves the resident set at once (no trim needed)."""
     import numpy as np
-
-    def resident_mb():
-        fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
-        return int(fields["VmRSS"].split()[0]) / 1024
 
     assert map_large_arrays()
     before = resident_mb()
