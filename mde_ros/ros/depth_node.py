@@ -40,7 +40,7 @@ from mde_ros.pipeline.frame_step import run_frame
 from mde_ros.pipeline.outputs import BY_KEY, outputs_for
 from mde_ros.pipeline.pairing import SyncedCameraInfos
 from mde_ros.pipeline.preprocess import InputError
-from mde_ros.ros import fastdds, messages, naming, paramcheck
+from mde_ros.ros import fastdds, messages, naming, paramcheck, shutdown
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
@@ -329,7 +329,7 @@ class DepthNode(Node):
                 with self._frame_lock:  # deactivate / cleanup wait for the frame in progress
                     pixels = self._process(frame) if self._active else 0
             except Exception as exc:  # a bug or backend failure must not stop the node
-                if self._stopping or not self.context.ok():  # shutting down: the publishers are gone
+                if self._stopping:  # destroy_node gave up waiting (a frame over 10 s): publishers are gone
                     return
                 self._warnings.warn("frame_failed", f"frame skipped: {type(exc).__name__}: {exc}")
             del frame  # the message (up to budget.max_message_bytes) must not outlive its frame
@@ -548,8 +548,12 @@ def main(args: list[str] | None = None) -> int:
         print(f"[FATAL] [{NODE_NAME}]: {exc}", file=sys.stderr)
         return 1
     os.environ.update(variables)
+    stop = shutdown.StopRequest()  # SIGINT/SIGTERM: the inference thread stops before the context ends
+    stop.install()
     try:
-        rclpy.init(args=args)
+        shutdown.init_without_signal_handlers(args)
+    except KeyboardInterrupt:
+        return 0
     except Exception as exc:  # rcl's RCLError for other bad --ros-args
         print(f"[FATAL] [{NODE_NAME}]: cannot start: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
@@ -559,27 +563,22 @@ def main(args: list[str] | None = None) -> int:
         for warning in paramcheck.unmatched_params_files(paramcheck.params_files(argv),
                                                          node.get_fully_qualified_name()):
             node.get_logger().warning(warning)
-        rclpy.spin(node)
+        shutdown.spin_until_stopped(node, stop)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:
-        if rclpy.ok():
-            raise
-        # SIGINT/SIGTERM while the node was starting: rclpy's handler shut the context down under the
-        # constructor (RCLError "context is invalid"); a requested stop, not a crash.
-        print(f"[INFO] [{NODE_NAME}]: shut down during start-up ({type(exc).__name__})", file=sys.stderr)
+        if node is None:
+            print(f"[INFO] [{NODE_NAME}]: stopped during start-up", file=sys.stderr)
     finally:
+        stop.deferring = True  # a signal now only asks for what is already under way
         if node is not None:
             try:
-                node.destroy_node()
+                node.destroy_node()  # joins the inference thread: nothing publishes after this
             except Exception:  # noqa: BLE001 - already shut down
                 pass
         rclpy.utilities.try_shutdown()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
