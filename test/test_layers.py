@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "mde_ros.models.presets")),
     # pure numpy / pure Python data: the pipeline's stages, files, names, synthetic scenes, bag reading
     ("pipeline", ("mde_ros.pipeline", "mde_ros.pipeline.anchor_inputs", "mde_ros.pipeline.anchoring",
-                  "mde_ros.pipeline.budget", "mde_ros.pipeline.buffers", "mde_ros.pipeline.colorize",
+                  "mde_ros.pipeline.bands", "mde_ros.pipeline.budget", "mde_ros.pipeline.buffers", "mde_ros.pipeline.colorize",
                   "mde_ros.pipeline.geometry",
                   "mde_ros.pipeline.health", "mde_ros.pipeline.imagecodec", "mde_ros.pipeline.intrinsics",
                   "mde_ros.pipeline.outputs", "mde_ros.pipeline.pairing", "mde_ros.pipeline.postprocess",

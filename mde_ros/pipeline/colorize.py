@@ -7,6 +7,8 @@ import math
 import cv2
 import numpy as np
 
+from mde_ros.pipeline.bands import row_bands
+
 BAR_HEIGHT = 14
 LABEL_HEIGHT = 18
 MARGIN = 8
@@ -38,20 +40,29 @@ def check_colormap(colormap: str) -> None:
 def colorize(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo",
              out: np.ndarray | None = None) -> np.ndarray:
     """HxWx3 uint8 RGB; depth outside [min_depth, max_depth] takes the end colour, NaN/Inf is black.
-    `out`: an HxWx3 uint8 C-contiguous array to write into (a message buffer's view), returned."""
+    `out`: an HxWx3 uint8 C-contiguous array to write into (a message buffer's view), returned.
+
+    Coloured in bands of rows (pipeline.bands)."""
     if not 0 <= min_depth < max_depth:
         raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}..{max_depth}")
     depth = np.asarray(depth, np.float32)
+    height, width = depth.shape[:2]
+    if out is None:
+        out = np.empty((height, width, 3), np.uint8)
+    for rows in row_bands(height, width):  # a 4K frame's temporaries ~6 MB, not ~50 (pipeline.bands)
+        _colorize_band(depth[rows], min_depth, max_depth, colormap, out[rows])
+    return out
+
+
+def _colorize_band(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str, out: np.ndarray) -> None:
     # High colour-map index = warm = near.
     level = (np.float32(max_depth) - depth) * np.float32(255.0 / (max_depth - min_depth))
     np.maximum(level, 0, out=level)
     index = cv2.convertScaleAbs(level)  # rounds and saturates at 255 (the abs is a no-op here)
-    rgb = cv2.applyColorMap(index, _lut(colormap)) if out is None else cv2.applyColorMap(index, _lut(colormap), out)
-    if out is not None and not np.shares_memory(rgb, out):  # OpenCV made its own (another shape or type)
-        np.copyto(out, rgb)
-        rgb = out
-    rgb[~np.isfinite(depth)] = 0
-    return rgb
+    rgb = cv2.applyColorMap(index, _lut(colormap), out) if out.flags.c_contiguous else None
+    if rgb is None or not np.shares_memory(rgb, out):  # OpenCV made its own (another shape, type or layout)
+        np.copyto(out, cv2.applyColorMap(index, _lut(colormap)) if rgb is None else rgb)
+    out[~np.isfinite(depth)] = 0
 
 
 def _nice_ticks(low: float, high: float, max_ticks: int) -> list[float]:

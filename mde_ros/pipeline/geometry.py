@@ -147,17 +147,9 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
         intr = decimated_intrinsics(intr, decimation)
     x_ray, y_ray = _rays(intr)
     height, width = depth.shape
-    # Separate buffers with and without colour: their padding bytes stay zero from the allocation
-    # (a reused buffer only ever held the same layout), so no frame pays for clearing them.
+    # Separate buffers per layout (with and without colour, organised or not): their padding bytes stay
+    # zero from the allocation (a reused buffer only ever held the same layout), so no frame clears them.
     step = POINT_STEP_RGB if rgb is not None else POINT_STEP
-    # Built in place in the buffer the message takes (pipeline.buffers). Organised: the message's own
-    # buffer; unorganised: a scratch one, compressed into the message's (its length varies per frame).
-    points_name = "points_rgb" if rgb is not None else "points_xyz"
-    if organized:
-        data = message_buffer(points_name, height * width * step)
-        buffer = view(data, np.dtype("<f4"), (height, width, step // 4))
-    else:
-        buffer = _scratch(points_name, (height, width, step // 4), np.dtype("<f4"), zeroed=True)
     # Arithmetic on contiguous planes, then one interleaving copy per plane: strided arithmetic costs
     # more than the copies.
     planes = _scratch("xyz_planes", (3, height, width), np.dtype("<f4"))
@@ -165,24 +157,34 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
     _copy_valid_depth(depth, z, min_range, max_range)
     np.multiply(z, x_ray, out=planes[0])
     np.multiply(z, y_ray, out=planes[1])
-    for axis in range(3):
-        buffer[:, :, axis] = planes[axis]
     fields = list(XYZ_FIELDS)
+    colour = None
     if rgb is not None:
         # PCL packing: the little-endian uint32 0x00RRGGBB, i.e. bytes B, G, R, 0 = OpenCV's BGRA.
         bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
         bgra[:, :, 3] = 0
-        buffer.view("<u4")[:, :, RGB_FIELD[1] // 4] = bgra.view("<u4")[:, :, 0]
+        colour = bgra.view("<u4")[:, :, 0]
         fields.append(RGB_FIELD)
+    # Built in place in the buffer the message takes (pipeline.buffers). Organised: every pixel a point;
+    # unorganised: only the valid ones, compressed plane by plane into a buffer of their count (no
+    # full-size scratch cloud: a 4K frame's decimated cloud was 7.9 MB more at its peak).
+    points_name = "points_rgb" if rgb is not None else "points_xyz"
+    if organized:
+        count, keep = height * width, None
+        data = message_buffer(points_name, count * step)
+    else:
+        keep = np.isfinite(z).ravel()
+        count = int(np.count_nonzero(keep))
+        data = message_buffer(points_name + "_valid", count * step)
+    records = view(data, np.dtype("<f4"), (count, step // 4))
+    for axis in range(3):
+        plane = planes[axis].ravel()
+        records[:, axis] = plane if keep is None else plane[keep]
+    if colour is not None:
+        values = colour.ravel()
+        records.view("<u4")[:, RGB_FIELD[1] // 4] = values if keep is None else values[keep]
     if organized:
         return PackedCloud(height, width, fields, step, step * width, data, False)
-    # np.compress on whole records is ~10x faster than boolean indexing of the float view.
-    record = np.dtype((np.void, step))
-    records = buffer.reshape(-1, step // 4).view(record)[:, 0]
-    keep = np.isfinite(z).ravel()
-    count = int(np.count_nonzero(keep))
-    data = message_buffer("points_valid", count * step)
-    np.compress(keep, records, out=view(data, record, (count,)))
     return PackedCloud(1, count, fields, step, step * count, data, True)
 
 

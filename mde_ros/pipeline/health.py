@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mde_ros.models.card import ModelCard
+from mde_ros.pipeline.bands import row_bands
 from mde_ros.pipeline.intrinsics import Intrinsics
 
 WARN_VALID_FRACTION = 0.5  # most pixels invalid: WARN
@@ -32,7 +33,9 @@ def valid_fraction(depth: np.ndarray, min_depth: float, max_depth: float) -> flo
     depth = np.asarray(depth)
     if depth.size == 0:
         return 0.0
-    usable = np.count_nonzero((depth >= min_depth) & (depth <= max_depth))  # False for NaN
+    rows = depth.reshape(depth.shape[0] if depth.ndim > 1 else 1, -1)
+    usable = sum(int(np.count_nonzero((rows[band] >= min_depth) & (rows[band] <= max_depth)))  # False for NaN
+                 for band in row_bands(*rows.shape))  # masks of a band at a time (pipeline.bands)
     return usable / depth.size
 
 

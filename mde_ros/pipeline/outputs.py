@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from mde_ros.pipeline.bands import row_bands
 from mde_ros.pipeline.buffers import message_buffer, packed_copy, view
 from mde_ros.pipeline.colorize import check_colormap, colorize
 from mde_ros.pipeline.geometry import SCAN_CONVENTIONS, PackedCloud, Scan, depth_to_scan, mavlink_scan, pack_cloud
@@ -90,8 +91,13 @@ def mark_out_of_range(depth: np.ndarray, min_depth: float, max_depth: float,
     else:
         marked = out
         np.copyto(marked, depth, casting="same_kind")
-    marked[marked < min_depth] = -np.inf
-    marked[marked > max_depth] = np.inf
+    # A band-of-rows view of marked (C-contiguous: its own copy or a message buffer's view); any other
+    # `out` as a whole.
+    flat = marked.reshape(marked.shape[0] if marked.ndim > 1 else 1, -1) if marked.flags.c_contiguous else marked
+    for rows in row_bands(*flat.shape):  # the comparison masks of a band at a time (pipeline.bands)
+        band = flat[rows]
+        band[band < min_depth] = -np.inf
+        band[band > max_depth] = np.inf
     return marked
 
 
