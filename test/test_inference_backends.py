@@ -144,8 +144,13 @@ def test_onnxruntime_describe_and_options(tiny):
         open_backend("onnxruntime", path, card, precision="int8")
     with pytest.raises(ValueError, match="int8 model .* is made above inference.*mde_ros.modelfiles"):
         create_backend("onnxruntime", path, card, precision="int8")  # the factory builds no model files
-    with pytest.raises(ValueError, match=r"accepts \['intra_op_threads', 'trt_provider', 'max_batch'"):
+    with pytest.raises(ValueError, match=r"accepts \['intra_op_threads', 'spin_wait', 'trt_provider', 'max_batch'"):
         create_backend("onnxruntime", path, card, workspace_bytes=1 << 20)
+    # the pool threads sleep between runs unless asked to spin (onnxruntime's own default)
+    assert info["spin_wait"] is False
+    for spin_wait, entry in ((False, "0"), (True, "1")):
+        backend = create_backend("onnxruntime", path, card, intra_op_threads=2, spin_wait=spin_wait)
+        assert backend._options.get_session_config_entry("session.intra_op.allow_spinning") == entry
 
 
 @pytest.mark.skipif(HAS_ORT_CUDA, reason="this onnxruntime has the CUDA provider")
