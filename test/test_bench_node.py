@@ -64,6 +64,9 @@ def test_node_section_reports_cpu_per_phase_from_another_process():
     assert sum(int(row[4]) for row in rows) >= 10  # most frames came back complete on a loaded machine
     assert re.search(r"160x120\s+network alone [\d.]+ ms CPU", run.stdout)
     assert "where it goes 160x120" in run.stdout and "serialise" in run.stdout
+    # what rclpy and DDS take to receive the same frames, before any of the node's own work
+    floor = re.search(r"^160x120\s+receiving alone .*?: ([\d.]+) ms CPU per frame; the node's own work", run.stdout, re.M)
+    assert floor and float(floor.group(1)) > 0, run.stdout
 
 
 def test_node_that_cannot_start_is_a_reported_result(tmp_path):

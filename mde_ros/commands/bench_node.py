@@ -25,6 +25,7 @@ that does not start is a reported result too. No traceback ends this section.
 from __future__ import annotations
 
 import argparse
+import array
 import os
 import statistics
 import subprocess
@@ -435,6 +436,82 @@ def _stage_means(diagnostics: list[tuple[float, dict[str, str]]], start: float, 
     return {stage: statistics.fmean(v) for stage, v in sums.items()}
 
 
+BARE_SUBSCRIBER = r"""
+import sys, rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+rclpy.init()
+node = Node("mde_bench_bare_subscriber", namespace=sys.argv[1])
+reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)  # the node's input QoS
+node.create_subscription(Image, "image", lambda msg: None, reliable)
+node.create_subscription(CameraInfo, "camera_info", lambda msg: None, reliable)
+try:
+    rclpy.spin(node)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def receive_floor_ms(width: int, height: int, frames: int, rate_hz: float = 30.0) -> float:
+    """CPU per frame of a process that only receives what the node receives (an rgb8 Image and its
+    CameraInfo, rclpy subscriptions with empty callbacks, the node's QoS and Fast DDS profile): the part of
+    the node's figure that rclpy and DDS take before any of the node's own work."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from mde_ros.ros.fastdds import profile_environment
+
+    namespace = f"/mde_bench_floor_{os.getpid()}"
+    environment = {**os.environ, **profile_environment(os.environ)[0]}
+    process = subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, namespace], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    saved = {name: os.environ.get(name) for name in environment if os.environ.get(name) != environment[name]}
+    os.environ.update(environment)
+    context = rclpy.context.Context()
+    try:
+        rclpy.init(context=context)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    node = rclpy.create_node("mde_bench_floor_camera", namespace=namespace, context=context)
+    try:
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        image_pub = node.create_publisher(Image, "image", reliable)
+        info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while image_pub.get_subscription_count() == 0 or info_pub.get_subscription_count() == 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bare subscriber did not start")
+            time.sleep(0.1)
+        image = Image(height=height, width=width, encoding="rgb8", step=width * 3)
+        image.data = array.array("B", bytes(width * height * 3))
+        info = CameraInfo(height=height, width=width, distortion_model="plumb_bob")
+        info.k = [0.8 * width, 0.0, width / 2, 0.0, 0.8 * width, height / 2, 0.0, 0.0, 1.0]
+
+        def send(count: int) -> None:
+            for _ in range(count):
+                image.header.stamp = info.header.stamp = node.get_clock().now().to_msg()
+                image_pub.publish(image)
+                info_pub.publish(info)
+                time.sleep(1.0 / rate_hz)
+
+        send(max(5, frames // 4))  # warm-up: discovery done, pools sized
+        time.sleep(0.3)
+        start = process_cpu_ns(process.pid)
+        send(frames)
+        time.sleep(0.3)  # the last frames received
+        return (process_cpu_ns(process.pid) - start) / 1e6 / frames
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        interrupt(process)
+
+
 def device_pipeline_line(model: str, iters: int, warmup: int, timeout: float, network_ms: float | None) -> None:
     """The launch defaults at 640x480 with `device_pipeline: true`: onnxruntime runs the model's fused
     graph (pre/post-processing around the network, made here with `mde-ros export --fused`'s
@@ -521,6 +598,13 @@ def bench_node(args: argparse.Namespace) -> None:
         if everything.stages_ms:
             print(f"{size:<11}the node's own stage times, all subscribed (wall ms, /diagnostics): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in everything.stages_ms.items() if k != "queue"))
+        try:
+            floor = receive_floor_ms(run.width, run.height, max(30, 3 * args.iters))
+            print(f"{size:<11}receiving alone (a bare rclpy subscriber of the same Image + CameraInfo, empty "
+                  f"callbacks, 30 Hz): {floor:.2f} ms CPU per frame; the node's own work outside the network: "
+                  f"{everything.cpu_ms - net - floor:.2f} ms")
+        except Exception as exc:  # a result, never a traceback
+            print(f"{size:<11}receiving alone: not measured: {type(exc).__name__}: {exc}")
         if (run.width, run.height) == (640, 480):
             outside = everything.cpu_ms - net
             print(f"{size:<11}outside the network, launch defaults all subscribed: {outside:.2f} ms per frame "
