@@ -32,3 +32,16 @@ def test_banded_work_equals_the_whole_frame(monkeypatch):
     monkeypatch.setattr(bands.row_bands, "__defaults__", (1 << 30,))
     np.testing.assert_array_equal(colorize(depth, 0.3, 10.0), whole)
     assert not whole[np.isnan(depth)].any()  # NaN black in every band
+
+
+def test_marking_into_a_strided_out_and_a_vector_still_works():
+    rng = np.random.default_rng(1)
+    depth = rng.uniform(-1, 12, (40, 30)).astype(np.float32)
+    out = np.zeros((30, 40), np.float32).T  # a transposed view: not C-contiguous
+    expected = depth.copy()
+    expected[expected < 0.3] = -np.inf
+    expected[expected > 10.0] = np.inf
+    assert mark_out_of_range(depth, 0.3, 10.0, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(mark_out_of_range(np.array([20.0, 0.1, np.nan], np.float32), 0.3, 10.0),
+                                  np.array([np.inf, -np.inf, np.nan], np.float32))

@@ -91,9 +91,11 @@ def mark_out_of_range(depth: np.ndarray, min_depth: float, max_depth: float,
     else:
         marked = out
         np.copyto(marked, depth, casting="same_kind")
-    # A band-of-rows view of marked (C-contiguous: its own copy or a message buffer's view); any other
-    # `out` as a whole.
-    flat = marked.reshape(marked.shape[0] if marked.ndim > 1 else 1, -1) if marked.flags.c_contiguous else marked
+    if not marked.flags.c_contiguous:  # an `out` view with strides (not from this package): as a whole
+        marked[marked < min_depth] = -np.inf
+        marked[marked > max_depth] = np.inf
+        return marked
+    flat = marked.reshape(marked.shape[0] if marked.ndim > 1 else 1, -1)  # rows (a view: C-contiguous)
     for rows in row_bands(*flat.shape):  # the comparison masks of a band at a time (pipeline.bands)
         band = flat[rows]
         band[band < min_depth] = -np.inf
