@@ -182,7 +182,7 @@ class OnnxRuntimeBackend(Backend):
         dropped = providers_not_started(providers, session)
         if dropped:
             raise BackendUnavailable(f"onnxruntime could not start {dropped} for the fused model {path}")
-        return OrtFusedPipeline(session, spec, path)
+        return OrtFusedPipeline(session, spec, path, self._options)
 
     def _check_providers_loaded(self, providers: list) -> None:
         # onnxruntime-gpu lists CUDA even when its CUDA/cuDNN libraries fail to load, then quietly
@@ -244,7 +244,7 @@ class OrtFusedPipeline:
     the run itself, which includes the graph's resize, normalisation and depth conversion.
     """
 
-    def __init__(self, session, spec: FusedSpec, path: Path) -> None:
+    def __init__(self, session, spec: FusedSpec, path: Path, options=None) -> None:
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = [o.name for o in session.get_outputs()]
         image, rescale = (inputs.get(name) for name in FUSED_INPUTS)
@@ -253,6 +253,14 @@ class OrtFusedPipeline:
             raise ValueError(f"{path}: a fused model has inputs image uint8 (N,H,W,3) and rescale float32 (N,), "
                              f"output depth; this one has {[(i.name, i.type) for i in inputs.values()]} -> {outputs}")
         self.session, self.spec, self.path = session, spec, path
+        # The depth stays where the session made it (an OrtValue): its outputs are built there by
+        # inference.ort_outputs' graphs on the same provider (last_device_frame).
+        providers = session.get_providers()
+        self._device = ("cuda", int(session.get_provider_options().get(CUDA_PROVIDER, {}).get("device_id", 0))) \
+            if CUDA_PROVIDER in providers else ("cpu", 0)
+        self._options = options
+        self._outputs = FirstUse(self._start_outputs)
+        self._last_depth = None
 
     def accepts(self, height: int, width: int, policy: str | None) -> bool:
         """Only the camera size and resize policy the model was exported for (its matrices are constants)."""
@@ -263,13 +271,48 @@ class OrtFusedPipeline:
         """HxWx3 uint8 RGB -> (HxW float32 metres, stage seconds)."""
         self.spec.check(rgb.shape, policy, f"fused model {self.path.name}")
         start = time.perf_counter()
-        feeds = {"image": np.ascontiguousarray(rgb)[None], "rescale": np.array([rescale], np.float32)}
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("image", np.ascontiguousarray(rgb)[None])
+        binding.bind_cpu_input("rescale", np.array([rescale], np.float32))
+        host = None
+        if self._device[0] == "cpu":  # written straight into the array the estimator returns
+            host = np.empty((1,) + tuple(rgb.shape[:2]), np.float32)
+            binding.bind_ortvalue_output(FUSED_OUTPUT, self._ort().OrtValue.ortvalue_from_numpy(host))
+        else:  # kept on the device; the estimator's numpy depth is one copy of it
+            binding.bind_output(FUSED_OUTPUT, *self._device)
         staged = time.perf_counter()
-        (depth,) = self.session.run([FUSED_OUTPUT], feeds)
+        self.session.run_with_iobinding(binding)
         ran = time.perf_counter()
-        depth = np.asarray(depth[0], dtype=np.float32)
+        self._last_depth = binding.get_outputs()[0]
+        depth = (self._last_depth.numpy() if host is None else host)[0]
         done = time.perf_counter()
         return depth, {"preprocess": staged - start, "network": ran - staged, "postprocess": done - ran}
+
+    @property
+    def last_device_frame(self):
+        """The last estimate's depth where the session made it, as an inference.ort_outputs.OrtDeviceFrame
+        (valid until the next estimate), or None: nothing run yet, or no onnx to write the output graphs."""
+        outputs = self._outputs.get()
+        if self._last_depth is None or outputs is None:
+            return None
+        from mde_ros.inference.ort_outputs import OrtDeviceFrame
+
+        return OrtDeviceFrame(self._last_depth, outputs)
+
+    def _start_outputs(self):
+        from mde_ros.inference.ort_outputs import OrtOutputs, onnx_available, output_providers
+
+        if not onnx_available():
+            log.warning("device_pipeline: onnx is not installed (pip install onnx): the outputs of the fused "
+                        "model's depth are built by numpy on the host")
+            return None
+        return OrtOutputs(self._ort(), output_providers(self.session), self._options)
+
+    @staticmethod
+    def _ort():
+        import onnxruntime
+
+        return onnxruntime
 
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.path), "height": self.spec.height, "width": self.spec.width,

@@ -64,8 +64,9 @@ class DepthResult:
     # Whether `depth` holds metres: False for a relative model until scale anchoring fills `depth`
     # (postprocess.relative_to_depth) and sets it True.
     is_metric: bool = True
-    # The same depth on the device that made it (torch's device pipeline: inference.device_outputs.DeviceFrame),
-    # valid until the next estimate: outputs are built there. None on every other path.
+    # The same depth on the device that made it (torch's device pipeline: inference.device_outputs.DeviceFrame;
+    # onnxruntime's fused model: inference.ort_outputs.OrtDeviceFrame), valid until the next estimate:
+    # outputs are built there. None on every other path.
     device: Any = None
 
 
@@ -216,4 +217,6 @@ class DepthEstimator:
             from mde_ros.inference.device_outputs import DeviceFrame
 
             device = DeviceFrame(device_depth)
+        else:  # onnxruntime's fused model: its depth OrtValue (inference.ort_outputs.OrtDeviceFrame) or None
+            device = getattr(fused, "last_device_frame", None)
         return DepthResult(depth, intrinsics, rescale, timings, warnings, device=device)
