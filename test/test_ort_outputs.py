@@ -17,7 +17,7 @@ from mde_ros.synthetic import render_frame
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")  # the graphs are written with onnx.helper (not a runtime requirement)
-from mde_ros.inference.ort_outputs import OrtDeviceFrame, OrtOutputs  # noqa: E402
+from mde_ros.inference.ort_outputs import OrtDeviceFrame, OrtOutputs, self_check  # noqa: E402
 
 
 def depth_maps():
@@ -124,6 +124,17 @@ def test_bad_arguments_are_refused_like_the_numpy_builders(outputs):
         frame.colorized(6.0, 0.3, "turbo")
 
 
+def test_self_check_passes_here_and_reports_a_provider_that_cannot_run_the_graphs(outputs):
+    """The start-up check a fused pipeline runs before building outputs this way: None on the CPU provider;
+    a depth on a device this onnxruntime cannot use (CUDA on the CPU-only package) is a reported problem,
+    so the pipeline keeps numpy's builders."""
+    assert self_check(outputs) is None
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the failing case needs the CPU-only package")
+    problem = self_check(outputs, ("cuda", 0))
+    assert problem is not None and "Error" in problem
+
+
 # ---------------------------------------------------------------- wired: the fused ONNX on onnxruntime
 
 def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path):
@@ -166,5 +177,6 @@ def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path):
         assert bytes(got.cloud.data) == bytes(want.cloud.data) and got.cloud.width == want.cloud.width
         assert got.scan.ranges.tobytes() == want.scan.ranges.tobytes()
         np.testing.assert_array_equal(result.depth, depth)  # the returned depth is left as it was
-    built = {key[0] for key in estimator.backend.fused_pipeline()._outputs.value._sessions}
-    assert built == {"marked", "colorized", "cloud"}  # the outputs came from the graphs
+    sessions = estimator.backend.fused_pipeline()._outputs.value._sessions
+    built = {key[0] for key in sessions if key[1:3] == (120, 160)}
+    assert built == {"marked", "colorized", "cloud"}  # the outputs came from the graphs at the camera's size

@@ -284,7 +284,7 @@ class OrtFusedPipeline:
         self.session.run_with_iobinding(binding)
         ran = time.perf_counter()
         self._last_depth = binding.get_outputs()[0]
-        depth = (self._last_depth.numpy() if host is None else host)[0]
+        depth = (binding.copy_outputs_to_cpu()[0] if host is None else host)[0]
         done = time.perf_counter()
         return depth, {"preprocess": staged - start, "network": ran - staged, "postprocess": done - ran}
 
@@ -300,13 +300,19 @@ class OrtFusedPipeline:
         return OrtDeviceFrame(self._last_depth, outputs)
 
     def _start_outputs(self):
-        from mde_ros.inference.ort_outputs import OrtOutputs, onnx_available, output_providers
+        from mde_ros.inference.ort_outputs import OrtOutputs, onnx_available, output_providers, self_check
 
         if not onnx_available():
             log.warning("device_pipeline: onnx is not installed (pip install onnx): the outputs of the fused "
                         "model's depth are built by numpy on the host")
             return None
-        return OrtOutputs(self._ort(), output_providers(self.session), self._options)
+        outputs = OrtOutputs(self._ort(), output_providers(self.session), self._options)
+        problem = self_check(outputs, self._device)
+        if problem is not None:
+            log.warning("device_pipeline: onnxruntime's output graphs on %s do not reproduce the numpy builders "
+                        "(%s): the outputs are built by numpy on the host", outputs.providers, problem)
+            return None
+        return outputs
 
     @staticmethod
     def _ort():

@@ -348,3 +348,37 @@ class OrtDeviceFrame:
         return scan_of_band(self._marked_rows(min_depth, max_depth, (first, last), band), intr, range_min,
                             range_max)
 
+
+
+def self_check(outputs: OrtOutputs, device: tuple[str, int] = ("cpu", 0)) -> str | None:
+    """None when the graphs, run on `outputs`' providers with a depth OrtValue on `device`, give the numpy
+    builders' bytes for a small depth map with every kind of value; else what went wrong. Run once before
+    a fused pipeline builds its outputs this way, so a provider that binds or computes differently (CUDA:
+    not run in this project's sessions) falls back to numpy instead of publishing something else."""
+    from mde_ros.pipeline.colorize import colorize
+    from mde_ros.pipeline.geometry import depth_to_scan, pack_cloud
+    from mde_ros.pipeline.outputs import mark_out_of_range
+
+    depth = np.linspace(-1.0, 12.0, 12 * 10, dtype=np.float32).reshape(10, 12)
+    depth[1, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    intr = Intrinsics(9.0, 8.0, 5.5, 4.5, 12, 10)
+    rgb = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
+    low, high = 0.3, 9.0
+    marked = mark_out_of_range(depth, low, high)
+    try:
+        value = outputs._ort.OrtValue.ortvalue_from_numpy(depth[None].copy(), *device)
+        frame = OrtDeviceFrame(value, outputs)
+        checks = {
+            "depth image": (bytes(frame.depth_image(low, high).data), marked.tobytes()),
+            "colourised image": (bytes(frame.colorized(low, high, "turbo").data),
+                                 colorize(depth, low, high, "turbo").tobytes()),
+            "scan": (frame.scan(low, high, intr, 3, 0.45, 8.0).ranges.tobytes(),
+                     depth_to_scan(marked, intr, 3, 0.45, 8.0).ranges.tobytes())}
+        for decimation, organized in ((1, True), (2, False)):
+            checks[f"cloud (decimation {decimation})"] = (
+                bytes(frame.cloud(low, high, intr, rgb, decimation, 0.5, 8.0, organized).data),
+                bytes(pack_cloud(marked, intr, rgb, decimation, 0.5, 8.0, organized).data))
+    except Exception as exc:  # any failure of the provider means: numpy builds the outputs
+        return f"{type(exc).__name__}: {exc}"
+    wrong = [name for name, (got, want) in checks.items() if got != want]
+    return f"{', '.join(wrong)} differ from the numpy builders" if wrong else None
