@@ -137,12 +137,17 @@ def test_self_check_passes_here_and_reports_a_provider_that_cannot_run_the_graph
 
 # ---------------------------------------------------------------- wired: the fused ONNX on onnxruntime
 
-def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path):
+@pytest.mark.parametrize("forced", [True, False])
+def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path, monkeypatch, forced):
     """DepthEstimator + onnxruntime (CPU provider) + device_pipeline + a fused model beside the network:
     DepthResult.device is an OrtDeviceFrame of the fused depth, and build_parts through it gives the
-    bytes numpy's builders give for the same (returned) depth."""
+    bytes numpy's builders give for the same (returned) depth. On the CPU provider the graphs run only
+    when forced (OrtFusedPipeline.outputs_on_cpu: numpy is faster there); unforced, numpy builds them."""
     torch = pytest.importorskip("torch")  # to make the fused model (export), not to run it
     from mde_ros.inference import create_backend
+    from mde_ros.inference.onnxruntime_backend import OrtFusedPipeline
+
+    monkeypatch.setattr(OrtFusedPipeline, "outputs_on_cpu", forced)
     from mde_ros.inference.fused import export_fused_onnx, fused_path_for
     from mde_ros.models import build_model, export_onnx
     from mde_ros.models.card import ModelCard
@@ -163,8 +168,11 @@ def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path):
     for seed, config in zip((1, 2), configs):
         frame = render_frame(seed, 160, 120)
         result = estimator.estimate(frame.rgb, frame.intrinsics)
-        assert type(result.device).__name__ == "OrtDeviceFrame"
-        assert np.array_equal(result.device.depth.numpy()[0], result.depth, equal_nan=True)
+        if not forced:
+            assert result.device is None
+        else:
+            assert type(result.device).__name__ == "OrtDeviceFrame"
+            assert np.array_equal(result.device.depth.numpy()[0], result.depth, equal_nan=True)
         depth = result.depth.copy()
         got = run_frame(estimator, frame.rgb, frame.intrinsics, METRIC_KEYS,
                         StepConfig(config, estimator.min_depth, estimator.max_depth)).outputs
@@ -177,6 +185,9 @@ def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path):
         assert bytes(got.cloud.data) == bytes(want.cloud.data) and got.cloud.width == want.cloud.width
         assert got.scan.ranges.tobytes() == want.scan.ranges.tobytes()
         np.testing.assert_array_equal(result.depth, depth)  # the returned depth is left as it was
+    if not forced:
+        assert estimator.backend.fused_pipeline()._outputs.value is None  # no graph was even built
+        return
     sessions = estimator.backend.fused_pipeline()._outputs.value._sessions
     built = {key[0] for key in sessions if key[1:3] == (120, 160)}
     assert built == {"marked", "colorized", "cloud"}  # the outputs came from the graphs at the camera's size
