@@ -247,24 +247,14 @@ def _start_node(model: str, namespace: str, params_file: Path | None,
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, timeout: float,
-             extra: tuple[str, ...] = (), phases: list[str] | None = None) -> list[NodeRun]:
-    """The node process fed by this one; every phase of every size. Never raises for the node's
-    failures: they end up in NodeRun.error / Phase.missed."""
+def _context_with_node_profile():
+    """An rclpy context of this process started with the node's Fast DDS profile, as the README asks of
+    every process of the camera pipeline (read when the context's first participant starts); the
+    environment is restored afterwards."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
-    from mde_ros.resources import default_params_file
-    from mde_ros.ros import naming
     from mde_ros.ros.fastdds import profile_environment
 
-    namespace = f"/mde_bench_node_{os.getpid()}"
-    process = _start_node(model, namespace, default_params_file(), extra)
-    # This process (camera and subscribers) takes the node's Fast DDS profile too, as the README asks of
-    # every process of the camera pipeline (read when this process's first participant starts).
     chosen, _ = profile_environment(os.environ)
     saved = {name: os.environ.get(name) for name in chosen}
     os.environ.update(chosen)
@@ -277,6 +267,25 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    return context
+
+
+def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, timeout: float,
+             extra: tuple[str, ...] = (), phases: list[str] | None = None) -> list[NodeRun]:
+    """The node process fed by this one; every phase of every size. Never raises for the node's
+    failures: they end up in NodeRun.error / Phase.missed."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+
+    from mde_ros.resources import default_params_file
+    from mde_ros.ros import naming
+
+    namespace = f"/mde_bench_node_{os.getpid()}"
+    process = _start_node(model, namespace, default_params_file(), extra)
+    context = _context_with_node_profile()
     client = rclpy.create_node("mde_bench_camera", namespace=namespace, context=context)
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     image_pub = client.create_publisher(Image, "image", reliable)
@@ -467,17 +476,7 @@ def receive_floor_ms(width: int, height: int, frames: int, rate_hz: float = 30.0
     environment = {**os.environ, **profile_environment(os.environ)[0]}
     process = subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, namespace], env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    saved = {name: os.environ.get(name) for name in environment if os.environ.get(name) != environment[name]}
-    os.environ.update(environment)
-    context = rclpy.context.Context()
-    try:
-        rclpy.init(context=context)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    context = _context_with_node_profile()
     node = rclpy.create_node("mde_bench_floor_camera", namespace=namespace, context=context)
     try:
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
