@@ -26,7 +26,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from rosbags.serde import SerdeError
@@ -269,7 +269,7 @@ class _FramePipeline:
     guessed_frames: set[str] = field(default_factory=set)  # image frames without '_optical', warned once
     wanted: tuple[str, ...] = METRIC_KEYS  # output rows written (OutputSpec keys)
 
-    def __call__(self, msgtype: str, data: bytes, timestamp: int) -> dict[str, Any] | None:
+    def __call__(self, msgtype: str, data: bytes, timestamp: int) -> "Callable[[], dict[str, Any]] | None":
         stats = self.stats
         began = time.perf_counter()
         try:
@@ -290,24 +290,33 @@ class _FramePipeline:
                          StepConfig(self.output_config, self.estimator.min_depth, self.estimator.max_depth),
                          refiner=None if refine is None else refine.refiner,
                          anchors=None if refine is None else refine.anchors_for(msg.header),
-                         stamp_s=stamp_ns(msg.header) * 1e-9)
+                         stamp_s=stamp_ns(msg.header) * 1e-9, defer_outputs=True)
         if refine is not None:
             refine.record(step.refined, msg.header)
         stats.frame_notes(step.notes, step.findings, None if step.stopped else step.valid)
-        outputs = step.outputs
         if step.stopped:  # the scale expired (on_expiry stop): no depth for this image, as the node
             stats.outputs_skipped["scale_expired"] += 1
         else:
             stats.processed += 1
-        for stage, seconds in {"decode": decoded - began, **step.result.timings, **outputs.timings}.items():
+        for stage, seconds in {"decode": decoded - began, **step.result.timings}.items():
             stats.latencies[stage].append(seconds)
         frame, guessed = naming.scan_frame(msg.header.frame_id, self.scan_frame or "")
-        if outputs.scan is not None and guessed and frame not in self.guessed_frames:
-            self.guessed_frames.add(frame)
-            stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
-                       "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
-        context = _Context(info, frame)
-        return {key: output_msg(BY_KEY[key], value, msg.header, context) for key, value in outputs.parts.items()}
+        header = msg.header
+
+        def messages() -> dict[str, Any]:
+            """The frame's output messages, built where they are written (the writer thread for mcap:
+            frame N's outputs are built while frame N+1 is in the network)."""
+            outputs = step.build()
+            for stage, seconds in outputs.timings.items():
+                stats.latencies[stage].append(seconds)
+            if outputs.scan is not None and guessed and frame not in self.guessed_frames:
+                self.guessed_frames.add(frame)
+                stats.warn(f"image frame_id {frame!r} has no '_optical' part: the scan is written in {frame!r}, "
+                           "assumed to be a body-convention frame; pass --scan-output-frame if it is optical")
+            context = _Context(info, frame)
+            return {key: output_msg(BY_KEY[key], value, header, context) for key, value in outputs.parts.items()}
+
+        return messages
 
     def _intrinsics(self, header: Any, width: int, height: int, timestamp: int) -> tuple[Any, "Intrinsics | None"]:
         """(CameraInfo, intrinsics at the image's resolution), both None when unknown or unusable."""
@@ -425,6 +434,8 @@ class _WriterThread:
         if not is_outputs:
             self._writer.write(self._copy(target), timestamp, payload)
             return
+        if callable(payload):  # the frame's outputs are built here (_FramePipeline.__call__)
+            payload = payload()
         written = time.perf_counter()
         for key, out_msg in payload.items():
             self._writer.write(target[key], timestamp, serialize(out_msg))

@@ -8,9 +8,10 @@ in its summary), so both report the same problems. Pure: no rclpy, no message cl
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Collection
+from typing import TYPE_CHECKING, Callable, Collection
 
 import numpy as np
 
@@ -69,6 +70,8 @@ class FrameResult:
     findings: list[Finding] = field(default_factory=list)  # health of the published depth (pipeline.health)
     notes: list[Note] = field(default_factory=list)
     stopped: bool = False  # the scale expired with scale.on_expiry 'stop': no metric output for this frame
+    # run_frame(defer_outputs=True): builds `outputs` later, in another thread (replay's writer), once
+    build: "Callable[[], FrameOutputs] | None" = None
 
 
 def output_config_for(config: OutputConfig, wanted: Collection[str], intrinsics: "Intrinsics | None",
@@ -87,8 +90,11 @@ def output_config_for(config: OutputConfig, wanted: Collection[str], intrinsics:
 
 def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrinsics | None",
               wanted: Collection[str], config: StepConfig, *, refiner: "Refiner | None" = None,
-              anchors: "Anchors | None" = None, stamp_s: float = 0.0) -> FrameResult:
-    """Estimate, refine and build the outputs named in `wanted` (OutputSpec keys) for one frame."""
+              anchors: "Anchors | None" = None, stamp_s: float = 0.0, defer_outputs: bool = False) -> FrameResult:
+    """Estimate, refine and build the outputs named in `wanted` (OutputSpec keys) for one frame.
+
+    `defer_outputs`: leave the building to FrameResult.build (outputs None), so offline replay builds
+    frame N's outputs in its writer thread while frame N+1 is in the network."""
     notes: list[Note] = []
     out_config = output_config_for(config.outputs, wanted, intrinsics, notes)
     if config.budget is not None:
@@ -121,12 +127,13 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
                       # outputs built where the depth is only while it is the estimator's own (a refined
                       # depth is a new result made on the CPU: dataclasses.replace would carry a stale device)
                       device=estimated.device if result is estimated else None)
-    outputs = build_parts(frame, wanted, metric=result.is_metric and not stopped)
+    build = functools.partial(build_parts, frame, tuple(wanted), metric=result.is_metric and not stopped)
+    outputs, later = (None, build) if defer_outputs else (build(), None)
     if stopped:  # nothing metric published: no health to judge
-        return FrameResult(outputs, result, refined, 0.0, [], notes, stopped=True)
+        return FrameResult(outputs, result, refined, 0.0, [], notes, stopped=True, build=later)
     if result.is_metric:
         valid, findings = frame_findings(result.depth, config.min_depth, config.max_depth, result.rescale,
                                          result.intrinsics, estimator.card)
     else:  # an unanchored relative model: no metres to judge, only how much of the relative image is finite
         valid, findings = float(np.isfinite(result.relative).mean()), []
-    return FrameResult(outputs, result, refined, valid, findings, notes)
+    return FrameResult(outputs, result, refined, valid, findings, notes, build=later)
