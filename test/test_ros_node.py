@@ -5,6 +5,7 @@ resolution, so every published number can be checked against geometry; one test 
 real node process with the onnxruntime backend on a tiny ONNX model.
 """
 import collections
+import gc
 import math
 import os
 import subprocess
@@ -108,6 +109,12 @@ class Rig:
 
     def __init__(self, context, namespace, backend=None, card=CARD, params=None, transport="raw",
                  local_node=True, discovery_timeout=TIMEOUT_S, alive=lambda: True, node_class=DepthNode):
+        # The node runs in this process, so the test session's garbage collector runs inside its frames:
+        # full collections of the session's objects took 60-140 ms (py3.10, late in the suite) and
+        # delayed a CameraInfo past the node's bounded wait, or the node a frame period. As the node does
+        # after start-up (depth_node.main), the objects that exist now are frozen out of the collector's way.
+        gc.collect()
+        gc.freeze()
         self.backend = backend or PlaneBackend()
         self.namespace = namespace
         overrides = [Parameter(k, value=v) for k, v in {**FULL_CLOUD, **(params or {})}.items()]
