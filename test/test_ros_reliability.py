@@ -53,8 +53,8 @@ def retried_once(body, rig) -> None:
     """Run a live pairing check; after a failure, once more on a fresh node (the failure is printed).
 
     These checks time the node's bounded wait for a CameraInfo against deliveries 20-40 ms apart, with the
-    node in the test process: late in full suite runs (3 times in 5 runs on 2026-12-07, never in 30 runs of
-    the module alone) the test process stalled 0.25-1 s between an image and its CameraInfo and the wait
+    node in the test process: in 3 of 6 full suite runs on 2026-12-07 (and once in ~35 runs of these two
+    tests alone) the test process stalled 0.25-1 s between an image and its CameraInfo and the wait
     expired, as it should. A retry keeps the check (two failures fail it) without the stall's noise."""
     try:
         body(rig)
