@@ -56,7 +56,7 @@ def depth_image(marked: "torch.Tensor") -> PackedImage:
 
 
 def _rays(intr: Intrinsics, device) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """geometry._rays on the device (the same float32 values: computed in float64, then rounded)."""
+    """geometry.rays on the device (the same float32 values: computed in float64, then rounded)."""
     import torch
 
     x = torch.from_numpy(((np.arange(intr.width, dtype=np.float64) - intr.cx) / intr.fx).astype(np.float32))

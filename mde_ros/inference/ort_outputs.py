@@ -29,13 +29,13 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from mde_ros.pipeline.buffers import message_buffer, view
 from mde_ros.pipeline.colorize import colormap_table
-from mde_ros.pipeline.geometry import (POINT_STEP, POINT_STEP_RGB, RGB_FIELD, XYZ_FIELDS, PackedCloud, Scan, _rays,
-                                       decimated_intrinsics, scan_fits, scan_of_band, scan_rows)
+from mde_ros.pipeline.geometry import (POINT_STEP, POINT_STEP_RGB, RGB_FIELD, XYZ_FIELDS, PackedCloud, Scan,
+                                       check_cloud_args, decimated_intrinsics, pcl_rgb, rays, scan_fits,
+                                       scan_of_band, scan_rows, scratch)
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import PackedImage
 
@@ -238,18 +238,6 @@ class OrtOutputs:
         binding.clear_binding_inputs()
 
 
-_local = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A per-thread array reused while the shape stays (the unorganised cloud's records, the scan rows)."""
-    array = getattr(_local, name, None)
-    if array is None or array.shape != shape or array.dtype != dtype:
-        array = np.empty(shape, dtype)
-        setattr(_local, name, array)
-    return array
-
-
 def _f32(value: float) -> np.ndarray:
     return np.array(value, np.float32)
 
@@ -289,15 +277,7 @@ class OrtDeviceFrame:
     def cloud(self, min_depth: float, max_depth: float, intr: Intrinsics, rgb: np.ndarray | None, decimation: int,
               min_range: float, max_range: float, organized: bool) -> PackedCloud:
         """pipeline.geometry.pack_cloud of the marked depth (rgb: the camera's HxWx3 uint8 image, on the host)."""
-        if (intr.height, intr.width) != (self.height, self.width) or not intr.is_valid():
-            raise ValueError(f"depth {(self.height, self.width)} does not fit valid intrinsics {intr}")
-        if int(decimation) != decimation or decimation < 1:
-            raise ValueError(f"decimation must be an integer >= 1, got {decimation}")
-        if not 0 <= min_range < max_range:
-            raise ValueError(f"need 0 <= min_range < max_range, got {min_range}..{max_range}")
-        if rgb is not None and (rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8):
-            raise ValueError(f"rgb must be {self.height}x{self.width}x3 uint8 to colour the cloud, "
-                             f"got shape {rgb.shape} dtype {rgb.dtype}")
+        check_cloud_args((self.height, self.width), intr, rgb, decimation, min_range, max_range)
         decimation = int(decimation)
         if decimation > 1:
             rgb = None if rgb is None else rgb[::decimation, ::decimation]
@@ -309,8 +289,8 @@ class OrtDeviceFrame:
             data = message_buffer(name, height * width * step)
             records = view(data, np.dtype("<f4"), (height * width, step // 4))
         else:
-            records = _scratch("cloud_" + name, (height * width, step // 4), np.dtype("<f4"))
-        x_ray, y_ray = _rays(intr)
+            records = scratch("cloud_" + name, (height * width, step // 4), np.dtype("<f4"))
+        x_ray, y_ray = rays(intr)
         self.outputs.run(("cloud", self.height, self.width, decimation, step),
                          lambda: cloud_graph(self.height, self.width, decimation, step),
                          {DEPTH: self.depth, "min_depth": _f32(min_depth), "max_depth": _f32(max_depth),
@@ -319,10 +299,8 @@ class OrtDeviceFrame:
                          {"points": records.reshape(height, width, step // 4)})
         fields = list(XYZ_FIELDS)
         colour = None
-        if rgb is not None:  # PCL's little-endian 0x00RRGGBB = OpenCV's BGRA with alpha 0 (as pack_cloud)
-            bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
-            bgra[:, :, 3] = 0
-            colour = bgra.view("<u4")[:, :, 0].ravel()
+        if rgb is not None:  # PCL's packed colour, on the host (geometry.pcl_rgb)
+            colour = pcl_rgb(rgb).ravel()
             fields.append(RGB_FIELD)
         if organized:
             if colour is not None:
@@ -346,7 +324,7 @@ class OrtDeviceFrame:
             return None
         rows = scan_rows(intr, scan_height)
         first, last = max(rows.start, 0), min(rows.stop, self.height)
-        band = _scratch("scan_rows", (last - first, self.width), np.dtype("<f4"))
+        band = scratch("scan_rows", (last - first, self.width), np.dtype("<f4"))
         return scan_of_band(self._marked_rows(min_depth, max_depth, (first, last), band), intr, range_min,
                             range_max)
 

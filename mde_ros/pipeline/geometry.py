@@ -38,7 +38,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _rays(intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+def rays(intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
     """((u - cx) / fx for every column, (v - cy) / fy for every row), float32, shared: read-only."""
     x = (np.arange(intr.width, dtype=np.float64) - intr.cx) / intr.fx
     y = (np.arange(intr.height, dtype=np.float64) - intr.cy) / intr.fy
@@ -48,8 +48,12 @@ def _rays(intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
 def _check(depth: np.ndarray, intr: Intrinsics) -> None:
     if depth.ndim != 2:
         raise ValueError(f"expected an HxW depth image, got shape {depth.shape}")
-    if depth.shape != (intr.height, intr.width):
-        raise ValueError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the intrinsics are for "
+    _check_fit(tuple(depth.shape), intr)
+
+
+def _check_fit(shape: tuple[int, int], intr: Intrinsics) -> None:
+    if shape != (intr.height, intr.width):
+        raise ValueError(f"depth is {shape[1]}x{shape[0]} but the intrinsics are for "
                          f"{intr.width}x{intr.height}")
     if not intr.is_valid():
         raise ValueError(f"invalid intrinsics (fx, fy must be finite and > 0; an all-zero K means the "
@@ -73,7 +77,7 @@ def backproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
     """HxWx3 float32 points in the optical frame: X=(u-cx)d/fx, Y=(v-cy)d/fy, Z=d; NaN if invalid."""
     _check(depth, intr)
     z = _copy_valid_depth(depth, np.empty(depth.shape, np.float32))
-    x_ray, y_ray = _rays(intr)
+    x_ray, y_ray = rays(intr)
     points = np.empty(z.shape + (3,), np.float32)
     np.multiply(z, x_ray, out=points[:, :, 0])
     np.multiply(z, y_ray, out=points[:, :, 1])
@@ -108,7 +112,7 @@ class PackedCloud:
 _local = threading.local()
 
 
-def _scratch(name: str, shape: tuple[int, ...], dtype, zeroed: bool = False) -> np.ndarray:
+def scratch(name: str, shape: tuple[int, ...], dtype, zeroed: bool = False) -> np.ndarray:
     """A per-thread scratch array, reused across frames while the shape stays the same.
 
     Fresh 5 MB arrays per frame next to the 5 MB `bytes` result make glibc map and fault in new
@@ -119,6 +123,27 @@ def _scratch(name: str, shape: tuple[int, ...], dtype, zeroed: bool = False) -> 
         array = np.zeros(shape, dtype) if zeroed else np.empty(shape, dtype)
         setattr(_local, name, array)
     return array
+
+
+def check_cloud_args(shape: tuple[int, ...], intr: Intrinsics, rgb: np.ndarray | None, decimation: int,
+                     min_range: float, max_range: float) -> None:
+    """pack_cloud's argument checks, for every builder of its layout (inference.ort_outputs too)."""
+    _check_fit(tuple(shape), intr)
+    if int(decimation) != decimation or decimation < 1:
+        raise ValueError(f"decimation must be an integer >= 1, got {decimation}")
+    if not 0 <= min_range < max_range:
+        raise ValueError(f"need 0 <= min_range < max_range, got {min_range}..{max_range}")
+    if rgb is not None and (rgb.shape != tuple(shape) + (3,) or rgb.dtype != np.uint8):
+        raise ValueError(f"rgb must be {shape[0]}x{shape[1]}x3 uint8 to colour the cloud, "
+                         f"got shape {rgb.shape} dtype {rgb.dtype}")
+
+
+def pcl_rgb(rgb: np.ndarray) -> np.ndarray:
+    """PCL's packed colour per pixel (HxW): the little-endian uint32 0x00RRGGBB, i.e. bytes B, G, R, 0 =
+    OpenCV's BGRA with alpha 0."""
+    bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
+    bgra[:, :, 3] = 0
+    return bgra.view("<u4")[:, :, 0]
 
 
 def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = None, decimation: int = 1,
@@ -133,26 +158,21 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
     Organised clouds keep invalid points as NaN and, like depth_image_proc, say is_dense = False;
     unorganised clouds drop them (height 1, is_dense = True).
     """
-    _check(depth, intr)
-    if int(decimation) != decimation or decimation < 1:
-        raise ValueError(f"decimation must be an integer >= 1, got {decimation}")
-    if not 0 <= min_range < max_range:
-        raise ValueError(f"need 0 <= min_range < max_range, got {min_range}..{max_range}")
-    if rgb is not None and (rgb.shape != depth.shape + (3,) or rgb.dtype != np.uint8):
-        raise ValueError(f"rgb must be {depth.shape[0]}x{depth.shape[1]}x3 uint8 to colour the cloud, "
-                         f"got shape {rgb.shape} dtype {rgb.dtype}")
+    if depth.ndim != 2:
+        raise ValueError(f"expected an HxW depth image, got shape {depth.shape}")
+    check_cloud_args(depth.shape, intr, rgb, decimation, min_range, max_range)
     if decimation > 1:
         depth = depth[::decimation, ::decimation]
         rgb = None if rgb is None else rgb[::decimation, ::decimation]
         intr = decimated_intrinsics(intr, decimation)
-    x_ray, y_ray = _rays(intr)
+    x_ray, y_ray = rays(intr)
     height, width = depth.shape
     # Separate buffers per layout (with and without colour, organised or not): their padding bytes stay
     # zero from the allocation (a reused buffer only ever held the same layout), so no frame clears them.
     step = POINT_STEP_RGB if rgb is not None else POINT_STEP
     # Arithmetic on contiguous planes, then one interleaving copy per plane: strided arithmetic costs
     # more than the copies.
-    planes = _scratch("xyz_planes", (3, height, width), np.dtype("<f4"))
+    planes = scratch("xyz_planes", (3, height, width), np.dtype("<f4"))
     z = planes[2]
     _copy_valid_depth(depth, z, min_range, max_range)
     np.multiply(z, x_ray, out=planes[0])
@@ -160,10 +180,7 @@ def pack_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = Non
     fields = list(XYZ_FIELDS)
     colour = None
     if rgb is not None:
-        # PCL packing: the little-endian uint32 0x00RRGGBB, i.e. bytes B, G, R, 0 = OpenCV's BGRA.
-        bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
-        bgra[:, :, 3] = 0
-        colour = bgra.view("<u4")[:, :, 0]
+        colour = pcl_rgb(rgb)
         fields.append(RGB_FIELD)
     # Built in place in the buffer the message takes (pipeline.buffers). Organised: every pixel a point;
     # unorganised: only the valid ones, compressed plane by plane into a buffer of their count (no
