@@ -59,9 +59,9 @@ def _colorize_band(depth: np.ndarray, min_depth: float, max_depth: float, colorm
     level = (np.float32(max_depth) - depth) * np.float32(255.0 / (max_depth - min_depth))
     np.maximum(level, 0, out=level)
     index = cv2.convertScaleAbs(level)  # rounds and saturates at 255 (the abs is a no-op here)
-    rgb = cv2.applyColorMap(index, _lut(colormap), out) if out.flags.c_contiguous else None
-    if rgb is None or not np.shares_memory(rgb, out):  # OpenCV made its own (another shape, type or layout)
-        np.copyto(out, cv2.applyColorMap(index, _lut(colormap)) if rgb is None else rgb)
+    rgb = cv2.applyColorMap(index, _lut(colormap), out if out.flags.c_contiguous else None)
+    if not np.shares_memory(rgb, out):  # OpenCV made its own (another shape, type or layout)
+        np.copyto(out, rgb)
     out[~np.isfinite(depth)] = 0
 
 
