@@ -476,9 +476,10 @@ def receive_floor_ms(width: int, height: int, frames: int, rate_hz: float = 30.0
     environment = {**os.environ, **profile_environment(os.environ)[0]}
     process = subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, namespace], env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    context = _context_with_node_profile()
-    node = rclpy.create_node("mde_bench_floor_camera", namespace=namespace, context=context)
+    context = node = None
     try:
+        context = _context_with_node_profile()
+        node = rclpy.create_node("mde_bench_floor_camera", namespace=namespace, context=context)
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         image_pub = node.create_publisher(Image, "image", reliable)
         info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
@@ -505,9 +506,11 @@ def receive_floor_ms(width: int, height: int, frames: int, rate_hz: float = 30.0
         send(frames)
         time.sleep(0.3)  # the last frames received
         return (process_cpu_ns(process.pid) - start) / 1e6 / frames
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+    finally:  # the subscriber process goes whatever failed here
+        if node is not None:
+            node.destroy_node()
+        if context is not None:
+            rclpy.shutdown(context=context)
         interrupt(process)
 
 
