@@ -7,32 +7,28 @@ import time
 
 import pytest
 
-from mde_ros.ros.shutdown import StopRequest, init_without_signal_handlers, restore
+from mde_ros.ros.shutdown import NodeStopRequest, init_without_signal_handlers
 
 
 def test_a_signal_interrupts_start_up_and_is_only_recorded_once_the_node_spins():
-    stop = StopRequest()
+    stop = NodeStopRequest()
     with pytest.raises(KeyboardInterrupt):
-        stop(signal.SIGTERM, None)  # start-up: nothing publishes yet, stop at once
-    assert stop.requested and stop.signal == signal.SIGTERM
+        stop._handle(signal.SIGTERM, None)  # start-up: nothing publishes yet, stop at once
+    assert stop.requested and stop.signum == signal.SIGTERM
 
-    stop = StopRequest()
+    stop = NodeStopRequest()
     stop.deferring = True
-    stop(signal.SIGTERM, None)  # spinning: recorded, the spin loop stops the node in order
+    stop._handle(signal.SIGTERM, None)  # spinning: recorded, the spin loop stops the node in order
     assert stop.requested
-    stop(signal.SIGTERM, None)  # launch's SIGTERM after its SIGINT: still in order
+    stop._handle(signal.SIGTERM, None)  # launch's SIGTERM after its SIGINT: still in order
     with pytest.raises(KeyboardInterrupt):
-        stop(signal.SIGINT, None)  # a second Ctrl-C: now
+        stop._handle(signal.SIGINT, None)  # a second Ctrl-C: now
 
 
 def test_the_handler_is_installed_for_sigint_and_sigterm_and_restored():
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    stop = StopRequest()
-    previous = stop.install()
-    try:
-        assert signal.getsignal(signal.SIGINT) is stop and signal.getsignal(signal.SIGTERM) is stop
-    finally:
-        restore(previous)
+    with NodeStopRequest() as stop:
+        assert signal.getsignal(signal.SIGINT) == stop._handle and signal.getsignal(signal.SIGTERM) == stop._handle
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
 

@@ -549,8 +549,11 @@ def main(args: list[str] | None = None) -> int:
         print(f"[FATAL] [{NODE_NAME}]: {exc}", file=sys.stderr)
         return 1
     os.environ.update(variables)
-    stop = shutdown.StopRequest()  # SIGINT/SIGTERM: the inference thread stops before the context ends
-    stop.install()
+    with shutdown.NodeStopRequest() as stop:  # SIGINT/SIGTERM: the inference thread stops before the context ends
+        return _run(args, argv, stop)
+
+
+def _run(args: list[str] | None, argv: list[str], stop: shutdown.NodeStopRequest) -> int:
     try:
         shutdown.init_without_signal_handlers(args)
     except KeyboardInterrupt:
@@ -584,7 +587,6 @@ def main(args: list[str] | None = None) -> int:
                 pass
         rclpy.utilities.try_shutdown()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
