@@ -40,6 +40,16 @@ def test_process_cpu_counts_every_thread_in_nanoseconds():
     assert abs(used - clock_used) < 0.05e9
 
 
+def test_cpu_is_split_by_thread_with_the_first_inference_thread_apart_from_pools_it_started():
+    from mde_ros.commands.bench_node import group_cpu_ms
+
+    before = {100: ("python", 0), 101: ("dds.shm.7413", 0), 105: ("mde_inference", 0), 107: ("mde_inference", 0)}
+    after = {100: ("python", 4_000_000), 101: ("dds.shm.7413", 2_000_000), 102: ("dds.ev.0", 1_000_000),
+             105: ("mde_inference", 80_000_000), 107: ("mde_inference", 6_000_000)}  # 107: an OpenCV pool thread
+    assert group_cpu_ms(100, before, after, frames=4) == {
+        "inference thread": 20.0, "executor (main thread)": 1.0, "Fast DDS threads": 0.75, "other threads": 1.5}
+
+
 def test_sizes_are_parsed_or_refused_with_a_reason():
     assert parse_sizes("640x480, 1280x720") == [(640, 480), (1280, 720)]
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
@@ -55,13 +65,23 @@ def test_node_section_reports_cpu_per_phase_from_another_process():
     run = _bench("--node-sizes", "160x120", "--iters", "3", "--warmup", "1")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stdout + run.stderr
-    rows = re.findall(r"^160x120\s+(depth.*?|all \(launch defaults\))\s+([\d.]+)\s+(-?[\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)",
-                      run.stdout, re.M)
+    number = r"(-?[\d.]+|nan)"
+    rows = re.findall(rf"^160x120\s+(depth.*?|all \(launch defaults\))\s+{number}\s+{number}\s+{number}\s+{number}"
+                      r"\s+(\d+)\s+(\d+)", run.stdout, re.M)
     labels = [row[0].strip() for row in rows]
     assert labels == ["depth", "depth + points", "depth + scan", "depth + depth/colorized", "all (launch defaults)"]
-    for _, cpu, _, _, frames, missed in rows:
+    for _, cpu, _, in_node, _, frames, missed in rows:
         assert float(cpu) > 0 and int(frames) + int(missed) == 3
-    assert sum(int(row[4]) for row in rows) >= 10  # most frames came back complete on a loaded machine
+    assert sum(int(row[5]) for row in rows) >= 10  # most frames came back complete on a loaded machine
+    # The node's own CPU split (issue 20: where each millisecond goes): its inference thread, the network
+    # inside it as the node measured it, its executor thread, Fast DDS's threads
+    split = re.search(r"^160x120\s+CPU by thread, all subscribed .*?total ([\d.]+)\): inference thread ([\d.]+) "
+                      r"\(network ([\d.]+), the rest (-?[\d.]+)\), executor \(main thread\) ([\d.]+), "
+                      r"Fast DDS threads ([\d.]+), other threads ([\d.]+)", run.stdout, re.M)
+    assert split, run.stdout
+    total, inference, network, _, executor, dds, other = map(float, split.groups())
+    assert 0 < network < inference and executor > 0 and dds > 0
+    assert inference + executor + dds + other == pytest.approx(total, abs=0.05 * total + 0.05)
     assert re.search(r"160x120\s+network alone [\d.]+ ms CPU", run.stdout)
     assert "where it goes 160x120" in run.stdout and "serialise" in run.stdout
     # what rclpy and DDS take to receive the same frames, before any of the node's own work

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top; a module belongs to the first layer with a matching pattern.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("mde_ros", "mde_ros.atomic", "mde_ros.memory", "mde_ros.processes", "mde_ros.resources",
-                    "mde_ros.metrics", "mde_ros.stopping", "mde_ros.argtypes")),
+                    "mde_ros.metrics", "mde_ros.stopping", "mde_ros.argtypes", "mde_ros.threads")),
     # the model contract: what a model file promises, readable without torch
     ("contract", ("mde_ros.models.card", "mde_ros.models.fused_meta", "mde_ros.models.onnx_io",
                   "mde_ros.models.presets")),

@@ -199,3 +199,24 @@ def test_from_model_without_a_card_says_so(tmp_path, tiny_onnx):
     orphan.write_bytes(tiny_onnx.read_bytes())
     with pytest.raises(CardError, match="has no model card"):
         DepthEstimator.from_model(orphan, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_the_networks_cpu_is_the_calling_threads_cpu_inside_the_backend_call_not_its_wall_time(busy):
+    """Issue 20's CPU budget: a backend that computes for 30 ms shows ~30 ms of network CPU; one that waits
+    30 ms (a GPU, another thread's pool) shows ~none, although both take 30 ms of wall time."""
+    import time
+
+    def make(h, w):
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:
+            if not busy:
+                time.sleep(0.005)
+        return np.full((h, w), 2.0, np.float32)
+
+    result = DepthEstimator(ScriptedBackend(make), card()).estimate(RGB, CAMERA)
+    assert result.timings["network"] >= 0.03
+    if busy:
+        assert 0.02 <= result.network_cpu_s <= result.timings["network"] + 0.005
+    else:
+        assert 0 <= result.network_cpu_s < 0.01

@@ -257,6 +257,20 @@ def test_diagnostics_warn_when_most_frames_are_dropped_and_report_rates_and_late
     assert {kv.key: kv.value for kv in ok.values}["latency network (ms)"] == "200.00"
 
 
+def test_diagnostics_report_the_inference_threads_cpu_per_frame_apart_from_the_latencies():
+    """Issue 20: the node's CPU budget, per published frame, next to (not summed into) the latency stages."""
+    stats = NodeStats(FakeClock())
+    stats.frame_published({"network": 0.02}, "camera_info", 1.0, cpu_s={"frame": 0.020, "network": 0.015})
+    stats.frame_published({"network": 0.02}, "camera_info", 1.0, cpu_s={"frame": 0.024, "network": 0.017})
+    stats.frame_published({"network": 0.02}, "camera_info", 1.0)  # a frame without figures counts in the mean
+    values = {kv.key: kv.value for kv in diagnostic_status(
+        stats.take_window(), name="n", hardware_id="cpu", backend="b", model="m", input_topic="/image",
+        intrinsics_missing=False).values}
+    assert values["cpu inference thread per frame (ms)"] == "14.67"
+    assert values["cpu network per frame (ms)"] == "10.67"
+    assert values["latency total (ms)"] == "20.00"
+
+
 def test_diagnostics_name_missing_intrinsics_and_problems():
     stats = NodeStats(FakeClock())
     stats.frame_received()

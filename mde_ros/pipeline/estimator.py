@@ -68,6 +68,10 @@ class DepthResult:
     # onnxruntime's fused model: inference.ort_outputs.OrtDeviceFrame), valid until the next estimate:
     # outputs are built there. None on every other path.
     device: Any = None
+    # CPU seconds of the calling thread inside the backend call (time.thread_time): the network's whole
+    # CPU cost when the backend computes on the calling thread (onnxruntime with one intra-op thread),
+    # that thread's share otherwise; the fused model's call includes its pre/post-processing graph.
+    network_cpu_s: float | None = None
 
 
 class DepthEstimator:
@@ -134,12 +138,14 @@ class DepthEstimator:
         start = time.perf_counter()
         batch, info = preprocess(rgb, card, self.config.resize_policy)
         after_preprocess = time.perf_counter()
+        cpu_before = time.thread_time()
         sky_raw = None
         if card.sky_output is not None:
             outputs = self.backend.infer_outputs(batch)
             raw, sky_raw = np.asarray(outputs["depth"]), outputs.get("sky")
         else:
             raw = np.asarray(self.backend.infer(batch))
+        network_cpu = time.thread_time() - cpu_before
         after_network = time.perf_counter()
 
         if raw.ndim == 3:  # (N,H,W) from a backend that left it so
@@ -167,7 +173,8 @@ class DepthEstimator:
         done = time.perf_counter()
         timings = {"preprocess": after_preprocess - start, "network": after_network - after_preprocess,
                    "postprocess": done - after_network}
-        return DepthResult(depth, intrinsics, rescale, timings, warnings, relative, sky, is_metric=relative is None)
+        return DepthResult(depth, intrinsics, rescale, timings, warnings, relative, sky, is_metric=relative is None,
+                           network_cpu_s=network_cpu)
 
     def _rescale_factor(self, intrinsics: Intrinsics | None, info, warnings: list[str]) -> float:
         """The camera-aware factor; a canonical-camera model's output is defined for that camera, so
@@ -210,7 +217,9 @@ class DepthEstimator:
         info = resize_info(height, width, card.input_height, card.input_width, policy, card.resize_side,
                            card.size_multiple)
         rescale = self._rescale_factor(intrinsics, info, warnings)
+        cpu_before = time.thread_time()
         depth, timings = fused.estimate(np.ascontiguousarray(rgb), card, policy, rescale)
+        network_cpu = time.thread_time() - cpu_before
         device = None
         device_depth = getattr(fused, "last_device_depth", None)
         if device_depth is not None:
@@ -219,4 +228,4 @@ class DepthEstimator:
             device = DeviceFrame(device_depth)
         else:  # onnxruntime's fused model: its depth OrtValue (inference.ort_outputs.OrtDeviceFrame) or None
             device = getattr(fused, "last_device_frame", None)
-        return DepthResult(depth, intrinsics, rescale, timings, warnings, device=device)
+        return DepthResult(depth, intrinsics, rescale, timings, warnings, device=device, network_cpu_s=network_cpu)

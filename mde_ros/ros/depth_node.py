@@ -33,6 +33,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from mde_ros.memory import LargeFrameTrim, map_large_arrays
+from mde_ros.threads import name_current_thread, set_opencv_threads
 from mde_ros.modelfiles import load_estimator
 from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 from mde_ros.pipeline.intrinsics import Intrinsics
@@ -45,6 +46,7 @@ from mde_ros.ros import fastdds, messages, naming, paramcheck, shutdown
 from mde_ros.ros.aliases import ALIASES, resolve_aliases
 from mde_ros.ros.anchors import NodeAnchors
 from mde_ros.ros.compat import add_parameter_callbacks
+from mde_ros.ros.executor import make_executor
 from mde_ros.ros.diagnostics import NodeStats, ThrottledWarnings, diagnostic_status
 from mde_ros.ros.parameters import PARAMETERS, SPECS, TRANSPORTS, ParamSpec, Settings  # noqa: F401 (re-export)
 from mde_ros.ros.qos import incompatible_publisher_callbacks, publisher_qos, subscription_qos
@@ -90,6 +92,7 @@ class DepthNode(Node):
         except StartupError:
             super().destroy_node()
             raise
+        set_opencv_threads(self._settings.opencv_threads)  # process-wide, before any frame
         self._stats = NodeStats()
         self._warnings = ThrottledWarnings(self.get_logger().warning, self._stats, WARN_THROTTLE_S)
         self._estimator: DepthEstimator | None = None  # loaded by _configure (a lifecycle node: on configure)
@@ -317,6 +320,7 @@ class DepthNode(Node):
     # ---- inference thread ---------------------------------------------------------------------
 
     def _inference_loop(self) -> None:
+        name_current_thread("mde_inference")  # top -H, py-spy, the node benchmark's per-thread CPU
         while True:
             with self._wake:
                 while self._pending is None and not self._stopping:
@@ -341,6 +345,7 @@ class DepthNode(Node):
         """Decode, pair, run the frame step, publish one frame; the pixels it processed (0: rejected)."""
         settings = self._settings
         header = frame.msg.header
+        cpu_start = time.thread_time()
         decode_start = time.perf_counter()
         rgb = self._decode(frame.msg, settings.budget())
         if rgb is None:
@@ -382,9 +387,12 @@ class DepthNode(Node):
             return width * height
         timings = {"queue": decode_start - frame.received, "decode": decode_s, **step.result.timings,
                    "outputs": sum(step.outputs.timings.values()), "publish": time.perf_counter() - publish_start}
+        network_cpu = step.result.network_cpu_s
+        cpu = {"frame": time.thread_time() - cpu_start,  # this thread's CPU for the frame (not the executor's)
+               **({} if network_cpu is None else {"network": network_cpu})}
         for finding in step.findings:  # states of the output, not rejected frames: logged, not counted
             self._warnings.warn(finding.kind, finding.message, count=False)
-        self._stats.frame_published(timings, source, step.valid, step.findings)
+        self._stats.frame_published(timings, source, step.valid, step.findings, cpu_s=cpu)
         return width * height
 
     def _wanted_outputs(self) -> set[str]:
@@ -571,7 +579,12 @@ def _run(args: list[str] | None, argv: list[str], stop: shutdown.NodeStopRequest
         # collection during a frame no longer walks them (overload p99 measured, README "Latency under
         # overload").
         gc.freeze()
-        shutdown.spin_until_stopped(node, stop)
+        try:
+            executor, executor_name = make_executor(node.get_parameter("executor").value, node.context)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        node.get_logger().info(f"spinning with {executor_name}")
+        shutdown.spin_until_stopped(node, stop, executor)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         return 1

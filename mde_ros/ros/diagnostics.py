@@ -39,6 +39,9 @@ class StatsWindow:
     intrinsics_source: str
     valid_fraction: float | None
     findings: tuple = ()  # pipeline.health.Finding of the last published frame
+    # CPU ms per published frame of the inference thread: "frame" (all its work for the frame), "network"
+    # (inside the backend call); the executor's and DDS's threads are not in it.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def input_hz(self) -> float:
@@ -55,6 +58,7 @@ class _Window:
     published: int = 0
     dropped: int = 0
     latency_sums: dict[str, float] = field(default_factory=dict)
+    cpu_sums: dict[str, float] = field(default_factory=dict)
     problems: Counter = field(default_factory=Counter)
 
 
@@ -72,6 +76,7 @@ class NodeStats:
         self._valid_fraction: float | None = None
         self._findings: tuple = ()
         self._last_latency_ms: dict[str, float] = {}
+        self._last_cpu_ms: dict[str, float] = {}
 
     def frame_received(self) -> None:
         with self._lock:
@@ -84,14 +89,17 @@ class NodeStats:
             self._totals.dropped += 1
 
     def frame_published(self, timings_s: dict[str, float], intrinsics_source: str, valid_fraction: float,
-                        findings: Sequence = ()) -> None:
-        """`valid_fraction`: after REP 117 marking; `findings`: pipeline.health findings of this frame."""
+                        findings: Sequence = (), cpu_s: dict[str, float] | None = None) -> None:
+        """`valid_fraction`: after REP 117 marking; `findings`: pipeline.health findings of this frame;
+        `cpu_s`: the inference thread's CPU seconds for it (StatsWindow.cpu_ms)."""
         with self._lock:
             self._findings = tuple(findings)
             self._window.published += 1
             self._totals.published += 1
             for stage, seconds in timings_s.items():
                 self._window.latency_sums[stage] = self._window.latency_sums.get(stage, 0.0) + seconds
+            for part, seconds in (cpu_s or {}).items():
+                self._window.cpu_sums[part] = self._window.cpu_sums.get(part, 0.0) + seconds
             self._intrinsics_source = intrinsics_source
             self._valid_fraction = valid_fraction
 
@@ -120,6 +128,7 @@ class NodeStats:
             if window.published:
                 # A model slower than the diagnostics period still shows its last known latency.
                 self._last_latency_ms = {k: 1000.0 * v / window.published for k, v in window.latency_sums.items()}
+                self._last_cpu_ms = {k: 1000.0 * v / window.published for k, v in window.cpu_sums.items()}
             return StatsWindow(
                 seconds=seconds, received=window.received, published=window.published, dropped=window.dropped,
                 latency_ms=dict(self._last_latency_ms),
@@ -127,7 +136,7 @@ class NodeStats:
                 total_published=self._totals.published, total_dropped=self._totals.dropped,
                 total_problems=Counter(self._totals.problems), last_warning=self._last_warning,
                 intrinsics_source=self._intrinsics_source, valid_fraction=self._valid_fraction,
-                findings=self._findings)
+                findings=self._findings, cpu_ms=dict(self._last_cpu_ms))
 
 
 class ThrottledWarnings:
@@ -203,6 +212,9 @@ def diagnostic_status(window: StatsWindow, *, name: str, hardware_id: str, backe
             values[f"latency {stage} (ms)"] = f"{window.latency_ms[stage]:.2f}"
     if window.latency_ms:
         values["latency total (ms)"] = f"{sum(window.latency_ms.values()):.2f}"  # image received -> published
+    for part, label in (("frame", "cpu inference thread per frame (ms)"), ("network", "cpu network per frame (ms)")):
+        if part in window.cpu_ms:
+            values[label] = f"{window.cpu_ms[part]:.2f}"
     for kind, count in sorted(window.total_problems.items()):
         values[f"problem {kind} (total)"] = str(count)
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,

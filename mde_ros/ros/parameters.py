@@ -26,6 +26,7 @@ from mde_ros.pipeline.geometry import SCAN_CONVENTIONS
 from mde_ros.pipeline.intrinsics import Intrinsics
 from mde_ros.pipeline.outputs import DEPTH_ENCODINGS, OUTPUTS, OutputConfig
 from mde_ros.pipeline.preprocess import RESIZE_POLICIES
+from mde_ros.ros.executor import EXECUTORS
 from mde_ros.ros.qos import DEFAULT_RELIABILITY, RELIABILITIES
 
 TRANSPORTS = ("raw", "compressed")
@@ -68,6 +69,13 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("lifecycle", False, "a managed (lifecycle) node: start unconfigured; configure loads the model, "
               "activate starts publishing, deactivate stops, cleanup unloads (nav2's lifecycle manager, ros2 "
               "lifecycle set); false: configure and activate at start", read_only=True),
+    ParamSpec("executor", "auto", "rclpy executor spinning the node: auto (rclpy's EventsExecutor where this "
+              "rclpy has it: Jazzy >= 7.1.4, Kilted; else the SingleThreadedExecutor, Humble) | events | "
+              "single_threaded (measured: ~0.6-1 ms less main-thread CPU per frame with events)",
+              read_only=True, choices=EXECUTORS),
+    ParamSpec("opencv_threads", 1, "OpenCV's threads for resizing and colouring: 1: in the frame's own thread "
+              "(its worker pool spins between frames: +1.3 ms CPU per 640x480 frame measured); n: a pool of n; "
+              "0: OpenCV's default (one per core); process-wide", read_only=True, low=0, high=256),
     ParamSpec("precision", "fp32", "network precision: fp16 (GPU backends: the fp16 model), bf16 (torch on CUDA "
               "only), int8 (the model's "
               "Q/DQ int8 model: int8.model, MODEL.int8.onnx beside it, or built from int8.calibration)",

@@ -45,9 +45,12 @@ def init_without_signal_handlers(args: list[str] | None, init: Callable[..., Non
     init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
-def spin_until_stopped(node: Any, stop: NodeStopRequest, period_s: float = WAIT_PERIOD_S) -> None:
-    """Spin `node` until `stop` is requested or the context ends (someone else shut it down)."""
-    executor = SingleThreadedExecutor(context=node.context)
+def spin_until_stopped(node: Any, stop: NodeStopRequest, executor: Any = None,
+                       period_s: float = WAIT_PERIOD_S) -> None:
+    """Spin `node` with `executor` (default: a SingleThreadedExecutor) until `stop` is requested or the
+    context ends (someone else shut it down)."""
+    if executor is None:
+        executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(node)
     stop.deferring = True  # from here until the process ends: the node is destroyed in order
     try:
