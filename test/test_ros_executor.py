@@ -82,3 +82,18 @@ def test_an_executor_this_rclpy_cannot_give_is_a_one_line_fatal_error():
         interrupt(process)
     assert process.returncode == 1, output[-3000:]
     assert "executor" in output and "Traceback" not in output, output[-3000:]
+
+
+def test_on_an_rclpy_without_the_events_executor_auto_spins_with_the_single_threaded_one(monkeypatch, rclpy_context):
+    """Humble's rclpy (stand-in: rclpy.experimental made unimportable) gets the SingleThreadedExecutor."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from mde_ros.ros.executor import make_executor
+
+    monkeypatch.setitem(sys.modules, "rclpy.experimental", None)  # `import` raises ImportError
+    assert events_executor_class() is None
+    executor, name = make_executor("auto", rclpy_context)
+    assert isinstance(executor, SingleThreadedExecutor) and name == "rclpy SingleThreadedExecutor"
+    executor.shutdown()
+    with pytest.raises(ValueError, match="EventsExecutor"):
+        make_executor("events", rclpy_context)
