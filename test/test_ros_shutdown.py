@@ -61,3 +61,23 @@ def test_the_node_stopped_by_sigterm_during_start_up_exits_cleanly(delay_s):
             process.communicate()
     assert process.returncode in (0, -signal.SIGTERM), output[-3000:]
     assert "Traceback" not in output and "RCLError" not in output, output[-3000:]
+
+
+def test_a_start_up_failure_after_a_signal_is_a_clean_stop_not_a_fatal_error(tmp_path, capfd):
+    """A SIGTERM that lands inside `import onnxruntime` during model loading made the import fail
+    ("initialization failed"), reported as "needs the onnxruntime package" with exit 1 (1 of 6 delays in
+    a full run). After a signal, a failed start-up is the stop the user asked for."""
+    import rclpy
+
+    from mde_ros.ros.depth_node import _run
+
+    args = ["depth_node", "--ros-args", "-r", "__ns:=/failed_after_signal", "-p", f"model:={tmp_path / 'missing.onnx'}"]
+    stop = NodeStopRequest()
+    try:
+        assert _run(args, args, stop) == 1  # no signal: the fatal error, as before
+        assert "missing.onnx" in capfd.readouterr().err
+        stop.signum = signal.SIGTERM  # what the handler records
+        assert _run(args, args, stop) == 0
+        assert "stopped during start-up" in capfd.readouterr().err
+    finally:
+        rclpy.utilities.try_shutdown()

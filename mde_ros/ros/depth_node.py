@@ -586,6 +586,9 @@ def _run(args: list[str] | None, argv: list[str], stop: shutdown.NodeStopRequest
         node.get_logger().info(f"spinning with {executor_name}")
         shutdown.spin_until_stopped(node, stop, executor)
     except StartupError as exc:
+        if stop.requested:  # the signal broke the start-up (an import it interrupted reads "initialization failed")
+            print(f"[INFO] [{NODE_NAME}]: stopped during start-up", file=sys.stderr)
+            return 0
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
