@@ -103,19 +103,9 @@ def group_cpu_ms(pid: int, before: dict[int, tuple[str, int]], after: dict[int, 
 def process_cpu_ns(pid: int) -> int:
     """CPU time (user + system) of the threads `pid` has now, in nanoseconds (a thread that ended
     between two readings is missing from the second: the node's threads live as long as it does)."""
-    total, found = 0, False
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                    total += int(f.read().split()[0])
-                    found = True
-            except (OSError, ValueError, IndexError):  # a thread that just ended
-                continue
-    except OSError:
-        pass
-    if found:
-        return total
+    threads = threads_cpu_ns(pid)
+    if threads:
+        return sum(ns for _, ns in threads.values())
     with open(f"/proc/{pid}/stat") as f:  # no schedstat (kernel without CONFIG_SCHEDSTATS): clock ticks
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK
