@@ -158,3 +158,26 @@ def test_a_refined_depth_is_not_built_from_the_stale_device_tensor(fast_estimato
                                                     fast_estimator.max_depth))
     device_depth = step.result.device.depth.numpy()
     assert not np.allclose(depth[np.isfinite(depth)], device_depth[np.isfinite(depth)], atol=1e-3)
+
+
+def test_a_deferred_build_keeps_its_own_depth_past_the_next_estimate(fast_estimator):
+    """Replay builds frame N's outputs (run_frame(defer_outputs=True), FrameResult.build) while frame N+1 is
+    estimated; the fast path's depth lives in a static per-shape buffer that the next estimate overwrites.
+    The deferred frame builds from its own copy (DeviceFrame.kept): its outputs are frame N's."""
+    from mde_ros.pipeline.frame_step import StepConfig, run_frame
+    from mde_ros.pipeline.outputs import FrameData, OutputConfig, build_parts
+
+    config = OutputConfig()
+    step_config = StepConfig(config, fast_estimator.min_depth, fast_estimator.max_depth)
+    first, second = render_frame(7, 64, 48), render_frame(8, 64, 48)
+    wanted = ("depth", "colorized")
+    step = run_frame(fast_estimator, first.rgb, first.intrinsics, wanted, step_config, defer_outputs=True)
+    assert step.outputs is None and step.result.device is not None
+    fast_estimator.estimate(second.rgb, second.intrinsics)  # the next frame, into the same static buffer
+    assert not np.allclose(step.result.device.depth.numpy(), step.result.depth, equal_nan=True)  # overwritten
+    got = step.build()
+    want = build_parts(FrameData(step.result, first.rgb, config, fast_estimator.min_depth,
+                                 fast_estimator.max_depth), wanted)
+    same_pattern_and_close(np.frombuffer(got.depth.data, "<f4"), np.frombuffer(want.depth.data, "<f4"))
+    np.testing.assert_array_equal(np.frombuffer(got.colorized.data, np.uint8),
+                                  np.frombuffer(want.colorized.data, np.uint8))

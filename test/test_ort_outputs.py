@@ -191,3 +191,24 @@ def test_the_fused_onnx_pipeline_builds_its_outputs_with_onnxruntime(tmp_path, m
     sessions = estimator.backend.fused_pipeline()._outputs.value._sessions
     built = {key[0] for key in sessions if key[1:3] == (120, 160)}
     assert built == {"marked", "colorized", "cloud"}  # the outputs came from the graphs at the camera's size
+
+
+@pytest.mark.parametrize("output,change,reported", [
+    ("marked", 5e-5, False), ("marked", 3e-4, True), ("points", 3e-4, True), ("rgb", 1, False), ("rgb", 2, True)])
+def test_the_start_up_check_holds_a_runtime_to_the_device_output_tolerance(outputs, output, change, reported):
+    """output_graphs.self_check (the onnxruntime and TensorRT start-up check) accepts what the device-output
+    contract allows (finite values within 1e-4 m, colour levels within 1) and reports more than that."""
+    from mde_ros.inference.output_graphs import self_check as check_graphs
+
+    class Shifted(OrtDeviceFrame):  # a runtime that computes `output` slightly differently
+        def _run(self, key, build, inputs, outs):
+            super()._run(key, build, inputs, outs)
+            if output in outs:
+                values = outs[output]
+                if output == "points":
+                    values = values[..., :3]  # x, y, z (NaN stays NaN)
+                values += np.asarray(change, values.dtype) if output != "rgb" else \
+                    np.where(values < 128, change, -change).astype(values.dtype)
+
+    problem = check_graphs(lambda depth: Shifted(ort.OrtValue.ortvalue_from_numpy(depth[None].copy()), outputs))
+    assert (problem is not None) == reported, problem

@@ -32,6 +32,7 @@ class cudaError_t(enum.IntEnum):
 class cudaMemcpyKind(enum.IntEnum):
     cudaMemcpyHostToDevice = 1
     cudaMemcpyDeviceToHost = 2
+    cudaMemcpyDeviceToDevice = 3
 
 
 class _Stream:
@@ -106,11 +107,27 @@ class CudaRuntimeStandIn:
         self.pinned.discard(int(address))
         return self.cudaFree(address)
 
+    def _is_device(self, address: int, nbytes: int) -> bool:
+        """Whether address .. address + nbytes lies inside one device (not pinned host) allocation."""
+        return any(start <= address and address + nbytes <= start + len(buffer)
+                   for start, buffer in self.allocations.items() if start not in self.pinned)
+
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
-        pinned = int(src) in self.pinned if kind == cudaMemcpyKind.cudaMemcpyHostToDevice else int(dst) in self.pinned
-        assert pinned, "stand-in: host side of an async copy must be pinned memory"
-        ctypes.memmove(int(dst), int(src), int(nbytes))
-        self.copies.append((kind.name, int(nbytes), stream))
+        # CUDA: host -> device from pinned memory (the backend's staging buffers); device -> host into
+        # pinned or pageable memory (a message buffer: CUDA stages it and returns when done); device ->
+        # device between allocations. Each side is checked to be what the kind says.
+        dst, src, nbytes = int(dst), int(src), int(nbytes)
+        if kind == cudaMemcpyKind.cudaMemcpyHostToDevice:
+            assert src in self.pinned, "stand-in: the host side of an upload must be pinned memory"
+            assert self._is_device(dst, nbytes), "stand-in: upload outside a device allocation"
+        elif kind == cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            assert self._is_device(src, nbytes), "stand-in: download from outside a device allocation"
+        else:
+            assert self._is_device(src, nbytes) and self._is_device(dst, nbytes), \
+                "stand-in: device copy outside device allocations"
+        pageable = kind == cudaMemcpyKind.cudaMemcpyDeviceToHost and dst not in self.pinned
+        ctypes.memmove(dst, src, nbytes)
+        self.copies.append((("pageable " if pageable else "") + kind.name, nbytes, stream))
         return self._ok()
 
     def cudaStreamCreateWithFlags(self, flags):
@@ -141,7 +158,20 @@ API = {
                 "SPARSE_WEIGHTS", "DIRECT_IO", "ERROR_ON_TIMING_CACHE_MISS", "STRIP_PLAN")),
     "8.6.1": (("EXPLICIT_BATCH", "EXPLICIT_PRECISION"), ("FP16", "INT8", "GPU_FALLBACK", "TF32")),
 }
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 10: "float16"}  # onnx.TensorProto elem types
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}  # TensorProto
+# The types onnx-tensorrt's docs/operators.md (10.x) lists per operator, for the operators of
+# inference.output_graphs (input 0's type; Where: its value inputs). Other operators are not judged here.
+_F = ("float32", "float16")
+_FI = _F + ("int32", "int64")
+_ALL = _FI + ("bool",)
+OPERATOR_TYPES = {
+    "Cast": (0, _ALL + ("uint8",)), "Gather": (0, _ALL), "IsInf": (0, _F), "IsNaN": (0, _FI), "Round": (0, _F),
+    "Where": (1, _ALL), "Less": (0, _FI), "Greater": (0, _FI), "LessOrEqual": (0, _FI),
+    "GreaterOrEqual": (0, _FI), "And": (0, ("bool",)), "Or": (0, ("bool",)), "Min": (0, _FI), "Max": (0, _FI),
+    "Mul": (0, _FI), "Sub": (0, _FI), "Concat": (0, _ALL), "ConstantOfShape": (0, ("int64",)),
+    "Reshape": (0, _ALL), "Slice": (0, _ALL), "Unsqueeze": (0, _ALL), "Identity": (0, _ALL),
+}
+_CONSTANT_INPUTS = {"Slice": (3,), "Unsqueeze": (1,)}  # "`axes` must be an initializer / a constant tensor"
 PRECISION_FLAGS = {"FP16", "BF16", "INT8", "FP8", "INT4", "FP4"}
 
 
@@ -195,6 +225,7 @@ class _Network:
         self.flags = flags
         self.inputs: list[types.SimpleNamespace] = []
         self.outputs: list[str] = []
+        self.output_dtypes: dict[str, str] = {}
         self.onnx: str | None = None
 
     @property
@@ -221,6 +252,12 @@ class _Parser:
         self.network.inputs = [types.SimpleNamespace(name=i.name, dtype=_ONNX_DTYPES.get(
             i.type.tensor_type.elem_type, "?")) for i in model.graph.input]
         self.network.outputs = [o.name for o in model.graph.output]
+        self.network.output_dtypes = {o.name: _ONNX_DTYPES.get(o.type.tensor_type.elem_type, "?")
+                                      for o in model.graph.output}
+        problem = _unsupported(model)
+        if problem:
+            self.errors.append(f"stand-in parser: {problem}")
+            return False
         # TensorRT 10 takes a uint8 network input only into a Cast (IIdentity / ICast layer docs).
         for tensor in self.network.inputs:
             users = [n.op_type for n in model.graph.node if tensor.name in n.input]
@@ -235,6 +272,30 @@ class _Parser:
 
     def get_error(self, index):
         return self.errors[index]
+
+
+def _unsupported(model) -> str | None:
+    """The first node whose operator and input type OPERATOR_TYPES does not allow (types from ONNX's shape
+    inference), or whose `axes` is not a constant; None when every judged node is allowed."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types_of = {v.name: _ONNX_DTYPES.get(v.type.tensor_type.elem_type, "?")
+                for v in [*inferred.input, *inferred.value_info, *inferred.output]}
+    constants = {t.name for t in inferred.initializer}
+    types_of.update({t.name: _ONNX_DTYPES.get(t.data_type, "?") for t in inferred.initializer})
+    for node in inferred.node:
+        if node.op_type == "Constant":
+            constants.update(node.output)
+        if node.op_type in OPERATOR_TYPES:
+            index, allowed = OPERATOR_TYPES[node.op_type]
+            dtype = types_of.get(node.input[index], "?") if len(node.input) > index else "?"
+            if dtype != "?" and dtype not in allowed:  # "?": shape inference did not type it (not judged)
+                return f"{node.op_type} ({node.name or node.output[0]}) on {dtype}: TensorRT takes {allowed}"
+        for index in _CONSTANT_INPUTS.get(node.op_type, ()):
+            if len(node.input) > index and node.input[index] and node.input[index] not in constants:
+                return f"{node.op_type} ({node.name or node.output[0]}): its axes must be a constant"
+    return None
 
 
 class _Profile:
@@ -324,7 +385,8 @@ class _Builder:
         if config._timing is not None:
             config._timing.entries += 1
         return b"engine:" + json.dumps({"onnx": network.onnx, "inputs": [i.name for i in network.inputs],
-                                        "dtypes": {i.name: i.dtype for i in network.inputs},
+                                        "dtypes": {**{i.name: i.dtype for i in network.inputs},
+                                                   **network.output_dtypes},
                                         "outputs": network.outputs, "version": trt.__version__}).encode()
 
 
@@ -360,7 +422,8 @@ class _Engine:
 
     def get_tensor_dtype(self, name):
         kind = self.info.get("dtypes", {}).get(name, "float32")
-        return {"uint8": self._trt.DataType.UINT8}.get(kind, self._trt.DataType.FLOAT)
+        types = self._trt.DataType
+        return {"uint8": types.UINT8, "int32": types.INT32, "bool": types.BOOL}.get(kind, types.FLOAT)
 
     def create_execution_context(self):
         return _Context(self)
@@ -412,7 +475,7 @@ class _Context:
             feeds[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
         outputs = self._run(feeds)
         for out_name, value in zip(self.engine.info["outputs"], outputs):
-            value = np.ascontiguousarray(value, dtype=np.float32)
+            value = np.ascontiguousarray(value, dtype=self._dtype(out_name))
             ctypes.memmove(self.addresses[out_name], value.ctypes.data, value.nbytes)
         self.executions.append(stream_handle)
         return True

@@ -18,7 +18,9 @@ Checks (all with a private engine cache folder, so nothing of the user's is touc
                 first frame not paying for the engine build
   fused         (needs torch for the export) a small network's model.fused.onnx for 640x480: the TensorRT
                 fused engine (uint8 input, static shapes) and onnxruntime CUDA / TensorRT EP fused sessions
-                with device_pipeline vs the numpy path on onnxruntime CPU (max |diff| m), median estimate ms
+                with device_pipeline vs the numpy path on onnxruntime CPU (max |diff| m), median estimate ms;
+                the outputs built on the device (inference.trt_outputs / ort_outputs) vs numpy's builders on
+                the same depth (NaN/Inf pattern, max |diff| <= 1e-4 m, colour <= 1 level), frame step ms
   bench         `mde-ros bench --sections backends` rows for every backend on its own device
 """
 from __future__ import annotations
@@ -281,10 +283,51 @@ def fused(tmp: Path) -> None:
         used = backend.fused_pipeline() is not None
         diff = float(np.nanmax(np.abs(got.depth - want.depth)))
         same_nan = bool((np.isnan(got.depth) == np.isnan(want.depth)).all())
-        ok = ok and used and same_nan and diff < 1e-2
+        outputs = device_outputs(estimator, frame)
+        ok = ok and used and same_nan and diff < 1e-2 and outputs["ok"]
         figures[label] = {"fused_used": used, "max_abs_diff_m": round(diff, 6), "nan_agree": same_nan,
-                          "estimate_ms": median_ms(lambda: estimator.estimate(frame.rgb, frame.intrinsics), iters=20)}
+                          "estimate_ms": median_ms(lambda: estimator.estimate(frame.rgb, frame.intrinsics), iters=20),
+                          "outputs": outputs}
     report("fused", "PASS" if ok else "FAIL", **figures)
+
+
+def device_outputs(estimator, frame) -> dict:
+    """Issue 20 item 1 on a GPU: the launch defaults' outputs built where the fused depth is (DepthResult.device)
+    against numpy's builders on the same depth (same NaN / +-Inf pattern, within 1e-4 m; colour within 1
+    level), and the median ms of the whole frame step with device outputs vs the numpy builders alone."""
+    from mde_ros.pipeline.frame_step import StepConfig, run_frame
+    from mde_ros.pipeline.geometry import unpack_cloud
+    from mde_ros.pipeline.outputs import METRIC_KEYS, FrameData, OutputConfig, build_parts
+
+    config = OutputConfig()
+    step_config = StepConfig(config, estimator.min_depth, estimator.max_depth)
+    step = run_frame(estimator, frame.rgb, frame.intrinsics, METRIC_KEYS, step_config)
+    if step.result.device is None:
+        return {"ok": False, "device_frame": None, "why": "no device frame (see the warnings above)"}
+    want = build_parts(FrameData(step.result, frame.rgb, config, estimator.min_depth, estimator.max_depth),
+                       METRIC_KEYS)
+    got = step.outputs
+
+    def compare(a, b) -> tuple[bool, float]:
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        pattern = a.shape == b.shape and all(np.array_equal(f(a), f(b)) for f in (np.isnan, np.isposinf, np.isneginf))
+        finite = np.isfinite(b)
+        return pattern, float(np.abs(a[finite] - b[finite]).max()) if pattern and finite.any() else 0.0
+
+    results = {"depth": compare(np.frombuffer(got.depth.data, "<f4"), np.frombuffer(want.depth.data, "<f4")),
+               "cloud_xyz": compare(unpack_cloud(got.cloud)[0], unpack_cloud(want.cloud)[0]),
+               "scan": compare(got.scan.ranges, want.scan.ranges)}
+    levels = int(np.abs(np.frombuffer(got.colorized.data, np.uint8).astype(int)
+                        - np.frombuffer(want.colorized.data, np.uint8).astype(int)).max())
+    ok = all(pattern and diff <= 1e-4 for pattern, diff in results.values()) and levels <= 1
+    numpy_frame = FrameData(step.result, frame.rgb, config, estimator.min_depth, estimator.max_depth)
+    return {"ok": ok, "device_frame": type(step.result.device).__name__,
+            **{f"{name}_pattern_equal": pattern for name, (pattern, _) in results.items()},
+            **{f"{name}_max_abs_diff_m": round(diff, 7) for name, (_, diff) in results.items()},
+            "colorized_max_level_diff": levels,
+            "frame_step_ms": median_ms(lambda: run_frame(estimator, frame.rgb, frame.intrinsics, METRIC_KEYS,
+                                                         step_config), iters=20),
+            "numpy_outputs_only_ms": median_ms(lambda: build_parts(numpy_frame, METRIC_KEYS), iters=20)}
 
 
 @check("bench")

@@ -113,6 +113,43 @@ class PinnedBuffer:
             pass
 
 
+class DeviceBuffer:
+    """Device memory only (cudaMalloc), for data that never comes to the host as a whole."""
+
+    def __init__(self, cudart: Any, nbytes: int) -> None:
+        self._cudart = cudart
+        self.nbytes = int(nbytes)
+        self.ptr = None
+        self.ptr = int(check(cudart, cudart.cudaMalloc(max(1, self.nbytes)), "cudaMalloc"))
+
+    def free(self) -> None:
+        if self.ptr is not None:
+            self._cudart.cudaFree(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:
+        try:
+            self.free()
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass
+
+
+def copy_to_host(cudart: Any, out: np.ndarray, device_ptr: int, stream: Any) -> None:
+    """out.nbytes from `device_ptr` straight into `out` (C-contiguous; pageable, e.g. a message buffer):
+    CUDA stages a copy to pageable memory itself and returns once it is done, after the stream's earlier
+    work, so there is no second copy of ours."""
+    if not out.flags.c_contiguous:
+        raise ValueError("copy_to_host needs a C-contiguous host array")
+    check(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, device_ptr, out.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (device to host)")
+
+
+def copy_on_device(cudart: Any, dst: int, src: int, nbytes: int, stream: Any) -> None:
+    check(cudart, cudart.cudaMemcpyAsync(dst, src, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream),
+          "cudaMemcpyAsync (device to device)")
+
+
 class Stream:
     """A non-blocking CUDA stream of the backend (enqueueV3 on the legacy default stream costs an
     extra synchronisation)."""

@@ -137,6 +137,11 @@ class DeviceFrame:
         self.depth = depth
         self._marked: dict[tuple[float, float], "torch.Tensor"] = {}
 
+    def kept(self) -> "DeviceFrame":
+        """A frame on a copy of the depth (on its device): the CUDA graph writes the next frame of this
+        shape into the same static buffer, and a deferred build (replay's writer thread) comes later."""
+        return DeviceFrame(self.depth.clone())
+
     def marked(self, min_depth: float, max_depth: float) -> "torch.Tensor":
         key = (min_depth, max_depth)
         if key not in self._marked:

@@ -17,7 +17,9 @@ With a fused model beside the model (`model.fused.onnx`, `mde-ros export --fused
 offers `DepthEstimator` a fused pipeline (`fused_pipeline`, built on first use): a second engine with
 static shapes from the fused model's metadata (uint8 image (1,H,W,3) + float32 rescale (1,) -> depth
 (1,H,W) metres), cached like the plain one with the fused camera in its key, so a frame of that
-camera is one upload, one enqueue and one download.
+camera is one upload, one enqueue and one download. The frame's outputs (depth image, cloud,
+colourised image, scan rows) are then built from the depth left on the device by small output engines
+(inference.trt_outputs) and come down straight into their message buffers.
 """
 from __future__ import annotations
 
@@ -351,6 +353,18 @@ class TensorRTBackend(Backend):
             return None
         return TensorRTFusedPipeline(self, path, spec)
 
+    def static_engine(self, onnx_path: Path, paths: EnginePaths, key_parts: dict, shapes: dict[str, tuple],
+                      plan: BuildPlan, config: TensorRTConfig, what: str) -> Any:
+        """The engine of `onnx_path` with static input `shapes` ({name: (min, opt, max)}), loaded from `paths`
+        or built there with `plan` / `config` on this backend's runtime (inference.trt_outputs' graphs)."""
+        profile = ProfileShapes(*next(iter(shapes.values())))
+
+        def build() -> None:
+            build_engine(self._trt, self._logger, onnx_path, None, plan, profile, config, paths, key_parts,
+                         shapes=shapes)
+
+        return load_or_build_engine(self._runtime, paths, build, self._rebuild, what)
+
     # ---- inference --------------------------------------------------------------------------
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -461,6 +475,9 @@ class TensorRTFusedPipeline:
             raise ValueError(f"{path}: the fused engine's depth is {self._shapes[FUSED_OUTPUT]}; expected "
                              f"(1, {spec.height}, {spec.width})")
         self._lock = threading.Lock()
+        self._backend = backend
+        self._outputs = FirstUse(self._start_outputs)  # inference.trt_outputs' engines, on first use
+        self._ran = False
 
     def accepts(self, height: int, width: int, policy: str | None) -> bool:
         """Only the camera size and resize policy the model was exported for (static engine shapes)."""
@@ -486,13 +503,53 @@ class TensorRTFusedPipeline:
             ran = time.perf_counter()
             out = depth.buffer.host_view(shapes[FUSED_OUTPUT])[0].copy()
             done = time.perf_counter()
+            self._ran = True
         return out, {"preprocess": staged - start, "network": ran - staged, "postprocess": done - ran}
+
+    @property
+    def last_device_frame(self):
+        """The last estimate's depth where the engine left it (its device buffer), as an
+        inference.trt_outputs.TrtDeviceFrame valid until the next estimate; None before the first estimate,
+        without onnx (the graphs cannot be written), or when the output engines failed their start-up check."""
+        if not self._ran:
+            return None
+        outputs = self._outputs.get()
+        if outputs is None:
+            return None
+        from mde_ros.inference.trt_outputs import TrtDeviceFrame
+
+        return TrtDeviceFrame(self._bindings[FUSED_OUTPUT].buffer.device_ptr, self.spec.height, self.spec.width,
+                              outputs)
+
+    def _start_outputs(self):
+        from mde_ros.inference.output_graphs import onnx_available
+        from mde_ros.inference.trt_outputs import TrtOutputs, self_check
+
+        if not onnx_available():
+            log.warning("device_pipeline: onnx is not installed (pip install onnx): the outputs of the fused "
+                        "engine's depth are built by numpy on the host")
+            return None
+        try:
+            outputs = TrtOutputs(self._backend)
+        except Exception as exc:  # a build setting this TensorRT refuses: numpy builds the outputs
+            log.warning("device_pipeline: no TensorRT output engines (%s: %s): the outputs are built by numpy on "
+                        "the host", type(exc).__name__, exc)
+            return None
+        problem = self_check(outputs)
+        if problem is not None:
+            log.warning("device_pipeline: TensorRT's output engines do not reproduce the numpy builders (%s): the "
+                        "outputs are built by numpy on the host", problem)
+            outputs.close()
+            return None
+        return outputs
 
     def describe(self) -> dict[str, Any]:
         return {"engine": str(self.paths.engine), "onnx": str(self.path), "height": self.spec.height,
                 "width": self.spec.width, "policy": self.spec.policy}
 
     def close(self) -> None:
+        if self._outputs.value is not None:
+            self._outputs.value.close()
         for buffer in self._buffers:
             buffer.free()
         self._buffers = []

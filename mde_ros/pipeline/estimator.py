@@ -65,8 +65,8 @@ class DepthResult:
     # (postprocess.relative_to_depth) and sets it True.
     is_metric: bool = True
     # The same depth on the device that made it (torch's device pipeline: inference.device_outputs.DeviceFrame;
-    # onnxruntime's fused model: inference.ort_outputs.OrtDeviceFrame), valid until the next estimate:
-    # outputs are built there. None on every other path.
+    # the fused model on onnxruntime / TensorRT: inference.ort_outputs.OrtDeviceFrame / trt_outputs.TrtDeviceFrame),
+    # valid until the next estimate (`kept()` for longer): outputs are built there. None on every other path.
     device: Any = None
     # CPU seconds of the calling thread inside the backend call (time.thread_time): the network's whole
     # CPU cost when the backend computes on the calling thread (onnxruntime with one intra-op thread),
@@ -226,6 +226,6 @@ class DepthEstimator:
             from mde_ros.inference.device_outputs import DeviceFrame
 
             device = DeviceFrame(device_depth)
-        else:  # onnxruntime's fused model: its depth OrtValue (inference.ort_outputs.OrtDeviceFrame) or None
+        else:  # the fused model on onnxruntime / TensorRT (inference.ort_outputs / trt_outputs) or None
             device = getattr(fused, "last_device_frame", None)
         return DepthResult(depth, intrinsics, rescale, timings, warnings, device=device, network_cpu_s=network_cpu)

@@ -121,12 +121,15 @@ def run_frame(estimator: "DepthEstimator", rgb: np.ndarray, intrinsics: "Intrins
             notes.append(Note("scale_expired", f"no usable scale anchor for {scale.age:.1f} s (> scale.max_age): "
                                                f"depth is {EXPIRY_TEXT[scale.regime]} (scale.on_expiry)"))
     stopped = refined is not None and not refined.publish
+    device = estimated.device if result is estimated else None
+    if device is not None and defer_outputs:  # built after the next estimate, which reuses the device buffer
+        device = device.kept()
     frame = FrameData(result, rgb, out_config, config.min_depth, config.max_depth,
                       confidence=None if refined is None else refined.confidence,
                       scale=None if refined is None else refined.scale,
                       # outputs built where the depth is only while it is the estimator's own (a refined
                       # depth is a new result made on the CPU: dataclasses.replace would carry a stale device)
-                      device=estimated.device if result is estimated else None)
+                      device=device)
     build = functools.partial(build_parts, frame, tuple(wanted), metric=result.is_metric and not stopped)
     outputs, later = (None, build) if defer_outputs else (build(), None)
     if stopped:  # nothing metric published: no health to judge
