@@ -61,10 +61,19 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def rclpy_context():
-    """A private rclpy context for one test module, shut down after its last test."""
+    """A private rclpy context for one test module, shut down after its last test.
+
+    Live nodes and probes run in this process's threads, and a full collection of the suite's heap (~330k
+    objects: torch, onnx, every module's imports) holds the GIL for 0.1-0.25 s on an idle machine (more on a
+    busy one), long enough to make a CameraInfo "late". So the heap is collected once and frozen here, as the
+    node process freezes its own after start-up (ros/depth_node): later collections scan only new objects."""
+    import gc
+
     import rclpy
     from rclpy.context import Context
 
+    gc.collect()
+    gc.freeze()
     context = Context()
     rclpy.init(context=context)
     yield context
@@ -94,3 +103,23 @@ def render_folder_dataset():
         return root
 
     return render
+
+
+@pytest.fixture
+def fused_onnx_model(tmp_path, monkeypatch):
+    """(card, plain ONNX path) of a small network with its fused model (160x120, stretch) beside it, and a
+    private model cache (TensorRT engines) under tmp_path/cache. Export needs torch (skipped without)."""
+    torch = pytest.importorskip("torch")
+    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
+    from mde_ros.models import build_model, export_onnx
+    from mde_ros.models.card import ModelCard
+
+    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
+                     input_height=32, input_width=48, train_focal_px=40.0)
+    with torch.no_grad():
+        network = build_model(card.architecture, **card.arch_kwargs).eval()
+        plain = export_onnx(network, card, tmp_path / "m.onnx")
+        export_fused_onnx(network, card, fused_path_for(plain), 120, 160, policy="stretch")
+    return card, plain

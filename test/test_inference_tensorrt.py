@@ -409,24 +409,6 @@ def test_fused_engine_key_and_build_problems():
                                                    "fp16", dla_core=0))
 
 
-@pytest.fixture
-def fused_model(tmp_path, monkeypatch):
-    """A small network's plain ONNX with its fused model (160x120, stretch) beside it (export needs torch)."""
-    torch = pytest.importorskip("torch")
-    from mde_ros.models import build_model, export_onnx
-    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
-
-    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
-                     input_height=32, input_width=48, train_focal_px=40.0)
-    with torch.no_grad():
-        network = build_model(card.architecture, **card.arch_kwargs).eval()
-        plain = export_onnx(network, card, tmp_path / "m.onnx")
-        export_fused_onnx(network, card, fused_path_for(plain), 120, 160, policy="stretch")
-    return card, plain
-
-
 def model_builds(trt, root):
     """The stand-in's builds of the model's own engines (plain, fused), not of the output graphs that
     inference.trt_outputs writes into the engine cache."""
@@ -434,7 +416,7 @@ def model_builds(trt, root):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_fused_engine_runs_device_pipeline_frames_against_each_version_stand_in(version, fused_model, tmp_path,
+def test_fused_engine_runs_device_pipeline_frames_against_each_version_stand_in(version, fused_onnx_model, tmp_path,
                                                                                 monkeypatch):
     """TensorRT API stand-in + CUDA runtime stand-in (NOT TensorRT, never verification; the stand-in's
     "engine" is onnxruntime on the fused ONNX): the fused engine is built once with static uint8 image and
@@ -444,7 +426,7 @@ def test_fused_engine_runs_device_pipeline_frames_against_each_version_stand_in(
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
     from mde_ros.synthetic import render_frame
 
-    card, plain = fused_model
+    card, plain = fused_onnx_model
     trt, cudart = TensorRTStandIn(version), CudaRuntimeStandIn()
     install(monkeypatch, trt, cudart)
     backend = TensorRTBackend(plain, card, "cuda", "fp32")
@@ -479,13 +461,13 @@ def test_fused_engine_runs_device_pipeline_frames_against_each_version_stand_in(
     backend.close()
 
 
-def test_fused_engine_is_not_used_for_strongly_typed_fp16_or_without_a_fused_model(fused_model, tmp_path,
+def test_fused_engine_is_not_used_for_strongly_typed_fp16_or_without_a_fused_model(fused_onnx_model, tmp_path,
                                                                                    monkeypatch):
     """TensorRT API stand-in (not verification): a strongly typed fp16 build keeps the numpy path (the
     fused model is fp32); weak typing (10.x) builds it with the FP16 flag; no fused model, no pipeline."""
     import shutil
 
-    card, plain = fused_model
+    card, plain = fused_onnx_model
     trt = TensorRTStandIn("10.16.0")
     install(monkeypatch, trt, CudaRuntimeStandIn())
     assert open_backend("tensorrt", plain, card, device="cuda", precision="fp16").fused_pipeline() is None

@@ -36,25 +36,6 @@ CONFIGS = [OutputConfig(),
                         colormap="inferno", scan_height=3)]
 
 
-@pytest.fixture
-def fused_model(tmp_path, monkeypatch):
-    """A small network's plain ONNX with its fused model (160x120, stretch) beside it (export needs torch)."""
-    torch = pytest.importorskip("torch")
-    from mde_ros.inference.fused import export_fused_onnx, fused_path_for
-    from mde_ros.models import build_model, export_onnx
-    from mde_ros.models.card import ModelCard
-
-    monkeypatch.setenv("MDE_ROS_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    card = ModelCard(name="fused-small", architecture="unet_plain", arch_kwargs={"base_channels": 4, "depth": 2},
-                     input_height=32, input_width=48, train_focal_px=40.0, max_depth=10.0)
-    with torch.no_grad():
-        network = build_model(card.architecture, **card.arch_kwargs).eval()
-        plain = export_onnx(network, card, tmp_path / "m.onnx")
-        export_fused_onnx(network, card, fused_path_for(plain), 120, 160, policy="stretch")
-    return card, plain
-
-
 def fast_estimator(card, plain, version="10.3.0", monkeypatch=None):
     from mde_ros.pipeline.estimator import DepthEstimator, EstimatorConfig
 
@@ -88,14 +69,14 @@ def test_every_graph_uses_only_what_tensorrts_onnx_parser_documents():
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_the_fused_engine_builds_its_outputs_with_output_engines(version, fused_model, tmp_path, monkeypatch):
+def test_the_fused_engine_builds_its_outputs_with_output_engines(version, fused_onnx_model, tmp_path, monkeypatch):
     """DepthEstimator + TensorRT (stand-in) + device_pipeline: DepthResult.device is a TrtDeviceFrame on the
     fused engine's depth buffer; run_frame's outputs equal numpy's builders' bytes on the returned depth; every
     output comes down once, into its message buffer (pageable), the scan only its rows; the output engines are
     fp32 with static shapes, built once, and a new backend loads them from the cache."""
     from mde_ros.inference.trt_outputs import TrtDeviceFrame
 
-    card, plain = fused_model
+    card, plain = fused_onnx_model
     estimator, trt, cudart = fast_estimator(card, plain, version, monkeypatch)
     estimator.estimate(render_frame(0, 160, 120).rgb)  # the start-up check's own engines and copies first
     for seed, config in zip((1, 2), CONFIGS):
@@ -134,13 +115,13 @@ def test_the_fused_engine_builds_its_outputs_with_output_engines(version, fused_
     again.backend.close()
 
 
-def test_a_deferred_build_uses_its_own_copy_of_the_depth(fused_model, monkeypatch):
+def test_a_deferred_build_uses_its_own_copy_of_the_depth(fused_onnx_model, monkeypatch):
     """Replay's deferred build (run_frame(defer_outputs=True)) gets a device copy of the depth (TrtDeviceFrame.kept):
     the next estimate overwrites the fused engine's buffer, and frame N's outputs are still frame N's. The copy's
     buffer returns to the pool when its frame is gone."""
     import gc
 
-    card, plain = fused_model
+    card, plain = fused_onnx_model
     estimator, trt, cudart = fast_estimator(card, plain, monkeypatch=monkeypatch)
     config = StepConfig(OutputConfig(), estimator.min_depth, estimator.max_depth)
     first, second = render_frame(4, 160, 120), render_frame(5, 160, 120)
@@ -160,10 +141,10 @@ def test_a_deferred_build_uses_its_own_copy_of_the_depth(fused_model, monkeypatc
     estimator.backend.close()
 
 
-def test_output_engines_that_fail_the_start_up_check_leave_numpy_building(fused_model, monkeypatch, caplog):
+def test_output_engines_that_fail_the_start_up_check_leave_numpy_building(fused_onnx_model, monkeypatch, caplog):
     """A TensorRT whose parser refuses an operator of the graphs (here: the stand-in's table without ConstantOfShape)
     fails the start-up check: one warning, no DeviceFrame, numpy's builders, the depth unchanged."""
-    card, plain = fused_model
+    card, plain = fused_onnx_model
     monkeypatch.setitem(trt_standin.OPERATOR_TYPES, "ConstantOfShape", (0, ()))  # only the cloud graph has it
     estimator, trt, cudart = fast_estimator(card, plain, monkeypatch=monkeypatch)
     frame = render_frame(1, 160, 120)
