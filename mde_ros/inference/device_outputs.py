@@ -130,6 +130,21 @@ def scan(marked: "torch.Tensor", intr: Intrinsics, scan_height: int = 1, range_m
     return scan_of_band(band, intr, range_min, range_max)
 
 
+def _host_tensor(array: np.ndarray) -> "torch.Tensor":
+    """A CPU tensor on `array`'s memory, only read: a read-only array (an image decoded from a bag or message
+    buffer) is taken as it is, without torch's once-per-process warning about non-writable arrays."""
+    import warnings
+
+    import torch
+
+    array = np.ascontiguousarray(array)
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 class DeviceFrame:
     """One frame's depth tensor and the outputs built from it (what pipeline.outputs calls)."""
 
@@ -153,9 +168,7 @@ class DeviceFrame:
 
     def cloud(self, min_depth: float, max_depth: float, intr: Intrinsics, rgb: np.ndarray | None, decimation: int,
               min_range: float, max_range: float, organized: bool) -> PackedCloud:
-        import torch
-
-        colour = None if rgb is None else torch.from_numpy(np.ascontiguousarray(rgb)).to(self.depth.device)
+        colour = None if rgb is None else _host_tensor(rgb).to(self.depth.device)
         return cloud(self.marked(min_depth, max_depth), intr, colour, decimation, min_range, max_range, organized)
 
     def colorized(self, min_depth: float, max_depth: float, colormap: str) -> PackedImage:
