@@ -61,6 +61,27 @@ def test_colorize_is_rgb_with_warm_near_cold_far_and_black_invalid():
     np.testing.assert_array_equal(rgb[0, 5], rgb[0, 1])
 
 
+def test_colorize_is_cv2_convert_scale_abs_of_the_clamped_level_through_the_lut():
+    """The definition, written plainly (float32 level, clamped at 0, cvRound + saturation, the map's LUT,
+    non-finite black), on every kind of value: NaN, +-Inf, negative, zero, beyond both limits, huge, and a
+    .5 tie at every level; the fast clamp and the by-index blacking give the same bytes."""
+    import cv2
+
+    from mde_ros.pipeline.colorize import colormap_table
+
+    rng = np.random.default_rng(5)
+    depth = rng.uniform(-2.0, 14.0, (37, 53)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.05] = np.nan
+    depth[0, :6] = [np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30]
+    ties = np.float32(255 / 64) - (np.arange(255, dtype=np.float32) + np.float32(0.5)) / np.float32(64)
+    for low, high, values in ((0.3, 10.0, depth), (0.0, 255 / 64, ties[None, :])):
+        level = (np.float32(high) - values) * np.float32(255.0 / (high - low))
+        index = cv2.convertScaleAbs(np.maximum(level, np.float32(0)))
+        want = colormap_table("turbo")[index]
+        want[~np.isfinite(values)] = 0
+        np.testing.assert_array_equal(colorize(values, low, high), want)
+
+
 def test_colorize_is_monotonic_in_hue_along_a_ramp():
     ramp = np.linspace(1.0, 5.0, 50, dtype=np.float32)[None, :]
     rgb = colorize(ramp, 1.0, 5.0).astype(int)
