@@ -65,52 +65,10 @@ def device_info(cudart: Any, index: int):
                    driver=int(check(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")))
 
 
-class PinnedBuffer:
-    """A pinned host buffer viewed as a numpy array, with its device twin of the same size."""
-
-    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self._cudart = cudart
-        self.dtype = np.dtype(dtype)
-        self.capacity = int(np.prod(shape)) if shape else 1
-        self.nbytes = self.capacity * self.dtype.itemsize
-        self.host_ptr = self.device_ptr = None
-        self.host_ptr = int(check(cudart, cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
-        self.device_ptr = int(check(cudart, cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
-        raw = (ctypes.c_ubyte * self.nbytes).from_address(self.host_ptr)
-        self._host = np.frombuffer(raw, dtype=self.dtype, count=self.capacity)
-
-    def host_view(self, shape: tuple[int, ...]) -> np.ndarray:
-        """The first prod(shape) elements of the pinned buffer as an array of `shape` (no copy)."""
-        size = int(np.prod(shape))
-        if size > self.capacity:
-            raise ValueError(f"shape {shape} needs {size} elements; the buffer holds {self.capacity}")
-        return self._host[:size].reshape(shape)
-
-    def to_device(self, nbytes: int, stream: Any) -> None:
-        check(self._cudart, self._cudart.cudaMemcpyAsync(
-            self.device_ptr, self.host_ptr, nbytes,
-            self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync (host to device)")
-
-    def to_host(self, nbytes: int, stream: Any) -> None:
-        check(self._cudart, self._cudart.cudaMemcpyAsync(
-            self.host_ptr, self.device_ptr, nbytes,
-            self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync (device to host)")
-
-    def free(self) -> None:
-        cudart = self._cudart
-        if self.device_ptr is not None:
-            cudart.cudaFree(self.device_ptr)
-            self.device_ptr = None
-        if self.host_ptr is not None:
-            self._host = None
-            cudart.cudaFreeHost(self.host_ptr)
-            self.host_ptr = None
-
-    def __del__(self) -> None:
-        try:
-            self.free()
-        except Exception:  # interpreter shutdown: the driver may already be gone
-            pass
+def _memcpy(cudart: Any, dst: int, src: int, nbytes: int, kind: str, stream: Any) -> None:
+    """cudaMemcpyAsync of `kind` ("HostToDevice", "DeviceToHost", "DeviceToDevice") on `stream`."""
+    check(cudart, cudart.cudaMemcpyAsync(dst, src, nbytes, getattr(cudart.cudaMemcpyKind, f"cudaMemcpy{kind}"),
+                                         stream), f"cudaMemcpyAsync ({kind})")
 
 
 class DeviceBuffer:
@@ -134,20 +92,63 @@ class DeviceBuffer:
             pass
 
 
+class PinnedBuffer:
+    """A pinned host buffer viewed as a numpy array, with its device twin (a DeviceBuffer) of the same size."""
+
+    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._cudart = cudart
+        self.dtype = np.dtype(dtype)
+        self.capacity = int(np.prod(shape)) if shape else 1
+        self.nbytes = self.capacity * self.dtype.itemsize
+        self.host_ptr = self._device = None
+        self.host_ptr = int(check(cudart, cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
+        self._device = DeviceBuffer(cudart, self.nbytes)
+        raw = (ctypes.c_ubyte * self.nbytes).from_address(self.host_ptr)
+        self._host = np.frombuffer(raw, dtype=self.dtype, count=self.capacity)
+
+    @property
+    def device_ptr(self) -> int | None:
+        return None if self._device is None else self._device.ptr
+
+    def host_view(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The first prod(shape) elements of the pinned buffer as an array of `shape` (no copy)."""
+        size = int(np.prod(shape))
+        if size > self.capacity:
+            raise ValueError(f"shape {shape} needs {size} elements; the buffer holds {self.capacity}")
+        return self._host[:size].reshape(shape)
+
+    def to_device(self, nbytes: int, stream: Any) -> None:
+        _memcpy(self._cudart, self.device_ptr, self.host_ptr, nbytes, "HostToDevice", stream)
+
+    def to_host(self, nbytes: int, stream: Any) -> None:
+        _memcpy(self._cudart, self.host_ptr, self.device_ptr, nbytes, "DeviceToHost", stream)
+
+    def free(self) -> None:
+        if self._device is not None:
+            self._device.free()
+        if self.host_ptr is not None:
+            self._host = None
+            self._cudart.cudaFreeHost(self.host_ptr)
+            self.host_ptr = None
+
+    def __del__(self) -> None:
+        try:
+            self.free()
+        except Exception:  # interpreter shutdown: the driver may already be gone
+            pass
+
+
 def copy_to_host(cudart: Any, out: np.ndarray, device_ptr: int, stream: Any) -> None:
     """out.nbytes from `device_ptr` straight into `out` (C-contiguous; pageable, e.g. a message buffer):
     CUDA stages a copy to pageable memory itself and returns once it is done, after the stream's earlier
     work, so there is no second copy of ours."""
     if not out.flags.c_contiguous:
         raise ValueError("copy_to_host needs a C-contiguous host array")
-    check(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, device_ptr, out.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
-          "cudaMemcpyAsync (device to host)")
+    _memcpy(cudart, out.ctypes.data, device_ptr, out.nbytes, "DeviceToHost", stream)
 
 
 def copy_on_device(cudart: Any, dst: int, src: int, nbytes: int, stream: Any) -> None:
-    check(cudart, cudart.cudaMemcpyAsync(dst, src, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream),
-          "cudaMemcpyAsync (device to device)")
+    _memcpy(cudart, dst, src, nbytes, "DeviceToDevice", stream)
 
 
 class Stream:

@@ -308,7 +308,8 @@ class OrtFusedPipeline:
         return OrtDeviceFrame(self._last_depth, outputs)
 
     def _start_outputs(self):
-        from mde_ros.inference.ort_outputs import OrtOutputs, onnx_available, output_providers, self_check
+        from mde_ros.inference.ort_outputs import OrtOutputs, output_providers, self_check
+        from mde_ros.inference.output_graphs import onnx_available
 
         if not onnx_available():
             log.warning("device_pipeline: onnx is not installed (pip install onnx): the outputs of the fused "

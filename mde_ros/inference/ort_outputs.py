@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mde_ros.inference.output_graphs import DEPTH, GraphDeviceFrame, onnx_available  # noqa: F401 (re-exported)
+from mde_ros.inference.output_graphs import DEPTH, GraphDeviceFrame
 from mde_ros.inference.output_graphs import self_check as check_graphs
 
 CPU_PROVIDER = "CPUExecutionProvider"
