@@ -179,6 +179,8 @@ class Graph:
     def close(self):
         for executor in self.executors:
             executor.shutdown()
+        for thread in self.threads:  # a spin thread still building its wait set must not meet destroyed nodes
+            thread.join(timeout=5.0)
         self.node.destroy_node()
         self.probe.destroy_node()
 

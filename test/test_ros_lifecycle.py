@@ -72,6 +72,7 @@ class Manager:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5.0)
         self.node.destroy_node()
 
 
@@ -86,14 +87,16 @@ def managed(rclpy_context, request):
                                 parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         executor = SingleThreadedExecutor(context=rclpy_context)
         executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
         manager = Manager(rclpy_context, namespace, node.get_fully_qualified_name())
-        made.append((node, executor, manager))
+        made.append((node, executor, thread, manager))
         return node, manager
     yield make
-    for node, executor, manager in made:
+    for node, executor, thread, manager in made:
         manager.close()
         executor.shutdown()
+        thread.join(timeout=5.0)
         node.destroy_node()
 
 

@@ -154,6 +154,8 @@ class Rig:
     def close(self):
         for executor in self.executors:
             executor.shutdown()
+        for thread in self.threads:  # a spin thread still building its wait set must not meet destroyed nodes
+            thread.join(timeout=5.0)
         if self.node is not None:
             self.node.destroy_node()
         self.probe.destroy_node()
