@@ -15,6 +15,7 @@ from mde_ros.bags import fixtures
 from mde_ros.bags.fixtures import CAMERA_INFO_TOPIC, GROUND_TRUTH_TOPIC, IMAGE_TOPIC, read_topic
 from mde_ros.bags.io import BagError, deserialize, stamp_ns
 from mde_ros.bags.player import play_bag
+from mde_ros.ros.shutdown import BackgroundSpin
 
 N_FRAMES = 6
 
@@ -30,12 +31,10 @@ def ros():
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpin(executor)
     yield context, executor
-    executor.shutdown()
+    spinner.stop()
     rclpy.shutdown(context=context)
-    thread.join(timeout=5)
 
 
 class Listener:

@@ -7,7 +7,6 @@ import array
 import collections
 import dataclasses
 import math
-import threading
 import time
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ from mde_ros.inference import Backend
 from mde_ros.models.card import ModelCard
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.ros.depth_node import DepthNode, StartupError
+from mde_ros.ros.shutdown import BackgroundSpin
 
 WIDTH, HEIGHT = 64, 48
 FX, FY, CX, CY = 40.0, 40.0, 31.5, 23.5
@@ -132,9 +132,7 @@ class Graph:
         self.executors = [SingleThreadedExecutor(context=context), MultiThreadedExecutor(num_threads=2, context=context)]
         self.executors[0].add_node(self.node)
         self.executors[1].add_node(self.probe)
-        self.threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
-        for thread in self.threads:
-            thread.start()
+        self.spinners = [BackgroundSpin(e) for e in self.executors]
         wanted = ["image", "camera_info"] + [t for t, key in (("range", "scale.range.enabled"),
                                                               ("anchor_points", "scale.points.enabled")) if params.get(key)]
         wait_for(lambda: all(self.pubs[t].get_subscription_count() for t in wanted))
@@ -177,10 +175,8 @@ class Graph:
         return wait_for(lambda: next((v for v in reversed(self.received["diagnostics"]) if predicate(v)), None))
 
     def close(self):
-        for executor in self.executors:
-            executor.shutdown()
-        for thread in self.threads:  # a spin thread still building its wait set must not meet destroyed nodes
-            thread.join(timeout=5.0)
+        for spinner in self.spinners:  # stopped before the nodes are destroyed
+            spinner.stop()
         self.node.destroy_node()
         self.probe.destroy_node()
 

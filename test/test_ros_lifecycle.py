@@ -6,7 +6,6 @@ import collections
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.processes import interrupt
 from mde_ros.ros.depth_node import ManagedDepthNode
+from mde_ros.ros.shutdown import BackgroundSpin
 from test_ros_node import CARD, PLANE_M, ROOT, PlaneBackend, image_msg, info_msg, seconds_of, tiny_onnx_model, wait_for
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -39,8 +39,7 @@ class Manager:
         self.get = self.node.create_client(GetState, f"{fqn}/get_state")
         self.executor = MultiThreadedExecutor(2, context=context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpin(self.executor)
 
     def call(self, client, request, timeout=30.0):
         assert client.wait_for_service(timeout_sec=timeout), f"no service {client.srv_name}"
@@ -71,8 +70,7 @@ class Manager:
         return self.node.count_publishers(topic)
 
     def close(self):
-        self.executor.shutdown()
-        self.thread.join(timeout=5.0)
+        self.spinner.stop()
         self.node.destroy_node()
 
 
@@ -87,16 +85,13 @@ def managed(rclpy_context, request):
                                 parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         executor = SingleThreadedExecutor(context=rclpy_context)
         executor.add_node(node)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
         manager = Manager(rclpy_context, namespace, node.get_fully_qualified_name())
-        made.append((node, executor, thread, manager))
+        made.append((node, BackgroundSpin(executor), manager))
         return node, manager
     yield make
-    for node, executor, thread, manager in made:
+    for node, spinner, manager in made:
         manager.close()
-        executor.shutdown()
-        thread.join(timeout=5.0)
+        spinner.stop()
         node.destroy_node()
 
 

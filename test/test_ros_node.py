@@ -10,7 +10,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mde_ros.models.card import ModelCard, card_path_for
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.processes import interrupt
 from mde_ros.ros.depth_node import DepthNode
+from mde_ros.ros.shutdown import BackgroundSpin
 from mde_ros.ros.diagnostics import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,9 +140,7 @@ class Rig:
         if self.node is not None:
             self.executors[0].add_node(self.node)
         self.executors[-1].add_node(self.probe)
-        self.threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
-        for thread in self.threads:
-            thread.start()
+        self.spinners = [BackgroundSpin(e) for e in self.executors]
         wait_for(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count(),
                  timeout=discovery_timeout, alive=alive)
 
@@ -152,10 +150,8 @@ class Rig:
                 self.received["diagnostics"].append(status)
 
     def close(self):
-        for executor in self.executors:
-            executor.shutdown()
-        for thread in self.threads:  # a spin thread still building its wait set must not meet destroyed nodes
-            thread.join(timeout=5.0)
+        for spinner in self.spinners:  # stopped before the nodes are destroyed
+            spinner.stop()
         if self.node is not None:
             self.node.destroy_node()
         self.probe.destroy_node()

@@ -18,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
 from mde_ros.pipeline.estimator import DepthEstimator
 from mde_ros.ros.depth_node import DepthNode
+from mde_ros.ros.shutdown import BackgroundSpin
 from test_ros_node import CARD, PlaneBackend, image_msg, info_msg, seconds_of, wait_for
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -29,8 +30,6 @@ class Graph:
     subscribe and leave during the test."""
 
     def __init__(self, context, namespace, params):
-        import threading
-
         self.backend = PlaneBackend()
         self.node = DepthNode(estimator=DepthEstimator(self.backend, CARD), context=context, namespace=namespace,
                               parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
@@ -47,9 +46,7 @@ class Graph:
         self.executors[0].add_node(self.node)
         self.executors[1].add_node(self.probe)
         self.executors[1].add_node(self.consumer)
-        self.threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
-        for thread in self.threads:
-            thread.start()
+        self.spinners = [BackgroundSpin(e) for e in self.executors]
         wait_for(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count())
 
     def _on_diagnostics(self, msg):
@@ -101,10 +98,8 @@ class Graph:
                         timeout=5.0)
 
     def close(self):
-        for executor in self.executors:
-            executor.shutdown()
-        for thread in self.threads:  # a spin thread still building its wait set must not meet destroyed nodes
-            thread.join(timeout=5.0)
+        for spinner in self.spinners:  # stopped before the nodes are destroyed
+            spinner.stop()
         self.node.destroy_node()
         self.probe.destroy_node()
         self.consumer.destroy_node()

@@ -328,6 +328,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
 
     from mde_ros.resources import default_params_file
     from mde_ros.ros import naming
+    from mde_ros.ros.shutdown import BackgroundSpin
 
     namespace = f"/mde_bench_node_{os.getpid()}"
     process = _start_node(model, namespace, default_params_file(), extra)
@@ -361,8 +362,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
 
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor)
     runs = [NodeRun(w, h, [p for p in _phases() if phases is None or p.label in phases]) for w, h in sizes]
     stamp = [1000 * 1_000_000_000]
     try:
@@ -385,7 +385,7 @@ def run_node(model: str, sizes: list[tuple[int, int]], iters: int, warmup: int, 
             if not any(p.frames for p in run.phases):
                 run.error = f"{type(exc).__name__}: {exc}"
     finally:
-        executor.shutdown()
+        spinner.stop()
         client.destroy_node()
         rclpy.shutdown(context=context)
         interrupt(process)

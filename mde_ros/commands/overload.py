@@ -63,6 +63,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
     from mde_ros.pipeline.intrinsics import Intrinsics
     from mde_ros.pipeline.outputs import pack_image
     from mde_ros.ros import messages, naming
+    from mde_ros.ros.shutdown import BackgroundSpin
     from mde_ros.synthetic import render_frame
 
     namespace = f"/mde_overload_{os.getpid()}_{qos}"
@@ -96,8 +97,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
     client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor)
     packed = pack_image(frame.rgb, "rgb8")
 
     def publish() -> int:
@@ -143,7 +143,7 @@ def run_overload(model: str, qos: str, seconds: float, factor: float, threads: i
             got = [latencies[s] for s in sent if s in latencies]
             network = statistics.median(network_ms) if network_ms else float("nan")
     finally:
-        executor.shutdown()
+        spinner.stop()
         client.destroy_node()
         rclpy.shutdown(context=context)
         interrupt(process)

@@ -9,10 +9,16 @@ stop) with two differences: during start-up a signal stops at once (KeyboardInte
 publishes yet), and a second SIGINT while stopping interrupts at once, as a second Ctrl-C does
 elsewhere. `spin_until_stopped` sees a request within one wait period and returns, main() destroys the
 node (which joins its inference thread) and only then shuts the context down.
+
+`BackgroundSpin` is the same order for an executor spun in a thread (the bench clients, the live tests):
+rclpy's `Executor.shutdown()` destroys its guard condition without waiting for a `spin()` in another
+thread, which then raises (InvalidHandle, or AttributeError on the guard) while building its next wait set.
 """
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from types import FrameType
 from typing import Any, Callable
 
@@ -59,3 +65,37 @@ def spin_until_stopped(node: Any, stop: NodeStopRequest, executor: Any = None,
     finally:
         executor.remove_node(node)
         executor.shutdown(timeout_sec=0)
+
+
+class BackgroundSpin:
+    """`executor` spun in a daemon thread until `stop()`, which joins the thread before shutting the executor
+    down, so nodes can then be destroyed under no spinning thread."""
+
+    def __init__(self, executor: Any, period_s: float = WAIT_PERIOD_S, name: str = "spin") -> None:
+        self.executor = executor
+        self._period_s = period_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stopping.is_set() and self.executor.context.ok():
+            self.executor.spin_once(timeout_sec=self._period_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop spinning (within one wait period and the callback in progress), then shut the executor down."""
+        self._stopping.set()
+        self.executor.wake()  # an idle wait returns now, not after its period
+        deadline = time.monotonic() + timeout_s
+        self._thread.join(timeout_s)
+        # A MultiThreadedExecutor runs callbacks in its pool: those in flight finish before nodes go (else
+        # they take from destroyed handles). rclpy keeps them in the private `_futures`; none elsewhere.
+        while any(not task.done() for task in list(getattr(self.executor, "_futures", ()))):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        self.executor.shutdown(timeout_sec=0)
