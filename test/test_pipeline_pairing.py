@@ -109,19 +109,19 @@ def test_synced_infos_let_a_waiting_thread_pair_with_an_info_that_arrives_later(
 
     from mde_ros.pipeline.pairing import SyncedCameraInfos
 
-    sync = SyncedCameraInfos(0.2)
+    sync = SyncedCameraInfos(1.0)  # far above the 30 ms: a stalled timer thread (loaded CI) still pairs
     arrival = time.perf_counter()
     sync.add_image(stamp(0), arrival)
     late = threading.Timer(0.03, lambda: sync.add_info(stamp(0), "info0"))
     late.start()
     pairing = sync.pair(stamp(0), arrival, publishers=1)
     late.join()
-    assert pairing.info == "info0" and pairing.problem is None and 0.02 < pairing.waited_s < 0.2
+    assert pairing.info == "info0" and pairing.problem is None and 0.02 < pairing.waited_s < 1.0
     # The next frame's CameraInfo never comes: the wait is bounded by the measured lag, then explained.
     arrival = time.perf_counter()
     sync.add_image(stamp(1), arrival)
     pairing = sync.pair(stamp(1), arrival, publishers=1)
-    assert pairing.info == "info0"  # 33 ms away: the neighbour stands in within 200 ms tolerance
+    assert pairing.info == "info0"  # 33 ms away: the neighbour stands in within the tolerance
     sync.tolerance_s = 0.01
     arrival = time.perf_counter()
     sync.add_image(stamp(2), arrival)
