@@ -85,8 +85,9 @@ def managed(rclpy_context, request):
                                 parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         executor = SingleThreadedExecutor(context=rclpy_context)
         executor.add_node(node)
+        spinner = BackgroundSpin(executor)  # the node spins before its manager starts, as before
         manager = Manager(rclpy_context, namespace, node.get_fully_qualified_name())
-        made.append((node, BackgroundSpin(executor), manager))
+        made.append((node, spinner, manager))
         return node, manager
     yield make
     for node, spinner, manager in made:
